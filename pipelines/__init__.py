@@ -1,0 +1,1 @@
+"""Runnable cmtp pipelines (Apache Beam) and the ``cmtp`` command line."""

@@ -1,0 +1,1 @@
+"""One module per ``cmtp`` sub-command group; each exposes a typer app or command function."""

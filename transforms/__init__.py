@@ -1,0 +1,1 @@
+"""Apache Beam PTransforms and DoFns for the cmtp stages (extract, dedup, score)."""
