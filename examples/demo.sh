@@ -12,4 +12,11 @@ cmtp models prepare builtin:me5-small
 echo "== schemas the stages exchange"
 cmtp schema list
 
+echo "== extract: raw dumps -> clean title-passage pairs (Apache Beam, 2 local workers)"
+cmtp extract \
+  wudao=examples/data/wudao/flagai_jinrong_data.json \
+  csl=examples/data/csl/ts_dev_head300.tsv \
+  news=examples/data/news/inews_train_head300.jsonl \
+  --out "$OUT/extract" --workers 2
+
 echo "demo finished: outputs in $OUT/"

@@ -1,4 +1,4 @@
-"""The ``cmtp`` command line: one typer app whose sub-commands run the stages.
+"""The ``cmtp`` console script.
 
 User mistakes (a bad path, an unknown schema, a model that is not on disk) raise :class:`CmtpError`; ``main``
 prints them as one ``error:`` line and exits 1. Anything else is a bug and keeps its traceback.
@@ -6,41 +6,19 @@ prints them as one ``error:`` line and exits 1. Anything else is a bug and keeps
 
 from __future__ import annotations
 
+import logging
 import sys
-
-import typer
-
-from schemas import CmtpError
-from schemas.manifest import cmtp_version
-
-from .commands import models_cmd, schema_cmd
-from .console import err
-
-app = typer.Typer(
-    name="cmtp",
-    help="Build a C-MTP style Chinese embedding corpus and train embedding models on it.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.add_typer(schema_cmd.app, name="schema")
-app.add_typer(models_cmd.app, name="models")
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"cmtp {cmtp_version()}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
-) -> None:
-    """cmtp: extract -> dedup -> score -> mine -> train, each stage Parquet in, Parquet + manifest out."""
 
 
 def main() -> None:
+    # Beam logs import-time notices (e.g. missing GCP clients) on the root logger: quiet them before the
+    # command modules import it. The CLI shows errors only.
+    logging.getLogger().setLevel(logging.ERROR)
+    from schemas import CmtpError
+
+    from .app import app
+    from .console import err
+
     try:
         app()
     except CmtpError as exc:

@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from pipelines.app import app
 
 runner = CliRunner()
 
@@ -60,3 +60,27 @@ def test_user_errors_are_one_line_without_traceback(args, fragment):
 def test_bad_option_is_a_usage_error():
     proc = _cmtp("schema", "show", "pair", "--format", "xml")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "xml" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["extract", "nosuch=x.json", "--out", "o"], "unknown adapter 'nosuch'"),
+        (["extract", "just-a-path.json", "--out", "o"], "must be ADAPTER=GLOB"),
+        (["extract", "wudao=/nonexistent/dir/*.json", "--out", "o"], "no files match /nonexistent/dir/*.json"),
+    ],
+)
+def test_extract_user_errors(tmp_path, args, fragment):
+    proc = _cmtp(*[a.replace("--out o", "") for a in args[:-1]], str(tmp_path / "o"))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and fragment in proc.stderr
+
+
+def test_extract_command_runs_and_prints_summary(tmp_path):
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "raw" / "lcsts" / "clge_train_head30.tsv"
+    result = runner.invoke(app, ["extract", f"lcsts={data}", "--out", str(tmp_path), "--workers", "1",
+                                 "--num-shards", "2"])
+    assert result.exit_code == 0, result.output
+    assert "extract: in 30" in result.output and (tmp_path / "manifest.json").exists()

@@ -1,0 +1,35 @@
+"""The ``cmtp`` typer app: the root command and its sub-commands (one module each in ``commands/``)."""
+
+from __future__ import annotations
+
+import typer
+
+from schemas.manifest import cmtp_version
+
+from .commands import extract_cmd, models_cmd, schema_cmd
+
+app = typer.Typer(
+    name="cmtp",
+    help="Build a C-MTP style Chinese embedding corpus and train embedding models on it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(schema_cmd.app, name="schema")
+app.add_typer(models_cmd.app, name="models")
+
+_STAGE = {"allow_extra_args": True, "ignore_unknown_options": False}
+app.command("extract", help=extract_cmd.HELP, context_settings=_STAGE)(extract_cmd.extract)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cmtp {cmtp_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """cmtp: extract -> dedup -> score -> mine -> train, each stage Parquet in, Parquet + manifest out."""

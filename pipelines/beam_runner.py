@@ -1,0 +1,35 @@
+"""Building a Beam pipeline for the chosen runner, without ever waiting on the network locally.
+
+Locally (the default) the portable FnApiRunner runs in-process, or with ``workers > 1`` in that many
+worker processes (``direct_running_mode=multi_processing``): passing it explicitly keeps the DirectRunner
+from first trying to download Prism. Any other runner (``--runner DataflowRunner --project ... --region ...
+--temp_location gs://...``, Flink, Spark, Portable) is chosen with its usual Beam flags, passed through.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from schemas.errors import CmtpError
+
+LOCAL_RUNNERS = {None, "", "local", "DirectRunner", "FnApiRunner"}
+
+
+def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.Pipeline:
+    """A pipeline for ``beam_args`` (Beam's own flags); local FnApiRunner unless ``--runner`` says otherwise."""
+    args = list(beam_args or [])
+    options = PipelineOptions(args)
+    runner_name = options.view_as(StandardOptions).runner
+    if runner_name in LOCAL_RUNNERS:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        mode = "multi_processing" if workers > 1 else "in_memory"
+        local = PipelineOptions(args + [f"--direct_running_mode={mode}", f"--direct_num_workers={max(1, workers)}",
+                                        "--default_sdk_harness_log_level=WARNING"])
+        local.view_as(StandardOptions).runner = None
+        return beam.Pipeline(runner=FnApiRunner(), options=local)
+    try:
+        return beam.Pipeline(options=options)
+    except ValueError as exc:  # unknown runner name and similar option mistakes
+        raise CmtpError(f"cannot create the Beam pipeline: {exc}") from exc

@@ -1,0 +1,54 @@
+"""Options and parsing shared by the stage commands: YAML configs, shard flags, Beam pass-through args."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import yaml
+
+from schemas.errors import CmtpError
+
+BEAM_ARGS_HELP = (
+    "Arguments after `--` go to Beam, e.g. `-- --runner DataflowRunner --project P --region R "
+    "--temp_location gs://B/tmp --sdk_container_image IMAGE`."
+)
+
+
+def split_beam_args(positionals: list[str], extra: list[str]) -> tuple[list[str], list[str]]:
+    """Click hands everything after ``--`` to the positional list; the first item that looks like a flag
+    starts the Beam arguments."""
+    for i, value in enumerate(positionals):
+        if value.startswith("-"):
+            return positionals[:i], positionals[i:] + list(extra)
+    return positionals, list(extra)
+
+
+def load_yaml_config(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    import fsspec
+
+    try:
+        with fsspec.open(path, "r", encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError as exc:
+        raise CmtpError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise CmtpError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CmtpError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def build_config(cls, file_values: dict[str, Any], flag_values: dict[str, Any]):
+    """A ``cls`` dataclass from a YAML mapping overridden by the flags the user set (non-None)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(file_values) - names)
+    if unknown:
+        raise CmtpError(f"unknown option(s) in config file: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    values = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise CmtpError(str(exc)) from exc

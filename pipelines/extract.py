@@ -1,0 +1,67 @@
+"""The extract pipeline: raw dumps -> ``pairs/``, ``pretrain/``, ``dead_letters/`` Parquet + ``manifest.json``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest
+from transforms.common.dead_letters import dead_letter_sort_key
+from transforms.common.outcomes import CountOutcomes
+from transforms.common.parquet_shards import DEFAULT_ROW_GROUP_SIZE, DEFAULT_TARGET_SHARD_ROWS, WriteParquetShards
+from transforms.extract.config import ExtractConfig
+from transforms.extract.dofns import SourceSpec
+from transforms.extract.ptransform import ExtractPairs
+
+from .beam_runner import make_pipeline
+from .outputs import match_files, pop_outcomes, prepare_output, summarize_output
+
+OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_letter"}
+
+
+@dataclass
+class ShardOptions:
+    num_shards: int | None = None
+    target_shard_rows: int = DEFAULT_TARGET_SHARD_ROWS
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE
+
+    def writer(self, directory, schema, key):
+        return WriteParquetShards(directory, schema, key, self.num_shards, self.target_shard_rows,
+                                  self.row_group_size)
+
+
+def run_extract(
+    sources: list[SourceSpec],
+    out: str,
+    config: ExtractConfig | None = None,
+    shards: ShardOptions | None = None,
+    beam_args: list[str] | None = None,
+    workers: int = 1,
+) -> Manifest:
+    config, shards = config or ExtractConfig(), shards or ShardOptions()
+    matched = {spec.pattern: match_files(spec.pattern) for spec in sources}
+    prepare_output(out, list(OUTPUTS))
+    started = time.perf_counter()
+    with make_pipeline(beam_args, workers) as p:
+        result = p | "Extract" >> ExtractPairs(sources, config)
+        result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"])
+        result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT, lambda r: r["text_id"])
+        result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key)
+        inputs = (result.documents, result.read_dead) | "AllInputs" >> beam.Flatten()
+        (inputs, result.pairs, result.dead) | "Count" >> CountOutcomes(out)
+    seconds = time.perf_counter() - started
+    outcomes = pop_outcomes(out)
+    manifest = Manifest(
+        stage="extract",
+        config={"sources": [vars(s) for s in sources], **config.to_dict(), "shards": vars(shards),
+                "workers": workers, "beam_args": beam_args or []},
+        inputs=[f for files in matched.values() for f in files],
+        outputs={name: summarize_output(out, name, schema) for name, schema in OUTPUTS.items()},
+        extra={"seconds": round(seconds, 2),
+               "documents_per_second": round(outcomes["count_in"] / max(seconds, 1e-9), 1)},
+        **outcomes,
+    )
+    manifest.write(out)
+    return manifest

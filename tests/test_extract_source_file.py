@@ -1,0 +1,62 @@
+"""Per-file reading: encoding sniffing, binary files, undecodable lines, truncated and malformed JSON."""
+
+import bz2
+import gzip
+import json
+
+import zstandard
+
+from transforms.extract.source_file import BINARY, Rejected, SourceFile, sniff_encoding
+
+TEXT = "今天天气很好，我们去公园散步。"
+
+
+def test_sniff_encoding():
+    assert sniff_encoding(TEXT.encode("utf-8")) == "utf-8"
+    assert sniff_encoding(b"\xef\xbb\xbf" + TEXT.encode("utf-8")) == "utf-8-sig"
+    assert sniff_encoding(TEXT.encode("gbk"), complete=True) == "gb18030"
+    assert sniff_encoding(TEXT.encode("gb18030")) == "gb18030"
+    assert sniff_encoding(bytes(range(256)) * 10) == BINARY
+    # a sample cut inside a multi-byte character is still UTF-8
+    assert sniff_encoding(TEXT.encode("utf-8")[:-1]) == "utf-8"
+    assert sniff_encoding(TEXT.encode("utf-8")[:-1], complete=True) != "utf-8"
+
+
+def test_lines_with_undecodable_bytes_become_rejected(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(("\n".join(json.dumps({"title": f"标题{i}", "content": TEXT}, ensure_ascii=False)
+                               for i in range(3)) + "\n").encode() + b'{"title": "\xff\xfe bad"}\n')
+    f = SourceFile.from_path(str(path))
+    records = list(f.json_records())
+    assert [k for k, _ in records] == ["L1", "L2", "L3", "L4"]
+    assert isinstance(records[3][1], Rejected) and records[3][1].reason == "undecodable"
+
+
+def test_truncated_json_array_keeps_the_good_prefix(tmp_path):
+    items = [{"title": f"标题{i}", "content": TEXT} for i in range(5)]
+    text = json.dumps(items, ensure_ascii=False)
+    path = tmp_path / "trunc.json"
+    path.write_text(text[: int(len(text) * 0.7)], encoding="utf-8")
+    records = list(SourceFile.from_path(str(path)).json_records())
+    good = [r for _, r in records if isinstance(r, dict)]
+    bad = [r for _, r in records if isinstance(r, Rejected)]
+    assert len(good) == 3 and len(bad) == 1 and bad[0].reason == "malformed_json" and bad[0].key == "after:2"
+
+
+def test_records_object_without_records_key(tmp_path):
+    path = tmp_path / "obj.json"
+    path.write_text('{\n "DATA": [1]\n}', encoding="utf-8")
+    records = list(SourceFile.from_path(str(path)).json_records())
+    assert [r.reason for _, r in records] == ["no_records"]
+
+
+def test_compressed_inputs_are_read_transparently(tmp_path):
+    lines = "\n".join(json.dumps({"title": "标题", "content": TEXT}, ensure_ascii=False) for _ in range(4))
+    raw = lines.encode("utf-8")
+    for name, data in [("a.jsonl.gz", gzip.compress(raw)), ("a.jsonl.bz2", bz2.compress(raw)),
+                       ("a.jsonl.zst", zstandard.ZstdCompressor().compress(raw))]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        f = SourceFile.from_path(str(path))
+        assert f.encoding == "utf-8", name
+        assert len(list(f.json_records())) == 4, name

@@ -1,0 +1,1 @@
+"""Pieces every stage shares: stable ids, dead letters, deterministic Parquet shards, outcome counting."""

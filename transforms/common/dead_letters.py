@@ -1,0 +1,43 @@
+"""Building dead-letter rows: every record a stage cannot use becomes one, with a reason and an excerpt."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+EXCERPT_CHARS = 2000
+DEAD = "dead"  # tag of the dead-letter output of every multi-output DoFn
+
+
+def dead_letter(
+    stage: str,
+    reason: str,
+    source: str,
+    source_file: str,
+    record_key: str,
+    raw: Any = "",
+    detail: str = "",
+    item_id: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A row of the ``dead_letter`` schema; ``raw`` (text, bytes or an object) is cut to 2000 characters."""
+    if isinstance(raw, bytes):
+        raw = raw[: EXCERPT_CHARS * 4].decode("utf-8", "backslashreplace")
+    elif not isinstance(raw, str):
+        raw = json.dumps(raw, ensure_ascii=False, default=str)
+    return {
+        "stage": stage,
+        "reason": reason,
+        "source": source,
+        "source_file": source_file,
+        "record_key": record_key,
+        "item_id": item_id,
+        "detail": detail[:EXCERPT_CHARS],
+        "raw_excerpt": raw[:EXCERPT_CHARS],
+        "meta": json.dumps(meta or {}, ensure_ascii=False, sort_keys=True),
+    }
+
+
+def dead_letter_sort_key(row: dict[str, Any]) -> str:
+    return "\x1f".join([row["stage"], row["source"], row["source_file"], row["record_key"], row["reason"],
+                        row.get("item_id") or ""])

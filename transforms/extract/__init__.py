@@ -1,0 +1,1 @@
+"""The extract stage: raw dumps -> cleaned (title, passage) pairs, pretraining text and dead letters."""

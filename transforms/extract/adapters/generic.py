@@ -1,0 +1,73 @@
+"""Generic tables: JSON lines / JSON array, CSV / TSV (with a header row) or Parquet, with the title and
+passage columns named by ``title_field`` / ``passage_field`` (defaults ``title`` / ``passage``). Other
+columns named in ``meta_fields`` (comma-separated) go to ``meta``."""
+
+import csv
+import io
+
+import pyarrow.parquet as pq
+
+from ..source_file import Extracted, MissingField, Rejected
+from .base import JsonRecordAdapter, pick, register_adapter, text_field
+
+
+@register_adapter("generic")
+class GenericAdapter(JsonRecordAdapter):
+    @classmethod
+    def option_names(cls):
+        return ("title_field", "passage_field", "meta_fields")
+
+    def _fields(self):
+        meta = [m for m in str(self.options.get("meta_fields", "")).split(",") if m]
+        return self.options.get("title_field", "title"), self.options.get("passage_field", "passage"), meta
+
+    def map(self, obj):
+        title_f, passage_f, meta_f = self._fields()
+        return text_field(obj, title_f, required=False), text_field(obj, passage_f), pick(obj, *meta_f)
+
+    def read(self, f):
+        path = f.path.lower()
+        if path.endswith(".parquet"):
+            yield from self._rows(self._parquet(f))
+        elif path.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
+            yield from self._rows(self._delimited(f, "\t" if ".tsv" in path else ","))
+        else:
+            yield from super().read(f)
+
+    def _rows(self, rows):
+        for key, row in rows:
+            if isinstance(row, Rejected):
+                yield row
+                continue
+            try:
+                title, text, meta = self.map(row)
+            except MissingField as exc:
+                yield Rejected(key, "missing_field", str(exc), row)
+                continue
+            yield Extracted(key, title, text, meta)
+
+    @staticmethod
+    def _parquet(f):
+        with f.open() as fh:
+            table = pq.read_table(io.BytesIO(fh.read()))
+        offset = 0
+        for batch in table.to_batches():
+            for i, row in enumerate(batch.to_pylist()):
+                yield str(offset + i), row
+            offset += batch.num_rows
+
+    @staticmethod
+    def _delimited(f, delimiter):
+        header = None
+        for number, line in f.lines():
+            if isinstance(line, Rejected):
+                yield line.key, line
+                continue
+            cols = next(csv.reader([line], delimiter=delimiter))
+            if header is None:
+                header = cols
+                continue
+            if len(cols) != len(header):
+                yield f"L{number}", Rejected(f"L{number}", "bad_columns", f"{len(cols)} != {len(header)}", line)
+                continue
+            yield f"L{number}", dict(zip(header, cols, strict=True))

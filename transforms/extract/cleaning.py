@@ -1,0 +1,105 @@
+"""Text normalisation for extracted records: markup, links, addresses, control characters, width, script.
+
+Each function does one step; :class:`Cleaner` applies the steps the config turns on. HTML is removed with
+regular expressions on purpose: dump bodies are fragments (Zhihu answers, forum posts) that need their text
+and line breaks, not a DOM, and a parser per record costs more than the whole remaining pipeline.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import sys
+import unicodedata
+from functools import lru_cache
+
+from .config import ExtractConfig
+
+_BLOCK_TAGS = re.compile(r"<\s*(?:br|/p|/div|/li|/h[1-6]|/tr|p|div|li|tr|h[1-6])\b[^>]*>", re.I)
+_DROP_ELEMENTS = re.compile(r"<\s*(script|style|noscript)\b.*?<\s*/\s*\1\s*>", re.I | re.S)
+_TAGS = re.compile(r"<[^<>]{0,2000}>")
+_URL = re.compile(
+    r"(?:(?:https?|ftp)://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+", re.I
+)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+_SPACES = re.compile(r"[^\S\n]+")
+_NEWLINES = re.compile(r"\s*\n\s*")
+_CJK_SPACE = re.compile(r"(?<=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]) (?=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])")
+
+
+def strip_html(text: str) -> str:
+    text = _DROP_ELEMENTS.sub(" ", text)
+    text = _BLOCK_TAGS.sub("\n", text)
+    text = _TAGS.sub("", text)
+    return html.unescape(text)
+
+
+@lru_cache(maxsize=1)
+def _control_chars() -> re.Pattern:
+    """One character class of every control (Cc, but newline and tab), format (Cf: zero-width, BOM, bidi),
+    surrogate and private-use code point, built once per process from this Python's Unicode tables."""
+    ranges, start, prev = [], None, None
+    for cp in range(sys.maxunicode + 1):
+        hit = unicodedata.category(chr(cp)) in ("Cc", "Cf", "Cs", "Co") and chr(cp) not in "\n\t"
+        if hit and start is None:
+            start = cp
+        if not hit and start is not None:
+            ranges.append((start, prev))
+            start = None
+        prev = cp
+    if start is not None:
+        ranges.append((start, prev))
+    body = "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+    return re.compile(f"[{body}]+")
+
+
+def remove_control_chars(text: str) -> str:
+    """Drop control (Cc, but newline and tab), format (Cf), surrogate and private-use characters."""
+    return _control_chars().sub("", text)
+
+
+def collapse_whitespace(text: str, keep_newlines: bool = True) -> str:
+    text = _SPACES.sub(" ", text)
+    text = _NEWLINES.sub("\n", text) if keep_newlines else re.sub(r"\s+", " ", text)
+    return _CJK_SPACE.sub("", text).strip()
+
+
+def collapse_repeated(text: str, min_unit: int = 20) -> str:
+    """``X X`` or ``X X X`` (the same body pasted 2-4 times, a WuDao artefact) becomes ``X``."""
+    compact = text.strip()
+    for times in (2, 3, 4):
+        if len(compact) % times == 0:
+            unit = compact[: len(compact) // times]
+            if len(unit) >= min_unit and unit * times == compact:
+                return unit
+    return text
+
+
+class Cleaner:
+    """Applies the enabled normalisation steps to titles and passages."""
+
+    def __init__(self, config: ExtractConfig):
+        self.config = config
+        self._t2s = None
+        if config.t2s:
+            import opencc
+
+            self._t2s = opencc.OpenCC("t2s")
+
+    def __call__(self, text: str, is_title: bool = False) -> str:
+        c = self.config
+        if c.strip_html:
+            text = strip_html(text)
+        if c.nfkc:
+            text = unicodedata.normalize("NFKC", text)
+        if c.strip_urls:
+            text = _URL.sub(" ", text)
+        if c.strip_emails:
+            text = _EMAIL.sub(" ", text)
+        text = remove_control_chars(text)
+        if self._t2s is not None:
+            text = self._t2s.convert(text)
+        text = collapse_whitespace(text, keep_newlines=not is_title)
+        if c.collapse_repeated_passage and not is_title:
+            text = collapse_repeated(text)
+        return text

@@ -1,0 +1,130 @@
+"""Quality filters on a cleaned (title, passage) pair. Each returns a drop reason, or None to keep.
+
+The reasons are the manifest's and the dead letters' vocabulary: ``title_too_short``, ``passage_too_long``,
+``low_cjk_ratio``, ``repetitive_lines``, ``repetitive_ngrams``, ``blocklist``, ``title_in_passage_head``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from importlib import resources
+
+import numpy as np
+
+from .config import ExtractConfig
+
+_NOT_CJK = re.compile(r"[^\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]+")
+_SPACE = re.compile(r"\s+")
+_NOT_WORD = re.compile(r"[\W_]+", re.U)
+_HASH_BASE = np.uint64(1099511628211)
+
+
+def cjk_ratio(text: str) -> float:
+    visible = len(_SPACE.sub("", text))
+    return len(_NOT_CJK.sub("", text)) / visible if visible else 0.0
+
+
+def dup_line_ratio(text: str) -> float:
+    """Share of characters in lines that occur more than once (Gopher-style, for line-structured bodies)."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if len(lines) < 2:
+        return 0.0
+    counts = Counter(lines)
+    total = sum(len(line) for line in lines)
+    return sum(len(line) for line in lines if counts[line] > 1) / total
+
+
+def dup_ngram_ratio(text: str, n: int) -> float:
+    """Share of characters covered by character n-grams that occur more than once.
+
+    Vectorised: a 64-bit polynomial hash of every n-gram (collisions are negligible at passage sizes), the
+    repeated ones found with ``np.unique``, and their coverage by a difference array.
+    """
+    compact = _NOT_WORD.sub("", text)
+    if len(compact) < 2 * n:
+        return 0.0
+    cps = np.frombuffer(compact.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    m = len(cps) - n + 1
+    hashes = np.zeros(m, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            hashes = hashes * _HASH_BASE + cps[k : k + m]
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    starts = np.flatnonzero(counts[inverse] > 1)
+    if not len(starts):
+        return 0.0
+    delta = np.zeros(len(cps) + 1, dtype=np.int32)
+    np.add.at(delta, starts, 1)
+    np.add.at(delta, starts + n, -1)
+    return float(np.count_nonzero(np.cumsum(delta[:-1]))) / len(cps)
+
+
+def normalize_for_match(text: str) -> str:
+    """Lower-cased, without spaces and punctuation: the form duplicate checks and blocklists compare.
+    (Cleaned text is NFKC already; blocklist terms are NFKC-normalised when loaded.)"""
+    return _NOT_WORD.sub("", text.lower())
+
+
+def load_blocklist(extra_paths: list[str] | None = None) -> list[str]:
+    """The shipped ``blocklist_zh.txt`` plus the user's files: one term per line, ``#`` starts a comment."""
+    texts = [resources.files(__package__).joinpath("blocklist_zh.txt").read_text(encoding="utf-8")]
+    for path in extra_paths or []:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as fh:
+            texts.append(fh.read().decode("utf-8"))
+    terms = set()
+    for text in texts:
+        for line in text.splitlines():
+            term = normalize_for_match(unicodedata.normalize("NFKC", line.split("#", 1)[0]))
+            if term:
+                terms.add(term)
+    return sorted(terms)
+
+
+class PairFilter:
+    """All quality filters of one config; :meth:`title_reason` / :meth:`passage_reason` / :meth:`pair_reason`."""
+
+    def __init__(self, config: ExtractConfig):
+        self.c = config
+        self._block = None
+        if config.blocklist:
+            terms = load_blocklist(config.extra_blocklists)
+            self._block = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)))
+
+    def title_reason(self, title: str) -> str | None:
+        if len(title) < self.c.title_min_chars:
+            return "title_too_short"
+        if len(title) > self.c.title_max_chars:
+            return "title_too_long"
+        if self._block is not None and self._block.search(normalize_for_match(title)):
+            return "blocklist"
+        return None
+
+    def passage_reason(self, passage: str) -> str | None:
+        c = self.c
+        if len(passage) < c.passage_min_chars:
+            return "passage_too_short"
+        if len(passage) > c.passage_max_chars:
+            return "passage_too_long"
+        if cjk_ratio(passage) < c.min_cjk_ratio:
+            return "low_cjk_ratio"
+        if dup_line_ratio(passage) > c.max_dup_line_ratio:
+            return "repetitive_lines"
+        if dup_ngram_ratio(passage, c.repetition_ngram) > c.max_dup_ngram_ratio:
+            return "repetitive_ngrams"
+        if self._block is not None:
+            hits = set(self._block.findall(normalize_for_match(passage)))
+            if len(hits) >= c.blocklist_min_passage_hits:
+                return "blocklist"
+        return None
+
+    def pair_reason(self, title: str, passage: str) -> str | None:
+        if self.c.title_in_passage_head:
+            t = normalize_for_match(title)
+            head = normalize_for_match(passage[: self.c.passage_head_chars + len(title)])
+            if t and (t == normalize_for_match(passage) or t in head):
+                return "title_in_passage_head"
+        return None
