@@ -19,4 +19,7 @@ cmtp extract \
   news=examples/data/news/inews_train_head300.jsonl \
   --out "$OUT/extract" --workers 2
 
+echo "== dedup: MinHash near-duplicate clusters, one representative each"
+cmtp dedup "$OUT/extract" --out "$OUT/dedup" --workers 2
+
 echo "demo finished: outputs in $OUT/"

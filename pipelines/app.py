@@ -6,7 +6,7 @@ import typer
 
 from schemas.manifest import cmtp_version
 
-from .commands import extract_cmd, models_cmd, schema_cmd
+from .commands import dedup_cmd, extract_cmd, models_cmd, schema_cmd
 
 app = typer.Typer(
     name="cmtp",
@@ -20,6 +20,7 @@ app.add_typer(models_cmd.app, name="models")
 
 _STAGE = {"allow_extra_args": True, "ignore_unknown_options": False}
 app.command("extract", help=extract_cmd.HELP, context_settings=_STAGE)(extract_cmd.extract)
+app.command("dedup", help=dedup_cmd.HELP, context_settings=_STAGE)(dedup_cmd.dedup)
 
 
 def _version(value: bool) -> None:

@@ -53,6 +53,7 @@ def run_extract(
         (inputs, result.pairs, result.dead) | "Count" >> CountOutcomes(out)
     seconds = time.perf_counter() - started
     outcomes = pop_outcomes(out)
+    outcomes.pop("facts", None)
     manifest = Manifest(
         stage="extract",
         config={"sources": [vars(s) for s in sources], **config.to_dict(), "shards": vars(shards),

@@ -18,10 +18,18 @@ IN, OUT, DROPPED = "in", "out", "dropped"
 OUTCOMES_FILE = "_outcomes.json"
 
 
+FACT = "fact"
+
+
 def summarize(counted: list[tuple[tuple[str, str, str], int]]) -> dict[str, Any]:
-    """Fold ``((source, kind, reason), n)`` pairs into manifest counts."""
+    """Fold ``((source, kind, reason), n)`` pairs into manifest counts; ``kind == "fact"`` entries are
+    stage-specific tallies ``(fact name, "fact", key)`` that go to ``facts``."""
     per_source: dict[str, dict[str, Any]] = defaultdict(lambda: {IN: 0, OUT: 0, DROPPED: {}})
+    facts: dict[str, dict[str, int]] = defaultdict(dict)
     for (source, kind, reason), n in sorted(counted):
+        if kind == FACT:
+            facts[source][reason] = n
+            continue
         entry = per_source[source]
         if kind == DROPPED:
             entry[DROPPED][reason] = entry[DROPPED].get(reason, 0) + n
@@ -36,6 +44,7 @@ def summarize(counted: list[tuple[tuple[str, str, str], int]]) -> dict[str, Any]
         "count_out": sum(e[OUT] for e in per_source.values()),
         "dropped": dict(sorted(dropped.items())),
         "per_source": dict(sorted(per_source.items())),
+        "facts": dict(facts),
     }
 
 
@@ -58,13 +67,16 @@ class CountOutcomes(beam.PTransform):
         self.path = FileSystems.join(directory, OUTCOMES_FILE)
 
     def expand(self, pcolls):
-        inputs, outputs, dead = pcolls
+        """``(inputs, outputs, dead)`` or ``(inputs, outputs, dead, facts)``; facts are ``(name, key)``."""
+        inputs, outputs, dead = pcolls[:3]
         path = self.path
         events = (
             inputs | "InEvents" >> beam.Map(lambda r: (r["source"], IN, "")),
             outputs | "OutEvents" >> beam.Map(lambda r: (r["source"], OUT, "")),
             dead | "DropEvents" >> beam.Map(lambda r: (r["source"], DROPPED, r["reason"])),
         )
+        if len(pcolls) > 3:
+            events += (pcolls[3] | "FactEvents" >> beam.Map(lambda f: (f[0], FACT, str(f[1]))),)
         return (
             events
             | "AllEvents" >> beam.Flatten()

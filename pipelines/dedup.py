@@ -1,0 +1,87 @@
+"""The dedup pipeline: pairs -> near-duplicate-free ``pairs/`` with cluster ids, ``dead_letters/``, manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import apache_beam as beam
+
+from schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
+from transforms.common.dead_letters import dead_letter_sort_key
+from transforms.common.outcomes import CountOutcomes
+from transforms.dedup.config import DedupConfig
+from transforms.dedup.lsh import collision_probability
+from transforms.dedup.ptransform import NearDedup
+
+from .beam_runner import make_pipeline
+from .extract import ShardOptions
+from .outputs import input_glob, match_files, pop_outcomes, prepare_output, summarize_output
+
+OUTPUTS = {"pairs": "pair", "dead_letters": "dead_letter"}
+MAX_PASSES = 4
+
+
+def _build(p, pattern: str, out: str, config: DedupConfig, bands: int, rows: int, shards: ShardOptions):
+    pairs = p | "ReadPairs" >> beam.io.ReadFromParquet(pattern)
+    result = pairs | "NearDedup" >> NearDedup(config, bands, rows)
+    result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"])
+    result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key)
+    facts = (
+        result.facts,
+        result.violations | "ViolationFact" >> beam.Map(lambda v: ("cc_violations", v)),
+    ) | "Facts" >> beam.Flatten()
+    (pairs, result.kept, result.dead, facts) | "Count" >> CountOutcomes(out)
+
+
+def run_dedup(
+    input_path: str,
+    out: str,
+    config: DedupConfig | None = None,
+    shards: ShardOptions | None = None,
+    beam_args: list[str] | None = None,
+    workers: int = 1,
+) -> Manifest:
+    config, shards = config or DedupConfig(), shards or ShardOptions()
+    pattern = input_glob(input_path, "pairs")
+    files = match_files(pattern)
+    bands, rows = config.lsh_params()
+    started = time.perf_counter()
+    for passes in range(1, MAX_PASSES + 1):
+        prepare_output(out, list(OUTPUTS))
+        with make_pipeline(beam_args, workers) as p:
+            _build(p, pattern, out, config, bands, rows, shards)
+        outcomes = pop_outcomes(out)
+        facts = outcomes.pop("facts")
+        violations = int(next(iter(facts.get("cc_violations", {"0": 1}))))
+        if violations == 0:
+            break
+        # not converged: the same deterministic pipeline with twice the rounds
+        config = dataclasses.replace(config, cc_rounds=config.cc_rounds * 2)
+    else:
+        raise CmtpError(f"connected components did not converge in {config.cc_rounds} rounds")
+    seconds = time.perf_counter() - started
+    edges = facts.get("edges", {})
+    manifest = Manifest(
+        stage="dedup",
+        config={**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
+                "beam_args": beam_args or []},
+        inputs=files,
+        outputs={name: summarize_output(out, name, schema) for name, schema in OUTPUTS.items()},
+        extra={
+            "lsh": {"bands": bands, "rows": rows, "num_perm": config.num_perm, "threshold": config.threshold,
+                    "weights_fp_fn": list(config.lsh_weights()),
+                    "p_collide_at_threshold": round(collision_probability(config.threshold, bands, rows), 4),
+                    "p_collide_at_half": round(collision_probability(0.5, bands, rows), 4)},
+            "candidate_edges": edges.get("candidate", 0),
+            "edges_rejected_by_jaccard": edges.get("rejected_by_jaccard", 0),
+            "cluster_sizes": dict(sorted(facts.get("cluster_sizes", {}).items(),
+                                         key=lambda kv: int(kv[0].split("-")[0]))),
+            "cc_rounds": config.cc_rounds,
+            "passes": passes,
+            "seconds": round(seconds, 2),
+        },
+        **outcomes,
+    )
+    manifest.write(out)
+    return manifest

@@ -1,0 +1,67 @@
+"""Options of the dedup stage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+FIELDS = ("passage", "title_passage", "title")
+POLICIES = ("longest", "lowest_id")
+
+
+@dataclass
+class DedupConfig:
+    field: str = "passage"  # what is compared: passage, title_passage or title
+    shingle: str = "char"  # char n-grams, or jieba "word" n-grams
+    ngram: int = 5  # n of the shingles (characters, or words with shingle="word")
+    num_perm: int = 128
+    seed: int = 1
+    threshold: float = 0.8  # Jaccard threshold of a near duplicate
+    bands: int | None = None  # LSH bands/rows; default: datasketch's optimum for threshold and num_perm
+    rows: int | None = None
+    # weights of false positives and negatives in that optimum; default (0.05, 0.95) with verify (false
+    # positives are removed by the exact check, so only misses cost), (0.5, 0.5) without
+    fp_weight: float | None = None
+    fn_weight: float | None = None
+    verify: bool = True  # exact Jaccard check of candidate pairs (removes LSH false positives)
+    max_bucket_all_pairs: int = 32  # buckets up to this size give all pairs; larger ones a star + chain
+    policy: str = "longest"  # representative: longest passage (lowest id breaks ties) or lowest id
+    cc_rounds: int = 8  # large-star/small-star rounds per pass; more passes run until converged
+
+    def __post_init__(self):
+        from schemas.errors import CmtpError
+
+        if self.field not in FIELDS:
+            raise CmtpError(f"dedup field must be one of {', '.join(FIELDS)}, not {self.field!r}")
+        if self.policy not in POLICIES:
+            raise CmtpError(f"dedup policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+        if self.shingle not in ("char", "word"):
+            raise CmtpError(f"shingle must be char or word, not {self.shingle!r}")
+        if not 0 < self.threshold <= 1:
+            raise CmtpError(f"threshold must be in (0, 1], not {self.threshold}")
+        if (self.bands is None) != (self.rows is None):
+            raise CmtpError("give both bands and rows, or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise CmtpError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+
+    def lsh_params(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        from .lsh import optimal_bands_rows
+
+        return optimal_bands_rows(self.threshold, self.num_perm, *self.lsh_weights())
+
+    def lsh_weights(self) -> tuple[float, float]:
+        default = (0.05, 0.95) if self.verify else (0.5, 0.5)
+        fp = default[0] if self.fp_weight is None else self.fp_weight
+        fn = default[1] if self.fn_weight is None else self.fn_weight
+        return fp, fn
+
+    def text_of(self, pair: dict) -> str:
+        if self.field == "passage":
+            return pair["passage"]
+        if self.field == "title":
+            return pair["title"]
+        return pair["title"] + "\n" + pair["passage"]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
