@@ -47,7 +47,9 @@ def run_dedup(
     files = match_files(pattern)
     bands, rows = config.lsh_params()
     started = time.perf_counter()
-    for passes in range(1, MAX_PASSES + 1):
+    passes = 0
+    while True:
+        passes += 1
         prepare_output(out, list(OUTPUTS))
         with make_pipeline(beam_args, workers) as p:
             _build(p, pattern, out, config, bands, rows, shards)
@@ -56,10 +58,10 @@ def run_dedup(
         violations = int(next(iter(facts.get("cc_violations", {"0": 1}))))
         if violations == 0:
             break
+        if passes == MAX_PASSES:
+            raise CmtpError(f"connected components did not converge in {config.cc_rounds} rounds")
         # not converged: the same deterministic pipeline with twice the rounds
         config = dataclasses.replace(config, cc_rounds=config.cc_rounds * 2)
-    else:
-        raise CmtpError(f"connected components did not converge in {config.cc_rounds} rounds")
     seconds = time.perf_counter() - started
     edges = facts.get("edges", {})
     manifest = Manifest(
