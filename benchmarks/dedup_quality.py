@@ -119,7 +119,8 @@ def main() -> None:
             (Path(tmp) / "in").mkdir()
             pq.write_table(rows_to_table(rows, PAIR), Path(tmp) / "in" / "pairs.parquet")
             manifest = run_dedup(str(Path(tmp) / "in"), str(Path(tmp) / "out"), config)
-            labels = {index[r["pair_id"]]: r["cluster_id"] for r in pq.read_table(Path(tmp) / "out" / "pairs").to_pylist()}
+            kept = pq.read_table(Path(tmp) / "out" / "pairs").to_pylist()
+            labels = {index[r["pair_id"]]: r["cluster_id"] for r in kept}
             for d in pq.read_table(Path(tmp) / "out" / "dead_letters").to_pylist():
                 labels[index[d["item_id"]]] = json.loads(d["meta"])["cluster_id"]
         p, r = prf(pairs_of(labels), true_cluster_pairs)
