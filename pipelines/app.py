@@ -6,7 +6,7 @@ import typer
 
 from schemas.manifest import cmtp_version
 
-from .commands import dedup_cmd, extract_cmd, models_cmd, schema_cmd
+from .commands import audit_cmd, dedup_cmd, extract_cmd, models_cmd, schema_cmd, score_cmd
 
 app = typer.Typer(
     name="cmtp",
@@ -21,6 +21,8 @@ app.add_typer(models_cmd.app, name="models")
 _STAGE = {"allow_extra_args": True, "ignore_unknown_options": False}
 app.command("extract", help=extract_cmd.HELP, context_settings=_STAGE)(extract_cmd.extract)
 app.command("dedup", help=dedup_cmd.HELP, context_settings=_STAGE)(dedup_cmd.dedup)
+app.command("score", help=score_cmd.HELP, context_settings=_STAGE)(score_cmd.score)
+app.command("audit", help=audit_cmd.HELP)(audit_cmd.audit)
 
 
 def _version(value: bool) -> None:

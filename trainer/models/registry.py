@@ -143,6 +143,9 @@ def load_sentence_transformer(name: str, device: str | None = None, allow_networ
     if not allow_network:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     return SentenceTransformer(
         str(resolved.path), device=device, trust_remote_code=False, local_files_only=not allow_network

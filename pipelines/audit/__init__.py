@@ -1,0 +1,1 @@
+"""``cmtp audit``: threshold audits of scored pairs, streamed with bounded memory."""

@@ -1,0 +1,155 @@
+"""Streaming score statistics: exact counts at chosen thresholds, fine histograms, quantiles, per source.
+
+Scored Parquet is read in record batches of the ``score`` and ``source`` columns only (pyarrow dataset,
+local or any fsspec URL), so memory stays flat whatever the row count: per source we keep one fixed
+histogram and one counter per threshold. Counts at the requested thresholds are exact (compared as the
+float32 values stored); quantiles and suggested thresholds come from the histogram (bin width 1e-4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from schemas.errors import CmtpError
+
+BINS = 20_000  # over [-1, 1]: width 1e-4
+LOW, HIGH = -1.0, 1.0
+ALL = "(all)"
+SCORED_SUBDIRS = ("kept", "rejected")  # a score stage's output directory; dead_letters/ is not scored
+
+
+def open_scored(paths: list[str]) -> ds.Dataset:
+    """A dataset over scored Parquet: files, globs, or directories (a score stage output: kept/ + rejected/)."""
+    import fsspec
+
+    files: list[str] = []
+    filesystem = None
+    for path in paths:
+        fs, _, roots = fsspec.get_fs_token_paths(path)
+        filesystem = fs
+        for root in roots:
+            if fs.isdir(root):
+                stage_dirs = [f"{root.rstrip('/')}/{sub}" for sub in SCORED_SUBDIRS]
+                search = [d for d in stage_dirs if fs.isdir(d)] or [root]
+                for directory in search:
+                    files.extend(sorted(f for f in fs.find(directory) if f.endswith(".parquet")))
+            elif fs.exists(root):
+                files.append(root)
+    if not files:
+        raise CmtpError(f"no scored Parquet files under {', '.join(paths)}")
+    try:
+        dataset = ds.dataset(files, format="parquet", filesystem=filesystem)
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise CmtpError(f"cannot read scored Parquet: {exc}") from exc
+    if "score" not in dataset.schema.names:
+        raise CmtpError("these files have no 'score' column: pass the output of cmtp score")
+    return dataset
+
+
+@dataclass
+class SourceStats:
+    thresholds: np.ndarray
+    count: int = 0
+    at_or_above: np.ndarray = None
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
+    total: float = 0.0
+    minimum: float = np.inf
+    maximum: float = -np.inf
+
+    def __post_init__(self):
+        if self.at_or_above is None:
+            self.at_or_above = np.zeros(len(self.thresholds), dtype=np.int64)
+
+    def add(self, scores: np.ndarray) -> None:
+        if not len(scores):  # e.g. an empty shard
+            return
+        self.count += len(scores)
+        self.at_or_above += (scores[None, :] >= self.thresholds[:, None]).sum(axis=1)
+        idx = np.clip(((scores.astype(np.float64) - LOW) / (HIGH - LOW) * BINS).astype(np.int64), 0, BINS - 1)
+        self.hist += np.bincount(idx, minlength=BINS)
+        self.total += float(scores.sum(dtype=np.float64))
+        self.minimum = min(self.minimum, float(scores.min()))
+        self.maximum = max(self.maximum, float(scores.max()))
+
+    def keep_rates(self) -> np.ndarray:
+        return self.at_or_above / max(self.count, 1)
+
+    def quantile(self, q: float) -> float:
+        """Upper edge of the bin holding the q-quantile (resolution 1e-4)."""
+        if not self.count:
+            return float("nan")
+        cum = np.cumsum(self.hist)
+        b = int(np.searchsorted(cum, q * self.count, side="left"))
+        return min(LOW + (b + 1) * (HIGH - LOW) / BINS, self.maximum)
+
+    def threshold_for_keep_rate(self, rate: float) -> float:
+        """Largest bin edge t with share(score >= t) >= rate."""
+        above = np.cumsum(self.hist[::-1])[::-1] / max(self.count, 1)  # above[b] = share in bins >= b
+        ok = np.flatnonzero(above >= rate)
+        return LOW + int(ok.max()) * (HIGH - LOW) / BINS if len(ok) else LOW
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+def threshold_grid(spec: str) -> np.ndarray:
+    """``"0.30:0.60:0.01"`` (start:stop:step, stop included) or ``"0.4,0.43,0.5"``, as float32."""
+    try:
+        if ":" in spec:
+            start, stop, step = (float(x) for x in spec.split(":"))
+            values = np.round(np.arange(start, stop + step / 2, step), 6)
+        else:
+            values = np.array([float(x) for x in spec.split(",")])
+    except ValueError as exc:
+        raise CmtpError(f"bad --thresholds {spec!r}: use START:STOP:STEP or a comma list") from exc
+    if not len(values):
+        raise CmtpError(f"--thresholds {spec!r} gives no thresholds")
+    return values.astype(np.float32)
+
+
+def collect(dataset: ds.Dataset, thresholds: np.ndarray, batch_rows: int = 1 << 18) -> dict[str, SourceStats]:
+    """One pass over ``score`` and ``source``; returns per-source stats plus ``ALL``."""
+    stats: dict[str, SourceStats] = {ALL: SourceStats(thresholds)}
+    columns = ["score", "source"] if "source" in dataset.schema.names else ["score"]
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+        scores = batch.column("score").to_numpy(zero_copy_only=False).astype(np.float32)
+        valid = ~np.isnan(scores)
+        stats[ALL].add(scores[valid])
+        if "source" in columns:
+            sources = batch.column("source")
+            for source in pc.unique(sources).to_pylist():
+                mask = pc.equal(sources, source).to_numpy(zero_copy_only=False) & valid
+                stats.setdefault(source, SourceStats(thresholds)).add(scores[mask])
+    if not stats[ALL].count:
+        raise CmtpError("the scored files hold no rows")
+    return stats
+
+
+def sample_near_threshold(dataset: ds.Dataset, threshold: float, n: int, seed: int, window: float = 0.02):
+    """Up to ``n`` pairs just above (``[t, t + window)``) and just below (``[t - window, t)``) the threshold,
+    reservoir-sampled in one filtered pass (only rows in the window are materialised)."""
+    t = np.float32(threshold)
+    rng = np.random.default_rng(seed)
+    columns = [c for c in ["pair_id", "source", "title", "passage", "score"] if c in dataset.schema.names]
+    sides = {"above": [], "below": []}
+    seen = {"above": 0, "below": 0}
+    expr = (ds.field("score") >= float(t - window)) & (ds.field("score") < float(t + window))
+    for batch in dataset.to_batches(columns=columns, filter=expr):
+        for row in batch.to_pylist():
+            side = "above" if np.float32(row["score"]) >= t else "below"
+            seen[side] += 1
+            reservoir = sides[side]
+            if len(reservoir) < n:
+                reservoir.append(row)
+            else:
+                j = int(rng.integers(seen[side]))
+                if j < n:
+                    reservoir[j] = row
+    for side in sides.values():
+        side.sort(key=lambda r: r["score"])
+    return sides

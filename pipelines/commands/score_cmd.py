@@ -1,0 +1,64 @@
+"""``cmtp score``: title-passage cosine with a sentence-transformers model (Beam RunInference), cut at a
+threshold; kept and rejected pairs both keep their score and the scorer's identity."""
+
+from __future__ import annotations
+
+import typer
+
+from schemas.errors import CmtpError
+from transforms.score.config import ScoreConfig
+
+from .common import BEAM_ARGS_HELP, build_config, load_yaml_config, split_beam_args
+from .extract_cmd import print_manifest_summary
+
+HELP = f"""Score (title, passage) pairs with an embedding model and keep those at or above the threshold.
+
+INPUT is a previous stage's output directory (its pairs/), a directory of Parquet files, or a glob. The
+model is a built-in name, a local sentence-transformers directory, or a hub id already in the local cache.
+Its own prompts are used (e5: "query: " / "passage: "; text2vec: none) unless --query-prompt/--passage-prompt.
+
+Examples:
+
+  cmtp score work/dedup --out work/score --model builtin:me5-small --threshold 0.8
+
+  cmtp score work/dedup --out work/score --model /models/text2vec-base-chinese
+
+  cmtp score work/dedup --out work/score --model shibing624/text2vec-base-chinese --allow-network
+
+{BEAM_ARGS_HELP}
+"""
+
+
+def score(
+    ctx: typer.Context,
+    inputs: list[str] = typer.Argument(..., help="input directory or Parquet glob (then Beam args after --)"),
+    out_dir: str = typer.Option(..., "--out", "-o", help="output directory (local, gs://, s3://)"),
+    config_file: str = typer.Option(None, "--config", help="YAML file of score options"),
+    model: str = typer.Option(None, help="scoring model (default shibing624/text2vec-base-chinese)"),
+    threshold: float = typer.Option(None, help="keep pairs with score >= this (default 0.43)"),
+    batch_size: int = typer.Option(None, help="sentences per forward pass (default 64)"),
+    max_seq_length: int = typer.Option(None, help="tokens per text (default 256)"),
+    query_prompt: str = typer.Option(None, help="prefix for titles (default: the model's query prompt)"),
+    passage_prompt: str = typer.Option(None, help="prefix for passages (default: the model's passage prompt)"),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when present)"),
+    share_model: bool = typer.Option(None, "--share-model/--no-share-model",
+                                     help="one model per machine for all workers (default on)"),
+    allow_network: bool = typer.Option(None, "--allow-network/--offline", help="may fetch a hub model"),
+    num_shards: int = typer.Option(None, help="output shards (default: rows / target-shard-rows)"),
+    target_shard_rows: int = typer.Option(100_000, help="rows per shard when --num-shards is not given"),
+    row_group_size: int = typer.Option(8192, help="Parquet row-group size"),
+    workers: int = typer.Option(1, help="local worker processes (the model uses all cores itself)"),
+) -> None:
+    from ..extract import ShardOptions
+    from ..score import run_score
+
+    inputs, beam_args = split_beam_args(inputs, ctx.args)
+    if len(inputs) != 1:
+        raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
+    flags = dict(model=model, threshold=threshold, batch_size=batch_size, max_seq_length=max_seq_length,
+                 query_prompt=query_prompt, passage_prompt=passage_prompt, device=device, share_model=share_model,
+                 allow_network=allow_network)
+    config = build_config(ScoreConfig, load_yaml_config(config_file), flags)
+    manifest = run_score(inputs[0], out_dir, config, ShardOptions(num_shards, target_shard_rows, row_group_size),
+                         beam_args=beam_args, workers=workers)
+    print_manifest_summary(manifest)

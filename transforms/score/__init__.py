@@ -1,0 +1,1 @@
+"""The score stage: title-passage cosine with a sentence-transformers model through Beam RunInference."""
