@@ -15,11 +15,13 @@ from scipy.stats import spearmanr
 
 from schemas.errors import CmtpError
 
+from .stats import stream
+
 
 def _ids_scores(dataset: ds.Dataset) -> tuple[np.ndarray, np.ndarray, float | None]:
     ids, scores, threshold = [], [], None
     columns = ["pair_id", "score"] + (["threshold"] if "threshold" in dataset.schema.names else [])
-    for batch in dataset.to_batches(columns=columns):
+    for batch in stream(dataset, columns):
         ids.append(np.array(batch.column("pair_id").to_pylist(), dtype="S"))
         scores.append(batch.column("score").to_numpy(zero_copy_only=False).astype(np.float32))
         if threshold is None and "threshold" in columns and batch.num_rows:
@@ -67,7 +69,7 @@ def compare(a: ds.Dataset, b: ds.Dataset, threshold_a: float | None, threshold_b
     texts = {}
     if chosen:
         columns = [c for c in ["pair_id", "source", "title", "passage"] if c in a.schema.names]
-        for batch in a.to_batches(columns=columns, filter=pc.field("pair_id").isin(list(chosen))):
+        for batch in stream(a, columns, filter=pc.field("pair_id").isin(list(chosen))):
             for row in batch.to_pylist():
                 texts[row["pair_id"]] = row
     disagreements = [
