@@ -30,4 +30,9 @@ cmtp score "$OUT/dedup" --out "$OUT/score" --model builtin:me5-small --threshold
 echo "== audit: keep rate by threshold, per source, with an HTML report"
 cmtp audit "$OUT/score" --thresholds 0.80:0.95:0.01 --report "$OUT/audit.html" --plot "$OUT/audit.png"
 
+echo "== mine: hard negatives by nearest-neighbour search (faiss), with false-negative guards"
+# e5's cosines are compressed into 0.8-1.0, so the 'too close to the positive' guard is set at 0.99 x its score
+cmtp mine "$OUT/score" --out "$OUT/mine" --negatives 7 --range 3-60 --max-neg-ratio 0.99 --max-seq-length 128 \
+  --train-instruction "为这个句子生成表示以用于检索相关文章："
+
 echo "demo finished: outputs in $OUT/"

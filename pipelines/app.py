@@ -6,7 +6,7 @@ import typer
 
 from schemas.manifest import cmtp_version
 
-from .commands import audit_cmd, dedup_cmd, extract_cmd, models_cmd, schema_cmd, score_cmd
+from .commands import audit_cmd, dedup_cmd, extract_cmd, mine_cmd, models_cmd, schema_cmd, score_cmd
 
 app = typer.Typer(
     name="cmtp",
@@ -23,6 +23,7 @@ app.command("extract", help=extract_cmd.HELP, context_settings=_STAGE)(extract_c
 app.command("dedup", help=dedup_cmd.HELP, context_settings=_STAGE)(dedup_cmd.dedup)
 app.command("score", help=score_cmd.HELP, context_settings=_STAGE)(score_cmd.score)
 app.command("audit", help=audit_cmd.HELP)(audit_cmd.audit)
+app.command("mine", help=mine_cmd.HELP)(mine_cmd.mine)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,90 @@
+"""``cmtp mine``: hard negatives from the task's own corpus by ANN search (faiss), with false-negative guards."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from schemas.errors import CmtpError
+
+from ..console import out
+
+HELP = """Mine hard negatives for each query and write training-example shards for the trainer.
+
+INPUT is a cmtp score output (its kept/ pairs: query = title, positive = passage) or a pair Parquet glob; add
+labeled data with --labeled (JSON lines or Parquet with query, pos, neg). The pool is every passage of the
+inputs, or --pool. Runs in one process: exact search up to --flat-max passages, IVF above (GPU when faiss sees
+one); embeddings are written to disk shards.
+
+Examples:
+
+  cmtp mine work/score --out work/mine
+
+  cmtp mine work/score --out work/mine --model /models/bge-base-zh --range 10-210 --negatives 15
+  --query-instruction 为这个句子生成表示以用于检索相关文章： --train-instruction 为这个句子生成表示以用于检索相关文章：
+
+  cmtp mine --labeled qa.jsonl --pool work/extract/pretrain --out work/mine-qa
+"""
+
+
+def _range(text: str) -> tuple[int, int]:
+    try:
+        start, end = (int(x) for x in text.split("-"))
+    except ValueError as exc:
+        raise CmtpError(f"--range must be START-END, e.g. 10-210, not {text!r}") from exc
+    return start, end
+
+
+def mine(
+    inputs: list[str] = typer.Argument(None, help="scored pairs directory or Parquet glob (optional with --labeled)"),
+    out_dir: str = typer.Option(..., "--out", "-o", help="output directory"),
+    labeled: list[str] = typer.Option(None, "--labeled", help="labeled query/pos/neg file(s)"),
+    pool: str = typer.Option(None, help="separate candidate pool (Parquet with passage/text, or JSON lines)"),
+    model: str = typer.Option(None, help="embedding model (default: the scorer of INPUT, else builtin:me5-small)"),
+    query_instruction: str = typer.Option(None, help="query prefix when embedding (default: model's query prompt)"),
+    passage_prompt: str = typer.Option(None, help="passage prefix when embedding (default: model's prompt)"),
+    train_instruction: str = typer.Option(None, help="instruction stored with each example for training"),
+    rank_range: str = typer.Option("10-210", "--range", help="sample negatives from these ranks"),
+    negatives: int = typer.Option(15, help="negatives per query"),
+    seed: int = typer.Option(42, help="sampling seed"),
+    max_neg_ratio: float = typer.Option(0.95, help="drop candidates scoring above this x the positive's score"),
+    near_dup_jaccard: float = typer.Option(0.8, help="drop candidates this similar to a positive (5-gram Jaccard)"),
+    pad_random: bool = typer.Option(False, "--pad-random", help="fill short rows with random passages (marked)"),
+    flat_max: int = typer.Option(200_000, help="exact search up to this pool size, IVF above"),
+    ivf_pq: bool = typer.Option(False, "--ivf-pq", help="IVF-PQ instead of IVF-Flat"),
+    nprobe: int = typer.Option(None, help="IVF probes (default: tuned to --target-recall on sampled queries)"),
+    target_recall: float = typer.Option(0.99, help="recall@k of exact search that the tuned nprobe must reach"),
+    batch_size: int = typer.Option(64, help="sentences per forward pass"),
+    max_seq_length: int = typer.Option(256, help="tokens per text"),
+    rows_per_group: int = typer.Option(8192, help="Parquet row-group size (the trainer streams row groups)"),
+    num_shards: int = typer.Option(1, help="output shards"),
+    allow_network: bool = typer.Option(False, "--allow-network", help="may fetch a hub model"),
+) -> None:
+    from ..mine.config import MineConfig
+    from ..mine.run import run_mine
+
+    inputs = inputs or []
+    if len(inputs) > 1:
+        raise CmtpError(f"give at most one INPUT, got {len(inputs)}")
+    start, end = _range(rank_range)
+    config = MineConfig(
+        model=model, query_instruction=query_instruction, passage_prompt=passage_prompt,
+        train_instruction=train_instruction, range_start=start, range_end=end, negatives=negatives, seed=seed,
+        max_neg_ratio=max_neg_ratio, near_dup_jaccard=near_dup_jaccard, pad_random=pad_random, flat_max=flat_max,
+        ivf_pq=ivf_pq, nprobe=nprobe, target_recall=target_recall, batch_size=batch_size,
+        max_seq_length=max_seq_length, rows_per_group=rows_per_group, num_shards=num_shards,
+        allow_network=allow_network, labeled=list(labeled or []), pool=pool,
+    )
+    manifest = run_mine(inputs[0] if inputs else None, out_dir, config)
+    e = manifest.extra
+    table = Table(title=f"mine: {manifest.count_out} examples from {manifest.count_in} inputs; pool {e['pool_size']}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for reason, n in e["guards_removed"].items():
+        table.add_row(f"guard {reason}", str(n))
+    table.add_row("rows short of negatives", str(e["rows_short_of_negatives"]))
+    table.add_row("missing negatives", str(e["missing_negatives"]))
+    table.add_row("index", f"{e['index']['kind']} nprobe={e['index']['nprobe']}")
+    table.add_row("queries/s (search + sampling)", str(e["queries_per_second"]))
+    out.print(table)
+    out.print(f"  examples: {manifest.outputs['examples']['rows']} rows at {manifest.outputs['examples']['path']}")

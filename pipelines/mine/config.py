@@ -1,0 +1,40 @@
+"""Options of the mine stage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class MineConfig:
+    model: str | None = None  # default: the scorer named in the input's manifest, else builtin:me5-small
+    query_instruction: str | None = None  # prefix for queries when embedding (default: the model's query prompt)
+    passage_prompt: str | None = None  # prefix for passages (default: the model's passage prompt)
+    train_instruction: str | None = None  # stored with each example for training (BGE: the retrieval instruction)
+    task: str = "retrieval"
+    range_start: int = 10  # sample negatives from ranks [range_start, range_end)
+    range_end: int = 210
+    negatives: int = 15
+    seed: int = 42
+    max_neg_ratio: float = 0.95  # drop candidates scoring above this x the positive's score
+    near_dup_jaccard: float = 0.8  # drop candidates this similar (character 5-gram Jaccard) to a positive
+    pad_random: bool = False  # fill short rows with random pool passages, marked "random"
+    keep_labeled_negatives: bool = True
+    batch_size: int = 64
+    max_seq_length: int | None = 256
+    embed_shard_rows: int = 65536  # pool embeddings are written to disk in shards of this many rows
+    flat_max: int = 200_000  # exact IndexFlatIP up to this pool size, IVF above
+    ivf_pq: bool = False  # IVF-PQ instead of IVF-Flat (less memory, approximate distances)
+    nprobe: int | None = None  # default: tuned on a sample until recall@k >= target_recall
+    target_recall: float = 0.99
+    search_batch: int = 4096
+    use_gpu: bool | None = None  # default: when faiss sees a GPU
+    device: str | None = None
+    allow_network: bool = False
+    rows_per_group: int = 8192  # Parquet row-group size of the output
+    num_shards: int = 1
+    labeled: list[str] = field(default_factory=list)  # JSON lines / Parquet with query, pos, neg
+    pool: str | None = None  # separate candidate pool (Parquet with passage or text, or JSON lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

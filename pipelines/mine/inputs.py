@@ -1,0 +1,138 @@
+"""Reading the mine stage's inputs: scored pairs, labeled query/pos/neg files, and the candidate pool.
+
+A labeled ``pos`` given as one string is one positive (never a list of characters); a row without a query or
+a positive becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import fsspec
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from schemas.errors import CmtpError
+from transforms.common.dead_letters import dead_letter
+from transforms.common.ids import stable_id
+
+STAGE = "mine"
+
+
+@dataclass
+class Example:
+    example_id: str
+    query: str
+    pos: list[str]
+    source: str
+    task: str
+    neg: list[str] = field(default_factory=list)  # labeled negatives
+    instruction: str | None = None
+    cluster_id: str | None = None
+
+
+def _as_texts(value, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]  # one positive, not its characters
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"{name} must be a string or a list of strings, not {type(value).__name__}")
+
+
+def read_pairs(path: str) -> list[Example]:
+    """Examples from scored (``kept/``) or plain pair Parquet: query = title, positive = passage."""
+    from ..outputs import input_glob, match_files
+
+    pattern = input_glob(path, "kept")
+    files = match_files(pattern)
+    examples = []
+    for f in files:
+        with fsspec.open(f, "rb") as fh:
+            table = pq.read_table(fh, columns=None)
+        for row in table.to_pylist():
+            examples.append(Example(row["pair_id"], row["title"], [row["passage"]], row["source"], "retrieval",
+                                    cluster_id=row.get("cluster_id")))
+    return examples
+
+
+def _labeled_rows(path: str) -> Iterator[tuple[str, dict | Exception]]:
+    if path.endswith(".parquet"):
+        with fsspec.open(path, "rb") as fh:
+            for i, row in enumerate(pq.read_table(fh).to_pylist()):
+                yield str(i), row
+        return
+    with fsspec.open(path, "r", encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                yield f"L{number}", obj if isinstance(obj, dict) else ValueError("not a JSON object")
+            except ValueError as exc:
+                yield f"L{number}", exc
+
+
+def read_labeled(path: str, task: str) -> tuple[list[Example], list[dict]]:
+    """Examples and dead letters from a labeled JSON-lines or Parquet file (query, pos, neg[, prompt])."""
+    examples, dead = [], []
+    source = path.rsplit("/", 1)[-1].split(".")[0]
+    for key, row in _labeled_rows(path):
+        if isinstance(row, Exception):
+            dead.append(dead_letter(STAGE, "malformed_json", source, path, key, "", str(row)))
+            continue
+        try:
+            query = row.get("query")
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError("missing query")
+            pos = [p for p in _as_texts(row.get("pos"), "pos") if p.strip()]
+            if not pos:
+                raise ValueError("missing pos")
+            neg = [n for n in _as_texts(row.get("neg"), "neg") if n.strip()]
+        except ValueError as exc:
+            dead.append(dead_letter(STAGE, "bad_labeled_row", source, path, key, row, str(exc)))
+            continue
+        examples.append(Example(stable_id(source, key, query), query, pos, row.get("source") or source,
+                                row.get("type") or row.get("task") or task, neg,
+                                row.get("prompt") or row.get("instruction")))
+    return examples, dead
+
+
+def read_pool(path: str) -> Iterator[tuple[str, str | None]]:
+    """(text, cluster id) of a separate pool: Parquet with ``passage`` or ``text``, or JSON lines."""
+    if path.endswith(".jsonl") or path.endswith(".json"):
+        with fsspec.open(path, "r", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    obj = json.loads(line)
+                    text = obj.get("text") or obj.get("passage")
+                    if isinstance(text, str) and text.strip():
+                        yield text, obj.get("cluster_id")
+        return
+    dataset = ds.dataset(_pool_files(path), format="parquet")
+    column = "passage" if "passage" in dataset.schema.names else "text"
+    if column not in dataset.schema.names:
+        raise CmtpError(f"pool {path} has neither a 'passage' nor a 'text' column")
+    cols = [column] + (["cluster_id"] if "cluster_id" in dataset.schema.names else [])
+    for batch in dataset.to_batches(columns=cols):
+        texts = batch.column(column).to_pylist()
+        clusters = batch.column("cluster_id").to_pylist() if "cluster_id" in cols else [None] * len(texts)
+        for text, cluster in zip(texts, clusters, strict=True):
+            if text and text.strip():
+                yield text, cluster
+
+
+def _pool_files(path: str) -> list[str]:
+    from ..outputs import match_files
+
+    if path.endswith(".parquet") or any(c in path for c in "*?["):
+        return match_files(path)
+    for sub in ("kept", "pairs", "pretrain"):
+        try:
+            return match_files(f"{path.rstrip('/')}/{sub}/part-*.parquet")
+        except CmtpError:
+            continue
+    return match_files(f"{path.rstrip('/')}/*.parquet")

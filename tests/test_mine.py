@@ -1,0 +1,154 @@
+"""Hard-negative mining: exact and IVF search, each false-negative guard, the string-pos trap, output schema."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.mine.config import MineConfig
+from pipelines.mine.embed import PoolStore
+from pipelines.mine.index import build_index, exact_sharded_search, merge_topk, tune_nprobe
+from pipelines.mine.inputs import read_labeled
+from pipelines.mine.run import run_mine
+from pipelines.mine.sampling import choose_negatives, rng_for
+from schemas import PAIR, TRAINING_EXAMPLE, Manifest, rows_to_table, validate_table
+
+
+def _store(tmp_path, vectors, texts=None, clusters=None, shard_rows=1000):
+    texts = texts or [f"文本编号{i}" for i in range(len(vectors))]
+    store = PoolStore(tmp_path / "pool")
+    store.write_texts(zip(texts, clusters or [None] * len(texts), strict=True))
+    lookup = {t: v for t, v in zip(texts, vectors, strict=True)}
+    store.write_embeddings(lambda batch: np.stack([lookup[t] for t in batch]), shard_rows)
+    return store
+
+
+def _unit(rng, n, d):
+    v = rng.normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_exact_search_is_brute_force(tmp_path):
+    rng = np.random.default_rng(0)
+    pool, queries = _unit(rng, 2500, 16), _unit(rng, 40, 16)
+    store = _store(tmp_path, pool, shard_rows=700)
+    assert len(store.shards) == 4
+    stored = pool.astype(np.float16).astype(np.float32)  # embeddings are kept on disk in float16
+    sims = queries @ stored.T
+    truth = np.argsort(-sims, axis=1, kind="stable")[:, :25]
+    index = build_index(store, MineConfig(flat_max=10_000, use_gpu=False))
+    assert index.kind == "flat"
+    for scores, found in [index.search(queries, 25), exact_sharded_search(store, queries, 25)]:
+        np.testing.assert_allclose(scores, np.take_along_axis(sims, truth, axis=1), atol=1e-5)
+        # ids agree wherever the brute-force scores are not tied within float error
+        gaps = np.abs(np.diff(np.take_along_axis(sims, truth, axis=1), axis=1))
+        clear = np.concatenate([gaps[:, :1], np.minimum(gaps[:, 1:], gaps[:, :-1]), gaps[:, -1:]], axis=1) > 1e-5
+        assert (found[clear] == truth[clear]).all() and clear.mean() > 0.95
+
+
+def test_merge_topk_across_shards():
+    s, i = merge_topk([np.array([[0.9, 0.1]]), np.array([[0.95, 0.2]])],
+                      [np.array([[3, 4]]), np.array([[7, -1]])], 3)
+    assert i.tolist() == [[7, 3, 4]] and s[0, 0] == pytest.approx(0.95)
+
+
+def test_ivf_reaches_recall_099_with_the_tuned_nprobe(tmp_path):
+    rng = np.random.default_rng(1)
+    centres = _unit(rng, 64, 32)
+    pool = centres[rng.integers(64, size=30_000)] + 0.35 * rng.normal(size=(30_000, 32)).astype(np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    queries = pool[rng.choice(30_000, 300, replace=False)] + 0.05 * rng.normal(size=(300, 32)).astype(np.float32)
+    store = _store(tmp_path, pool.astype(np.float32), shard_rows=8192)
+    config = MineConfig(flat_max=5_000, use_gpu=False, target_recall=0.99)
+    index = build_index(store, config)
+    assert index.kind.startswith("ivf") and index.nlist == round(4 * np.sqrt(30_000))
+    tune_nprobe(index, store, queries[:150].astype(np.float32), 50, 0.99)
+    assert index.measured_recall >= 0.99 and index.nprobe < index.nlist
+    # the tuned nprobe generalises to queries it was not tuned on
+    _, truth = exact_sharded_search(store, queries[150:].astype(np.float32), 50)
+    _, found = index.search(queries[150:], 50)
+    recall = np.mean([len(np.intersect1d(a, b)) / 50 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.98
+
+
+def test_each_guard_removes_what_it_should(tmp_path):
+    positive = "长江是亚洲第一长河，发源于青藏高原的唐古拉山脉，干流流经十一个省级行政区，于崇明岛以东注入东海。"
+    texts = [
+        positive + "！",  # 0 the positive (up to punctuation: an exact duplicate)
+        "长江有多长",  # 1 the query itself
+        "长江流域的气候以亚热带季风气候为主，雨量充沛。",  # 2 same cluster as the positive
+        "长江中下游平原是中国重要的粮食产区之一。",  # 3 scores too close to the positive
+        "长江是亚洲第一长河，发源于青藏高原的唐古拉山脉，干流流经十一个省级行政区，于崇明岛以东注入黄海。",  # 4 near
+        "黄河是中国第二长河，发源于青海省巴颜喀拉山脉。",  # 5 a real hard negative
+        "珠江是中国南方最大的河流。",  # 6 a real hard negative
+    ]
+    clusters = [None, None, "c1", None, None, None, None]
+    store = _store(tmp_path, _unit(np.random.default_rng(2), len(texts), 8), texts, clusters)
+    guards = Counter()
+    config = MineConfig(range_start=0, range_end=10, max_neg_ratio=0.95, near_dup_jaccard=0.8)
+    ranked = np.arange(7)
+    scores = np.array([0.99, 0.9, 0.7, 0.79, 0.6, 0.5, 0.4], dtype=np.float32)
+    chosen = choose_negatives("e1", "长江有多长", [positive], [0.8], "c1", ranked, scores, store, config, 5, guards)
+    assert [c.index for c in chosen] == [5, 6] and all(c.kind == "mined" for c in chosen)
+    assert guards == Counter(is_positive=1, equals_query=1, same_cluster_as_positive=1, too_close_to_positive=1,
+                             near_duplicate_of_positive=1)
+    # the pool itself holds one copy of texts equal up to case, width and punctuation
+    assert PoolStore(tmp_path / "p2").write_texts([(positive, None), (positive + "！", None), ("Ａ", None),
+                                                   ("a", None)]) == 2
+
+
+def test_range_and_seeded_sampling(tmp_path):
+    texts = [f"候选段落第{i}号，内容各不相同。" + "甲乙丙丁戊己庚辛"[i % 8] * (i % 5) for i in range(50)]
+    store = _store(tmp_path, _unit(np.random.default_rng(3), 50, 8), texts)
+    config = MineConfig(range_start=10, range_end=30, seed=7, max_neg_ratio=10)
+    ranked, scores = np.arange(50), np.linspace(0.9, 0.1, 50).astype(np.float32)
+    a = choose_negatives("ex", "查询", ["正样本"], [0.9], None, ranked, scores, store, config, 5, Counter())
+    b = choose_negatives("ex", "查询", ["正样本"], [0.9], None, ranked, scores, store, config, 5, Counter())
+    assert [c.index for c in a] == [c.index for c in b] and all(10 <= c.index < 30 for c in a) and len(a) == 5
+    assert rng_for("ex", 7).integers(1 << 30) != rng_for("ey", 7).integers(1 << 30)
+
+
+def test_string_pos_is_one_positive(tmp_path):
+    path = tmp_path / "labeled.jsonl"
+    rows = [{"query": "什么是长江", "pos": "长江是亚洲第一长河。", "neg": "黄河是第二长河。"},
+            {"query": "什么是黄河", "pos": ["黄河是第二长河。", "黄河流经九个省区。"]},
+            {"query": "", "pos": "空查询"}, {"pos": ["没有查询"]}, {"query": "没有正样本"},
+            {"query": "q", "pos": [1, 2]}]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n{broken\n", encoding="utf-8")
+    examples, dead = read_labeled(str(path), "retrieval")
+    assert examples[0].pos == ["长江是亚洲第一长河。"] and examples[0].neg == ["黄河是第二长河。"]
+    assert examples[1].pos == ["黄河是第二长河。", "黄河流经九个省区。"]
+    assert sorted(d["reason"] for d in dead) == ["bad_labeled_row"] * 4 + ["malformed_json"]
+
+
+def test_mine_end_to_end_output_validates(tmp_path, tiny_model_path):
+    from pathlib import Path
+
+    raw = Path(__file__).parent / "data" / "raw" / "lcsts" / "clge_train_head30.tsv"
+    rows = []
+    for i, line in enumerate(raw.read_text(encoding="utf-8").splitlines()):
+        title, text = line.split("\t")
+        rows.append({"pair_id": f"p{i:03d}", "source": "lcsts", "source_file": "f", "record_key": str(i),
+                     "title": title, "passage": text, "meta": "{}"})
+    (tmp_path / "in").mkdir()
+    pq.write_table(rows_to_table(rows, PAIR), tmp_path / "in" / "pairs.parquet")
+    labeled = tmp_path / "labeled.jsonl"
+    labeled.write_text(json.dumps({"query": "林志颖公司", "pos": rows[0]["passage"], "neg": [rows[1]["passage"]]},
+                                  ensure_ascii=False) + "\n", encoding="utf-8")
+    config = MineConfig(model=str(tiny_model_path), range_start=2, range_end=20, negatives=5, max_neg_ratio=1.5,
+                        labeled=[str(labeled)], train_instruction="为这个句子生成表示以用于检索相关文章：",
+                        num_shards=2, rows_per_group=8, pad_random=True)
+    manifest = run_mine(str(tmp_path / "in"), str(tmp_path / "out"), config)
+    table = pq.read_table(tmp_path / "out" / "examples")
+    validate_table(table, TRAINING_EXAMPLE)
+    assert table.num_rows == 31 == Manifest.read(str(tmp_path / "out")).check().count_out
+    data = table.to_pylist()
+    assert all(len(r["neg"]) == 5 for r in data if r["source"] == "lcsts")
+    assert all(r["instruction"].startswith("为这个句子") for r in data)
+    lab = next(r for r in data if r["query"] == "林志颖公司")
+    assert lab["neg_kinds"][0] == "labeled" and lab["neg"][0] == rows[1]["passage"] and len(lab["neg"]) == 5
+    assert all(r["pos"][0] not in r["neg"] for r in data)
+    assert pq.ParquetFile(next((tmp_path / "out" / "examples").glob("*.parquet"))).metadata.row_group(0).num_rows <= 8
+    assert manifest.extra["index"]["kind"] == "flat" and "guards_removed" in manifest.extra
