@@ -25,6 +25,7 @@ class PoolStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._texts = None
         self.shards: list[Path] = []
+        self._maps: list[np.ndarray] = []
         self.keys = np.zeros(0, dtype=np.uint64)
         self.clusters: list[str | None] = []
 
@@ -80,7 +81,7 @@ class PoolStore:
     # -- embeddings ----------------------------------------------------------------------------------------
     def write_embeddings(self, encode, shard_rows: int) -> None:
         """Embed every text with ``encode(list[str]) -> float32 [n, d]`` into float16 shards."""
-        self.shards = []
+        self.shards, self._maps = [], []
         buffer, index = [], 0
         for batch in self.iter_text_batches(min(shard_rows, 4096)):
             buffer.append(encode(batch).astype(np.float16))
@@ -96,23 +97,25 @@ class PoolStore:
         self.shards.append(path)
 
     def shard(self, i: int) -> np.ndarray:
-        return np.load(self.shards[i], mmap_mode="r")
+        """Shard ``i`` memory-mapped (opened once)."""
+        if len(self._maps) != len(self.shards):
+            self._maps = [np.load(path, mmap_mode="r") for path in self.shards]
+        return self._maps[i]
 
     def shard_offsets(self) -> list[int]:
-        offsets, total = [], 0
-        for i in range(len(self.shards)):
-            offsets.append(total)
-            total += len(self.shard(i))
-        return offsets
+        sizes = [len(self.shard(i)) for i in range(len(self.shards))]
+        return [int(x) for x in np.cumsum([0] + sizes[:-1])]
 
     def vectors(self, indices) -> np.ndarray:
-        """float32 embeddings of the given pool rows."""
+        """float32 embeddings of the given pool rows (one fancy-indexed read per shard)."""
+        indices = np.asarray(indices, dtype=np.int64)
         offsets = np.array(self.shard_offsets())
-        out = []
-        for idx in indices:
-            s = int(np.searchsorted(offsets, idx, side="right") - 1)
-            out.append(np.asarray(self.shard(s)[idx - offsets[s]], dtype=np.float32))
-        return np.stack(out) if out else np.zeros((0, 0), np.float32)
+        which = np.searchsorted(offsets, indices, side="right") - 1
+        out = np.empty((len(indices), self.shard(0).shape[1]), dtype=np.float32)
+        for s in np.unique(which):
+            rows = np.flatnonzero(which == s)
+            out[rows] = self.shard(int(s))[indices[rows] - offsets[s]]
+        return out
 
     def lookup(self, texts: list[str]) -> np.ndarray:
         """Pool index of each text (by normalised key), -1 when absent."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from collections import Counter
 from itertools import chain
 from pathlib import Path
@@ -120,6 +121,9 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None)
         if not tuned:
             tune_nprobe(search, store, q[:512], k, config.target_recall, config.nprobe)
             tuned = True
+            if search.nlist and not config.nprobe and search.nprobe > search.nlist // 4:
+                # IVF needs most of its lists for the target recall on this data: exact search costs no more
+                search = build_index(store, replace(config, flat_max=pool_size))
         scores, ids = search.search(q, k)
         positives = [e.pos for e in chunk]
         pos_index = store.lookup([p for ps in positives for p in ps])

@@ -46,33 +46,41 @@ def choose_negatives(
     wanted: int,
     guards: Counter,
 ) -> list[Chosen]:
-    pos_keys = {text_key(p) for p in positives}
-    query_key = text_key(query)
-    pos_shingles = [shingle_hashes(p) for p in positives]
-    ceiling = config.max_neg_ratio * min(pos_scores) if pos_scores else np.inf
-    survivors: list[Chosen] = []
+    """The cheap guards run on every candidate of the window at once; the survivors are visited in a seeded
+    random order and the near-duplicate check (which needs the text) runs only until ``wanted`` are accepted,
+    so its count covers the candidates examined. The chosen ones are returned in rank order."""
     window = slice(config.range_start, config.range_end)
-    for idx, score in zip(ranked_ids[window], ranked_scores[window], strict=True):
-        if idx < 0:
-            continue
-        key = int(store.keys[idx])
-        if key in pos_keys:
-            guards["is_positive"] += 1
-        elif key == query_key:
-            guards["equals_query"] += 1
-        elif cluster_id is not None and store.clusters[idx] == cluster_id:
-            guards["same_cluster_as_positive"] += 1
-        elif score > ceiling:
-            guards["too_close_to_positive"] += 1
-        elif any(jaccard(shingle_hashes(store.text(idx)), p) >= config.near_dup_jaccard for p in pos_shingles):
+    ids, scores = ranked_ids[window], ranked_scores[window]
+    valid = ids >= 0
+    ids, scores = ids[valid], scores[valid]
+    keys = store.keys[ids]
+    pos_keys = np.array([text_key(p) for p in positives], dtype=np.uint64)
+    ceiling = config.max_neg_ratio * min(pos_scores) if pos_scores else np.inf
+    checks = [
+        ("is_positive", np.isin(keys, pos_keys)),
+        ("equals_query", keys == np.uint64(text_key(query))),
+        ("same_cluster_as_positive", np.array([cluster_id is not None and store.clusters[i] == cluster_id
+                                               for i in ids], dtype=bool)),
+        ("too_close_to_positive", scores > ceiling),
+    ]
+    alive = np.ones(len(ids), dtype=bool)
+    for name, hit in checks:
+        guards[name] += int((alive & hit).sum())
+        alive &= ~hit
+    order = np.flatnonzero(alive)
+    if len(order) > wanted:
+        order = order[rng_for(example_id, config.seed).permutation(len(order))]
+    pos_shingles = [shingle_hashes(p) for p in positives]
+    accepted: list[int] = []
+    for position in order:
+        if len(accepted) == wanted:
+            break
+        text = store.text(ids[position])
+        if any(jaccard(shingle_hashes(text), p) >= config.near_dup_jaccard for p in pos_shingles):
             guards["near_duplicate_of_positive"] += 1
-        else:
-            survivors.append(Chosen(int(idx), float(score), "mined"))
-    if len(survivors) <= wanted:
-        return survivors
-    rng = rng_for(example_id, config.seed)
-    picked = np.sort(rng.choice(len(survivors), size=wanted, replace=False))
-    return [survivors[i] for i in picked]
+            continue
+        accepted.append(int(position))
+    return [Chosen(int(ids[p]), float(scores[p]), "mined") for p in sorted(accepted)]
 
 
 def random_padding(example_id: str, query: str, positives: list[str], taken: set[int], store: PoolStore,
