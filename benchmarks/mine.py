@@ -46,7 +46,8 @@ def hashing_encoder(texts: list[str]) -> np.ndarray:
 def make_data(pool_size: int, queries: int) -> tuple[list[str], list[str], list[int]]:
     base = chinese_passages(20000, min_chars=40, max_chars=300)
     rng = np.random.default_rng(1)
-    pool = [f"{base[i % len(base)]}（{i // len(base)}）{base[int(rng.integers(len(base)))][:20]}" for i in range(pool_size)]
+    pool = [f"{base[i % len(base)]}（{i // len(base)}）{base[int(rng.integers(len(base)))][:20]}"
+            for i in range(pool_size)]
     picks = rng.choice(pool_size, size=queries, replace=False)
     return [pool[i] + "？" for i in picks], pool, picks.tolist()
 

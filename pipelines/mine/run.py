@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
 from collections import Counter
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 
