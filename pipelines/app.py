@@ -6,7 +6,16 @@ import typer
 
 from schemas.manifest import cmtp_version
 
-from .commands import audit_cmd, dedup_cmd, extract_cmd, mine_cmd, models_cmd, schema_cmd, score_cmd
+from .commands import (
+    audit_cmd,
+    dedup_cmd,
+    extract_cmd,
+    mine_cmd,
+    models_cmd,
+    schema_cmd,
+    score_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="cmtp",
@@ -24,6 +33,7 @@ app.command("dedup", help=dedup_cmd.HELP, context_settings=_STAGE)(dedup_cmd.ded
 app.command("score", help=score_cmd.HELP, context_settings=_STAGE)(score_cmd.score)
 app.command("audit", help=audit_cmd.HELP)(audit_cmd.audit)
 app.command("mine", help=mine_cmd.HELP)(mine_cmd.mine)
+app.command("train", help=train_cmd.HELP)(train_cmd.train)
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def build_tiny_model(directory: Path, corpus: list[str], hidden: int = 32, layers: int = 2,
-                     prompts: dict | None = None, seed: int = 0) -> Path:
+                     prompts: dict | None = None, seed: int = 0, dropout: float = 0.1) -> Path:
     """A BERT encoder (hidden 32, 2 layers) with a character WordPiece vocabulary from ``corpus``, mean
     pooling and Normalize, saved as a sentence-transformers directory."""
     import torch
@@ -30,7 +30,8 @@ def build_tiny_model(directory: Path, corpus: list[str], hidden: int = 32, layer
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=hidden * 2, max_position_embeddings=130)
+                        intermediate_size=hidden * 2, max_position_embeddings=130,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     hf_dir = directory / "hf"
     BertModel(config).save_pretrained(hf_dir)
     fast.save_pretrained(hf_dir)

@@ -1,0 +1,82 @@
+"""``cmtp train``: contrastive (stage 2) or fine-tune (stage 3) training on streamed Parquet shards."""
+
+from __future__ import annotations
+
+import typer
+
+from schemas.errors import CmtpError
+
+from ..console import out
+from .common import load_yaml_config
+
+HELP = """Train an embedding model on training-example (or pair) Parquet shards, streamed from any fsspec path.
+
+--data is PATH, NAME=PATH or NAME=PATH@WEIGHT (repeat it to mix datasets by weight). On several GPUs:
+torchrun --nproc_per_node=8 -m trainer train ... (same flags). A run resumes from its newest checkpoint.
+
+Examples:
+
+  cmtp train --stage contrastive --data work/score/kept --out work/stage2 --batch-size 256 --gradcache-chunk 64
+
+  cmtp train --stage finetune --model work/stage2/model --data qa=work/mine/examples --data nli=nli/@0.5
+  --out work/stage3 --group-size 8
+
+  cmtp train --config train.yaml
+"""
+
+
+def _data(specs: list[str]) -> list[dict]:
+    out = []
+    for i, spec in enumerate(specs):
+        name, _, rest = spec.rpartition("=") if "=" in spec.split("://")[0] else ("", "", spec)
+        path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
+        try:
+            out.append({"name": name or f"data{i}", "paths": [path], "weight": float(weight)})
+        except ValueError as exc:
+            raise CmtpError(f"bad --data {spec!r}: use NAME=PATH@WEIGHT") from exc
+    return out
+
+
+def train(
+    stage: str = typer.Option(None, help="contrastive (stage 2) or finetune (stage 3)"),
+    model: str = typer.Option(None, help="model to start from (default builtin:me5-small)"),
+    data: list[str] = typer.Option(None, "--data", help="PATH | NAME=PATH | NAME=PATH@WEIGHT, repeatable"),
+    out_dir: str = typer.Option(None, "--out", "-o", help="output directory (checkpoints, tensorboard, model)"),
+    config_file: str = typer.Option(None, "--config", help="YAML file with any of these options"),
+    max_steps: int = typer.Option(None, help="optimiser steps"),
+    batch_size: int = typer.Option(None, help="queries per device per step"),
+    learning_rate: float = typer.Option(None, "--lr", help="peak learning rate"),
+    temperature: float = typer.Option(None, help="InfoNCE temperature (default 0.02)"),
+    group_size: int = typer.Option(None, help="passages per query: 1 positive + hard negatives"),
+    cross_device: bool = typer.Option(None, "--cross-device/--no-cross-device", help="gather all devices' passages"),
+    gradcache_chunk: int = typer.Option(None, help="gradient caching with chunks of this many texts (0: off)"),
+    pooling: str = typer.Option(None, help="cls or mean (default: the model's)"),
+    query_prompt: str = typer.Option(None, help="query prefix when examples carry no instruction"),
+    passage_prompt: str = typer.Option(None, help="passage prefix (default: the model's)"),
+    distill_weight: float = typer.Option(None, help="weight of the distillation loss on pos/neg scores"),
+    precision: str = typer.Option(None, help="auto, fp32, bf16 or fp16 (half precisions on GPU)"),
+    gradient_checkpointing: bool = typer.Option(None, "--gradient-checkpointing", help="trade compute for memory"),
+    freeze_embeddings: bool = typer.Option(None, "--freeze-embeddings", help="keep the token embeddings fixed"),
+    save_steps: int = typer.Option(None, help="checkpoint every N steps"),
+    seed: int = typer.Option(None, help="seed"),
+    workers: int = typer.Option(None, help="dataloader worker processes per device"),
+    resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the newest checkpoint"),
+) -> None:
+    from trainer.config import TrainConfig
+    from trainer.loop import train as run_train
+
+    values = load_yaml_config(config_file)
+    flags = dict(stage=stage, model=model, output_dir=out_dir, max_steps=max_steps, batch_size=batch_size,
+                 learning_rate=learning_rate, temperature=temperature, train_group_size=group_size,
+                 cross_device=cross_device, gradcache_chunk=gradcache_chunk, pooling=pooling,
+                 query_prompt=query_prompt, passage_prompt=passage_prompt, distill_weight=distill_weight,
+                 precision=precision, gradient_checkpointing=gradient_checkpointing, save_steps=save_steps,
+                 freeze_embeddings=freeze_embeddings,
+                 seed=seed, workers=workers, resume=resume)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if data:
+        values["data"] = _data(list(data))
+    config = TrainConfig.from_mapping(values)
+    summary = run_train(config)
+    out.print(f"trained {summary['steps']} steps; loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}; "
+              f"{summary['samples_per_second']:.1f} samples/s; model saved to {summary['model']}")

@@ -1,0 +1,47 @@
+"""Run by test_trainer_loss: one rank of a 2-process gloo group computing the cross-device InfoNCE under DDP."""
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from trainer.losses import info_nce
+
+
+def make_data(seed=0, batch=3, group=2, dim=6, feat=5):
+    g = torch.Generator().manual_seed(seed)
+    xq = torch.randn(2 * batch, feat, generator=g)
+    xp = torch.randn(2 * batch * group, feat, generator=g)
+    teacher = torch.randn(2 * batch, group, generator=g)
+    return xq, xp, teacher
+
+
+def model(seed=1, feat=5, dim=6):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(feat, dim), torch.nn.Tanh(), torch.nn.Linear(dim, dim))
+
+
+def encode(net, x):
+    return torch.nn.functional.normalize(net(x), dim=-1)
+
+
+def main(rank: int, out: str):
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{out}.rendezvous")
+    batch, group = 3, 2
+    xq, xp, teacher = make_data()
+    net = torch.nn.parallel.DistributedDataParallel(model())
+    q = encode(net, xq[rank * batch : (rank + 1) * batch])
+    p = encode(net, xp[rank * batch * group : (rank + 1) * batch * group])
+    loss = info_nce(q, p, 0.05, group, True, teacher[rank * batch : (rank + 1) * batch], 0.5, 1.0)
+    loss.backward()
+    losses = [torch.zeros(1), torch.zeros(1)]
+    dist.all_gather(losses, loss.detach().reshape(1))
+    if rank == 0:
+        torch.save({"loss": torch.cat(losses).mean(), "grads": [prm.grad for prm in net.module.parameters()]}, out)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2])

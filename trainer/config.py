@@ -1,0 +1,85 @@
+"""Training configuration: flags or a YAML file, with per-stage defaults (BGE stages 2 and 3)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from schemas.errors import CmtpError
+
+STAGES = ("contrastive", "finetune", "retromae")
+STAGE_DEFAULTS = {
+    # stage 2: title-passage pairs, in-batch + cross-device negatives, large batches
+    "contrastive": {"temperature": 0.02, "train_group_size": 1, "cross_device": True, "learning_rate": 2e-5},
+    # stage 3: instructions + mined hard negatives
+    "finetune": {"temperature": 0.02, "train_group_size": 8, "cross_device": True, "learning_rate": 1e-5},
+}
+
+
+@dataclass
+class DataSource:
+    name: str
+    paths: list[str]
+    weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "contrastive"
+    model: str = "builtin:me5-small"
+    data: list[DataSource] = field(default_factory=list)
+    output_dir: str = "out/train"
+    max_steps: int = 1000
+    batch_size: int = 32  # queries per rank per step
+    learning_rate: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    temperature: float | None = None
+    train_group_size: int | None = None  # passages per query: 1 positive + (n - 1) hard negatives
+    cross_device: bool | None = None
+    gradcache_chunk: int = 0  # >0: gradient caching with chunks of this many texts
+    query_max_len: int = 64
+    passage_max_len: int = 256
+    pooling: str | None = None  # cls | mean (default: the model's)
+    query_prompt: str | None = None  # default: the example's instruction, else the model's query prompt
+    passage_prompt: str | None = None  # default: the model's passage prompt
+    distill_weight: float = 0.0  # > 0: KL to softmax(pos_scores + neg_scores)
+    distill_temperature: float = 0.02
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (half precisions on GPU)
+    gradient_checkpointing: bool = False
+    freeze_embeddings: bool = False  # keep the token-embedding table fixed (most parameters of a multilingual model)
+    max_grad_norm: float = 1.0
+    save_steps: int = 500
+    logging_steps: int = 10
+    seed: int = 42
+    workers: int = 0  # dataloader worker processes per rank
+    shuffle_units: int = 4
+    same_source_batches: bool = True
+    resume: bool = True  # continue from the newest checkpoint in output_dir
+    allow_network: bool = False
+    device: str | None = None
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise CmtpError(f"stage must be one of {', '.join(STAGES)}")
+        if self.stage == "retromae":
+            raise CmtpError("stage retromae (RetroMAE pretraining) is not built yet: use contrastive or finetune")
+        for key, value in STAGE_DEFAULTS[self.stage].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
+        if not self.data:
+            raise CmtpError("no training data: give --data PATH (or data: in the config file)")
+        if self.train_group_size < 1 or self.batch_size < 1:
+            raise CmtpError("batch_size and train_group_size must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise CmtpError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**values)

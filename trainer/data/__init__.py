@@ -1,0 +1,1 @@
+"""Training data: Parquet shards streamed into batches with a resumable position."""

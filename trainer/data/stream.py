@@ -1,0 +1,226 @@
+"""Streaming training examples from Parquet shards into the trainer, with an exact, resumable position.
+
+Neither ``datasets`` streaming nor PyTorch's loaders record where an iterable stream stands, so a resumed run
+would have to replay (and re-read) everything it had already trained on; this module is written for that.
+
+* Work units are Parquet row groups (from any fsspec path). Each epoch they are permuted with a seed, then
+  dealt round-robin to the global readers (rank x dataloader worker), so readers never overlap and, taken
+  together, see every row group exactly once.
+* A reader takes its units ``shuffle_units`` at a time, concatenates them and shuffles the rows with a seed
+  derived from (seed, epoch, reader, block): a block shuffle, i.e. a shuffle buffer whose content is known
+  from the position alone.
+* The position of a reader is (epoch, block, offset). Every batch carries its reader's position after it;
+  a checkpoint stores the latest one of each reader, and a resumed stream reads only the current block again
+  and skips ``offset`` rows in it.
+* Several datasets mix by weights, drawn per batch with a generator seeded by (seed, epoch, step), so that
+  with ``same_source_batches`` all ranks draw the same source for a step and each global batch holds one source.
+
+Rows of the ``training_example`` schema are used as they are; ``pair`` / ``scored_pair`` rows (stage 2 data)
+become query = title, pos = [passage].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from schemas.errors import CmtpError
+from transforms.common.ids import stable_id
+
+COLUMNS_EXAMPLE = ["example_id", "query", "pos", "neg", "instruction", "source", "pos_scores", "neg_scores"]
+COLUMNS_PAIR = ["pair_id", "title", "passage", "source"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    path: str
+    row_group: int
+    rows: int
+
+
+@dataclass
+class SourceSpec:
+    """One dataset of the mix: Parquet files (paths or globs, any fsspec URL) and its sampling weight."""
+
+    name: str
+    paths: list[str]
+    weight: float = 1.0
+
+
+def list_units(paths: list[str]) -> list[Unit]:
+    """Row groups of every Parquet file the paths match (directories are searched), sorted for determinism."""
+    units: list[Unit] = []
+    for path in paths:
+        fs, _, roots = fsspec.get_fs_token_paths(path)
+        files: list[str] = []
+        for root in roots:
+            if fs.isdir(root):
+                files += [f for f in fs.find(root) if f.endswith(".parquet")]
+            else:
+                files.append(root)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        for f in sorted(files):
+            url = f if protocol in ("file", "local") else f"{protocol}://{f}"
+            with fsspec.open(url, "rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+            units += [Unit(url, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
+                      if meta.row_group(g).num_rows]
+    if not units:
+        raise CmtpError(f"no training rows under {', '.join(paths)}")
+    return units
+
+
+def _read_unit(unit: Unit) -> list[dict[str, Any]]:
+    with fsspec.open(unit.path, "rb") as fh:
+        f = pq.ParquetFile(fh)
+        names = f.schema_arrow.names
+        if "query" in names:
+            table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_EXAMPLE if c in names])
+            return table.to_pylist()
+        table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_PAIR if c in names])
+    return [{"example_id": r["pair_id"], "query": r["title"], "pos": [r["passage"]], "neg": [],
+             "instruction": None, "source": r.get("source"), "pos_scores": [], "neg_scores": []}
+            for r in table.to_pylist()]
+
+
+def _rng(*parts: Any) -> np.random.Generator:
+    return np.random.default_rng([int(stable_id(*map(str, parts)), 16) & 0xFFFFFFFF, len(parts)])
+
+
+@dataclass
+class ReaderPosition:
+    epoch: int = 0
+    block: int = 0
+    offset: int = 0
+
+
+class SourceReader:
+    """The rows of one dataset that one global reader owns, in block-shuffled order, from a position."""
+
+    def __init__(self, units: list[Unit], reader: int, readers: int, seed: int, shuffle_units: int,
+                 position: ReaderPosition):
+        self.units, self.reader, self.readers = units, reader, readers
+        self.seed, self.shuffle_units = seed, max(1, shuffle_units)
+        self.position = ReaderPosition(**vars(position))
+        self._rows: list[dict] = []
+        self._load()
+
+    def _my_units(self, epoch: int) -> list[Unit]:
+        order = _rng(self.seed, "units", epoch).permutation(len(self.units))
+        return [self.units[i] for i in order[self.reader :: self.readers]]
+
+    def _load(self) -> None:
+        """Fill the current block (advancing epochs past empty ones) and skip to the offset."""
+        for _ in range(3):
+            mine = self._my_units(self.position.epoch)
+            start = self.position.block * self.shuffle_units
+            if start < len(mine):
+                rows = [r for u in mine[start : start + self.shuffle_units] for r in _read_unit(u)]
+                order = _rng(self.seed, "rows", self.position.epoch, self.reader, self.position.block).permutation(
+                    len(rows))
+                self._rows = [rows[i] for i in order]
+                return
+            self.position = ReaderPosition(self.position.epoch + 1, 0, 0)
+        self._rows = []  # this reader owns no unit (more readers than row groups)
+
+    def take(self, n: int, stop_at_epoch_end: bool = False) -> list[dict]:
+        out: list[dict] = []
+        epoch = self.position.epoch
+        while len(out) < n and self._rows:
+            chunk = self._rows[self.position.offset : self.position.offset + n - len(out)]
+            out += chunk
+            self.position.offset += len(chunk)
+            if self.position.offset >= len(self._rows):
+                self.position = ReaderPosition(self.position.epoch, self.position.block + 1, 0)
+                self._load()
+                if stop_at_epoch_end and self.position.epoch != epoch:
+                    break
+        return out
+
+
+@dataclass
+class StreamConfig:
+    sources: list[SourceSpec]
+    batch_size: int  # examples per rank per step
+    seed: int = 0
+    shuffle_units: int = 4  # row groups shuffled together
+    same_source_batches: bool = False
+    epochs: int | None = None  # None: endless (the trainer stops at max_steps)
+    state: dict = field(default_factory=dict)  # a checkpoint's positions
+
+
+class ParquetStream(IterableDataset):
+    """Yields ready batches ``{"examples": [...], "source": name, "position": {...}}`` for one rank."""
+
+    def __init__(self, config: StreamConfig, rank: int = 0, world_size: int = 1):
+        self.config, self.rank, self.world_size = config, rank, world_size
+        self.units = {s.name: list_units(s.paths) for s in config.sources}
+        self.weights = np.array([s.weight for s in config.sources], dtype=np.float64)
+        if (self.weights <= 0).any():
+            raise CmtpError("dataset weights must be positive")
+
+    def rows_per_epoch(self) -> dict[str, int]:
+        return {name: sum(u.rows for u in units) for name, units in self.units.items()}
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        reader = self.rank * workers + worker
+        readers = self.world_size * workers
+        key = f"reader{reader}of{readers}"
+        state = self.config.state.get(key, {})
+        step = state.get("step", worker)  # this reader produces steps worker, worker + workers, ...
+        sources = {
+            s.name: SourceReader(self.units[s.name], reader, readers, self.config.seed + i, self.config.shuffle_units,
+                                 ReaderPosition(**state.get("sources", {}).get(s.name, {})))
+            for i, s in enumerate(self.config.sources)
+        }
+        names = [s.name for s in self.config.sources]
+        exhausted: set[str] = set()
+        last_epoch = (self.config.epochs - 1) if self.config.epochs else None
+        while len(exhausted) < len(names):
+            live = [i for i, n in enumerate(names) if n not in exhausted]
+            weights = self.weights[live] / self.weights[live].sum()
+            # same_source_batches: the same draw on every rank for this step, so a global batch has one source
+            draw = _rng(self.config.seed, "mix", step) if self.config.same_source_batches else \
+                _rng(self.config.seed, "mix", step, self.rank)
+            choice = names[live[int(draw.choice(len(live), p=weights))]]
+            reader_state = sources[choice]
+            epoch_before = reader_state.position.epoch
+            if last_epoch is not None and epoch_before > last_epoch:
+                exhausted.add(choice)
+                continue
+            examples = reader_state.take(self.config.batch_size, stop_at_epoch_end=last_epoch is not None)
+            if not examples:
+                exhausted.add(choice)
+                continue
+            step += workers
+            position = {"step": step, "sources": {n: vars(r.position).copy() for n, r in sources.items()}}
+            yield {"examples": examples, "source": choice, "reader": key, "position": position}
+
+
+def collate_batches(items: list[dict]) -> dict:
+    """DataLoader collate for batch_size=1 over ready batches: unwrap."""
+    (item,) = items
+    return item
+
+
+def make_loader(config: StreamConfig, rank: int, world_size: int, workers: int) -> torch.utils.data.DataLoader:
+    dataset = ParquetStream(config, rank, world_size)
+    # its own generator: starting an iterator must not draw from the global RNG (a resumed run restores that
+    # RNG for dropout and would otherwise be one draw off)
+    return torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_batches,
+                                       persistent_workers=False,
+                                       generator=torch.Generator().manual_seed(config.seed))
+
+
+def steps_per_epoch(stream: ParquetStream, batch_size: int) -> int:
+    total = sum(stream.rows_per_epoch().values())
+    return max(1, math.ceil(total / (batch_size * stream.world_size)))

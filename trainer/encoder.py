@@ -1,0 +1,50 @@
+"""The encoder being trained: a sentence-transformers model from the registry, as a torch module that maps
+texts to normalised embeddings (CLS or mean pooling)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def load_encoder(name: str, pooling: str | None = None, max_seq_length: int | None = None,
+                 device: str = "cpu", allow_network: bool = False, gradient_checkpointing: bool = False):
+    """A SentenceTransformer ready for training; ``pooling`` ("cls" / "mean") replaces the model's pooling."""
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    from .models import load_sentence_transformer
+
+    model = load_sentence_transformer(name, device=device, allow_network=allow_network)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    if pooling:
+        dim = model.get_embedding_dimension()
+        modules = [m for m in model._modules.values()]
+        kept = [modules[0], Pooling(dim, pooling_mode=pooling)] + [m for m in modules[1:]
+                                                                   if not isinstance(m, (Pooling, Normalize))]
+        for key in list(model._modules):
+            del model._modules[key]
+        for i, module in enumerate(kept + [Normalize()]):
+            model._modules[str(i)] = module
+        model.to(device)
+    if gradient_checkpointing:
+        model[0].auto_model.gradient_checkpointing_enable()
+    return model
+
+
+class Encoder(nn.Module):
+    """texts -> L2-normalised embeddings, through the wrapped SentenceTransformer (so DDP can wrap this)."""
+
+    def __init__(self, st_model):
+        super().__init__()
+        self.st = st_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.st.parameters()).device
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        features = self.st.tokenize(texts)
+        features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
+        return F.normalize(self.st(features)["sentence_embedding"], dim=-1)

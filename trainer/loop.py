@@ -1,0 +1,213 @@
+"""The training loop: streamed batches -> (GradCache) InfoNCE -> AdamW with warm-up and linear decay, on one
+CPU, one GPU, or many GPUs under ``torchrun`` (DDP, NCCL or gloo).
+
+Written by hand rather than on HF ``Trainer`` / ``SentenceTransformerTrainer`` for three things they lack:
+a checkpoint that stores the stream's exact position (their resume replays or skips batches by re-reading),
+the gathered cross-device loss with DDP-correct gradients, and gradient caching over that loss. The pieces
+are the library ones: sentence-transformers models and saving, ``get_linear_schedule_with_warmup``, DDP,
+TensorBoard's ``SummaryWriter``, tqdm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .batches import build_step
+from .config import TrainConfig
+from .data.stream import SourceSpec, StreamConfig, make_loader
+from .encoder import Encoder, load_encoder
+from .gradcache import cached_backward
+from .losses import info_nce
+
+STATE_FILE = "trainer_state.pt"
+
+
+def _dist_setup() -> tuple[int, int, int]:
+    if "RANK" in os.environ and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(output_dir: str) -> Path | None:
+    ckpts = sorted(Path(output_dir, "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [c for c in ckpts if (c / STATE_FILE).exists()]
+    return complete[-1] if complete else None
+
+
+def _prompts(st_model, config: TrainConfig) -> tuple[str, str]:
+    from transforms.score.config import ScoreConfig
+    from transforms.score.scoring import resolve_prompts
+
+    return resolve_prompts(st_model, ScoreConfig(query_prompt=config.query_prompt,
+                                                 passage_prompt=config.passage_prompt))
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    if device.type != "cuda" or config.precision == "fp32":
+        return nullcontext()
+    dtype = torch.float16 if config.precision == "fp16" else torch.bfloat16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def train(config: TrainConfig, on_step=None) -> dict:
+    """Run training; returns a summary. ``on_step(step, loss)`` is called after every optimiser step."""
+    rank, world, local_rank = _dist_setup()
+    device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    _seed_all(config.seed + rank)
+    resume_from = latest_checkpoint(config.output_dir) if config.resume else None
+    model_source = str(resume_from / "model") if resume_from else config.model
+    st = load_encoder(model_source, config.pooling if not resume_from else None, config.passage_max_len,
+                      str(device), config.allow_network, config.gradient_checkpointing)
+    query_prompt, passage_prompt = _prompts(st, config)
+    encoder = Encoder(st).to(device)
+    encoder.train()
+    if config.freeze_embeddings:  # the word-embedding table is most of a multilingual model's parameters
+        st[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
+    module = encoder
+    if world > 1:
+        module = torch.nn.parallel.DistributedDataParallel(
+            encoder, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.max_steps),
+                                                config.max_steps)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.precision == "fp16" else None
+    step, positions = 0, {}
+    if resume_from:
+        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, positions = state["step"], state["positions"]
+        _set_rng_state(state["rng"][rank])
+    stream = StreamConfig([SourceSpec(d.name, d.paths, d.weight) for d in config.data], config.batch_size,
+                          seed=config.seed, shuffle_units=config.shuffle_units,
+                          same_source_batches=config.same_source_batches, state=positions)
+    loader = make_loader(stream, rank, world, config.workers)
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=config.max_steps, initial=step, disable=rank != 0, desc=f"train {config.stage}")
+    started, samples, losses = time.perf_counter(), 0, []
+    batches = iter(loader)
+    while step < config.max_steps:
+        item = next(batches)
+        positions[item["reader"]] = item["position"]
+        batch = build_step(item["examples"], config.train_group_size, query_prompt, passage_prompt, config.seed,
+                           step)
+        teacher = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
+
+        def loss_fn(q, p, teacher=teacher):
+            return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
+                            config.distill_weight, config.distill_temperature)
+
+        with _autocast(config, device):
+            if config.gradcache_chunk:
+                loss = cached_backward(module, batch.queries, batch.passages, loss_fn, config.gradcache_chunk,
+                                       device)
+            else:
+                loss = loss_fn(module(batch.queries), module(batch.passages))
+                (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.max_grad_norm)
+        (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        samples += len(batch.queries) * world
+        losses.append(float(loss.detach()))
+        rate = samples / (time.perf_counter() - started)
+        progress.update(1)
+        progress.set_postfix(loss=f"{losses[-1]:.4f}", samples_per_s=f"{rate:.1f}")
+        if writer and step % config.logging_steps == 0:
+            writer.add_scalar("train/loss", losses[-1], step)
+            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/samples_per_s", rate, step)
+        if on_step:
+            on_step(step, losses[-1])
+        if step % config.save_steps == 0 or step == config.max_steps:
+            _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world, query_prompt,
+                             passage_prompt)
+    progress.close()
+    if writer:
+        writer.close()
+    final = Path(config.output_dir) / "model"
+    if rank == 0:
+        _save_model(st, final, query_prompt, passage_prompt, config)
+    if world > 1:
+        dist.barrier()
+    return {"steps": step, "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
+            "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final)}
+
+
+def _save_model(st, path: Path, query_prompt: str, passage_prompt: str, config: TrainConfig) -> None:
+    prompts = dict(st.prompts or {})
+    prompts["query"] = query_prompt
+    prompts["passage"] = passage_prompt
+    st.prompts = prompts
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    st.save(str(tmp), create_model_card=False, safe_serialization=True)
+    (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
+                                                       default=str))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world, query_prompt,
+                     passage_prompt) -> None:
+    all_positions, all_rng = [positions], [_rng_state()]
+    if world > 1:
+        all_positions, all_rng = [None] * world, [None] * world
+        dist.all_gather_object(all_positions, positions)
+        dist.all_gather_object(all_rng, _rng_state())
+    if rank == 0:
+        directory = Path(config.output_dir) / "checkpoints" / f"step-{step}"
+        directory.mkdir(parents=True, exist_ok=True)
+        _save_model(st, directory / "model", query_prompt, passage_prompt, config)
+        merged = {k: v for p in all_positions for k, v in p.items()}
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "positions": merged, "rng": all_rng}, directory / (STATE_FILE + ".tmp"))
+        os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
+    if world > 1:
+        dist.barrier()
