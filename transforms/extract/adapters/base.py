@@ -54,7 +54,11 @@ class JsonRecordAdapter(Adapter):
         raise NotImplementedError
 
     def read(self, f: SourceFile) -> Iterator[Extracted | Rejected]:
-        for key, obj in f.json_records():
+        yield from self.map_records(f.json_records())
+
+    def map_records(self, records) -> Iterator[Extracted | Rejected]:
+        """(key, object | Rejected) pairs -> records, with missing fields rejected."""
+        for key, obj in records:
             if isinstance(obj, Rejected):
                 yield obj
                 continue

@@ -7,7 +7,7 @@ import io
 
 import pyarrow.parquet as pq
 
-from ..source_file import Extracted, MissingField, Rejected
+from ..source_file import Rejected
 from .base import JsonRecordAdapter, pick, register_adapter, text_field
 
 
@@ -28,23 +28,11 @@ class GenericAdapter(JsonRecordAdapter):
     def read(self, f):
         path = f.path.lower()
         if path.endswith(".parquet"):
-            yield from self._rows(self._parquet(f))
+            yield from self.map_records(self._parquet(f))
         elif path.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
-            yield from self._rows(self._delimited(f, "\t" if ".tsv" in path else ","))
+            yield from self.map_records(self._delimited(f, "\t" if ".tsv" in path else ","))
         else:
             yield from super().read(f)
-
-    def _rows(self, rows):
-        for key, row in rows:
-            if isinstance(row, Rejected):
-                yield row
-                continue
-            try:
-                title, text, meta = self.map(row)
-            except MissingField as exc:
-                yield Rejected(key, "missing_field", str(exc), row)
-                continue
-            yield Extracted(key, title, text, meta)
 
     @staticmethod
     def _parquet(f):
