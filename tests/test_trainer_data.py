@@ -90,7 +90,8 @@ def test_build_step_groups_instructions_and_teacher_scores():
            "pos_scores": [], "neg_scores": []}]
     step = build_step(ex, 3, "query: ", "passage: ", seed=0, step=0)
     assert step.queries == ["指令：长江", "query: 黄河"]
-    assert len(step.passages) == 6 and step.passages[0] == "passage: 长江是河" and step.passages[3] == "passage: 黄河是河"
+    assert len(step.passages) == 6
+    assert step.passages[0] == "passage: 长江是河" and step.passages[3] == "passage: 黄河是河"
     assert step.passages[4] == "passage: 长江是河"  # no negatives: other examples' positives fill the group
     assert step.teacher is None
     step = build_step(ex[:1], 3, "", "", seed=0, step=0)

@@ -48,7 +48,8 @@ def config(model, data, out, **kw):
 
 def test_loss_falls_and_the_saved_model_loads_with_the_same_embeddings(tiny_model_path, examples_dir, tmp_path):
     losses = []
-    summary = train(config(tiny_model_path, examples_dir, tmp_path / "run"), on_step=lambda s, loss: losses.append(loss))
+    run = config(tiny_model_path, examples_dir, tmp_path / "run")
+    summary = train(run, on_step=lambda s, loss: losses.append(loss))
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:8]), losses
     from sentence_transformers import SentenceTransformer
 
