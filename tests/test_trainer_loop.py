@@ -75,8 +75,10 @@ def test_gradcache_training_matches_plain_training(examples_dir, tmp_path):
     a = train(config(model, examples_dir, tmp_path / "plain", max_steps=4))
     b = train(config(model, examples_dir, tmp_path / "cached", max_steps=4, gradcache_chunk=5))
     wa, wb = load_file(Path(a["model"]) / "model.safetensors"), load_file(Path(b["model"]) / "model.safetensors")
+    # Adam divides by sqrt(v): float rounding in a rare token's tiny gradient moves its row by up to ~1e-5 after
+    # 4 steps, while a wrong gradient moves weights by the order of lr * steps = 8e-3
     for key in wa:
-        assert torch.allclose(wa[key], wb[key], atol=1e-5), key
+        assert torch.allclose(wa[key], wb[key], atol=1e-4), key
 
 
 class Killed(Exception):
@@ -112,3 +114,15 @@ def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model" / "model.safetensors").exists() and (out / "checkpoints" / "step-2").exists()
     assert "trained 3 steps" in proc.stdout
+
+
+def test_queries_are_cut_at_query_max_len_and_passages_at_the_model_length(tiny_model_path):
+    from trainer.encoder import Encoder, load_encoder
+
+    encoder = Encoder(load_encoder(str(tiny_model_path), max_seq_length=10), query_max_len=6).eval()
+    text = "长江是亚洲第一长河，全长六千三百公里"  # one token per character with the tiny model
+    with torch.no_grad():
+        as_query = encoder([text], "query")
+        np.testing.assert_allclose(as_query, encoder([text[:4]], "passage"), atol=1e-6)  # [CLS] 4 chars [SEP]
+        np.testing.assert_allclose(encoder([text], "passage"), encoder([text[:8]], "passage"), atol=1e-6)
+        assert not torch.allclose(as_query, encoder([text], "passage"), atol=1e-3)

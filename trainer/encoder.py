@@ -34,17 +34,22 @@ def load_encoder(name: str, pooling: str | None = None, max_seq_length: int | No
 
 
 class Encoder(nn.Module):
-    """texts -> L2-normalised embeddings, through the wrapped SentenceTransformer (so DDP can wrap this)."""
+    """texts -> L2-normalised embeddings, through the wrapped SentenceTransformer (so DDP can wrap this).
+    Queries are truncated at ``query_max_len`` tokens, passages at the model's ``max_seq_length``."""
 
-    def __init__(self, st_model):
+    def __init__(self, st_model, query_max_len: int | None = None):
         super().__init__()
         self.st = st_model
+        self.query_max_len = query_max_len
 
     @property
     def device(self) -> torch.device:
         return next(self.st.parameters()).device
 
-    def forward(self, texts: list[str]) -> torch.Tensor:
-        features = self.st.tokenize(texts)
+    def forward(self, texts: list[str], kind: str = "passage") -> torch.Tensor:
+        max_length = self.st.max_seq_length
+        if kind == "query" and self.query_max_len:
+            max_length = min(self.query_max_len, max_length)
+        features = self.st.preprocess(texts, max_length=max_length)
         features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
         return F.normalize(self.st(features)["sentence_embedding"], dim=-1)

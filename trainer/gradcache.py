@@ -35,6 +35,9 @@ class RandContext:
         self._fork.__exit__(*exc)
 
 
+KINDS = {"q": "query", "p": "passage"}
+
+
 def _chunks(texts: list[str], size: int) -> list[list[str]]:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
@@ -54,7 +57,7 @@ def cached_backward(
             parts[name], states[name] = [], []
             for chunk in _chunks(texts, chunk_size):
                 states[name].append(RandContext(device))
-                parts[name].append(encoder(chunk))
+                parts[name].append(encoder(chunk, KINDS[name]))
     q = torch.cat(parts["q"]).detach().requires_grad_()
     p = torch.cat(parts["p"]).detach().requires_grad_()
     loss = loss_fn(q, p)
@@ -64,9 +67,9 @@ def cached_backward(
     work = [(name, chunk, state, grad) for name, texts in [("q", queries), ("p", passages)]
             for chunk, state, grad in zip(_chunks(texts, chunk_size), states[name], grads[name], strict=True)]
     no_sync = getattr(encoder, "no_sync", None)
-    for i, (_name, chunk, state, grad) in enumerate(work):
+    for i, (name, chunk, state, grad) in enumerate(work):
         sync = i == len(work) - 1 or no_sync is None
         with (contextlib.nullcontext() if sync else no_sync()), state:
-            reps = encoder(chunk)
+            reps = encoder(chunk, KINDS[name])
             torch.dot(reps.flatten(), grad.flatten()).backward()
     return loss.detach()

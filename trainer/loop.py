@@ -1,11 +1,14 @@
 """The training loop: streamed batches -> (GradCache) InfoNCE -> AdamW with warm-up and linear decay, on one
 CPU, one GPU, or many GPUs under ``torchrun`` (DDP, NCCL or gloo).
 
-Written by hand rather than on HF ``Trainer`` / ``SentenceTransformerTrainer`` for three things they lack:
-a checkpoint that stores the stream's exact position (their resume replays or skips batches by re-reading),
-the gathered cross-device loss with DDP-correct gradients, and gradient caching over that loss. The pieces
-are the library ones: sentence-transformers models and saving, ``get_linear_schedule_with_warmup``, DDP,
-TensorBoard's ``SummaryWriter``, tqdm.
+Written by hand rather than on HF ``Trainer`` / ``SentenceTransformerTrainer``: their resume replays or skips
+the data by re-reading it, while streaming from buckets needs the checkpoint to hold the stream's exact
+position (``trainer/data/stream.py``). sentence-transformers 6 does have a gathered and a cached
+MultipleNegativesRankingLoss, but not with score distillation, and they take their batches from its own
+collator; ``losses.py`` and ``gradcache.py`` are small and tested against one process / the uncached loss.
+The pieces are the library ones: sentence-transformers models and saving, ``get_linear_schedule_with_warmup``,
+DDP, TensorBoard's ``SummaryWriter``, tqdm. ``benchmarks/train.py`` compares speed and memory with
+``SentenceTransformerTrainer``.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
     st = load_encoder(model_source, config.pooling if not resume_from else None, config.passage_max_len,
                       str(device), config.allow_network, config.gradient_checkpointing)
     query_prompt, passage_prompt = _prompts(st, config)
-    encoder = Encoder(st).to(device)
+    encoder = Encoder(st, config.query_max_len).to(device)
     encoder.train()
     if config.freeze_embeddings:  # the word-embedding table is most of a multilingual model's parameters
         st[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
@@ -145,7 +148,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
                 loss = cached_backward(module, batch.queries, batch.passages, loss_fn, config.gradcache_chunk,
                                        device)
             else:
-                loss = loss_fn(module(batch.queries), module(batch.passages))
+                loss = loss_fn(module(batch.queries, "query"), module(batch.passages, "passage"))
                 (scaler.scale(loss) if scaler else loss).backward()
         if scaler:
             scaler.unscale_(optimizer)
