@@ -40,6 +40,7 @@ def main(rank: int, out: str):
     dist.all_gather(losses, loss.detach().reshape(1))
     if rank == 0:
         torch.save({"loss": torch.cat(losses).mean(), "grads": [prm.grad for prm in net.module.parameters()]}, out)
+    dist.barrier()  # rank 1 must not tear the group down while rank 0 is still saving
     dist.destroy_process_group()
 
 

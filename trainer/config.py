@@ -49,7 +49,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     freeze_embeddings: bool = False  # keep the token-embedding table fixed (most parameters of a multilingual model)
     max_grad_norm: float = 1.0
-    save_steps: int = 500
+    save_steps: int = 500  # 0: no checkpoints (only the final model)
     logging_steps: int = 10
     seed: int = 42
     workers: int = 0  # dataloader worker processes per rank
@@ -70,6 +70,8 @@ class TrainConfig:
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
         if not self.data:
             raise CmtpError("no training data: give --data PATH (or data: in the config file)")
+        if self.save_steps < 0 or self.logging_steps < 1 or self.max_steps < 1:
+            raise CmtpError("max_steps and logging_steps must be >= 1, save_steps >= 0")
         if self.train_group_size < 1 or self.batch_size < 1:
             raise CmtpError("batch_size and train_group_size must be >= 1")
 

@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import time
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -33,12 +34,14 @@ from .gradcache import cached_backward
 from .losses import info_nce
 
 STATE_FILE = "trainer_state.pt"
+_OWN_GROUP: list[bool] = []
 
 
 def _dist_setup() -> tuple[int, int, int]:
     if "RANK" in os.environ and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
+        _OWN_GROUP.append(True)  # created here (torchrun), so torn down here at the end of train()
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
     return 0, 1, 0
@@ -79,11 +82,30 @@ def _prompts(st_model, config: TrainConfig) -> tuple[str, str]:
                                                  passage_prompt=config.passage_prompt))
 
 
+def _saved_query_prompt(config: TrainConfig, query_prompt: str, instructions: Counter) -> str:
+    """The query prompt the saved model carries: --query-prompt when given, else the instruction most of the
+    trained examples had (stage 3), else the model's own query prompt."""
+    if config.query_prompt is None:
+        seen = [(n, text) for text, n in instructions.items() if text is not None]
+        if seen:
+            return max(seen)[1]
+    return query_prompt
+
+
 def _autocast(config: TrainConfig, device: torch.device):
     if device.type != "cuda" or config.precision == "fp32":
         return nullcontext()
     dtype = torch.float16 if config.precision == "fp16" else torch.bfloat16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def _adamw(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
+    """The fused AdamW kernel (CPU and CUDA): on me5-small (118M parameters, CPU) a step takes 0.32 s against
+    1.49 s for the default per-tensor loop, which had been the largest part of a CPU step."""
+    try:
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # a device or dtype the fused kernel does not support
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
 def train(config: TrainConfig, on_step=None) -> dict:
@@ -104,19 +126,21 @@ def train(config: TrainConfig, on_step=None) -> dict:
     if world > 1:
         module = torch.nn.parallel.DistributedDataParallel(
             encoder, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+    optimizer = _adamw([p for p in encoder.parameters() if p.requires_grad], config)
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.max_steps),
                                                 config.max_steps)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.precision == "fp16" else None
-    step, positions = 0, {}
+    step, positions, instructions = 0, {}, Counter()
     if resume_from:
         state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, positions = state["step"], state["positions"]
+        instructions = Counter(state.get("instructions", {}))
+        # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
+        query_prompt, passage_prompt = state.get("train_prompts", (query_prompt, passage_prompt))
         _set_rng_state(state["rng"][rank])
     stream = StreamConfig([SourceSpec(d.name, d.paths, d.weight) for d in config.data], config.batch_size,
                           seed=config.seed, shuffle_units=config.shuffle_units,
@@ -135,6 +159,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
     while step < config.max_steps:
         item = next(batches)
         positions[item["reader"]] = item["position"]
+        instructions.update(ex.get("instruction") for ex in item["examples"])
         batch = build_step(item["examples"], config.train_group_size, query_prompt, passage_prompt, config.seed,
                            step)
         teacher = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
@@ -168,17 +193,21 @@ def train(config: TrainConfig, on_step=None) -> dict:
             writer.add_scalar("train/samples_per_s", rate, step)
         if on_step:
             on_step(step, losses[-1])
-        if step % config.save_steps == 0 or step == config.max_steps:
-            _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world, query_prompt,
-                             passage_prompt)
+        if config.save_steps and (step % config.save_steps == 0 or step == config.max_steps):
+            _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world,
+                             (query_prompt, passage_prompt), _saved_query_prompt(config, query_prompt, instructions),
+                             instructions)
     progress.close()
     if writer:
         writer.close()
     final = Path(config.output_dir) / "model"
     if rank == 0:
-        _save_model(st, final, query_prompt, passage_prompt, config)
+        _save_model(st, final, _saved_query_prompt(config, query_prompt, instructions), passage_prompt, config)
     if world > 1:
         dist.barrier()
+    if _OWN_GROUP:
+        dist.destroy_process_group()
+        _OWN_GROUP.clear()
     return {"steps": step, "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
             "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final)}
 
@@ -197,8 +226,8 @@ def _save_model(st, path: Path, query_prompt: str, passage_prompt: str, config: 
     tmp.rename(path)
 
 
-def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world, query_prompt,
-                     passage_prompt) -> None:
+def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world, train_prompts,
+                     saved_query_prompt, instructions) -> None:
     all_positions, all_rng = [positions], [_rng_state()]
     if world > 1:
         all_positions, all_rng = [None] * world, [None] * world
@@ -207,10 +236,11 @@ def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, wo
     if rank == 0:
         directory = Path(config.output_dir) / "checkpoints" / f"step-{step}"
         directory.mkdir(parents=True, exist_ok=True)
-        _save_model(st, directory / "model", query_prompt, passage_prompt, config)
+        _save_model(st, directory / "model", saved_query_prompt, train_prompts[1], config)
         merged = {k: v for p in all_positions for k, v in p.items()}
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "positions": merged, "rng": all_rng}, directory / (STATE_FILE + ".tmp"))
+                    "positions": merged, "rng": all_rng, "instructions": dict(instructions),
+                    "train_prompts": train_prompts}, directory / (STATE_FILE + ".tmp"))
         os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
     if world > 1:
         dist.barrier()

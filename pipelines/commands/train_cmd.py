@@ -57,7 +57,16 @@ def train(
     precision: str = typer.Option(None, help="auto, fp32, bf16 or fp16 (half precisions on GPU)"),
     gradient_checkpointing: bool = typer.Option(None, "--gradient-checkpointing", help="trade compute for memory"),
     freeze_embeddings: bool = typer.Option(None, "--freeze-embeddings", help="keep the token embeddings fixed"),
-    save_steps: int = typer.Option(None, help="checkpoint every N steps"),
+    query_max_len: int = typer.Option(None, help="tokens per query (default 64)"),
+    passage_max_len: int = typer.Option(None, help="tokens per passage (default 256)"),
+    warmup_ratio: float = typer.Option(None, help="share of steps warming the learning rate up (default 0.1)"),
+    weight_decay: float = typer.Option(None, help="AdamW weight decay (default 0.01)"),
+    max_grad_norm: float = typer.Option(None, help="gradient clipping norm (default 1.0)"),
+    same_source_batches: bool = typer.Option(None, "--same-source-batches/--mixed-source-batches",
+                                             help="each global batch from one --data source (default on)"),
+    save_steps: int = typer.Option(None, help="checkpoint every N steps (0: no checkpoints, only the model)"),
+    logging_steps: int = typer.Option(None, help="TensorBoard scalars every N steps"),
+    allow_network: bool = typer.Option(None, "--allow-network", help="may fetch a hub model"),
     seed: int = typer.Option(None, help="seed"),
     workers: int = typer.Option(None, help="dataloader worker processes per device"),
     resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the newest checkpoint"),
@@ -71,7 +80,9 @@ def train(
                  cross_device=cross_device, gradcache_chunk=gradcache_chunk, pooling=pooling,
                  query_prompt=query_prompt, passage_prompt=passage_prompt, distill_weight=distill_weight,
                  precision=precision, gradient_checkpointing=gradient_checkpointing, save_steps=save_steps,
-                 freeze_embeddings=freeze_embeddings,
+                 freeze_embeddings=freeze_embeddings, query_max_len=query_max_len, passage_max_len=passage_max_len,
+                 warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
+                 same_source_batches=same_source_batches, logging_steps=logging_steps, allow_network=allow_network,
                  seed=seed, workers=workers, resume=resume)
     values.update({k: v for k, v in flags.items() if v is not None})
     if data:

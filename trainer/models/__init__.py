@@ -8,6 +8,7 @@ from .registry import (
     load_sentence_transformer,
     prepare_builtin,
     resolve_model,
+    set_max_seq_length,
     weights_fingerprint,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "load_sentence_transformer",
     "prepare_builtin",
     "resolve_model",
+    "set_max_seq_length",
     "weights_fingerprint",
 ]

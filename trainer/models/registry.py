@@ -152,6 +152,14 @@ def load_sentence_transformer(name: str, device: str | None = None, allow_networ
     )
 
 
+def set_max_seq_length(model, tokens: int) -> int:
+    """Set ``model.max_seq_length`` to ``tokens``, but never above what the model was saved with (its position
+    embeddings end there: longer inputs would fail inside the model). Returns the length set."""
+    limit = model.max_seq_length
+    model.max_seq_length = min(tokens, limit) if limit else tokens
+    return model.max_seq_length
+
+
 @lru_cache(maxsize=16)
 def weights_fingerprint(path: str | Path) -> str:
     """Short sha256 over a model directory's weight files, so outputs name exactly which weights made them."""

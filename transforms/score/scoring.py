@@ -26,12 +26,12 @@ def load_scoring_model(config: ScoreConfig):
     """The scorer on its device (cuda + fp16 when available), with the configured max sequence length."""
     import torch
 
-    from trainer.models import load_sentence_transformer
+    from trainer.models import load_sentence_transformer, set_max_seq_length
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_sentence_transformer(config.model, device=device, allow_network=config.allow_network)
     if config.max_seq_length:
-        model.max_seq_length = config.max_seq_length
+        set_max_seq_length(model, config.max_seq_length)
     if device.startswith("cuda") and config.fp16:
         model.half()
     model.eval()
