@@ -81,6 +81,25 @@ def test_gradcache_training_matches_plain_training(examples_dir, tmp_path):
         assert torch.allclose(wa[key], wb[key], atol=1e-4), key
 
 
+def test_gradient_checkpointing_matches_and_frozen_embeddings_stay_fixed(examples_dir, tmp_path):
+    from tests.tiny_models import build_tiny_model
+
+    corpus = [line for name in ["lcsts/clge_train_head30.tsv", "csl/clge_csl_val_head20.tsv"]
+              for line in (RAW / name).read_text(encoding="utf-8").splitlines()]
+    model = build_tiny_model(tmp_path / "m", corpus, dropout=0.0)
+    kw = dict(max_steps=3, freeze_embeddings=True)
+    a = train(config(model, examples_dir, tmp_path / "plain", **kw))
+    b = train(config(model, examples_dir, tmp_path / "ckpt", gradient_checkpointing=True, **kw))
+    start = load_file(Path(model) / "model.safetensors")
+    wa, wb = load_file(Path(a["model"]) / "model.safetensors"), load_file(Path(b["model"]) / "model.safetensors")
+    table = "embeddings.word_embeddings.weight"
+    assert torch.equal(wa[table], start[table]) and torch.equal(wb[table], start[table])
+    moved = [k for k in wa if not torch.equal(wa[k], start[k])]
+    assert any("encoder.layer.0." in k for k in moved) and any("encoder.layer.1." in k for k in moved)
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-4), key
+
+
 class Killed(Exception):
     pass
 

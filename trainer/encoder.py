@@ -29,7 +29,9 @@ def load_encoder(name: str, pooling: str | None = None, max_seq_length: int | No
             model._modules[str(i)] = module
         model.to(device)
     if gradient_checkpointing:
-        model[0].auto_model.gradient_checkpointing_enable()
+        auto = model[0].auto_model
+        # transformers 5 renamed it; 4.x only has the old name
+        (getattr(auto, "activation_checkpointing_enable", None) or auto.gradient_checkpointing_enable)()
     return model
 
 
