@@ -1,0 +1,55 @@
+"""Training options from a YAML file and flags: flags override the file, unknown options and stages are
+one-line errors, and the example config parses."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.app import app
+from schemas import TRAINING_EXAMPLE, rows_to_table
+from schemas.errors import CmtpError
+from trainer.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_the_example_config_parses_with_both_sources():
+    config = TrainConfig.from_mapping(yaml.safe_load((ROOT / "examples" / "train_finetune.yaml").read_text()))
+    assert config.stage == "finetune" and [d.weight for d in config.data] == [1.0, 0.5]
+    assert config.train_group_size == 8 and config.gradcache_chunk == 128
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "batchsize": 4}, "unknown training option"),
+    ({"stage": "pretrain", "data": [{"name": "a", "paths": ["x"]}]}, "stage must be one of"),
+    ({"stage": "retromae", "data": [{"name": "a", "paths": ["x"]}]}, "not built yet"),
+    ({"stage": "finetune"}, "no training data"),
+    ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "save_steps": -1}, "save_steps >= 0"),
+])
+def test_bad_options_are_named(values, fragment):
+    with pytest.raises(CmtpError, match=fragment):
+        TrainConfig.from_mapping(values)
+
+
+def test_flags_override_the_yaml_file(tmp_path, tiny_model_path):
+    rows = [{"example_id": f"e{i}", "query": f"问题{i}", "pos": [f"第{i}个答案在这里"], "neg": [], "instruction": None,
+             "source": "s", "task": "pair", "pos_scores": [], "neg_scores": [], "neg_kinds": []} for i in range(16)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(rows_to_table(rows, TRAINING_EXAMPLE), tmp_path / "data" / "part-0.parquet")
+    config = {"stage": "contrastive", "model": str(tiny_model_path), "output_dir": str(tmp_path / "out"),
+              "data": [{"name": "s", "paths": [str(tmp_path / "data")]}], "max_steps": 50, "batch_size": 4,
+              "temperature": 0.05, "save_steps": 0, "query_max_len": 16, "passage_max_len": 32}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    result = runner.invoke(app, ["train", "--config", str(tmp_path / "train.yaml"), "--max-steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output
+    saved = json.loads((tmp_path / "out" / "model" / "cmtp_training.json").read_text(encoding="utf-8"))
+    assert saved["max_steps"] == 2 and saved["temperature"] == 0.05 and saved["batch_size"] == 4
+
+    bad = runner.invoke(app, ["train", "--config", str(tmp_path / "missing.yaml")])
+    assert isinstance(bad.exception, CmtpError) and "config file not found" in str(bad.exception)
