@@ -96,3 +96,16 @@ def test_build_step_groups_instructions_and_teacher_scores():
     assert step.teacher is None
     step = build_step(ex[:1], 3, "", "", seed=0, step=0)
     assert step.teacher.shape == (1, 3) and step.teacher[0, 0] == pytest.approx(0.9)
+
+
+def test_streams_from_an_fsspec_url_like_a_bucket(tmp_path):
+    """gs:// and s3:// go through the same fsspec calls as this in-memory filesystem (globs included)."""
+    import fsspec
+
+    ids = write_examples(tmp_path / "local", "m", 40, files=2, row_group=6)
+    fs = fsspec.filesystem("memory")
+    for f in sorted((tmp_path / "local").iterdir()):
+        fs.pipe(f"/bucket/train/{f.name}", f.read_bytes())
+    config = StreamConfig([SourceSpec("m", ["memory://bucket/train/*.parquet"])], batch_size=8, epochs=1, seed=0)
+    seen = [e["example_id"] for b in ParquetStream(config) for e in b["examples"]]
+    assert sorted(seen) == sorted(ids)
