@@ -1,4 +1,5 @@
-"""The training loop on the tiny model: loss falls, save/load keeps embeddings, an interrupted run resumes to
+"""The training loop on the tiny model: loss falls, save/load keeps embeddings, GradCache and activation
+checkpointing match plain training, an interrupted run resumes to
 the same weights as an uninterrupted one, and torchrun with 2 gloo processes trains."""
 
 import shutil
@@ -65,13 +66,19 @@ def test_loss_falls_and_the_saved_model_loads_with_the_same_embeddings(tiny_mode
     assert list((tmp_path / "run" / "tensorboard").iterdir())
 
 
-def test_gradcache_training_matches_plain_training(examples_dir, tmp_path):
-    # without dropout: chunking changes how dropout masks are drawn, not the mathematics checked here
+@pytest.fixture(scope="module")
+def no_dropout_model(tmp_path_factory):
+    """Without dropout: chunking or recomputation changes how dropout masks are drawn, not the mathematics
+    the comparisons below check."""
     from tests.tiny_models import build_tiny_model
 
     corpus = [line for name in ["lcsts/clge_train_head30.tsv", "csl/clge_csl_val_head20.tsv"]
               for line in (RAW / name).read_text(encoding="utf-8").splitlines()]
-    model = build_tiny_model(tmp_path / "m", corpus, dropout=0.0)
+    return build_tiny_model(tmp_path_factory.mktemp("nodrop"), corpus, dropout=0.0)
+
+
+def test_gradcache_training_matches_plain_training(no_dropout_model, examples_dir, tmp_path):
+    model = no_dropout_model
     a = train(config(model, examples_dir, tmp_path / "plain", max_steps=4))
     b = train(config(model, examples_dir, tmp_path / "cached", max_steps=4, gradcache_chunk=5))
     wa, wb = load_file(Path(a["model"]) / "model.safetensors"), load_file(Path(b["model"]) / "model.safetensors")
@@ -81,12 +88,8 @@ def test_gradcache_training_matches_plain_training(examples_dir, tmp_path):
         assert torch.allclose(wa[key], wb[key], atol=1e-4), key
 
 
-def test_gradient_checkpointing_matches_and_frozen_embeddings_stay_fixed(examples_dir, tmp_path):
-    from tests.tiny_models import build_tiny_model
-
-    corpus = [line for name in ["lcsts/clge_train_head30.tsv", "csl/clge_csl_val_head20.tsv"]
-              for line in (RAW / name).read_text(encoding="utf-8").splitlines()]
-    model = build_tiny_model(tmp_path / "m", corpus, dropout=0.0)
+def test_gradient_checkpointing_matches_and_frozen_embeddings_stay_fixed(no_dropout_model, examples_dir, tmp_path):
+    model = no_dropout_model
     kw = dict(max_steps=3, freeze_embeddings=True)
     a = train(config(model, examples_dir, tmp_path / "plain", **kw))
     b = train(config(model, examples_dir, tmp_path / "ckpt", gradient_checkpointing=True, **kw))
