@@ -1,6 +1,6 @@
 """The training loop on the tiny model: loss falls, save/load keeps embeddings, GradCache and activation
-checkpointing match plain training, an interrupted run resumes to
-the same weights as an uninterrupted one, and torchrun with 2 gloo processes trains."""
+checkpointing match plain training, an interrupted run resumes to the same weights as an uninterrupted one,
+and torchrun with 2 gloo processes trains."""
 
 import shutil
 import subprocess
