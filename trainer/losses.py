@@ -25,9 +25,15 @@ def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     rank, world = _world()
     if world == 1:
         return t
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(t), dim=0)
+    # Deprecated in recent torch in favour of private ``_functional_collectives`` functions whose names keep
+    # changing; this public one still works on every torch we admit (>= 2.4), and the gloo test checks it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return torch.cat(all_gather(t), dim=0)
 
 
 def info_nce(
