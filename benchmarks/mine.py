@@ -7,7 +7,7 @@ plus seeded noise, in 384 dimensions: clustered like real sentence embeddings), 
 CPU and the comparison measures search, sampling and memory, not the encoder. Each side runs in its own
 process and reports its peak RSS.
 
-    python benchmarks/mine.py [--pool 300000] [--queries 20000]
+    python benchmarks/mine.py [--pool 300000] [--queries 20000] [--ivf-pq]
 """
 
 from __future__ import annotations
@@ -52,13 +52,14 @@ def make_data(pool_size: int, queries: int) -> tuple[list[str], list[str], list[
     return [pool[i] + "？" for i in picks], pool, picks.tolist()
 
 
-def run_cmtp(pool, queries, positives, work: Path, k: int, negatives: int) -> dict:
+def run_cmtp(pool, queries, positives, work: Path, k: int, negatives: int, ivf_pq: bool) -> dict:
     from pipelines.mine.config import MineConfig
     from pipelines.mine.embed import PoolStore
     from pipelines.mine.index import build_index, exact_sharded_search, tune_nprobe
     from pipelines.mine.sampling import choose_negatives
 
-    config = MineConfig(range_start=10, range_end=k, negatives=negatives, flat_max=20_000, use_gpu=False)
+    config = MineConfig(range_start=10, range_end=k, negatives=negatives, flat_max=20_000, use_gpu=False,
+                        ivf_pq=ivf_pq)
     # (the benchmark drives the pieces itself, so it reports the IVF path even where run_mine would fall back)
     store = PoolStore(work / "pool")
     store.write_texts((t, None) for t in pool)
@@ -106,11 +107,11 @@ def run_baseline(pool, queries, positives, k: int, negatives: int) -> dict:
     return {"queries_per_s": done / (time.perf_counter() - started)}
 
 
-def child(which: str, pool_size: int, queries: int, k: int, negatives: int) -> None:
+def child(which: str, pool_size: int, queries: int, k: int, negatives: int, ivf_pq: bool) -> None:
     query_texts, pool, positives = make_data(pool_size, queries)
     with tempfile.TemporaryDirectory() as tmp:
         if which == "cmtp":
-            result = run_cmtp(pool, query_texts, positives, Path(tmp), k, negatives)
+            result = run_cmtp(pool, query_texts, positives, Path(tmp), k, negatives, ivf_pq)
         else:
             result = run_baseline(pool, query_texts, positives, k, negatives)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -123,15 +124,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20_000)
     parser.add_argument("--k", type=int, default=210)
     parser.add_argument("--negatives", type=int, default=15)
+    parser.add_argument("--ivf-pq", action="store_true", help="cmtp side: IVF-PQ with exact re-rank from disk")
     parser.add_argument("--child", default=None)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.pool, args.queries, args.k, args.negatives)
+        child(args.child, args.pool, args.queries, args.k, args.negatives, args.ivf_pq)
         return
     results = {}
     for which in ["baseline", "cmtp"]:
         proc = subprocess.run([sys.executable, __file__, "--child", which, "--pool", str(args.pool), "--queries",
-                               str(args.queries), "--k", str(args.k), "--negatives", str(args.negatives)],
+                               str(args.queries), "--k", str(args.k), "--negatives", str(args.negatives)]
+                              + (["--ivf-pq"] if args.ivf_pq else []),
                               capture_output=True, text=True)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if not line:
@@ -140,7 +143,8 @@ def main() -> None:
     b, c = results["baseline"], results["cmtp"]
     print(f"pool {args.pool:,}, queries {args.queries:,}, k {args.k}, {args.negatives} negatives")
     print(f"baseline (flat, all in RAM): {b['queries_per_s']:8.0f} queries/s, peak RSS {b['peak_rss_mib']:6.0f} MiB")
-    print(f"cmtp ({c['index']['kind']}, nprobe {c['index']['nprobe']}): {c['queries_per_s']:8.0f} queries/s, "
+    print(f"cmtp ({c['index']['kind']}, nprobe {c['index']['nprobe']}, rerank {c['index']['rerank']}): "
+          f"{c['queries_per_s']:8.0f} queries/s, "
           f"peak RSS {c['peak_rss_mib']:6.0f} MiB (with guards; index build {c['build_s']:.1f} s)")
     print(f"ratio queries/s cmtp/baseline: {c['queries_per_s'] / b['queries_per_s']:.2f}x; "
           f"peak memory {c['peak_rss_mib'] / b['peak_rss_mib']:.2f}x")

@@ -9,7 +9,14 @@ import pytest
 
 from pipelines.mine.config import MineConfig
 from pipelines.mine.embed import PoolStore
-from pipelines.mine.index import build_index, exact_sharded_search, merge_topk, tune_nprobe
+from pipelines.mine.index import (
+    SearchIndex,
+    build_index,
+    exact_sharded_search,
+    merge_topk,
+    rerank_exact,
+    tune_nprobe,
+)
 from pipelines.mine.inputs import read_labeled
 from pipelines.mine.run import run_mine
 from pipelines.mine.sampling import choose_negatives, rng_for
@@ -48,6 +55,29 @@ def test_exact_search_is_brute_force(tmp_path):
         assert (found[clear] == truth[clear]).all() and clear.mean() > 0.95
 
 
+def test_exact_rerank_orders_candidates_by_stored_vectors(tmp_path):
+    rng = np.random.default_rng(5)
+    pool, queries = _unit(rng, 900, 12), _unit(rng, 70, 12)
+    store = _store(tmp_path, pool, shard_rows=250)
+    stored = pool.astype(np.float16).astype(np.float32)
+    candidates = np.stack([rng.choice(900, 30, replace=False) for _ in range(70)])
+    candidates[:, -3:] = -1  # fewer candidates than asked on every row
+    scores, ids = rerank_exact(store, queries, candidates, 10, block=16)
+    for q, cand, s, i in zip(queries, candidates, scores, ids, strict=True):
+        cand = cand[cand >= 0]
+        want = cand[np.argsort(-(stored[cand] @ q), kind="stable")[:10]]
+        assert i.tolist() == want.tolist()
+        np.testing.assert_allclose(s, stored[i] @ q, atol=1e-5)
+    # more wanted than there are candidates: the rest is -1 / -inf
+    s, i = rerank_exact(store, queries[:2], candidates[:2], 30)
+    assert (i[:, 27:] == -1).all() and np.isneginf(s[:, 27:]).all()
+    # the sharded exact searcher behind SearchIndex(None) is the same as a flat index
+    flat = build_index(store, MineConfig(flat_max=10_000, use_gpu=False))
+    sharded = SearchIndex(None, "exact_sharded", store=store)
+    np.testing.assert_allclose(sharded.search(queries, 15)[0], flat.search(queries, 15)[0], atol=1e-5)
+    assert sharded.describe()["ntotal"] == 900
+
+
 def test_merge_topk_across_shards():
     s, i = merge_topk([np.array([[0.9, 0.1]]), np.array([[0.95, 0.2]])],
                       [np.array([[3, 4]]), np.array([[7, -1]])], 3)
@@ -71,6 +101,23 @@ def test_ivf_reaches_recall_099_with_the_tuned_nprobe(tmp_path):
     _, found = index.search(queries[150:], 50)
     recall = np.mean([len(np.intersect1d(a, b)) / 50 for a, b in zip(found, truth, strict=True)])
     assert recall >= 0.98
+
+    # IVF-PQ: 8 bytes per passage here, approximate distances; the exact re-rank from disk restores the ranking
+    pq_index = build_index(store, MineConfig(flat_max=5_000, use_gpu=False, ivf_pq=True))
+    assert pq_index.kind.endswith("_pq8") and pq_index.rerank == 8
+    tune_nprobe(pq_index, store, queries[:150].astype(np.float32), 50, 0.99)
+    scores, found = pq_index.search(queries[150:], 50)
+    recall = np.mean([len(np.intersect1d(a, b)) / 50 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.97, recall
+    stored = np.concatenate([store.shard(i) for i in range(len(store.shards))]).astype(np.float32)
+    exact = np.einsum("kd,d->k", stored[found[0]], queries[150].astype(np.float32))
+    np.testing.assert_allclose(scores[0], exact, atol=1e-5)  # the scores the guards see are exact
+    small = _store(tmp_path / "small", pool[:500].astype(np.float32))
+    assert build_index(small, MineConfig(flat_max=100, use_gpu=False, ivf_pq=True)).kind == "flat"  # too few for PQ
+    pq_index.rerank = 0
+    _, approximate = pq_index.search(queries[150:], 50)
+    plain = np.mean([len(np.intersect1d(a, b)) / 50 for a, b in zip(approximate, truth, strict=True)])
+    assert recall > plain  # without the re-rank PQ loses neighbours
 
 
 def test_each_guard_removes_what_it_should(tmp_path):

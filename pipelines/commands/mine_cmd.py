@@ -51,7 +51,10 @@ def mine(
     near_dup_jaccard: float = typer.Option(0.8, help="drop candidates this similar to a positive (5-gram Jaccard)"),
     pad_random: bool = typer.Option(False, "--pad-random", help="fill short rows with random passages (marked)"),
     flat_max: int = typer.Option(200_000, help="exact search up to this pool size, IVF above"),
-    ivf_pq: bool = typer.Option(False, "--ivf-pq", help="IVF-PQ instead of IVF-Flat"),
+    ivf_pq: bool = typer.Option(False, "--ivf-pq", help="IVF-PQ instead of IVF-Flat: dim/4 bytes per passage in "
+                                "RAM, candidates re-ranked exactly from the disk shards"),
+    rerank: int = typer.Option(8, help="with --ivf-pq: candidates fetched per neighbour before the exact re-rank"),
+    pq_bytes: int = typer.Option(None, help="with --ivf-pq: code bytes per passage (default: dimensions / 4)"),
     nprobe: int = typer.Option(None, help="IVF probes (default: tuned to --target-recall on sampled queries)"),
     target_recall: float = typer.Option(0.99, help="recall@k of exact search that the tuned nprobe must reach"),
     batch_size: int = typer.Option(64, help="sentences per forward pass"),
@@ -71,7 +74,8 @@ def mine(
         model=model, query_instruction=query_instruction, passage_prompt=passage_prompt,
         train_instruction=train_instruction, range_start=start, range_end=end, negatives=negatives, seed=seed,
         max_neg_ratio=max_neg_ratio, near_dup_jaccard=near_dup_jaccard, pad_random=pad_random, flat_max=flat_max,
-        ivf_pq=ivf_pq, nprobe=nprobe, target_recall=target_recall, batch_size=batch_size,
+        ivf_pq=ivf_pq, rerank=rerank, pq_bytes=pq_bytes, nprobe=nprobe, target_recall=target_recall,
+        batch_size=batch_size,
         max_seq_length=max_seq_length, rows_per_group=rows_per_group, num_shards=num_shards,
         allow_network=allow_network, labeled=list(labeled or []), pool=pool,
     )

@@ -24,7 +24,9 @@ class MineConfig:
     max_seq_length: int | None = 256
     embed_shard_rows: int = 65536  # pool embeddings are written to disk in shards of this many rows
     flat_max: int = 200_000  # exact IndexFlatIP up to this pool size, IVF above
-    ivf_pq: bool = False  # IVF-PQ instead of IVF-Flat (less memory, approximate distances)
+    ivf_pq: bool = False  # IVF-PQ instead of IVF-Flat: dim/4 bytes per passage in RAM, re-ranked exactly from disk
+    pq_bytes: int | None = None  # PQ code size per passage (default dim // 4)
+    rerank: int = 8  # with ivf_pq: candidates fetched per wanted neighbour, then ordered by exact scores
     nprobe: int | None = None  # default: tuned on a sample until recall@k >= target_recall
     target_recall: float = 0.99
     search_batch: int = 4096

@@ -4,6 +4,10 @@ Up to ``flat_max`` passages an exact ``IndexFlatIP``; above it IVF-Flat (or IVF-
 trained on a seeded sample, and ``nprobe`` raised until a sample of queries reaches the target recall@k of
 exact search. With a GPU build of faiss the index is cloned to all GPUs in float16, sharded. Exact search
 can also run shard by shard over the on-disk embeddings, merging per-shard top-k exactly.
+
+IVF-PQ keeps only ``dim / 4`` bytes per passage in memory (``pq_bytes``); its distances are approximate, so it fetches
+``rerank`` x k candidates and orders them by exact inner products read from the on-disk float16 shards (faiss's
+``IndexRefine`` does the same but needs every full vector in RAM, which is what PQ is there to avoid).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import numpy as np
 
 from .config import MineConfig
 from .embed import PoolStore
+
+PQ_MIN_POOL = 10_000
+TRAIN_MAX_VECTORS = 200_000
 
 
 def merge_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,21 +51,52 @@ def gpus_available() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+def rerank_exact(store: PoolStore, queries: np.ndarray, candidates: np.ndarray, k: int,
+                 block: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row's ``candidates`` (pool ids, -1 = none) by exact inner product with the stored vectors,
+    ``block`` queries at a time so the gathered vectors stay small."""
+    n, width = candidates.shape
+    k = min(k, width)
+    scores_out = np.full((n, k), -np.inf, dtype=np.float32)
+    ids_out = np.full((n, k), -1, dtype=np.int64)
+    for s in range(0, n, block):
+        cand = candidates[s : s + block]
+        valid = cand >= 0
+        unique, inverse = np.unique(np.where(valid, cand, 0), return_inverse=True)
+        vectors = store.vectors(unique)[inverse.reshape(cand.shape)]  # [b, width, dim]
+        exact = np.einsum("bwd,bd->bw", vectors, queries[s : s + block].astype(np.float32))
+        exact = np.where(valid, exact, -np.inf)
+        order = np.lexsort((np.where(valid, cand, np.iinfo(np.int64).max), -exact), axis=1)[:, :k]
+        scores_out[s : s + block] = np.take_along_axis(exact, order, axis=1)
+        ids_out[s : s + block] = np.where(np.take_along_axis(valid, order, axis=1),
+                                          np.take_along_axis(cand, order, axis=1), -1)
+    return scores_out, ids_out
+
+
 @dataclass
 class SearchIndex:
-    index: faiss.Index
+    index: faiss.Index | None  # None: exact search shard by shard over the on-disk embeddings
     kind: str
     nlist: int | None = None
     nprobe: int | None = None
     measured_recall: float | None = None
     on_gpu: bool = False
+    store: PoolStore | None = None
+    rerank: int = 0  # > 0: fetch rerank x k by approximate distance, order them exactly from the disk shards
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.index is None:
+            return exact_sharded_search(self.store, queries, k)
+        if not self.rerank:
+            return self.index.search(queries, k)
+        _, candidates = self.index.search(queries, min(int(self.index.ntotal), k * self.rerank))
+        return rerank_exact(self.store, queries, candidates, k)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "ntotal": int(self.index.ntotal), "nlist": self.nlist, "nprobe": self.nprobe,
-                "measured_recall_at_k": self.measured_recall, "gpu": self.on_gpu}
+        total = int(self.index.ntotal) if self.index is not None else len(self.store)
+        return {"kind": self.kind, "ntotal": total, "nlist": self.nlist, "nprobe": self.nprobe,
+                "rerank": self.rerank or None, "measured_recall_at_k": self.measured_recall, "gpu": self.on_gpu}
 
 
 def _to_gpu(index: faiss.Index) -> faiss.Index:
@@ -77,7 +115,8 @@ def build_index(store: PoolStore, config: MineConfig) -> SearchIndex:
     n = len(store)
     dim = store.shard(0).shape[1]
     use_gpu = gpus_available() > 0 if config.use_gpu is None else config.use_gpu
-    if n <= config.flat_max:
+    # PQ codebooks (256 centroids each) need thousands of training vectors: small pools are searched exactly
+    if n <= config.flat_max or (config.ivf_pq and n < PQ_MIN_POOL):
         index = faiss.IndexFlatIP(dim)
         for shard in range(len(store.shards)):
             index.add(np.ascontiguousarray(store.shard(shard), dtype=np.float32))
@@ -85,7 +124,7 @@ def build_index(store: PoolStore, config: MineConfig) -> SearchIndex:
     nlist = int(min(65536, max(16, round(4 * math.sqrt(n)))))
     quantizer = faiss.IndexFlatIP(dim)
     if config.ivf_pq:
-        m = max(1, dim // 8)
+        m = max(1, min(dim, config.pq_bytes or dim // 4))  # one byte per 4 dimensions: 16x less than float32
         while dim % m:
             m -= 1
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
@@ -93,10 +132,11 @@ def build_index(store: PoolStore, config: MineConfig) -> SearchIndex:
     else:
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         kind = f"ivf{nlist}_flat"
-    index.train(_sample_vectors(store, min(n, 64 * nlist), config.seed))
+    # 64 training vectors per list, but at most ~300 MB of them (faiss asks for >= 39 per list)
+    index.train(_sample_vectors(store, min(n, max(39 * nlist, min(64 * nlist, TRAIN_MAX_VECTORS))), config.seed))
     for shard in range(len(store.shards)):
         index.add(np.ascontiguousarray(store.shard(shard), dtype=np.float32))
-    result = SearchIndex(index, kind, nlist=nlist)
+    result = SearchIndex(index, kind, nlist=nlist, store=store, rerank=config.rerank if config.ivf_pq else 0)
     if use_gpu:
         result.index, result.on_gpu = _to_gpu(index), True
     return result

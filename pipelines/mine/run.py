@@ -20,7 +20,7 @@ from transforms.score.scoring import encode, load_scoring_model, resolve_prompts
 
 from .config import MineConfig
 from .embed import PoolStore
-from .index import build_index, tune_nprobe
+from .index import SearchIndex, build_index, tune_nprobe
 from .inputs import Example, read_labeled, read_pairs, read_pool
 from .sampling import Chosen, choose_negatives, random_padding
 
@@ -123,7 +123,9 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None)
             tuned = True
             if search.nlist and not config.nprobe and search.nprobe > search.nlist // 4:
                 # IVF needs most of its lists for the target recall on this data: exact search costs no more
-                search = build_index(store, replace(config, flat_max=pool_size))
+                # (with IVF-PQ, memory is what was asked to be saved: exact search one disk shard at a time)
+                search = SearchIndex(None, "exact_sharded", store=store) if config.ivf_pq else \
+                    build_index(store, replace(config, flat_max=pool_size))
         scores, ids = search.search(q, k)
         positives = [e.pos for e in chunk]
         pos_index = store.lookup([p for ps in positives for p in ps])
