@@ -1,6 +1,5 @@
 """Run by test_trainer_loss: one rank of a 2-process gloo group computing the cross-device InfoNCE under DDP."""
 
-import os
 import sys
 
 import torch
@@ -27,8 +26,9 @@ def encode(net, x):
 
 
 def main(rank: int, out: str):
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{out}.rendezvous")
+    # TCP rendezvous (MASTER_ADDR / MASTER_PORT from the test), as under torchrun; the file:// store crashed
+    # now and then at exit with "terminate called without an active exception"
+    dist.init_process_group("gloo", rank=rank, world_size=2, init_method="env://")
     batch, group = 3, 2
     xq, xp, teacher = make_data()
     net = torch.nn.parallel.DistributedDataParallel(model())

@@ -3,6 +3,7 @@ checkpointing match plain training, an interrupted run resumes to the same weigh
 and torchrun with 2 gloo processes trains."""
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +130,10 @@ def test_kill_and_resume_gives_the_same_weights(tiny_model_path, examples_dir, t
 def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "ddp"
-    cmd = [torchrun, "--nproc_per_node=2", "--master_port=29531", "-m", "trainer", "train", "--stage", "finetune",
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "trainer", "train", "--stage", "finetune",
            "--model", str(tiny_model_path), "--data", str(examples_dir), "--out", str(out), "--max-steps", "3",
            "--batch-size", "4", "--group-size", "2", "--gradcache-chunk", "4", "--save-steps", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

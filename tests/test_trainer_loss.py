@@ -1,6 +1,8 @@
 """Loss pieces: cross-device InfoNCE under 2-process DDP equals one process on the concatenated batch, and
 gradient caching gives the gradients of the uncached step."""
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_two_process_gloo_loss_and_gradients_equal_single_process(tmp_path):
     out = tmp_path / "rank0.pt"
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.dist_worker", str(r), str(out)], cwd=ROOT)
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.dist_worker", str(r), str(out)], cwd=ROOT, env=env)
              for r in range(2)]
-    assert all(p.wait(timeout=180) == 0 for p in procs)
+    assert [p.wait(timeout=180) for p in procs] == [0, 0]
     dist_result = torch.load(out)
     xq, xp, teacher = make_data()
     net = model()
