@@ -152,3 +152,13 @@ def test_queries_are_cut_at_query_max_len_and_passages_at_the_model_length(tiny_
         np.testing.assert_allclose(as_query, encoder([text[:4]], "passage"), atol=1e-6)  # [CLS] 4 chars [SEP]
         np.testing.assert_allclose(encoder([text], "passage"), encoder([text[:8]], "passage"), atol=1e-6)
         assert not torch.allclose(as_query, encoder([text], "passage"), atol=1e-3)
+
+
+def test_resuming_with_another_reader_layout_is_refused(tiny_model_path, examples_dir, tmp_path):
+    from schemas.errors import CmtpError
+
+    train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=2, save_steps=2))
+    with pytest.raises(CmtpError, match="data readers"):
+        train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, workers=2))
+    resumed = train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4))
+    assert resumed["steps"] == 4

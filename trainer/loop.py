@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from schemas.errors import CmtpError
+
 from .batches import build_step
 from .config import TrainConfig
 from .data.stream import SourceSpec, StreamConfig, make_loader
@@ -80,6 +82,14 @@ def _prompts(st_model, config: TrainConfig) -> tuple[str, str]:
 
     return resolve_prompts(st_model, ScoreConfig(query_prompt=config.query_prompt,
                                                  passage_prompt=config.passage_prompt))
+
+
+def _check_readers(positions: dict, readers: int, checkpoint: Path) -> None:
+    """The stream position is per reader (rank x dataloader worker); another layout cannot continue it."""
+    saved = {key.rpartition("of")[2] for key in positions}
+    if saved and saved != {str(readers)}:
+        raise CmtpError(f"{checkpoint} was written with {', '.join(sorted(saved))} data readers (processes x "
+                        f"--workers), this run has {readers}: resume with the same layout, or --no-resume")
 
 
 def _saved_query_prompt(config: TrainConfig, query_prompt: str, instructions: Counter) -> str:
@@ -138,6 +148,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, positions = state["step"], state["positions"]
+        _check_readers(positions, world * max(config.workers, 1), resume_from)
         instructions = Counter(state.get("instructions", {}))
         # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
         query_prompt, passage_prompt = state.get("train_prompts", (query_prompt, passage_prompt))
