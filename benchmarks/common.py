@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,3 +35,47 @@ def chinese_passages(limit: int, min_chars: int = 80, max_chars: int = 600) -> l
         if len(out) >= limit:
             break
     return out
+
+
+def lcsts_pairs(limit: int) -> list[tuple[str, str]]:
+    """Up to ``limit`` real (summary, text) title-passage pairs from LCSTS in shared/data/raw."""
+    out = []
+    for line in (SHARED / "raw" / "lcsts" / "clge_train.tsv").read_text(encoding="utf-8").splitlines():
+        title, _, text = line.partition("\t")
+        if title.strip() and text.strip():
+            out.append((title.strip(), text.strip()))
+        if len(out) >= limit:
+            break
+    return out
+
+
+class PeakMemory:
+    """This process's peak memory, sampled every 2 ms in a thread until ``stop()`` (Linux /proc).
+
+    ``kind="rss"``: the resident set; ``kind="anon"``: anonymous memory only (RssAnon), i.e. without the
+    page-cache pages of memory-mapped files, which count in RSS but the kernel can drop."""
+
+    def __init__(self, kind: str = "rss"):
+        self.kind, self.peak, self._stop = kind, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def now(self) -> int:
+        if self.kind == "rss":
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * self._page
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("RssAnon:")) * 1024
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.002)
+
+    def stop(self) -> int:
+        """Stops sampling; returns the peak in bytes."""
+        self.peak = max(self.peak, self.now())
+        self._stop.set()
+        self._thread.join()
+        return self.peak

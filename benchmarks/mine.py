@@ -5,7 +5,7 @@ the same data, one run; plus the recall@k of the approximate path against exact 
 The embedding model is the same cheap stand-in on both sides (each text maps to one of 2,000 topic centres
 plus seeded noise, in 384 dimensions: clustered like real sentence embeddings), so the pool can be large on a
 CPU and the comparison measures search, sampling and memory, not the encoder. Each side runs in its own
-process and reports its peak RSS and its peak anonymous memory (RssAnon, sampled every 5 ms): cmtp reads the
+process and reports its peak RSS and its peak anonymous memory (RssAnon, sampled every 2 ms): cmtp reads the
 texts and embeddings through memory maps, whose pages count in RSS but are page cache the kernel can drop,
 so RssAnon is the memory the machine must really have.
 
@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import chinese_passages
+from common import PeakMemory, chinese_passages
 
 DIM = 384
 
@@ -109,34 +109,8 @@ def run_baseline(pool, queries, positives, k: int, negatives: int) -> dict:
     return {"queries_per_s": done / (time.perf_counter() - started)}
 
 
-class AnonPeak:
-    """Peak of RssAnon (Linux /proc/self/status), sampled in a thread."""
-
-    def __init__(self):
-        import threading
-
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def now() -> int:
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith("RssAnon:")) * 1024
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            time.sleep(0.005)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return max(self.peak, self.now())
-
-
 def child(which: str, pool_size: int, queries: int, k: int, negatives: int, ivf_pq: bool) -> None:
-    anon = AnonPeak()
+    anon = PeakMemory("anon")
     query_texts, pool, positives = make_data(pool_size, queries)
     with tempfile.TemporaryDirectory() as tmp:
         if which == "cmtp":

@@ -12,23 +12,12 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from common import SHARED
+from common import lcsts_pairs
 
 from pipelines.score import run_score
 from schemas import PAIR, rows_to_table
 from transforms.score.config import ScoreConfig
 from transforms.score.scoring import load_scoring_model, score_pairs
-
-
-def pairs(n: int) -> list[tuple[str, str]]:
-    out = []
-    for line in (SHARED / "raw" / "lcsts" / "clge_train.tsv").read_text(encoding="utf-8").splitlines():
-        title, _, text = line.partition("\t")
-        if title and text:
-            out.append((title, text))
-        if len(out) >= n:
-            break
-    return out
 
 
 def main() -> None:
@@ -37,7 +26,7 @@ def main() -> None:
     parser.add_argument("--model", default="builtin:me5-small")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    data = pairs(args.pairs)
+    data = lcsts_pairs(args.pairs)
     config = ScoreConfig(model=args.model, batch_size=args.batch_size, inference_batch=1024, max_seq_length=256,
                          share_model=False)
 

@@ -23,41 +23,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from common import ROOT, SHARED
+from common import ROOT, PeakMemory, lcsts_pairs
 
 QUERY_PROMPT, PASSAGE_PROMPT = "query: ", "passage: "
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-class PeakRSS:
-    """Samples this process's resident set size every 2 ms (Linux /proc), keeping the maximum until stop()."""
-
-    def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * self._page
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.002)
-
-    def stop(self) -> int:
-        self.peak = max(self.peak, self._rss())
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 def _result(kind: str, batch: int, stamps: list[float], rss: int) -> dict:
     import torch
 
@@ -72,7 +46,7 @@ def run_cmtp(job: dict) -> dict:
     from trainer.config import TrainConfig
     from trainer.loop import train
 
-    sampler, stamps = PeakRSS(), []
+    sampler, stamps = PeakMemory(), []
     config = TrainConfig.from_mapping(dict(
         stage="contrastive", model=job["model"], data=[{"name": "lcsts", "paths": [job["data"]]}],
         output_dir=job["out"], max_steps=job["steps"], batch_size=job["batch"], learning_rate=2e-5,
@@ -99,7 +73,7 @@ def run_sentence_transformers(job: dict) -> dict:
 
     from trainer.models import load_sentence_transformer
 
-    sampler, stamps, peak = PeakRSS(), [], []
+    sampler, stamps, peak = PeakMemory(), [], []
     model = load_sentence_transformer(job["model"], device="cuda" if _cuda() else "cpu")
     model.max_seq_length = job["max_len"]
     if job["freeze"]:
@@ -142,17 +116,6 @@ def measure(job: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def lcsts_pairs(limit: int) -> list[tuple[str, str]]:
-    out = []
-    for line in (SHARED / "raw" / "lcsts" / "clge_train.tsv").read_text(encoding="utf-8").splitlines():
-        title, _, text = line.partition("\t")
-        if title.strip() and text.strip():
-            out.append((title.strip(), text.strip()))
-        if len(out) >= limit:
-            break
-    return out
-
-
 def write_data(directory: Path, pairs: list[tuple[str, str]]) -> tuple[str, str]:
     import pyarrow.parquet as pq
 
