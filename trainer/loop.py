@@ -30,23 +30,23 @@ from schemas.errors import CmtpError
 
 from .batches import build_step
 from .config import TrainConfig
-from .data.stream import SourceSpec, StreamConfig, make_loader
+from .data.stream import SourceSpec, StreamConfig, make_loader, saved_reader_counts
 from .encoder import Encoder, load_encoder
 from .gradcache import cached_backward
 from .losses import info_nce
 
 STATE_FILE = "trainer_state.pt"
-_OWN_GROUP: list[bool] = []
 
 
-def _dist_setup() -> tuple[int, int, int]:
-    if "RANK" in os.environ and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        _OWN_GROUP.append(True)  # created here (torchrun), so torn down here at the end of train()
+def _dist_setup() -> tuple[int, int, int, bool]:
+    """(rank, world size, local rank, whether this call created the process group and must destroy it)."""
+    created = False
+    if "RANK" in os.environ and not dist.is_initialized():  # under torchrun
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        created = True
     if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), created
+    return 0, 1, 0, False
 
 
 def _seed_all(seed: int) -> None:
@@ -86,9 +86,9 @@ def _prompts(st_model, config: TrainConfig) -> tuple[str, str]:
 
 def _check_readers(positions: dict, readers: int, checkpoint: Path) -> None:
     """The stream position is per reader (rank x dataloader worker); another layout cannot continue it."""
-    saved = {key.rpartition("of")[2] for key in positions}
-    if saved and saved != {str(readers)}:
-        raise CmtpError(f"{checkpoint} was written with {', '.join(sorted(saved))} data readers (processes x "
+    saved = saved_reader_counts(positions)
+    if saved and saved != {readers}:
+        raise CmtpError(f"{checkpoint} was written with {', '.join(map(str, sorted(saved)))} data readers (processes x "
                         f"--workers), this run has {readers}: resume with the same layout, or --no-resume")
 
 
@@ -120,7 +120,7 @@ def _adamw(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim
 
 def train(config: TrainConfig, on_step=None) -> dict:
     """Run training; returns a summary. ``on_step(step, loss)`` is called after every optimiser step."""
-    rank, world, local_rank = _dist_setup()
+    rank, world, local_rank, own_group = _dist_setup()
     device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
     _seed_all(config.seed + rank)
     resume_from = latest_checkpoint(config.output_dir) if config.resume else None
@@ -216,9 +216,8 @@ def train(config: TrainConfig, on_step=None) -> dict:
         _save_model(st, final, _saved_query_prompt(config, query_prompt, instructions), passage_prompt, config)
     if world > 1:
         dist.barrier()
-    if _OWN_GROUP:
+    if own_group:
         dist.destroy_process_group()
-        _OWN_GROUP.clear()
     return {"steps": step, "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
             "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final)}
 

@@ -174,7 +174,7 @@ class ParquetStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         reader = self.rank * workers + worker
         readers = self.world_size * workers
-        key = f"reader{reader}of{readers}"
+        key = reader_key(reader, readers)
         state = self.config.state.get(key, {})
         step = state.get("step", worker)  # this reader produces steps worker, worker + workers, ...
         sources = {
@@ -210,6 +210,16 @@ def collate_batches(items: list[dict]) -> dict:
     """DataLoader collate for batch_size=1 over ready batches: unwrap."""
     (item,) = items
     return item
+
+
+def reader_key(reader: int, readers: int) -> str:
+    """The name a reader's position is saved under: its index and how many readers there were."""
+    return f"reader{reader}of{readers}"
+
+
+def saved_reader_counts(state: dict) -> set[int]:
+    """The reader counts (ranks x workers) a saved position was written with (one, unless it is corrupt)."""
+    return {int(key.rpartition("of")[2]) for key in state}
 
 
 def make_loader(config: StreamConfig, rank: int, world_size: int, workers: int) -> torch.utils.data.DataLoader:
