@@ -1,11 +1,19 @@
 """Run by test_trainer_loss: one rank of a 2-process gloo group computing the cross-device InfoNCE under DDP."""
 
+import socket
 import sys
 
 import torch
 import torch.distributed as dist
 
 from trainer.losses import info_nce
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def make_data(seed=0, batch=3, group=2, dim=6, feat=5):

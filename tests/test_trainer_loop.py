@@ -3,7 +3,6 @@ checkpointing match plain training, an interrupted run resumes to the same weigh
 and torchrun with 2 gloo processes trains."""
 
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from schemas import TRAINING_EXAMPLE, rows_to_table
+from tests.dist_worker import free_port
 from trainer.config import TrainConfig
 from trainer.loop import train
 
@@ -130,9 +130,7 @@ def test_kill_and_resume_gives_the_same_weights(tiny_model_path, examples_dir, t
 def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "ddp"
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "trainer", "train", "--stage", "finetune",
            "--model", str(tiny_model_path), "--data", str(examples_dir), "--out", str(out), "--max-steps", "3",
            "--batch-size", "4", "--group-size", "2", "--gradcache-chunk", "4", "--save-steps", "2"]

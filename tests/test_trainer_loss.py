@@ -2,14 +2,13 @@
 gradient caching gives the gradients of the uncached step."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from tests.dist_worker import encode, make_data, model
+from tests.dist_worker import encode, free_port, make_data, model
 from trainer.gradcache import cached_backward
 from trainer.losses import info_nce
 
@@ -18,9 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_two_process_gloo_loss_and_gradients_equal_single_process(tmp_path):
     out = tmp_path / "rank0.pt"
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     procs = [subprocess.Popen([sys.executable, "-m", "tests.dist_worker", str(r), str(out)], cwd=ROOT, env=env)
              for r in range(2)]
