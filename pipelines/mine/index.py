@@ -5,9 +5,9 @@ trained on a seeded sample, and ``nprobe`` raised until a sample of queries reac
 exact search. With a GPU build of faiss the index is cloned to all GPUs in float16, sharded. Exact search
 can also run shard by shard over the on-disk embeddings, merging per-shard top-k exactly.
 
-IVF-PQ keeps only ``dim / 4`` bytes per passage in memory (``pq_bytes``); its distances are approximate, so it fetches
-``rerank`` x k candidates and orders them by exact inner products read from the on-disk float16 shards (faiss's
-``IndexRefine`` does the same but needs every full vector in RAM, which is what PQ is there to avoid).
+IVF-PQ keeps only ``dim / 4`` bytes per passage in memory (``pq_bytes``); its distances are approximate, so it
+fetches ``rerank`` x k candidates and orders them by exact inner products read from the on-disk float16 shards
+(faiss's ``IndexRefine`` does the same but needs every full vector in RAM, which is what PQ is there to avoid).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def build_index(store: PoolStore, config: MineConfig) -> SearchIndex:
     else:
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         kind = f"ivf{nlist}_flat"
-    # 64 training vectors per list, but at most ~300 MB of them (faiss asks for >= 39 per list)
+    # 64 training vectors per list, but no more than 200k of them unless faiss's minimum of 39 per list needs it
     index.train(_sample_vectors(store, min(n, max(39 * nlist, min(64 * nlist, TRAIN_MAX_VECTORS))), config.seed))
     for shard in range(len(store.shards)):
         index.add(np.ascontiguousarray(store.shard(shard), dtype=np.float32))
