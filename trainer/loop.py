@@ -206,14 +206,13 @@ def train(config: TrainConfig, on_step=None) -> dict:
             on_step(step, losses[-1])
         if config.save_steps and (step % config.save_steps == 0 or step == config.max_steps):
             _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world,
-                             (query_prompt, passage_prompt), _saved_query_prompt(config, query_prompt, instructions),
-                             instructions)
+                             (query_prompt, passage_prompt), instructions)
     progress.close()
     if writer:
         writer.close()
     final = Path(config.output_dir) / "model"
     if rank == 0:
-        _save_model(st, final, _saved_query_prompt(config, query_prompt, instructions), passage_prompt, config)
+        _save_model(st, final, config, (query_prompt, passage_prompt), instructions)
     if world > 1:
         dist.barrier()
     if own_group:
@@ -222,10 +221,10 @@ def train(config: TrainConfig, on_step=None) -> dict:
             "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final)}
 
 
-def _save_model(st, path: Path, query_prompt: str, passage_prompt: str, config: TrainConfig) -> None:
+def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter) -> None:
     prompts = dict(st.prompts or {})
-    prompts["query"] = query_prompt
-    prompts["passage"] = passage_prompt
+    prompts["query"] = _saved_query_prompt(config, train_prompts[0], instructions)
+    prompts["passage"] = train_prompts[1]
     st.prompts = prompts
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -237,7 +236,7 @@ def _save_model(st, path: Path, query_prompt: str, passage_prompt: str, config: 
 
 
 def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world, train_prompts,
-                     saved_query_prompt, instructions) -> None:
+                     instructions) -> None:
     all_positions, all_rng = [positions], [_rng_state()]
     if world > 1:
         all_positions, all_rng = [None] * world, [None] * world
@@ -246,7 +245,7 @@ def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, wo
     if rank == 0:
         directory = Path(config.output_dir) / "checkpoints" / f"step-{step}"
         directory.mkdir(parents=True, exist_ok=True)
-        _save_model(st, directory / "model", saved_query_prompt, train_prompts[1], config)
+        _save_model(st, directory / "model", config, train_prompts, instructions)
         merged = {k: v for p in all_positions for k, v in p.items()}
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "positions": merged, "rng": all_rng, "instructions": dict(instructions),
