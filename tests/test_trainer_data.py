@@ -109,3 +109,55 @@ def test_streams_from_an_fsspec_url_like_a_bucket(tmp_path):
     config = StreamConfig([SourceSpec("m", ["memory://bucket/train/*.parquet"])], batch_size=8, epochs=1, seed=0)
     seen = [e["example_id"] for b in ParquetStream(config) for e in b["examples"]]
     assert sorted(seen) == sorted(ids)
+
+
+def write_with_bad_rows(directory):
+    """60 good rows and 17 unusable ones, spread over row groups of 7, one group holding bad rows only."""
+    good = [{"example_id": f"g{i:03d}", "query": f"问题{i}", "pos": [f"答案{i}"], "neg": [f"错{i}"],
+             "instruction": None, "source": "s", "task": "retrieval", "pos_scores": [0.9], "neg_scores": [0.2],
+             "neg_kinds": ["mined"]} for i in range(60)]
+    bad = []
+    for i in range(17):
+        row = dict(good[0], example_id=f"b{i:03d}")
+        row.update([{"query": ""}, {"pos": []}, {"pos": [""]}, {"neg_scores": [0.1, 0.2]}][i % 4])
+        bad.append(row)
+    rows = bad[:7] + good[:30] + bad[7:] + good[30:]  # the first row group is all bad
+    directory.mkdir(parents=True, exist_ok=True)
+    # written without validation: the trainer also reads Parquet it did not write
+    pq.write_table(rows_to_table(rows, TRAINING_EXAMPLE, validate=False), directory / "part-0.parquet",
+                   row_group_size=7)
+    return {r["example_id"] for r in good}
+
+
+def test_unusable_rows_are_skipped_and_counted_once(tmp_path):
+    good = write_with_bad_rows(tmp_path / "a")
+    config = StreamConfig([SourceSpec("a", [str(tmp_path / "a")])], batch_size=4, epochs=1, seed=2)
+    seen, malformed = [], 0
+    for rank in range(2):
+        for batch in make_loader(config, rank, 2, 2):
+            seen += [e["example_id"] for e in batch["examples"]]
+            malformed += batch["malformed"]
+    assert sorted(seen) == sorted(good) and malformed == 17
+    # stopping mid-stream and resuming neither loses nor recounts any
+    it = iter(ParquetStream(config))
+    first, state, counted = [], {}, 0
+    for _ in range(6):
+        b = next(it)
+        first += [e["example_id"] for e in b["examples"]]
+        state[b["reader"]] = b["position"]
+        counted += b["malformed"]
+    resumed = StreamConfig(config.sources, batch_size=4, epochs=1, seed=2, state=state)
+    rest = list(ParquetStream(resumed))
+    assert sorted(first + [e["example_id"] for b in rest for e in b["examples"]]) == sorted(good)
+    assert counted + sum(b["malformed"] for b in rest) == 17
+
+
+def test_a_file_without_training_columns_is_named(tmp_path):
+    import pyarrow as pa
+
+    from schemas.errors import CmtpError
+
+    pq.write_table(pa.table({"text": ["长江"]}), tmp_path / "other.parquet")
+    with pytest.raises(CmtpError, match="other.parquet has neither"):
+        list(ParquetStream(StreamConfig([SourceSpec("x", [str(tmp_path / "other.parquet")])], batch_size=2,
+                                        epochs=1)))

@@ -160,3 +160,19 @@ def test_resuming_with_another_reader_layout_is_refused(tiny_model_path, example
         train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, workers=2))
     resumed = train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4))
     assert resumed["steps"] == 4
+
+
+def test_unusable_rows_are_reported_and_data_without_any_is_an_error(tiny_model_path, tmp_path):
+    from schemas.errors import CmtpError
+    from tests.test_trainer_data import write_with_bad_rows
+
+    write_with_bad_rows(tmp_path / "mixed")
+    summary = train(config(tiny_model_path, tmp_path / "mixed", tmp_path / "run", max_steps=12, batch_size=10,
+                           save_steps=0))
+    assert summary["malformed_rows"] == 17  # 12 x 10 rows: two passes over the file, its bad rows counted once
+    bad = {"example_id": "b", "query": "", "pos": ["答案"], "neg": [], "instruction": None, "source": "s",
+           "task": "pair", "pos_scores": [], "neg_scores": [], "neg_kinds": []}
+    (tmp_path / "bad").mkdir()
+    pq.write_table(rows_to_table([bad] * 5, TRAINING_EXAMPLE, validate=False), tmp_path / "bad" / "p.parquet")
+    with pytest.raises(CmtpError, match="ran out: no usable rows"):
+        train(config(tiny_model_path, tmp_path / "bad", tmp_path / "run-bad", max_steps=2))

@@ -142,7 +142,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.max_steps),
                                                 config.max_steps)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.precision == "fp16" else None
-    step, positions, instructions = 0, {}, Counter()
+    step, positions, instructions, malformed = 0, {}, Counter(), 0
     if resume_from:
         state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
@@ -150,6 +150,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
         step, positions = state["step"], state["positions"]
         _check_readers(positions, world * max(config.workers, 1), resume_from)
         instructions = Counter(state.get("instructions", {}))
+        malformed = state.get("malformed_rows", [0] * world)[rank]
         # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
         query_prompt, passage_prompt = state.get("train_prompts", (query_prompt, passage_prompt))
         _set_rng_state(state["rng"][rank])
@@ -168,8 +169,12 @@ def train(config: TrainConfig, on_step=None) -> dict:
     started, samples, losses = time.perf_counter(), 0, []
     batches = iter(loader)
     while step < config.max_steps:
-        item = next(batches)
+        item = next(batches, None)
+        if item is None:
+            raise CmtpError("the training data ran out: no usable rows in " +
+                            ", ".join(p for d in config.data for p in d.paths) + f" ({malformed} malformed)")
         positions[item["reader"]] = item["position"]
+        malformed += item["malformed"]
         instructions.update(ex.get("instruction") for ex in item["examples"])
         batch = build_step(item["examples"], config.train_group_size, query_prompt, passage_prompt, config.seed,
                            step)
@@ -202,11 +207,12 @@ def train(config: TrainConfig, on_step=None) -> dict:
             writer.add_scalar("train/loss", losses[-1], step)
             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
             writer.add_scalar("train/samples_per_s", rate, step)
+            writer.add_scalar("data/malformed_rows", malformed, step)
         if on_step:
             on_step(step, losses[-1])
         if config.save_steps and (step % config.save_steps == 0 or step == config.max_steps):
             _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world,
-                             (query_prompt, passage_prompt), instructions)
+                             (query_prompt, passage_prompt), instructions, malformed)
     progress.close()
     if writer:
         writer.close()
@@ -214,11 +220,15 @@ def train(config: TrainConfig, on_step=None) -> dict:
     if rank == 0:
         _save_model(st, final, config, (query_prompt, passage_prompt), instructions)
     if world > 1:
+        total = torch.tensor([malformed], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
+        dist.all_reduce(total)  # every rank's readers skip their own unusable rows
+        malformed = int(total.item())
         dist.barrier()
     if own_group:
         dist.destroy_process_group()
     return {"steps": step, "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
-            "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final)}
+            "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final),
+            "malformed_rows": malformed}
 
 
 def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter) -> None:
@@ -236,12 +246,13 @@ def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, s
 
 
 def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world, train_prompts,
-                     instructions) -> None:
-    all_positions, all_rng = [positions], [_rng_state()]
+                     instructions, malformed) -> None:
+    all_positions, all_rng, all_malformed = [positions], [_rng_state()], [malformed]
     if world > 1:
-        all_positions, all_rng = [None] * world, [None] * world
+        all_positions, all_rng, all_malformed = [None] * world, [None] * world, [None] * world
         dist.all_gather_object(all_positions, positions)
         dist.all_gather_object(all_rng, _rng_state())
+        dist.all_gather_object(all_malformed, malformed)
     if rank == 0:
         directory = Path(config.output_dir) / "checkpoints" / f"step-{step}"
         directory.mkdir(parents=True, exist_ok=True)
@@ -249,7 +260,8 @@ def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, wo
         merged = {k: v for p in all_positions for k, v in p.items()}
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "positions": merged, "rng": all_rng, "instructions": dict(instructions),
-                    "train_prompts": train_prompts}, directory / (STATE_FILE + ".tmp"))
+                    "train_prompts": train_prompts, "malformed_rows": all_malformed},
+                   directory / (STATE_FILE + ".tmp"))
         os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
     if world > 1:
         dist.barrier()

@@ -91,3 +91,6 @@ def train(
     summary = run_train(config)
     out.print(f"trained {summary['steps']} steps; loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}; "
               f"{summary['samples_per_second']:.1f} samples/s; model saved to {summary['model']}")
+    if summary["malformed_rows"]:
+        out.print(f"skipped {summary['malformed_rows']} unusable rows (no query or positive, bad negatives, or "
+                  f"teacher scores not one per passage)")

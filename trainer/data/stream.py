@@ -77,17 +77,36 @@ def list_units(paths: list[str]) -> list[Unit]:
     return units
 
 
-def _read_unit(unit: Unit) -> list[dict[str, Any]]:
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, str) and t for t in value)
+
+
+def usable(row: dict[str, Any]) -> bool:
+    """A row the trainer can use: a query, at least one positive, text negatives, and teacher scores that are
+    either absent or one per passage."""
+    neg = row.get("neg") or []
+    return (isinstance(row.get("query"), str) and bool(row["query"]) and _texts(row.get("pos")) and bool(row["pos"])
+            and _texts(neg) and len(row.get("pos_scores") or []) in (0, len(row["pos"]))
+            and len(row.get("neg_scores") or []) in (0, len(neg)))
+
+
+def _read_unit(unit: Unit) -> tuple[list[dict[str, Any]], int]:
+    """The usable rows of one row group, and how many were not (the trainer reports them)."""
     with fsspec.open(unit.path, "rb") as fh:
         f = pq.ParquetFile(fh)
         names = f.schema_arrow.names
-        if "query" in names:
-            table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_EXAMPLE if c in names])
-            return table.to_pylist()
-        table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_PAIR if c in names])
-    return [{"example_id": r["pair_id"], "query": r["title"], "pos": [r["passage"]], "neg": [],
-             "instruction": None, "source": r.get("source"), "pos_scores": [], "neg_scores": []}
-            for r in table.to_pylist()]
+        if {"query", "pos"} <= set(names):
+            rows = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_EXAMPLE if c in names]).to_pylist()
+        elif {"title", "passage"} <= set(names):
+            table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_PAIR if c in names])
+            rows = [{"example_id": r.get("pair_id"), "query": r["title"], "pos": [r["passage"]], "neg": [],
+                     "instruction": None, "source": r.get("source"), "pos_scores": [], "neg_scores": []}
+                    for r in table.to_pylist()]
+        else:
+            raise CmtpError(f"{unit.path} has neither training-example columns (query, pos) nor pair columns "
+                            f"(title, passage)")
+    good = [r for r in rows if usable(r)]
+    return good, len(rows) - len(good)
 
 
 def _rng(*parts: Any) -> np.random.Generator:
@@ -110,6 +129,7 @@ class SourceReader:
         self.seed, self.shuffle_units = seed, max(1, shuffle_units)
         self.position = ReaderPosition(**vars(position))
         self._rows: list[dict] = []
+        self.malformed = 0  # unusable rows passed since the last batch (each counted once: in the first epoch)
         self._load()
 
     def _my_units(self, epoch: int) -> list[Unit]:
@@ -117,23 +137,35 @@ class SourceReader:
         return [self.units[i] for i in order[self.reader :: self.readers]]
 
     def _load(self) -> None:
-        """Fill the current block (advancing epochs past empty ones) and skip to the offset."""
-        for _ in range(3):
+        """Fill the current block and skip to the offset, advancing past finished epochs and past blocks whose
+        rows are all unusable (those rows are counted as malformed)."""
+        self._block_malformed = 0
+        for _ in range(3):  # three epoch ends crossed in one call: a whole epoch without a usable row
             mine = self._my_units(self.position.epoch)
-            start = self.position.block * self.shuffle_units
-            if start < len(mine):
-                rows = [r for u in mine[start : start + self.shuffle_units] for r in _read_unit(u)]
-                order = _rng(self.seed, "rows", self.position.epoch, self.reader, self.position.block).permutation(
-                    len(rows))
-                self._rows = [rows[i] for i in order]
-                return
+            while self.position.block * self.shuffle_units < len(mine):
+                start = self.position.block * self.shuffle_units
+                rows, bad = [], 0
+                for unit in mine[start : start + self.shuffle_units]:
+                    good, dropped = _read_unit(unit)
+                    rows += good
+                    bad += dropped
+                if rows:
+                    order = _rng(self.seed, "rows", self.position.epoch, self.reader,
+                                 self.position.block).permutation(len(rows))
+                    self._rows = [rows[i] for i in order]
+                    self._block_malformed = bad  # counted when its first row is taken: a resume cannot recount
+                    return
+                self.malformed += bad if self.position.epoch == 0 else 0
+                self.position = ReaderPosition(self.position.epoch, self.position.block + 1, 0)
             self.position = ReaderPosition(self.position.epoch + 1, 0, 0)
-        self._rows = []  # this reader owns no unit (more readers than row groups)
+        self._rows = []  # this reader owns no unit (more readers than row groups), or no usable row
 
     def take(self, n: int, stop_at_epoch_end: bool = False) -> list[dict]:
         out: list[dict] = []
         epoch = self.position.epoch
         while len(out) < n and self._rows:
+            if self.position.offset == 0 and self.position.epoch == 0:  # later epochs skip the same rows again
+                self.malformed += self._block_malformed
             chunk = self._rows[self.position.offset : self.position.offset + n - len(out)]
             out += chunk
             self.position.offset += len(chunk)
@@ -157,7 +189,8 @@ class StreamConfig:
 
 
 class ParquetStream(IterableDataset):
-    """Yields ready batches ``{"examples": [...], "source": name, "position": {...}}`` for one rank."""
+    """Yields ready batches ``{"examples": [...], "source": name, "position": {...}, "malformed": n}`` for one
+    rank; ``malformed`` counts the unusable rows skipped since the previous batch."""
 
     def __init__(self, config: StreamConfig, rank: int = 0, world_size: int = 1):
         self.config, self.rank, self.world_size = config, rank, world_size
@@ -203,7 +236,11 @@ class ParquetStream(IterableDataset):
                 continue
             step += workers
             position = {"step": step, "sources": {n: vars(r.position).copy() for n, r in sources.items()}}
-            yield {"examples": examples, "source": choice, "reader": key, "position": position}
+            malformed = sum(r.malformed for r in sources.values())
+            for r in sources.values():
+                r.malformed = 0
+            yield {"examples": examples, "source": choice, "reader": key, "position": position,
+                   "malformed": malformed}
 
 
 def collate_batches(items: list[dict]) -> dict:
