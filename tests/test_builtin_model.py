@@ -25,7 +25,7 @@ def test_converted_model_matches_the_c_engine(builtin_model):
         ours = builtin_model.encode(SENTENCES, prompt_name=prompt, convert_to_numpy=True)
         ref = engine(SENTENCES)
         cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
-        assert cos.min() >= 0.999, (prompt, cos)
+        assert cos.min() >= 0.9999, (prompt, cos)  # the README's claim
 
 
 def test_tokenizer_matches_the_c_engine_token_counts(builtin_model):

@@ -176,3 +176,70 @@ def test_unusable_rows_are_reported_and_data_without_any_is_an_error(tiny_model_
     pq.write_table(rows_to_table([bad] * 5, TRAINING_EXAMPLE, validate=False), tmp_path / "bad" / "p.parquet")
     with pytest.raises(CmtpError, match="ran out: no usable rows"):
         train(config(tiny_model_path, tmp_path / "bad", tmp_path / "run-bad", max_steps=2))
+
+
+def test_the_saved_model_keeps_the_base_models_length_limit(tiny_model_path, examples_dir, tmp_path):
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    summary = train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=2, passage_max_len=16,
+                           save_steps=1))
+    for path in [Path(summary["model"]), tmp_path / "run" / "checkpoints" / "step-1" / "model"]:
+        assert SentenceTransformer(str(path), device="cpu").max_seq_length == 128  # the tiny model's own
+        assert json.loads((path / "tokenizer_config.json").read_text())["model_max_length"] == 128
+    assert json.loads((Path(summary["model"]) / "cmtp_training.json").read_text())["passage_max_len"] == 16
+
+
+def test_epochs_are_turned_into_steps_from_the_parquet_row_counts(tiny_model_path, examples_dir, tmp_path):
+    from trainer.loop import planned_steps
+
+    rows = pq.read_metadata(next(examples_dir.glob("*.parquet"))).num_rows  # 50
+    run = config(tiny_model_path, examples_dir, tmp_path / "run", epochs=2, batch_size=8, save_steps=0)
+    assert planned_steps(run, world=1) == -(-2 * rows // 8)
+    assert planned_steps(run, world=2) == -(-2 * rows // 16)
+    assert train(config(tiny_model_path, examples_dir, tmp_path / "run", epochs=0.5, batch_size=8,
+                        save_steps=0))["steps"] == -(-rows // 16)
+
+
+def test_the_summary_compares_smoothed_losses_not_single_batches():
+    from trainer.loop import smoothed_losses
+
+    first, last, n = smoothed_losses([0.43, 0.001, 0.40, 0.42])
+    assert n == 1 and (first, last) == (0.43, 0.42)
+    curve = [1.0] * 10 + [0.5] * 20 + [0.2, 0.0] * 5
+    first, last, n = smoothed_losses(curve)
+    assert n == 10 and first == 1.0 and abs(last - 0.1) < 1e-9
+    assert smoothed_losses([]) == (None, None, 0)
+
+
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_an_enabled_fp16_grad_scaler_gives_the_unscaled_step_with_and_without_gradcache(no_dropout_model,
+                                                                                        examples_dir, chunk):
+    """The loss-scaling code path of --precision fp16, run on CPU with a CPU GradScaler (autocast itself is
+    CUDA-only): the step taken must equal the plain fp32 step, cached or not (the cached branch used to skip
+    scaling, so ``unscale_`` failed at step 1)."""
+    from trainer.batches import build_step
+    from trainer.encoder import Encoder, load_encoder
+    from trainer.loop import train_step
+    from trainer.losses import info_nce
+
+    rows = pq.read_table(next(examples_dir.glob("*.parquet"))).to_pylist()[:6]
+    batch = build_step(rows, 2, "", "", 0, 0)
+    run = config(no_dropout_model, examples_dir, "unused", gradcache_chunk=chunk, train_group_size=2)
+
+    def loss_fn(q, p):
+        return info_nce(q, p, 0.05, 2, False)
+
+    weights = []
+    for scaler in [None, torch.amp.GradScaler("cpu", init_scale=2.0**12)]:
+        encoder = Encoder(load_encoder(str(no_dropout_model))).train()
+        params = [p for p in encoder.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=0.5)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        train_step(encoder, batch, loss_fn, run, torch.device("cpu"), optimizer, scheduler, scaler, params)
+        weights.append([p.detach().clone() for p in params])
+        if scaler is not None:
+            assert scaler.get_scale() == 2.0**12  # no inf/nan found: the step was taken, not skipped
+    for a, b in zip(*weights, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -30,6 +30,7 @@ class TrainConfig:
     data: list[DataSource] = field(default_factory=list)
     output_dir: str = "out/train"
     max_steps: int = 1000
+    epochs: float | None = None  # when set: the steps that cover the data this many times (replaces max_steps)
     batch_size: int = 32  # queries per rank per step
     learning_rate: float | None = None
     weight_decay: float = 0.01
@@ -70,6 +71,8 @@ class TrainConfig:
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
         if not self.data:
             raise CmtpError("no training data: give --data PATH (or data: in the config file)")
+        if self.epochs is not None and self.epochs <= 0:
+            raise CmtpError("epochs must be > 0")
         if self.save_steps < 0 or self.logging_steps < 1 or self.max_steps < 1:
             raise CmtpError("max_steps and logging_steps must be >= 1, save_steps >= 0")
         if self.train_group_size < 1 or self.batch_size < 1:

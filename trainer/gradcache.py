@@ -49,8 +49,11 @@ def cached_backward(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     chunk_size: int,
     device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
-    """Loss of the whole batch, with gradients accumulated into ``encoder`` chunk by chunk."""
+    """Loss of the whole batch, with gradients accumulated into ``encoder`` chunk by chunk. With a ``scaler``
+    (fp16), the loss is scaled before the first backward, so the embedding gradients replayed through each
+    chunk, and hence the parameter gradients, carry the scale that ``scaler.unscale_`` later divides out."""
     parts, states = {}, {}
     with torch.no_grad():
         for name, texts in [("q", queries), ("p", passages)]:
@@ -61,7 +64,7 @@ def cached_backward(
     q = torch.cat(parts["q"]).detach().requires_grad_()
     p = torch.cat(parts["p"]).detach().requires_grad_()
     loss = loss_fn(q, p)
-    loss.backward()
+    (scaler.scale(loss) if scaler is not None else loss).backward()
     grads = {"q": q.grad.split([len(c) for c in _chunks(queries, chunk_size)]),
              "p": p.grad.split([len(c) for c in _chunks(passages, chunk_size)])}
     work = [(name, chunk, state, grad) for name, texts in [("q", queries), ("p", passages)]

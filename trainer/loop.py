@@ -14,12 +14,14 @@ DDP, TensorBoard's ``SummaryWriter``, tqdm. ``benchmarks/train.py`` compares spe
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
 import time
 from collections import Counter
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from .data.stream import SourceSpec, StreamConfig, make_loader, saved_reader_cou
 from .encoder import Encoder, load_encoder
 from .gradcache import cached_backward
 from .losses import info_nce
+from .models import set_max_seq_length
 
 STATE_FILE = "trainer_state.pt"
 
@@ -118,16 +121,93 @@ def _adamw(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim
         return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
+def _grad_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 needs loss scaling (bf16 and fp32 do not); autocast, and so fp16, is used on CUDA only."""
+    if config.precision == "fp16" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+def train_step(module, batch, loss_fn, config: TrainConfig, device: torch.device, optimizer, scheduler,
+               scaler: torch.amp.GradScaler | None, parameters) -> torch.Tensor:
+    """One optimiser step: forward + backward (cached or plain, scaled under fp16), unscale, clip, step."""
+    with _autocast(config, device):
+        if config.gradcache_chunk:
+            loss = cached_backward(module, batch.queries, batch.passages, loss_fn, config.gradcache_chunk, device,
+                                   scaler)
+        else:
+            loss = loss_fn(module(batch.queries, "query"), module(batch.passages, "passage"))
+            (scaler.scale(loss) if scaler else loss).backward()
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def smoothed_losses(losses: list[float]) -> tuple[float | None, float | None, int]:
+    """(mean of the first N losses, mean of the last N, N): single-batch losses are too noisy to compare
+    (a run whose curve went 0.43, 0.001, 0.40, 0.42 is not one whose loss fell from 0.001 to 0.42)."""
+    if not losses:
+        return None, None, 0
+    n = max(1, min(10, len(losses) // 4))
+    return float(np.mean(losses[:n])), float(np.mean(losses[-n:])), n
+
+
+def planned_steps(config: TrainConfig, world: int) -> int:
+    """``max_steps``, or with ``epochs`` the steps that cover the data that many times, counted from the
+    Parquet metadata of every source (rows / global batch, rounded up)."""
+    if not config.epochs:
+        return config.max_steps
+    from .data.stream import list_units
+
+    rows = sum(u.rows for d in config.data for u in list_units(d.paths))
+    return max(1, math.ceil(config.epochs * rows / (config.batch_size * world)))
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds beyond the weights and the optimiser, and what resume restores."""
+
+    step: int = 0
+    positions: dict = field(default_factory=dict)
+    instructions: Counter = field(default_factory=Counter)
+    malformed: int = 0
+    prompts: tuple[str, str] = ("", "")
+
+
+def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int) -> None:
+    state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    run.step, run.positions = state["step"], state["positions"]
+    _check_readers(run.positions, readers, resume_from)
+    run.instructions = Counter(state.get("instructions", {}))
+    run.malformed = state.get("malformed_rows", [0] * (rank + 1))[rank]
+    # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
+    run.prompts = tuple(state.get("train_prompts", run.prompts))
+    _set_rng_state(state["rng"][rank])
+
+
 def train(config: TrainConfig, on_step=None) -> dict:
     """Run training; returns a summary. ``on_step(step, loss)`` is called after every optimiser step."""
     rank, world, local_rank, own_group = _dist_setup()
     device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
     _seed_all(config.seed + rank)
+    max_steps = planned_steps(config, world)
     resume_from = latest_checkpoint(config.output_dir) if config.resume else None
     model_source = str(resume_from / "model") if resume_from else config.model
-    st = load_encoder(model_source, config.pooling if not resume_from else None, config.passage_max_len,
+    st = load_encoder(model_source, config.pooling if not resume_from else None, None,
                       str(device), config.allow_network, config.gradient_checkpointing)
-    query_prompt, passage_prompt = _prompts(st, config)
+    base_max_len = st.max_seq_length  # what the saved model keeps: training lengths are training settings
+    set_max_seq_length(st, config.passage_max_len)
+    run = RunState(prompts=_prompts(st, config))
     encoder = Encoder(st, config.query_max_len).to(device)
     encoder.train()
     if config.freeze_embeddings:  # the word-embedding table is most of a multilingual model's parameters
@@ -136,28 +216,19 @@ def train(config: TrainConfig, on_step=None) -> dict:
     if world > 1:
         module = torch.nn.parallel.DistributedDataParallel(
             encoder, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    optimizer = _adamw([p for p in encoder.parameters() if p.requires_grad], config)
+    parameters = [p for p in encoder.parameters() if p.requires_grad]
+    optimizer = _adamw(parameters, config)
     from transformers import get_linear_schedule_with_warmup
 
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.max_steps),
-                                                config.max_steps)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.precision == "fp16" else None
-    step, positions, instructions, malformed = 0, {}, Counter(), 0
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * max_steps), max_steps)
+    scaler = _grad_scaler(config, device)
     if resume_from:
-        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, positions = state["step"], state["positions"]
-        _check_readers(positions, world * max(config.workers, 1), resume_from)
-        instructions = Counter(state.get("instructions", {}))
-        malformed = state.get("malformed_rows", [0] * world)[rank]
-        # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
-        query_prompt, passage_prompt = state.get("train_prompts", (query_prompt, passage_prompt))
-        _set_rng_state(state["rng"][rank])
+        _restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1))
     stream = StreamConfig([SourceSpec(d.name, d.paths, d.weight) for d in config.data], config.batch_size,
                           seed=config.seed, shuffle_units=config.shuffle_units,
-                          same_source_batches=config.same_source_batches, state=positions)
+                          same_source_batches=config.same_source_batches, state=run.positions)
     loader = make_loader(stream, rank, world, config.workers)
+    save = _Saver(config, st, base_max_len, optimizer, scheduler, rank, world)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -165,103 +236,112 @@ def train(config: TrainConfig, on_step=None) -> dict:
         writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
     from tqdm.auto import tqdm
 
-    progress = tqdm(total=config.max_steps, initial=step, disable=rank != 0, desc=f"train {config.stage}")
+    progress = tqdm(total=max_steps, initial=run.step, disable=rank != 0, desc=f"train {config.stage}")
     started, samples, losses = time.perf_counter(), 0, []
     batches = iter(loader)
-    while step < config.max_steps:
+    while run.step < max_steps:
         item = next(batches, None)
         if item is None:
             raise CmtpError("the training data ran out: no usable rows in " +
-                            ", ".join(p for d in config.data for p in d.paths) + f" ({malformed} malformed)")
-        positions[item["reader"]] = item["position"]
-        malformed += item["malformed"]
-        instructions.update(ex.get("instruction") for ex in item["examples"])
-        batch = build_step(item["examples"], config.train_group_size, query_prompt, passage_prompt, config.seed,
-                           step)
+                            ", ".join(p for d in config.data for p in d.paths) + f" ({run.malformed} malformed)")
+        run.positions[item["reader"]] = item["position"]
+        run.malformed += item["malformed"]
+        run.instructions.update(ex.get("instruction") for ex in item["examples"])
+        batch = build_step(item["examples"], config.train_group_size, *run.prompts, config.seed, run.step)
         teacher = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
 
         def loss_fn(q, p, teacher=teacher):
             return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
                             config.distill_weight, config.distill_temperature)
 
-        with _autocast(config, device):
-            if config.gradcache_chunk:
-                loss = cached_backward(module, batch.queries, batch.passages, loss_fn, config.gradcache_chunk,
-                                       device)
-            else:
-                loss = loss_fn(module(batch.queries, "query"), module(batch.passages, "passage"))
-                (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.max_grad_norm)
-        (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+        loss = train_step(module, batch, loss_fn, config, device, optimizer, scheduler, scaler, parameters)
+        run.step += 1
         samples += len(batch.queries) * world
-        losses.append(float(loss.detach()))
+        losses.append(float(loss))
         rate = samples / (time.perf_counter() - started)
         progress.update(1)
         progress.set_postfix(loss=f"{losses[-1]:.4f}", samples_per_s=f"{rate:.1f}")
-        if writer and step % config.logging_steps == 0:
-            writer.add_scalar("train/loss", losses[-1], step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            writer.add_scalar("train/samples_per_s", rate, step)
-            writer.add_scalar("data/malformed_rows", malformed, step)
+        if writer and run.step % config.logging_steps == 0:
+            writer.add_scalar("train/loss", losses[-1], run.step)
+            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], run.step)
+            writer.add_scalar("train/samples_per_s", rate, run.step)
+            writer.add_scalar("data/malformed_rows", run.malformed, run.step)
         if on_step:
-            on_step(step, losses[-1])
-        if config.save_steps and (step % config.save_steps == 0 or step == config.max_steps):
-            _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world,
-                             (query_prompt, passage_prompt), instructions, malformed)
+            on_step(run.step, losses[-1])
+        if config.save_steps and (run.step % config.save_steps == 0 or run.step == max_steps):
+            save.checkpoint(run)
     progress.close()
     if writer:
         writer.close()
     final = Path(config.output_dir) / "model"
     if rank == 0:
-        _save_model(st, final, config, (query_prompt, passage_prompt), instructions)
+        save.model(final, run)
     if world > 1:
-        total = torch.tensor([malformed], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
+        total = torch.tensor([run.malformed], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
         dist.all_reduce(total)  # every rank's readers skip their own unusable rows
-        malformed = int(total.item())
+        run.malformed = int(total.item())
         dist.barrier()
     if own_group:
         dist.destroy_process_group()
-    return {"steps": step, "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
+    first, last, window = smoothed_losses(losses)
+    return {"steps": run.step, "first_loss": first, "final_loss": last, "loss_window": window,
             "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final),
-            "malformed_rows": malformed}
+            "malformed_rows": run.malformed}
 
 
-def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter) -> None:
+class _Saver:
+    """Writes the final model and checkpoints of one run (rank 0 writes; every rank takes part in gathers)."""
+
+    def __init__(self, config: TrainConfig, st, base_max_len: int | None, optimizer, scheduler, rank: int,
+                 world: int):
+        self.config, self.st, self.base_max_len = config, st, base_max_len
+        self.optimizer, self.scheduler, self.rank, self.world = optimizer, scheduler, rank, world
+
+    def model(self, path: Path, run: RunState) -> None:
+        _save_model(self.st, path, self.config, run.prompts, run.instructions, self.base_max_len)
+
+    def checkpoint(self, run: RunState) -> None:
+        all_positions, all_rng, all_malformed = [run.positions], [_rng_state()], [run.malformed]
+        if self.world > 1:
+            all_positions, all_rng, all_malformed = [None] * self.world, [None] * self.world, [None] * self.world
+            dist.all_gather_object(all_positions, run.positions)
+            dist.all_gather_object(all_rng, _rng_state())
+            dist.all_gather_object(all_malformed, run.malformed)
+        if self.rank == 0:
+            directory = Path(self.config.output_dir) / "checkpoints" / f"step-{run.step}"
+            directory.mkdir(parents=True, exist_ok=True)
+            self.model(directory / "model", run)
+            merged = {k: v for p in all_positions for k, v in p.items()}
+            torch.save({"step": run.step, "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "positions": merged, "rng": all_rng,
+                        "instructions": dict(run.instructions), "train_prompts": run.prompts,
+                        "malformed_rows": all_malformed},
+                       directory / (STATE_FILE + ".tmp"))
+            os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
+        if self.world > 1:
+            dist.barrier()
+
+
+def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter,
+                base_max_len: int | None = None) -> None:
+    """A sentence-transformers directory with the training prompts, and the base model's length limit: the
+    training lengths (--passage-max-len) are training settings, recorded in ``cmtp_training.json``, and a model
+    saved with them would silently cut every text at that length when used."""
     prompts = dict(st.prompts or {})
     prompts["query"] = _saved_query_prompt(config, train_prompts[0], instructions)
-    prompts["passage"] = train_prompts[1]
+    # encode_document() looks for "document" before "passage": both carry the passage prompt
+    prompts["passage"] = prompts["document"] = train_prompts[1]
     st.prompts = prompts
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    st.save(str(tmp), create_model_card=False, safe_serialization=True)
+    training_len = st.max_seq_length
+    try:
+        if base_max_len:
+            st.max_seq_length = base_max_len
+        st.save(str(tmp), create_model_card=False, safe_serialization=True)
+    finally:
+        st.max_seq_length = training_len
     (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
                                                        default=str))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-
-
-def _save_checkpoint(config, st, optimizer, scheduler, step, positions, rank, world, train_prompts,
-                     instructions, malformed) -> None:
-    all_positions, all_rng, all_malformed = [positions], [_rng_state()], [malformed]
-    if world > 1:
-        all_positions, all_rng, all_malformed = [None] * world, [None] * world, [None] * world
-        dist.all_gather_object(all_positions, positions)
-        dist.all_gather_object(all_rng, _rng_state())
-        dist.all_gather_object(all_malformed, malformed)
-    if rank == 0:
-        directory = Path(config.output_dir) / "checkpoints" / f"step-{step}"
-        directory.mkdir(parents=True, exist_ok=True)
-        _save_model(st, directory / "model", config, train_prompts, instructions)
-        merged = {k: v for p in all_positions for k, v in p.items()}
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "positions": merged, "rng": all_rng, "instructions": dict(instructions),
-                    "train_prompts": train_prompts, "malformed_rows": all_malformed},
-                   directory / (STATE_FILE + ".tmp"))
-        os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
-    if world > 1:
-        dist.barrier()

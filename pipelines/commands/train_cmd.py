@@ -43,7 +43,9 @@ def train(
     data: list[str] = typer.Option(None, "--data", help="PATH | NAME=PATH | NAME=PATH@WEIGHT, repeatable"),
     out_dir: str = typer.Option(None, "--out", "-o", help="output directory (checkpoints, tensorboard, model)"),
     config_file: str = typer.Option(None, "--config", help="YAML file with any of these options"),
-    max_steps: int = typer.Option(None, help="optimiser steps"),
+    max_steps: int = typer.Option(None, help="optimiser steps (default 1000)"),
+    epochs: float = typer.Option(None, help="passes over the data; steps from the Parquet row counts (replaces "
+                                           "--max-steps)"),
     batch_size: int = typer.Option(None, help="queries per device per step"),
     learning_rate: float = typer.Option(None, "--lr", help="peak learning rate"),
     temperature: float = typer.Option(None, help="InfoNCE temperature (default 0.02)"),
@@ -75,7 +77,7 @@ def train(
     from trainer.loop import train as run_train
 
     values = load_yaml_config(config_file)
-    flags = dict(stage=stage, model=model, output_dir=out_dir, max_steps=max_steps, batch_size=batch_size,
+    flags = dict(stage=stage, model=model, output_dir=out_dir, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
                  learning_rate=learning_rate, temperature=temperature, train_group_size=group_size,
                  cross_device=cross_device, gradcache_chunk=gradcache_chunk, pooling=pooling,
                  query_prompt=query_prompt, passage_prompt=passage_prompt, distill_weight=distill_weight,
@@ -89,7 +91,12 @@ def train(
         values["data"] = _data(list(data))
     config = TrainConfig.from_mapping(values)
     summary = run_train(config)
-    out.print(f"trained {summary['steps']} steps; loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}; "
+    n = summary["loss_window"]
+    if not n:
+        out.print(f"nothing to train: {summary['steps']} steps were already done; model saved to {summary['model']}")
+        return
+    out.print(f"trained {summary['steps']} steps; loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f} "
+              f"(mean of the first and last {n} step{'s' if n > 1 else ''}); "
               f"{summary['samples_per_second']:.1f} samples/s; model saved to {summary['model']}")
     if summary["malformed_rows"]:
         out.print(f"skipped {summary['malformed_rows']} unusable rows (no query or positive, bad negatives, or "

