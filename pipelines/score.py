@@ -1,23 +1,69 @@
-"""The score pipeline: pairs -> ``kept/`` and ``rejected/`` scored pairs, ``dead_letters/``, manifest."""
+"""The score pipeline: pairs -> ``kept/`` and ``rejected/`` scored pairs, ``dead_letters/``, manifest.
+
+Also the replay of another threshold on stored scores (``run_rethreshold``: no model, seconds instead of the
+scoring time) and scoring towards a target keep rate (score once, then replay the threshold that keeps it).
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
-from schemas import DEAD_LETTER, SCORED_PAIR, Manifest
+from schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
 from trainer.models import resolve_model, weights_fingerprint
 from transforms.common.dead_letters import dead_letter_sort_key
 from transforms.common.outcomes import CountOutcomes
 from transforms.score.config import ScoreConfig
-from transforms.score.ptransform import ScorePairs
+from transforms.score.ptransform import ApplyThreshold, ScorePairs
 
 from .beam_runner import make_pipeline
 from .extract import ShardOptions
 from .outputs import input_glob, match_files, pop_outcomes, prepare_output, summarize_output
 
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
+
+
+def _row_count(files: list[str]) -> int:
+    total = 0
+    for path in files:
+        with FileSystems.open(path) as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def _local(beam_args: list[str] | None) -> bool:
+    return not any(a.startswith("--runner") for a in beam_args or [])
+
+
+def _write_outputs(result, out: str, shards: ShardOptions, inputs) -> None:
+    key = lambda r: r["pair_id"]  # noqa: E731
+    result.kept | "WriteKept" >> shards.writer(f"{out}/kept", SCORED_PAIR, key)
+    result.rejected | "WriteRejected" >> shards.writer(f"{out}/rejected", SCORED_PAIR, key)
+    result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key)
+    drops = (
+        result.dead,
+        result.rejected | "RejectedEvents" >> beam.Map(lambda r: {"source": r["source"], "reason": "below_threshold"}),
+    ) | "Drops" >> beam.Flatten()
+    (inputs, result.kept, drops) | "Count" >> CountOutcomes(out)
+
+
+def _manifest(out: str, config: dict, inputs: list[str], extra: dict, seconds: float) -> Manifest:
+    outcomes = pop_outcomes(out)
+    outcomes.pop("facts", None)
+    manifest = Manifest(
+        stage="score", config=config, inputs=inputs,
+        outputs={name: summarize_output(out, name, schema) for name, schema in OUTPUTS.items()},
+        extra={**extra, "seconds": round(seconds, 2),
+               "pairs_per_second": round(outcomes["count_in"] / max(seconds, 1e-9), 2)},
+        **outcomes,
+    )
+    manifest.write(out)
+    return manifest
 
 
 def run_score(
@@ -27,40 +73,95 @@ def run_score(
     shards: ShardOptions | None = None,
     beam_args: list[str] | None = None,
     workers: int = 1,
+    target_keep_rate: float | None = None,
 ) -> Manifest:
+    """Score ``input_path``'s pairs into ``out``. With ``target_keep_rate`` the pairs are scored once into a
+    scratch directory, the threshold that keeps that share is read off the scores (as ``cmtp audit`` does) and
+    replayed into ``out``."""
     config, shards = config or ScoreConfig(), shards or ShardOptions()
+    if target_keep_rate is not None:
+        return _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, target_keep_rate)
     pattern = input_glob(input_path, "pairs")
     files = match_files(pattern)
     resolved = resolve_model(config.model, allow_network=config.allow_network)
     scorer_hash = weights_fingerprint(resolved.path)
+    # progress bar on the local runner with one worker process, where one process sees every pair; Beam's
+    # counter cmtp score/pairs_scored shows the same on other runners
+    total = _row_count(files) if _local(beam_args) and workers == 1 else None
     prepare_output(out, list(OUTPUTS))
     started = time.perf_counter()
     with make_pipeline(beam_args, workers) as p:
         pairs = p | "ReadPairs" >> beam.io.ReadFromParquet(pattern)
-        result = pairs | "Score" >> ScorePairs(config, scorer_hash)
-        key = lambda r: r["pair_id"]  # noqa: E731
-        result.kept | "WriteKept" >> shards.writer(f"{out}/kept", SCORED_PAIR, key)
-        result.rejected | "WriteRejected" >> shards.writer(f"{out}/rejected", SCORED_PAIR, key)
-        result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key)
-        drops = (
-            result.dead,
-            result.rejected
-            | "RejectedEvents" >> beam.Map(lambda r: {"source": r["source"], "reason": "below_threshold"}),
-        ) | "Drops" >> beam.Flatten()
-        (pairs, result.kept, drops) | "Count" >> CountOutcomes(out)
-    seconds = time.perf_counter() - started
-    outcomes = pop_outcomes(out)
-    outcomes.pop("facts", None)
-    manifest = Manifest(
-        stage="score",
-        config={**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
-                "beam_args": beam_args or []},
-        inputs=files,
-        outputs={name: summarize_output(out, name, schema) for name, schema in OUTPUTS.items()},
-        extra={"scorer": {"name": config.model, "path": str(resolved.path), "weights_sha256": scorer_hash},
-               "threshold": config.threshold, "seconds": round(seconds, 2),
-               "pairs_per_second": round(outcomes["count_in"] / max(seconds, 1e-9), 2)},
-        **outcomes,
-    )
+        _write_outputs(pairs | "Score" >> ScorePairs(config, scorer_hash, total), out, shards, pairs)
+    return _manifest(
+        out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
+              "beam_args": beam_args or []}, files,
+        {"scorer": {"name": config.model, "path": str(resolved.path), "weights_sha256": scorer_hash},
+         "threshold": config.threshold},
+        time.perf_counter() - started)
+
+
+class _Replayed:
+    def __init__(self, kept, rejected, dead):
+        self.kept, self.rejected, self.dead = kept, rejected, dead
+
+
+def run_rethreshold(
+    scored: str,
+    out: str,
+    threshold: float,
+    shards: ShardOptions | None = None,
+    beam_args: list[str] | None = None,
+    workers: int = 1,
+    extra: dict | None = None,
+) -> Manifest:
+    """Re-cut a score stage's output (``kept/`` + ``rejected/``) at ``threshold`` into ``out``, with the
+    input's dead letters carried over, so the manifest reconciles against the same pairs as the original."""
+    shards = shards or ShardOptions()
+    if FileSystems.join(scored, "") == FileSystems.join(out, ""):
+        raise CmtpError("--rethreshold writes a new output: give an --out other than the scored input")
+    try:
+        source = Manifest.read(scored)
+    except CmtpError as exc:
+        raise CmtpError(f"{scored} is not a cmtp score output (no manifest): {exc}") from exc
+    if source.stage != "score":
+        raise CmtpError(f"{scored} is the output of {source.stage}, not of score")
+    globs = {sub: FileSystems.join(scored, sub, "part-*.parquet") for sub in OUTPUTS}
+    present = {sub: g for sub, g in globs.items() if any(r.metadata_list for r in FileSystems.match([g]))}
+    files = [f for g in present.values() for f in match_files(g)]
+    prepare_output(out, list(OUTPUTS))
+    started = time.perf_counter()
+    with make_pipeline(beam_args, workers) as p:
+        reads = [p | f"Read_{sub}" >> beam.io.ReadFromParquet(g) for sub, g in present.items()
+                 if sub != "dead_letters"]
+        rows = reads | "AllScored" >> beam.Flatten()
+        kept, rejected = rows | "Threshold" >> ApplyThreshold(threshold)
+        dead = (p | "ReadDead" >> beam.io.ReadFromParquet(present["dead_letters"])) if "dead_letters" in present \
+            else (p | "NoDead" >> beam.Create([]))
+        inputs = (rows, dead) | "AllInputs" >> beam.Flatten()
+        _write_outputs(_Replayed(kept, rejected, dead), out, shards, inputs)
+    config = {**source.config, "threshold": threshold, "rethreshold_of": scored, "shards": vars(shards),
+              "workers": workers, "beam_args": beam_args or []}
+    return _manifest(out, config, files,
+                     {**{k: v for k, v in source.extra.items() if k == "scorer"}, "threshold": threshold,
+                      "replayed_from": {"path": scored, "threshold": source.extra.get("threshold")}, **(extra or {})},
+                     time.perf_counter() - started)
+
+
+def _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, rate) -> Manifest:
+    from .audit.stats import ALL, collect, open_scored
+
+    if not 0 < rate <= 1:
+        raise CmtpError("--target-keep-rate must be in (0, 1]")
+    scratch = FileSystems.join(out, "_all_scores")
+    first = run_score(input_path, scratch, replace(config), shards, beam_args, workers)
+    stats = collect(open_scored([scratch]), np.array([config.threshold], dtype=np.float32))
+    threshold = float(stats[ALL].threshold_for_keep_rate(rate))
+    manifest = run_rethreshold(scratch, out, threshold, shards, beam_args, workers,
+                               {"target_keep_rate": rate, "scoring_seconds": first.extra["seconds"]})
+    FileSystems.delete([scratch])
+    manifest.config.update(rethreshold_of=None, input=input_path, target_keep_rate=rate)
+    manifest.extra.pop("replayed_from")  # the scratch scores are gone: this output is the only copy
+    manifest.inputs = first.inputs
     manifest.write(out)
     return manifest

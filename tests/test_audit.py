@@ -103,3 +103,41 @@ def test_errors(tmp_path):
     run = write_run(tmp_path / "r", TABLE)
     result = runner.invoke(app, ["audit", str(run), "--thresholds", "x:y"])
     assert "bad --thresholds" in str(result.exception)
+
+
+def _cli_error(*args):
+    from tests.test_cli import _cmtp
+
+    proc = _cmtp("audit", *map(str, args))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    return lines[0]
+
+
+def test_bad_scored_files_are_one_error_line_naming_the_file(tmp_path):
+    import pyarrow as pa
+
+    strings = tmp_path / "strings"
+    strings.mkdir()
+    pq.write_table(pa.table({"score": ["0.5", "0.7"], "source": ["a", "b"]}), strings / "s.parquet")
+    assert "s.parquet: column 'score' is string" in _cli_error(strings)
+
+    run = write_run(tmp_path / "truncated", TABLE)
+    good = run / "kept" / "part-00000-of-00001.parquet"
+    (run / "kept" / "part-00001-of-00002.parquet").write_bytes(good.read_bytes()[:-40])
+    assert "part-00001-of-00002.parquet: not a readable Parquet file" in _cli_error(run)
+
+    run = write_run(tmp_path / "foreign", TABLE)
+    pq.write_table(pa.table({"score": [0.5], "source": [3]}), run / "kept" / "part-00002.parquet")
+    assert "part-00002.parquet: column 'source' is int64" in _cli_error(run)
+    pq.write_table(pa.table({"score": [0.5], "source": ["a"]}), run / "kept" / "part-00002.parquet")
+    assert "part-00002.parquet: its schema differs" in _cli_error(run)
+
+
+def test_target_keep_rate_prints_the_command_that_applies_it(run_dir):
+    data = _json([str(run_dir), "--target-keep-rate", "0.5"])
+    t = data["suggested_threshold"]
+    assert data["apply_with"] == f"cmtp score --rethreshold {t:.4f} {run_dir} --out {run_dir}-t{t:.4f}"
+    result = runner.invoke(app, ["audit", str(run_dir), "--target-keep-rate", "0.5"], terminal_width=300)
+    assert data["apply_with"] in result.output

@@ -3,13 +3,12 @@
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.ml.inference.base import PredictionResult
 
 from pipelines.score import run_score
 from schemas import PAIR, SCORED_PAIR, Manifest, rows_to_table, validate_table
 from trainer.models import weights_fingerprint
 from transforms.score.config import ScoreConfig
-from transforms.score.ptransform import REJECTED, _ToScoredRowFn
+from transforms.score.ptransform import REJECTED, _SplitAtThresholdFn
 from transforms.score.scoring import is_kept, resolve_prompts, score_pairs
 
 PAIRS = [
@@ -59,11 +58,11 @@ def test_threshold_edge_cases():
     assert is_kept(0.43, t) and is_kept(np.float32(0.43), t)
     below = float(np.nextafter(np.float32(0.43), np.float32(0)))
     assert not is_kept(below, t)
-    fn = _ToScoredRowFn("m", "h", t)
+    fn = _SplitAtThresholdFn(t)
     example = {"pair_id": "x", "source": "s"}
-    (kept,) = fn.process(PredictionResult(example, 0.43))
+    (kept,) = fn.process({**example, "score": 0.43})
     assert kept["kept"] is True and kept["threshold"] == float(np.float32(0.43))
-    (rejected,) = fn.process(PredictionResult(example, below))
+    (rejected,) = fn.process({**example, "score": below})
     assert rejected.tag == REJECTED and rejected.value["kept"] is False
 
 
@@ -86,3 +85,73 @@ def test_missing_model_is_a_clear_error(pairs_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(CmtpError, match="not in the local Hugging Face cache"):
         run_score(str(pairs_dir), str(tmp_path / "o"), ScoreConfig())
+
+
+@pytest.fixture(scope="module")
+def prompted_model(tmp_path_factory):
+    from tests.tiny_models import build_tiny_model
+
+    corpus = [t + p for t, p in PAIRS] + ["问答："]
+    return build_tiny_model(tmp_path_factory.mktemp("prompted"), corpus, prompts={"query": "问：", "passage": "答："})
+
+
+def test_the_models_prompts_are_used_with_the_default_shared_model(pairs_dir, prompted_model, tmp_path):
+    """With model sharing on (the default) the handler holds a proxy; the prompts must still be applied."""
+    from sentence_transformers import SentenceTransformer
+
+    config = ScoreConfig(model=str(prompted_model), threshold=0.0, batch_size=8)
+    assert config.share_model
+    run_score(str(pairs_dir), str(tmp_path), config)
+    rows = sorted(pq.read_table(tmp_path / "kept").to_pylist() + pq.read_table(tmp_path / "rejected").to_pylist(),
+                  key=lambda r: r["pair_id"])
+    model = SentenceTransformer(str(prompted_model), device="cpu")
+    titles, passages = [r["title"] for r in rows], [r["passage"] for r in rows]
+    with_prompts = score_pairs(model, titles, passages, config, ("问：", "答："))
+    without = score_pairs(model, titles, passages, config, ("", ""))
+    np.testing.assert_allclose([r["score"] for r in rows], with_prompts, atol=1e-5)
+    assert np.abs(with_prompts - without).max() > 1e-3  # the check can tell the two apart
+
+
+def test_rethreshold_replays_a_cut_without_the_model_and_reconciles(pairs_dir, tiny_model_path, tmp_path):
+    from pipelines.score import run_rethreshold
+
+    first = run_score(str(pairs_dir), str(tmp_path / "s"), ScoreConfig(model=str(tiny_model_path), threshold=0.5))
+    scores = np.array([r["score"] for sub in ["kept", "rejected"]
+                       for r in pq.read_table(tmp_path / "s" / sub).to_pylist()], dtype=np.float32)
+    t = float(np.median(scores))
+    m = run_rethreshold(str(tmp_path / "s"), str(tmp_path / "r"), t).check()
+    kept = pq.read_table(tmp_path / "r" / "kept").to_pylist()
+    assert m.count_in == first.count_in == len(PAIRS) and m.count_out == int((scores >= np.float32(t)).sum())
+    assert m.dropped == {"below_threshold": len(scores) - m.count_out, "unscorable": 1}
+    assert all(r["kept"] and r["threshold"] == float(np.float32(t)) and r["score"] >= r["threshold"] for r in kept)
+    assert m.extra["replayed_from"]["threshold"] == 0.5 and m.extra["scorer"] == first.extra["scorer"]
+    with pytest.raises(Exception, match="not a cmtp score output|is the output of"):
+        run_rethreshold(str(pairs_dir), str(tmp_path / "x"), t)
+
+
+def test_score_with_a_target_keep_rate(pairs_dir, tiny_model_path, tmp_path):
+    m = run_score(str(pairs_dir), str(tmp_path), ScoreConfig(model=str(tiny_model_path)), target_keep_rate=0.75)
+    m.check()
+    scored = len(PAIRS) - 1
+    assert 0.75 <= m.count_out / scored < 0.75 + 2 / scored
+    assert m.extra["target_keep_rate"] == 0.75 and not (tmp_path / "_all_scores").exists()
+
+
+def test_a_batch_whose_inference_fails_goes_to_dead_letters(pairs_dir, tiny_model_path, tmp_path, monkeypatch):
+    from transforms.score import scoring
+
+    real = scoring.PairScorer.score
+
+    def flaky(self, titles, passages):
+        if any("长江" in t for t in titles):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, titles, passages)
+
+    monkeypatch.setattr(scoring.PairScorer, "score", flaky)
+    config = ScoreConfig(model=str(tiny_model_path), threshold=0.5, inference_batch=4, share_model=False)
+    m = run_score(str(pairs_dir), str(tmp_path), config).check()
+    dead = [d for d in pq.read_table(tmp_path / "dead_letters").to_pylist() if d["reason"] == "inference_error"]
+    assert 1 <= len(dead) <= 4 and "p002" in {d["item_id"] for d in dead}
+    assert all("CUDA out of memory" in d["detail"] for d in dead)
+    assert m.dropped["inference_error"] == len(dead)
+    assert m.count_out + m.dropped.get("below_threshold", 0) + len(dead) + 1 == len(PAIRS)

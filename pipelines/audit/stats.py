@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from schemas.errors import CmtpError
 
@@ -41,13 +43,34 @@ def open_scored(paths: list[str]) -> ds.Dataset:
                 files.append(root)
     if not files:
         raise CmtpError(f"no scored Parquet files under {', '.join(paths)}")
+    schema = _check_files(files, filesystem)
     try:
-        dataset = ds.dataset(files, format="parquet", filesystem=filesystem)
+        return ds.dataset(files, format="parquet", filesystem=filesystem, schema=schema)
     except Exception as exc:  # pyarrow raises several types for unreadable files
         raise CmtpError(f"cannot read scored Parquet: {exc}") from exc
-    if "score" not in dataset.schema.names:
-        raise CmtpError("these files have no 'score' column: pass the output of cmtp score")
-    return dataset
+
+
+def _check_files(files: list[str], filesystem) -> pa.Schema:
+    """Every file's footer is read (a dataset checks only the first one) and its ``score`` / ``source`` columns
+    typed, so a truncated shard or a foreign file is one error naming it, not a traceback mid-scan."""
+    first = None
+    for path in files:
+        try:
+            with filesystem.open(path, "rb") as fh:
+                schema = pq.read_schema(fh)
+        except Exception as exc:  # ArrowInvalid, OSError, ...: the file is not (complete) Parquet
+            raise CmtpError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+        if "score" not in schema.names:
+            raise CmtpError(f"{path}: no 'score' column; pass the output of cmtp score")
+        if not pa.types.is_floating(schema.field("score").type):
+            raise CmtpError(f"{path}: column 'score' is {schema.field('score').type}, not a float")
+        if "source" in schema.names and not pa.types.is_string(schema.field("source").type):
+            raise CmtpError(f"{path}: column 'source' is {schema.field('source').type}, not a string")
+        if first is None:
+            first = (path, schema)
+        elif schema.remove_metadata() != first[1].remove_metadata():
+            raise CmtpError(f"{path}: its schema differs from {first[0]}'s; scored files must share one schema")
+    return first[1]
 
 
 @dataclass

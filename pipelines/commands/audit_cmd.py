@@ -61,6 +61,15 @@ def _bar_chart(stats, threshold: float, bins: int = 24) -> Table:
     return table
 
 
+def rethreshold_command(inputs: list[str], threshold: float) -> str:
+    """The command that applies ``threshold`` to these scores without re-scoring."""
+    import shlex
+
+    source = inputs[0].rstrip("/") if len(inputs) == 1 else "SCORE_DIR"
+    target = shlex.quote(f"{source}-t{threshold:.4f}")
+    return f"cmtp score --rethreshold {threshold:.4f} {shlex.quote(source)} --out {target}"
+
+
 def _summary(stats, threshold: float, target: float | None) -> dict:
     summary = {"threshold": threshold, "sources": {}}
     for name, s in stats.items():
@@ -100,7 +109,8 @@ def _print_tables(stats, summary: dict, threshold: float) -> None:
     out.print(_bar_chart(stats, threshold))
     if "suggested_threshold" in summary:
         out.print(f"To keep {summary['target_keep_rate']:.1%} of all pairs, use threshold "
-                  f"{summary['suggested_threshold']:.4f}.")
+                  f"{summary['suggested_threshold']:.4f}:")
+        out.print(summary["apply_with"], markup=False, soft_wrap=True)
 
 
 def _print_comparison(c) -> None:
@@ -137,6 +147,8 @@ def audit(
     grid = np.unique(np.append(threshold_grid(thresholds), np.float32(threshold)))
     stats = collect(dataset, grid)
     summary = _summary(stats, threshold, target_keep_rate)
+    if "suggested_threshold" in summary:
+        summary["apply_with"] = rethreshold_command(inputs, summary["suggested_threshold"])
     comparison = None
     if compare_with:
         from ..audit.compare import compare

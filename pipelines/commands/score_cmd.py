@@ -25,6 +25,14 @@ Examples:
 
   cmtp score work/dedup --out work/score --model shibing624/text2vec-base-chinese --allow-network
 
+  cmtp score work/dedup --out work/score --model builtin:me5-small --target-keep-rate 0.8
+
+  cmtp score --rethreshold 0.9008 work/score --out work/score-0.9008     # replay a cut, no model needed
+
+Thresholds belong to a scorer: 0.43 is C-MTP's cut for Text2Vec-Chinese (cosines spread over 0.2-0.9); e5 models
+put almost every title-passage pair between 0.80 and 0.97, so cut them by keep rate (--target-keep-rate, or
+`cmtp audit --target-keep-rate` then --rethreshold) rather than by a fixed number.
+
 {BEAM_ARGS_HELP}
 """
 
@@ -48,17 +56,26 @@ def score(
     target_shard_rows: int = typer.Option(100_000, help="rows per shard when --num-shards is not given"),
     row_group_size: int = typer.Option(8192, help="Parquet row-group size"),
     workers: int = typer.Option(1, help="local worker processes (the model uses all cores itself)"),
+    rethreshold: float = typer.Option(None, help="INPUT is a score output: re-cut its stored scores at this "
+                                                 "threshold into --out (no model, no re-scoring)"),
+    target_keep_rate: float = typer.Option(None, help="score, then cut where this share (0-1) of pairs is kept"),
 ) -> None:
     from ..extract import ShardOptions
-    from ..score import run_score
+    from ..score import run_rethreshold, run_score
 
     inputs, beam_args = split_beam_args(inputs, ctx.args)
     if len(inputs) != 1:
         raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
+    shards = ShardOptions(num_shards, target_shard_rows, row_group_size)
+    if rethreshold is not None:
+        if target_keep_rate is not None:
+            raise CmtpError("give --rethreshold or --target-keep-rate, not both")
+        print_manifest_summary(run_rethreshold(inputs[0], out_dir, rethreshold, shards, beam_args, workers))
+        return
     flags = dict(model=model, threshold=threshold, batch_size=batch_size, max_seq_length=max_seq_length,
                  query_prompt=query_prompt, passage_prompt=passage_prompt, device=device, share_model=share_model,
                  allow_network=allow_network)
     config = build_config(ScoreConfig, load_yaml_config(config_file), flags)
-    manifest = run_score(inputs[0], out_dir, config, ShardOptions(num_shards, target_shard_rows, row_group_size),
-                         beam_args=beam_args, workers=workers)
+    manifest = run_score(inputs[0], out_dir, config, shards, beam_args=beam_args, workers=workers,
+                         target_keep_rate=target_keep_rate)
     print_manifest_summary(manifest)

@@ -77,7 +77,8 @@ def train(
     from trainer.loop import train as run_train
 
     values = load_yaml_config(config_file)
-    flags = dict(stage=stage, model=model, output_dir=out_dir, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+    flags = dict(stage=stage, model=model, output_dir=out_dir, max_steps=max_steps, epochs=epochs,
+                 batch_size=batch_size,
                  learning_rate=learning_rate, temperature=temperature, train_group_size=group_size,
                  cross_device=cross_device, gradcache_chunk=gradcache_chunk, pooling=pooling,
                  query_prompt=query_prompt, passage_prompt=passage_prompt, distill_weight=distill_weight,

@@ -41,3 +41,10 @@ def dead_letter(
 def dead_letter_sort_key(row: dict[str, Any]) -> str:
     return "\x1f".join([row["stage"], row["source"], row["source_file"], row["record_key"], row["reason"],
                         row.get("item_id") or ""])
+
+
+def pair_dead_letter(stage: str, reason: str, pair: dict[str, Any], detail: str = "") -> dict[str, Any]:
+    """The dead letter of a (title, passage) pair row, keeping its provenance and id."""
+    return dead_letter(stage, reason, pair.get("source") or "?", pair.get("source_file") or "?",
+                       pair.get("record_key") or "?", {"title": pair.get("title"), "passage": pair.get("passage")},
+                       detail, pair.get("pair_id"))

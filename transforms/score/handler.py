@@ -14,7 +14,7 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from .config import ScoreConfig
-from .scoring import load_scoring_model, resolve_prompts, score_pairs
+from .scoring import PairScorer
 
 
 class SentencePairModelHandler(ModelHandler[dict, float, Any]):
@@ -22,13 +22,14 @@ class SentencePairModelHandler(ModelHandler[dict, float, Any]):
         super().__init__()
         self.config = config
 
-    def load_model(self):
-        return load_scoring_model(self.config)
+    def load_model(self) -> PairScorer:
+        return PairScorer(self.config)
 
-    def run_inference(self, batch: Sequence[dict], model, inference_args=None) -> Iterable[PredictionResult]:
-        titles = [p["title"] for p in batch]
-        passages = [p["passage"] for p in batch]
-        scores = score_pairs(model, titles, passages, self.config, resolve_prompts(model, self.config))
+    def run_inference(self, batch: Sequence[dict], model: PairScorer, inference_args=None
+                      ) -> Iterable[PredictionResult]:
+        """``model`` is the :class:`PairScorer` itself, or a proxy to it when shared across processes: only
+        its methods are used, so the prompts are applied either way."""
+        scores = model.score([p["title"] for p in batch], [p["passage"] for p in batch])
         return [PredictionResult(p, float(s)) for p, s in zip(batch, scores, strict=True)]
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:

@@ -55,6 +55,26 @@ def score_pairs(model, titles: list[str], passages: list[str], config: ScoreConf
     return np.einsum("ij,ij->i", q, p).astype(np.float32)
 
 
+class PairScorer:
+    """The scoring model with its prompts, resolved where the model lives.
+
+    With RunInference's model sharing the handler only holds a proxy to this object (in another process);
+    attributes of the model such as ``prompts`` are not visible through the proxy (reading them gave ``None``, so
+    scores silently lost the e5 prompts), while method calls are forwarded. So everything that needs the model
+    happens inside :meth:`score`."""
+
+    def __init__(self, config: ScoreConfig):
+        self.config = config
+        self.model = load_scoring_model(config)
+        self.prompts = resolve_prompts(self.model, config)
+
+    def score(self, titles: list[str], passages: list[str]) -> np.ndarray:
+        return score_pairs(self.model, titles, passages, self.config, self.prompts)
+
+    def describe(self) -> dict:
+        return {"query_prompt": self.prompts[0], "passage_prompt": self.prompts[1]}
+
+
 def is_kept(score: float, threshold: float) -> bool:
     """Kept when score >= threshold, both compared as the float32 values stored in the output."""
     return bool(np.float32(score) >= np.float32(threshold))
