@@ -199,3 +199,70 @@ def test_mine_end_to_end_output_validates(tmp_path, tiny_model_path):
     assert all(r["pos"][0] not in r["neg"] for r in data)
     assert pq.ParquetFile(next((tmp_path / "out" / "examples").glob("*.parquet"))).metadata.row_group(0).num_rows <= 8
     assert manifest.extra["index"]["kind"] == "flat" and "guards_removed" in manifest.extra
+
+
+def test_the_false_negative_guard_is_measured_above_the_pools_baseline(tmp_path):
+    """e5-like scores: random pairs near 0.8, the positive at 0.92. On raw cosines 0.95 x 0.92 = 0.874 would
+    remove the genuine hard negative at 0.88; above the baseline only the 0.915 candidate is too close."""
+    from pipelines.mine.sampling import false_negative_ceiling
+
+    assert false_negative_ceiling(0.92, 0.0, 0.95) == pytest.approx(0.874)
+    assert false_negative_ceiling(0.92, 0.8, 0.95) == pytest.approx(0.914)
+    texts = ["黄河是中国第二长河。", "珠江是中国南方最大的河流。", "长江的支流有嘉陵江和汉江等。"]
+    store = _store(tmp_path, _unit(np.random.default_rng(4), 3, 8), texts)
+    config = MineConfig(range_start=0, range_end=3, max_neg_ratio=0.95)
+    scores = np.array([0.915, 0.88, 0.85], dtype=np.float32)
+    guards = Counter()
+    chosen = choose_negatives("e", "长江有多长", ["长江全长六千三百公里。"], [0.92], None, np.arange(3), scores, store,
+                              config, 3, guards, baseline=0.8)
+    assert [c.index for c in chosen] == [1, 2] and guards["too_close_to_positive"] == 1
+    raw = Counter()
+    choose_negatives("e", "长江有多长", ["长江全长六千三百公里。"], [0.92], None, np.arange(3), scores, store, config, 3,
+                     raw, baseline=0.0)
+    assert raw["too_close_to_positive"] == 2
+
+
+def test_labeled_negatives_and_other_answers_to_the_query_are_not_mined(tmp_path, tiny_model_path):
+    answers = ["长江是亚洲第一长河，全长六千三百公里。", "黄河是中国第二长河，流经九个省区。",
+               "珠江是中国南方最大的河流。", "淮河位于长江与黄河之间。"]
+    rows = [{"query": f"问题{i}", "pos": answers[i], "neg": [answers[(i + 1) % 3]]} for i in range(3)]
+    rows += [{"query": "问题0", "pos": answers[3]}]  # another answer to the first question
+    path = tmp_path / "labeled.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    config = MineConfig(model=str(tiny_model_path), range_start=0, range_end=10, negatives=3, max_neg_ratio=10,
+                        labeled=[str(path)])
+    manifest = run_mine(None, str(tmp_path / "out"), config)
+    data = pq.read_table(tmp_path / "out" / "examples").to_pylist()
+    for r in data:
+        assert len(r["neg"]) == len(set(r["neg"])), r  # no negative twice
+        assert not set(r["neg"]) & set(r["pos"])
+        if r["query"] == "问题0":  # neither answer to 问题0 is a negative of the other
+            assert not {answers[0], answers[3]} & set(r["neg"]), r
+    guards = manifest.extra["guards_removed"]
+    from pipelines.mine.sampling import GUARDS
+
+    assert list(guards) == list(GUARDS)  # every guard is reported, zeros included
+    assert guards["labeled_negative"] == 3 and guards["positive_of_same_query"] == 2
+    assert "score_baseline" in manifest.extra
+
+
+def test_an_ivf_attempt_that_falls_back_to_exact_search_is_recorded(tmp_path):
+    from pipelines.mine.run import _Miner
+
+    rng = np.random.default_rng(6)
+    pool = _unit(rng, 6000, 32)  # no cluster structure: IVF needs most of its lists
+    store = _store(tmp_path, pool, shard_rows=4096)
+    miner = _Miner(MineConfig(flat_max=1000, use_gpu=False), None, ("", ""), store, {})
+    miner.prepare_search(_unit(rng, 200, 32), 50)
+    described = miner.search.describe()
+    assert described["kind"] == "flat" and described["fallback_from"]["kind"].startswith("ivf")
+    tried = described["fallback_from"]
+    assert tried["nprobe"] > tried["nlist"] // 4 and 0 < tried["measured_recall_at_k"] <= 1
+    assert abs(miner.baseline) < 0.1  # random unit vectors: unrelated pairs score about 0
+
+
+def test_pool_lookup_sorts_the_keys_once(tmp_path):
+    store = _store(tmp_path, _unit(np.random.default_rng(8), 5, 4), [f"段落{i}" for i in range(5)])
+    assert store.lookup(["段落3", "没有", "段落0"]).tolist() == [3, -1, 0]
+    order = store._key_order
+    assert store.lookup(["段落4"]).tolist() == [4] and store._key_order is order

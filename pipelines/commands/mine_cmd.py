@@ -47,7 +47,8 @@ def mine(
     rank_range: str = typer.Option("10-210", "--range", help="sample negatives from these ranks"),
     negatives: int = typer.Option(15, help="negatives per query"),
     seed: int = typer.Option(42, help="sampling seed"),
-    max_neg_ratio: float = typer.Option(0.95, help="drop candidates scoring above this x the positive's score"),
+    max_neg_ratio: float = typer.Option(0.95, help="drop likely false negatives: candidates above this share of the positive's score, both "
+                                        "measured above the pool's random-pair median"),
     near_dup_jaccard: float = typer.Option(0.8, help="drop candidates this similar to a positive (5-gram Jaccard)"),
     pad_random: bool = typer.Option(False, "--pad-random", help="fill short rows with random passages (marked)"),
     flat_max: int = typer.Option(200_000, help="exact search up to this pool size, IVF above"),
@@ -88,7 +89,12 @@ def mine(
         table.add_row(f"guard {reason}", str(n))
     table.add_row("rows short of negatives", str(e["rows_short_of_negatives"]))
     table.add_row("missing negatives", str(e["missing_negatives"]))
-    table.add_row("index", f"{e['index']['kind']} nprobe={e['index']['nprobe']}")
+    table.add_row("score baseline (random pairs' median)", f"{e['score_baseline']:.4f}")
+    index = e["index"]
+    tried = index.get("fallback_from")
+    table.add_row("index", f"{index['kind']} nprobe={index['nprobe']}" + (
+        f" (tried {tried['kind']}: nprobe {tried['nprobe']} for recall {tried['measured_recall_at_k']:.3f})"
+        if tried else ""))
     table.add_row("queries/s (search + sampling)", str(e["queries_per_second"]))
     out.print(table)
     out.print(f"  examples: {manifest.outputs['examples']['rows']} rows at {manifest.outputs['examples']['path']}")

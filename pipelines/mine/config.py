@@ -16,7 +16,9 @@ class MineConfig:
     range_end: int = 210
     negatives: int = 15
     seed: int = 42
-    max_neg_ratio: float = 0.95  # drop candidates scoring above this x the positive's score
+    # drop likely false negatives: above this share of the positive's score, both measured above the pool's
+    # random-pair median (sampling.false_negative_ceiling)
+    max_neg_ratio: float = 0.95
     near_dup_jaccard: float = 0.8  # drop candidates this similar (character 5-gram Jaccard) to a positive
     pad_random: bool = False  # fill short rows with random pool passages, marked "random"
     keep_labeled_negatives: bool = True

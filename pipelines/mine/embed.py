@@ -28,6 +28,7 @@ class PoolStore:
         self._maps: list[np.ndarray] = []
         self.keys = np.zeros(0, dtype=np.uint64)
         self.clusters: list[str | None] = []
+        self._key_order: np.ndarray | None = None  # argsort of keys, built on the first lookup
 
     # -- texts -------------------------------------------------------------------------------------------
     def write_texts(self, items) -> int:
@@ -52,6 +53,7 @@ class PoolStore:
         self.keys = np.array(keys, dtype=np.uint64)
         self.clusters = clusters
         self._texts = None
+        self._key_order = None
         return len(keys)
 
     @property
@@ -118,8 +120,11 @@ class PoolStore:
         return out
 
     def lookup(self, texts: list[str]) -> np.ndarray:
-        """Pool index of each text (by normalised key), -1 when absent."""
-        order = np.argsort(self.keys)
+        """Pool index of each text (by normalised key), -1 when absent. The key order is sorted once, not per
+        call (mining looks up every example's positives and labeled negatives)."""
+        if self._key_order is None or len(self._key_order) != len(self.keys):
+            self._key_order = np.argsort(self.keys)
+        order = self._key_order
         sorted_keys = self.keys[order]
         wanted = np.array([text_key(t) for t in texts], dtype=np.uint64)
         pos = np.clip(np.searchsorted(sorted_keys, wanted), 0, max(len(sorted_keys) - 1, 0))

@@ -83,6 +83,7 @@ class SearchIndex:
     on_gpu: bool = False
     store: PoolStore | None = None
     rerank: int = 0  # > 0: fetch rerank x k by approximate distance, order them exactly from the disk shards
+    fallback_from: dict | None = None  # the IVF index that was tried first, when its tuning led to exact search
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -96,7 +97,14 @@ class SearchIndex:
     def describe(self) -> dict:
         total = int(self.index.ntotal) if self.index is not None else len(self.store)
         return {"kind": self.kind, "ntotal": total, "nlist": self.nlist, "nprobe": self.nprobe,
-                "rerank": self.rerank or None, "measured_recall_at_k": self.measured_recall, "gpu": self.on_gpu}
+                "rerank": self.rerank or None, "measured_recall_at_k": self.measured_recall, "gpu": self.on_gpu,
+                "fallback_from": self.fallback_from}
+
+    def tried(self) -> dict:
+        """This index as the manifest records a tuning attempt: what it was and the recall it reached."""
+        return {"kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe,
+                "measured_recall_at_k": self.measured_recall, "reason": "IVF needed more than a quarter of its "
+                "lists for the target recall: exact search costs no more"}
 
 
 def _to_gpu(index: faiss.Index) -> faiss.Index:

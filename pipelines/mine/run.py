@@ -19,10 +19,10 @@ from transforms.score.config import ScoreConfig
 from transforms.score.scoring import encode, load_scoring_model, resolve_prompts
 
 from .config import MineConfig
-from .embed import PoolStore
+from .embed import PoolStore, text_key
 from .index import SearchIndex, build_index, tune_nprobe
 from .inputs import Example, read_labeled, read_pairs, read_pool
-from .sampling import Chosen, choose_negatives, random_padding
+from .sampling import GUARDS, Chosen, choose_negatives, random_padding
 
 DEFAULT_MODEL = "builtin:me5-small"
 
@@ -68,15 +68,7 @@ class _ShardWriters:
             writer.close()
 
 
-def run_mine(input_path: str | None, out: str, config: MineConfig | None = None) -> Manifest:
-    config = config or MineConfig()
-    if config.range_end <= config.range_start or config.range_start < 0:
-        raise CmtpError("--range must be START-END with 0 <= START < END")
-    started = time.perf_counter()
-    out_dir = Path(out)
-    work = out_dir / "_work"
-    shutil.rmtree(work, ignore_errors=True)
-
+def _read_examples(input_path: str | None, config: MineConfig) -> tuple[list[Example], list[dict]]:
     examples: list[Example] = read_pairs(input_path) if input_path else []
     dead: list[dict] = []
     for path in config.labeled:
@@ -86,15 +78,106 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None)
     if not examples:
         raise CmtpError("nothing to mine: give scored pairs (INPUT) and/or --labeled files")
     examples.sort(key=lambda e: e.example_id)
+    return examples, dead
 
+
+def _same_query_positives(examples: list[Example]) -> dict[int, list[str]]:
+    """Normalised query key -> every positive of the examples asking it (several answers to one question)."""
+    groups: dict[int, list[str]] = {}
+    for e in examples:
+        groups.setdefault(text_key(e.query), []).extend(e.pos)
+    return groups
+
+
+def score_baseline(store: PoolStore, queries: np.ndarray, seed: int, sample: int = 2048) -> float:
+    """Median score of random (query, pool passage) pairs: where "unrelated" sits for this scorer and pool
+    (around 0 for some models, 0.8 for e5), the zero point of the false-negative guard."""
+    rng = np.random.default_rng([seed, 7])
+    picks = np.sort(rng.choice(len(store), size=min(sample, len(store)), replace=False))
+    q = queries[rng.choice(len(queries), size=min(256, len(queries)), replace=False)]
+    return float(np.median(q.astype(np.float32) @ store.vectors(picks).T))
+
+
+class _Miner:
+    """Everything one example needs, prepared once: the model and prompts, the pool, the search index."""
+
+    def __init__(self, config: MineConfig, model, prompts: tuple[str, str], store: PoolStore,
+                 groups: dict[int, list[str]]):
+        self.config, self.model, self.store, self.groups = config, model, store, groups
+        self.query_prompt, self.passage_prompt = prompts
+        self.guards: Counter = Counter({name: 0 for name in GUARDS})
+        self.short_rows = self.missing = self.padded = 0
+        self.baseline: float | None = None
+        self.search: SearchIndex | None = None
+
+    def passage_vectors(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of texts from the pool's shards, encoding only those the pool does not hold."""
+        if not texts:
+            return np.zeros((0, self.store.shard(0).shape[1]), np.float32)
+        index = self.store.lookup(texts)
+        out = np.zeros((len(texts), self.store.shard(0).shape[1]), np.float32)
+        found = index >= 0
+        if found.any():
+            out[found] = self.store.vectors(index[found])
+        if (~found).any():
+            out[~found] = encode(self.model, [t for t, f in zip(texts, found, strict=True) if not f],
+                                 self.passage_prompt, self.config.batch_size)
+        return out
+
+    def prepare_search(self, first_queries: np.ndarray, k: int) -> None:
+        config, store = self.config, self.store
+        search = build_index(store, config)
+        tune_nprobe(search, store, first_queries[:512], k, config.target_recall, config.nprobe)
+        if search.nlist and not config.nprobe and search.nprobe > search.nlist // 4:
+            # IVF needs most of its lists for the target recall on this data: exact search costs no more
+            # (with IVF-PQ, memory is what was asked to be saved: exact search one disk shard at a time)
+            tried = search.tried()
+            search = SearchIndex(None, "exact_sharded", store=store) if config.ivf_pq else \
+                build_index(store, replace(config, flat_max=len(store)))
+            search.fallback_from = tried
+        self.search = search
+        self.baseline = score_baseline(store, first_queries, config.seed)
+
+    def example_row(self, example: Example, q: np.ndarray, ranked_ids: np.ndarray, ranked_scores: np.ndarray) -> dict:
+        config, store = self.config, self.store
+        pos_scores = [float(s) for s in self.passage_vectors(example.pos) @ q]
+        labeled = example.neg if config.keep_labeled_negatives else []
+        wanted = max(0, config.negatives - len(labeled))
+        others = [p for p in self.groups.get(text_key(example.query), []) if p not in example.pos]
+        chosen = choose_negatives(example.example_id, example.query, example.pos, pos_scores, example.cluster_id,
+                                  ranked_ids, ranked_scores, store, config, wanted, self.guards, self.baseline,
+                                  example.neg, others)
+        if len(chosen) < wanted and config.pad_random:
+            blocked = {text_key(t) for t in example.neg + others}
+            fill = random_padding(example.example_id, example.query, example.pos,
+                                  {c.index for c in chosen}, store, config, wanted - len(chosen), blocked)
+            for idx, v in zip(fill, store.vectors(fill) if fill else [], strict=True):
+                chosen.append(Chosen(idx, float(np.dot(q, v)), "random"))
+            self.padded += len(fill)
+        if len(chosen) < wanted:
+            self.short_rows += 1
+            self.missing += wanted - len(chosen)
+        labeled_scores = [float(s) for s in self.passage_vectors(labeled) @ q]
+        return {
+            "example_id": example.example_id, "query": example.query, "pos": example.pos,
+            "neg": labeled + [store.text(c.index) for c in chosen],
+            "instruction": example.instruction or config.train_instruction, "source": example.source,
+            "task": example.task, "pos_scores": pos_scores,
+            "neg_scores": labeled_scores + [c.score for c in chosen],
+            "neg_kinds": ["labeled"] * len(labeled) + [c.kind for c in chosen],
+        }
+
+
+def _load_model(config: MineConfig, input_path: str | None):
     model_name = config.model or _default_model(input_path)
     scoring = ScoreConfig(model=model_name, batch_size=config.batch_size, max_seq_length=config.max_seq_length,
                           query_prompt=config.query_instruction, passage_prompt=config.passage_prompt,
                           device=config.device, allow_network=config.allow_network)
     model = load_scoring_model(scoring)
-    query_prompt, passage_prompt = resolve_prompts(model, scoring)
+    return model_name, model, resolve_prompts(model, scoring)
 
-    store = PoolStore(work / "pool")
+
+def _embed_pool(store: PoolStore, examples: list[Example], config: MineConfig, model, passage_prompt: str) -> int:
     if config.pool:
         pool_items = read_pool(config.pool)
     else:
@@ -103,87 +186,59 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None)
     pool_size = store.write_texts(pool_items)
     if pool_size < 2:
         raise CmtpError(f"the candidate pool has {pool_size} passage(s); mining needs more")
-    t_embed = time.perf_counter()
     store.write_embeddings(lambda texts: encode(model, texts, passage_prompt, config.batch_size),
                            config.embed_shard_rows)
+    return pool_size
+
+
+def _per_source(examples: list[Example], dead: list[dict]) -> dict[str, dict]:
+    per_source: dict[str, dict] = {}
+    for e in examples:
+        entry = per_source.setdefault(e.source, {"in": 0, "out": 0, "dropped": {}})
+        entry["in"] += 1
+        entry["out"] += 1
+    for d in dead:
+        entry = per_source.setdefault(d["source"], {"in": 0, "out": 0, "dropped": {}})
+        entry["in"] += 1
+        entry["dropped"][d["reason"]] = entry["dropped"].get(d["reason"], 0) + 1
+    return per_source
+
+
+def run_mine(input_path: str | None, out: str, config: MineConfig | None = None) -> Manifest:
+    """examples (scored pairs and/or labeled rows) -> pool embeddings on disk -> search -> guarded, seeded
+    negatives -> training-example shards + manifest."""
+    config = config or MineConfig()
+    if config.range_end <= config.range_start or config.range_start < 0:
+        raise CmtpError("--range must be START-END with 0 <= START < END")
+    started = time.perf_counter()
+    out_dir = Path(out)
+    work = out_dir / "_work"
+    shutil.rmtree(work, ignore_errors=True)
+    examples, dead = _read_examples(input_path, config)
+    model_name, model, (query_prompt, passage_prompt) = _load_model(config, input_path)
+
+    store = PoolStore(work / "pool")
+    t_embed = time.perf_counter()
+    pool_size = _embed_pool(store, examples, config, model, passage_prompt)
     embed_seconds = time.perf_counter() - t_embed
 
     k = min(config.range_end, pool_size)
-    search = build_index(store, config)
-    guards: Counter = Counter()
-    short_rows = missing = padded = 0
+    miner = _Miner(config, model, (query_prompt, passage_prompt), store, _same_query_positives(examples))
     writers = _ShardWriters(out_dir / "examples", config.num_shards, config.rows_per_group)
     t_search = time.perf_counter()
-    tuned = False
     for start in range(0, len(examples), config.search_batch):
         chunk = examples[start : start + config.search_batch]
         q = encode(model, [e.query for e in chunk], query_prompt, config.batch_size)
-        if not tuned:
-            tune_nprobe(search, store, q[:512], k, config.target_recall, config.nprobe)
-            tuned = True
-            if search.nlist and not config.nprobe and search.nprobe > search.nlist // 4:
-                # IVF needs most of its lists for the target recall on this data: exact search costs no more
-                # (with IVF-PQ, memory is what was asked to be saved: exact search one disk shard at a time)
-                search = SearchIndex(None, "exact_sharded", store=store) if config.ivf_pq else \
-                    build_index(store, replace(config, flat_max=pool_size))
-        scores, ids = search.search(q, k)
-        positives = [e.pos for e in chunk]
-        pos_index = store.lookup([p for ps in positives for p in ps])
-        missing_pos = [p for p, i in zip((p for ps in positives for p in ps), pos_index, strict=True) if i < 0]
-        extra = dict(zip(missing_pos, encode(model, missing_pos, passage_prompt, config.batch_size), strict=True)) \
-            if missing_pos else {}
-        cursor = 0
+        if miner.search is None:
+            miner.prepare_search(q, k)
+        scores, ids = miner.search.search(q, k)
         for row, example in enumerate(chunk):
-            vectors = []
-            for p in example.pos:
-                idx = pos_index[cursor]
-                cursor += 1
-                vectors.append(store.vectors([idx])[0] if idx >= 0 else extra[p])
-            pos_scores = [float(np.dot(q[row], v)) for v in vectors]
-            wanted = max(0, config.negatives - (len(example.neg) if config.keep_labeled_negatives else 0))
-            chosen = choose_negatives(example.example_id, example.query, example.pos, pos_scores, example.cluster_id,
-                                      ids[row], scores[row], store, config, wanted, guards)
-            if len(chosen) < wanted and config.pad_random:
-                taken = {c.index for c in chosen}
-                fill = random_padding(example.example_id, example.query, example.pos, taken, store, config,
-                                      wanted - len(chosen))
-                fill_vectors = store.vectors(fill) if fill else np.zeros((0, q.shape[1]), np.float32)
-                for idx, v in zip(fill, fill_vectors, strict=True):
-                    chosen.append(Chosen(idx, float(np.dot(q[row], v)), "random"))
-                padded += len(fill)
-            if len(chosen) < wanted:
-                short_rows += 1
-                missing += wanted - len(chosen)
-            labeled = example.neg if config.keep_labeled_negatives else []
-            labeled_scores = []
-            if labeled:
-                label_idx = store.lookup(labeled)
-                label_vecs = [store.vectors([i])[0] if i >= 0 else encode(model, [t], passage_prompt, 1)[0]
-                              for i, t in zip(label_idx, labeled, strict=True)]
-                labeled_scores = [float(np.dot(q[row], v)) for v in label_vecs]
-            writers.add({
-                "example_id": example.example_id, "query": example.query, "pos": example.pos,
-                "neg": labeled + [store.text(c.index) for c in chosen],
-                "instruction": example.instruction or config.train_instruction, "source": example.source,
-                "task": example.task, "pos_scores": pos_scores,
-                "neg_scores": labeled_scores + [c.score for c in chosen],
-                "neg_kinds": ["labeled"] * len(labeled) + [c.kind for c in chosen],
-            })
+            writers.add(miner.example_row(example, q[row], ids[row], scores[row]))
     writers.close()
     search_seconds = time.perf_counter() - t_search
     if dead:
         (out_dir / "dead_letters").mkdir(parents=True, exist_ok=True)
         pq.write_table(rows_to_table(dead, DEAD_LETTER), out_dir / "dead_letters" / "part-00000-of-00001.parquet")
-    dropped = Counter(d["reason"] for d in dead)
-    per_source: dict[str, dict] = {}
-    for e in examples:
-        per_source.setdefault(e.source, {"in": 0, "out": 0, "dropped": {}})
-        per_source[e.source]["in"] += 1
-        per_source[e.source]["out"] += 1
-    for d in dead:
-        entry = per_source.setdefault(d["source"], {"in": 0, "out": 0, "dropped": {}})
-        entry["in"] += 1
-        entry["dropped"][d["reason"]] = entry["dropped"].get(d["reason"], 0) + 1
     shutil.rmtree(work, ignore_errors=True)
     manifest = Manifest(
         stage="mine",
@@ -193,12 +248,15 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None)
                               "schema": "training_example"},
                  "dead_letters": {"path": str(out_dir / "dead_letters"), "files": int(bool(dead)), "rows": len(dead),
                                   "schema": "dead_letter"}},
-        count_in=len(examples) + len(dead), count_out=writers.rows, dropped=dict(dropped), per_source=per_source,
+        count_in=len(examples) + len(dead), count_out=writers.rows,
+        dropped=dict(Counter(d["reason"] for d in dead)), per_source=_per_source(examples, dead),
         extra={
-            "pool_size": pool_size, "index": search.describe(), "k": k,
+            "pool_size": pool_size, "index": miner.search.describe(), "k": k,
             "query_prompt": query_prompt, "passage_prompt": passage_prompt,
-            "guards_removed": dict(sorted(guards.items())),
-            "rows_short_of_negatives": short_rows, "missing_negatives": missing, "random_padding": padded,
+            "score_baseline": round(miner.baseline, 6),
+            "guards_removed": {name: miner.guards[name] for name in GUARDS},
+            "rows_short_of_negatives": miner.short_rows, "missing_negatives": miner.missing,
+            "random_padding": miner.padded,
             "embed_seconds": round(embed_seconds, 2), "search_and_sample_seconds": round(search_seconds, 2),
             "queries_per_second": round(len(examples) / max(search_seconds, 1e-9), 1),
             "seconds": round(time.perf_counter() - started, 2),

@@ -1,10 +1,12 @@
 """Choosing hard negatives for one query: false-negative guards, then seeded sampling from a rank range.
 
-Guards, applied in this order to the candidates at ranks [range_start, range_end), each counted:
+Guards, applied in this order to the candidates at ranks [range_start, range_end), each counted (zeros too):
 ``is_positive`` (same normalised text as a positive: the positive itself or an exact duplicate),
-``equals_query``, ``same_cluster_as_positive`` (the dedup stage's MinHash cluster), ``too_close_to_positive``
-(score above ``max_neg_ratio`` x the lowest positive score), ``near_duplicate_of_positive`` (character 5-gram
-Jaccard >= ``near_dup_jaccard`` with a positive).
+``positive_of_same_query`` (a positive of another example whose normalised query is the same: another answer
+to the same question), ``equals_query``, ``labeled_negative`` (already among the example's own negatives),
+``same_cluster_as_positive`` (the dedup stage's MinHash cluster), ``too_close_to_positive`` (likely false
+negatives, see :func:`false_negative_ceiling`), ``near_duplicate_of_positive`` (character 5-gram Jaccard >=
+``near_dup_jaccard`` with a positive).
 """
 
 from __future__ import annotations
@@ -19,6 +21,21 @@ from transforms.dedup.shingles import jaccard, shingle_hashes
 
 from .config import MineConfig
 from .embed import PoolStore, text_key
+
+GUARDS = ("is_positive", "positive_of_same_query", "equals_query", "labeled_negative", "same_cluster_as_positive",
+          "too_close_to_positive", "near_duplicate_of_positive")
+
+
+def false_negative_ceiling(pos_score: float, baseline: float, ratio: float) -> float:
+    """The highest score a negative may have: ``ratio`` of the positive's score, both measured above the pool's
+    ``baseline`` (the median score of random query-passage pairs).
+
+    Positive-aware mining (NV-Retriever's "TopK-PercPos") keeps negatives below a share of the positive's score.
+    On raw cosines that only works for a scorer whose unrelated pairs sit near 0: e5 puts random pairs near
+    0.8 and positives near 0.92, so 0.95 x 0.92 = 0.87 removed most genuine hard negatives (51,998 candidates,
+    114 of 2,000 rows left short in a real run). Rescaled as ``(s - baseline) / (1 - baseline)`` the rule means
+    the same for every scorer: ``s' <= ratio * pos'``."""
+    return baseline + ratio * (pos_score - baseline)
 
 
 @dataclass
@@ -45,6 +62,9 @@ def choose_negatives(
     config: MineConfig,
     wanted: int,
     guards: Counter,
+    baseline: float = 0.0,
+    labeled_negatives: list[str] = (),
+    same_query_positives: list[str] = (),
 ) -> list[Chosen]:
     """The cheap guards run on every candidate of the window at once; the survivors are visited in a seeded
     random order and the near-duplicate check (which needs the text) runs only until ``wanted`` are accepted,
@@ -55,10 +75,14 @@ def choose_negatives(
     ids, scores = ids[valid], scores[valid]
     keys = store.keys[ids]
     pos_keys = np.array([text_key(p) for p in positives], dtype=np.uint64)
-    ceiling = config.max_neg_ratio * min(pos_scores) if pos_scores else np.inf
+    other_answers = np.array([text_key(p) for p in same_query_positives], dtype=np.uint64)
+    labeled_keys = np.array([text_key(n) for n in labeled_negatives], dtype=np.uint64)
+    ceiling = false_negative_ceiling(min(pos_scores), baseline, config.max_neg_ratio) if pos_scores else np.inf
     checks = [
         ("is_positive", np.isin(keys, pos_keys)),
+        ("positive_of_same_query", np.isin(keys, other_answers)),
         ("equals_query", keys == np.uint64(text_key(query))),
+        ("labeled_negative", np.isin(keys, labeled_keys)),
         ("same_cluster_as_positive", np.array([cluster_id is not None and store.clusters[i] == cluster_id
                                                for i in ids], dtype=bool)),
         ("too_close_to_positive", scores > ceiling),
@@ -84,10 +108,11 @@ def choose_negatives(
 
 
 def random_padding(example_id: str, query: str, positives: list[str], taken: set[int], store: PoolStore,
-                   config: MineConfig, count: int) -> list[int]:
-    """Up to ``count`` random pool rows that are not positives, the query, or already taken."""
+                   config: MineConfig, count: int, blocked: set[int] = frozenset()) -> list[int]:
+    """Up to ``count`` random pool rows that are not positives, the query, or already taken (``blocked``: keys
+    of more texts to avoid, such as the example's labeled negatives)."""
     rng = rng_for(example_id + "/random", config.seed)
-    blocked = {text_key(p) for p in positives} | {text_key(query)}
+    blocked = {text_key(p) for p in positives} | {text_key(query)} | set(blocked)
     out: list[int] = []
     for idx in rng.permutation(len(store))[: count * 20 + 20]:
         if len(out) == count:
