@@ -217,8 +217,8 @@ def test_the_false_negative_guard_is_measured_above_the_pools_baseline(tmp_path)
                               config, 3, guards, baseline=0.8)
     assert [c.index for c in chosen] == [1, 2] and guards["too_close_to_positive"] == 1
     raw = Counter()
-    choose_negatives("e", "长江有多长", ["长江全长六千三百公里。"], [0.92], None, np.arange(3), scores, store, config, 3,
-                     raw, baseline=0.0)
+    choose_negatives("e", "长江有多长", ["长江全长六千三百公里。"], [0.92], None, np.arange(3), scores, store,
+                     config, 3, raw, baseline=0.0)
     assert raw["too_close_to_positive"] == 2
 
 

@@ -47,8 +47,9 @@ def mine(
     rank_range: str = typer.Option("10-210", "--range", help="sample negatives from these ranks"),
     negatives: int = typer.Option(15, help="negatives per query"),
     seed: int = typer.Option(42, help="sampling seed"),
-    max_neg_ratio: float = typer.Option(0.95, help="drop likely false negatives: candidates above this share of the positive's score, both "
-                                        "measured above the pool's random-pair median"),
+    max_neg_ratio: float = typer.Option(
+        0.95, help="drop likely false negatives: candidates above this share of the positive's score, both "
+        "measured above the pool's random-pair median"),
     near_dup_jaccard: float = typer.Option(0.8, help="drop candidates this similar to a positive (5-gram Jaccard)"),
     pad_random: bool = typer.Option(False, "--pad-random", help="fill short rows with random passages (marked)"),
     flat_max: int = typer.Option(200_000, help="exact search up to this pool size, IVF above"),
