@@ -50,17 +50,18 @@ def run_extract(
         result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT, lambda r: r["text_id"])
         result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key)
         inputs = (result.documents, result.read_dead) | "AllInputs" >> beam.Flatten()
-        (inputs, result.pairs, result.dead) | "Count" >> CountOutcomes(out)
+        (inputs, result.pairs, result.dead, result.cleaning) | "Count" >> CountOutcomes(out)
     seconds = time.perf_counter() - started
     outcomes = pop_outcomes(out)
-    outcomes.pop("facts", None)
+    facts = outcomes.pop("facts", {})
     manifest = Manifest(
         stage="extract",
         config={"sources": [vars(s) for s in sources], **config.to_dict(), "shards": vars(shards),
                 "workers": workers, "beam_args": beam_args or []},
         inputs=[f for files in matched.values() for f in files],
         outputs={name: summarize_output(out, name, schema) for name, schema in OUTPUTS.items()},
-        extra={"seconds": round(seconds, 2),
+        extra={"documents_changed_by_cleaning_step": dict(sorted(facts.get("cleaning", {}).items())),
+               "seconds": round(seconds, 2),
                "documents_per_second": round(outcomes["count_in"] / max(seconds, 1e-9), 1)},
         **outcomes,
     )

@@ -63,6 +63,12 @@ def test_ratios():
         ("长江简介", BODY + "百家乐和六合彩", "blocklist"),
         ("长江是亚洲第一长河", BODY, "title_in_passage_head"),
         ("长江是亚洲第一长河", "原标题:长江是亚洲第一长河。" + BODY, "title_in_passage_head"),
+        ("reserved-43243x1F", BODY, "placeholder_title"),
+        ("doc_000123", BODY, "placeholder_title"),
+        ("Untitled", BODY, "placeholder_title"),
+        ("NULL", BODY, "placeholder_title"),
+        ("iPhone 15 发布会", BODY, None),  # words, not an id
+        ("GDP2023年增长", BODY, None),  # CJK in it
         ("长江简介", BODY, None),
         ("打击网络赌博", BODY + "警方破获一起百家乐案件", None),  # one passage term alone is news, not spam
         ("长江的源头", "专家介绍了很多情况，" + BODY + "而长江的源头在唐古拉山", None),  # title deep inside
@@ -81,3 +87,16 @@ def test_blocklist_is_extendable(tmp_path):
     f = PairFilter(ExtractConfig(extra_blocklists=[str(extra)]))
     assert f.title_reason("今日特价机票") == "blocklist"
     assert PairFilter(ExtractConfig(blocklist=False)).title_reason("网上赌场开业") is None
+
+
+def test_markdown_residue_is_stripped_and_counted():
+    from transforms.extract.cleaning import Cleaner, strip_markdown
+
+    md = ("## 第一章 **长江**的源头\n> 引用一句话\n- 第一点：*重要*内容\n* 第二点\n---\n"
+          "详见[长江简介](https://example.com/cj)和![地图](a.png)，代码`x = 1`，残留**标记")
+    assert strip_markdown(md) == ("第一章 长江的源头\n引用一句话\n第一点：重要内容\n第二点\n\n"
+                                  "详见长江简介和地图，代码x = 1，残留标记")
+    assert strip_markdown("3*4=12，a * b 不是强调") == "3*4=12，a * b 不是强调"  # lone asterisks stay
+    text, steps = Cleaner(ExtractConfig()).clean("《红楼梦》**作者**是曹雪芹")
+    assert text == "《红楼梦》作者是曹雪芹" and steps == ["markdown"]
+    assert Cleaner(ExtractConfig(strip_markdown=False))("**作者**") == "**作者**"

@@ -128,3 +128,72 @@ def test_ids_do_not_depend_on_where_the_data_lives(tmp_path):
     b = run_extract([SourceSpec("lcsts", "lcsts", str(copy / "*.tsv"))], str(tmp_path / "b"))
     ids = [sorted(pq.read_table(tmp_path / x / "pairs").column("pair_id").to_pylist()) for x in "ab"]
     assert ids[0] == ids[1] and a.count_out == b.count_out
+
+
+def test_exact_dedup_keeps_the_lowest_id_whatever_the_input_order():
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.extract.exact_dedup import ExactDedup
+
+    def pair(pid, title):
+        return {"pair_id": pid, "source": "s", "source_file": "f", "record_key": pid, "title": title,
+                "passage": GOOD_BODY, "meta": "{}"}
+
+    for order in (["b2", "a1", "c3"], ["c3", "b2", "a1"]):
+        titles = {"a1": "标题甲", "b2": "标题乙", "c3": "标题甲"}
+        with TestPipeline("FnApiRunner") as p:
+            kept, dead = p | beam.Create([pair(i, titles[i]) for i in order]) | ExactDedup()
+            assert_that(kept | "Ids" >> beam.Map(lambda r: r["pair_id"]), equal_to(["a1"]), label="kept")
+            assert_that(dead | "Reasons" >> beam.Map(lambda d: (d["item_id"], d["reason"], d["detail"])),
+                        equal_to([("b2", "duplicate_passage", "duplicate of a1"),
+                                  ("c3", "duplicate_pair", "duplicate of a1")]), label="dead")
+
+
+def test_placeholder_titles_and_markdown_are_counted_in_the_manifest(tmp_path):
+    rows = [{"title": "reserved-43243x1F", "content": GOOD_BODY},
+            {"title": "真正的标题",
+             "content": "## 小标题\n**长江**是亚洲第一长河，发源于青藏高原，最终注入东海，全长六千多公里。"}]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    m = run_extract([SourceSpec("news", "news", str(tmp_path / "in.jsonl"))], str(tmp_path / "out")).check()
+    assert m.dropped == {"placeholder_title": 1} and m.count_out == 1
+    assert m.extra["documents_changed_by_cleaning_step"]["markdown"] == 1
+    (passage,) = pq.read_table(tmp_path / "out" / "pairs").column("passage").to_pylist()
+    assert passage.startswith("小标题\n长江是") and "*" not in passage
+
+
+def test_adapter_options_and_plugins_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.app import app
+
+    plugin = tmp_path / "my_adapters.py"
+    plugin.write_text(
+        "from transforms.extract.adapters import register_adapter\n"
+        "from transforms.extract.adapters.base import JsonRecordAdapter, text_field\n"
+        "@register_adapter('qa_pairs')\n"
+        "class QA(JsonRecordAdapter):\n"
+        "    def map(self, obj):\n"
+        "        return text_field(obj, 'q'), text_field(obj, 'a'), {}\n", encoding="utf-8")
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "长江有多长", "a": GOOD_BODY}, ensure_ascii=False),
+                                       encoding="utf-8")
+    zhihu = tmp_path / "zhihu.jsonl"
+    zhihu.write_text(json.dumps({"qid": 1, "title": "长江的源头", "desc": "在哪里",
+                                 "content": "长江的正源是沱沱河，发源于唐古拉山脉主峰各拉丹冬雪山的西南侧冰川。"},
+                                ensure_ascii=False), encoding="utf-8")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        result = CliRunner().invoke(app, ["extract", f"qa_pairs={tmp_path / 'qa.jsonl'}", f"zhihu={zhihu}",
+                                          "--plugin", "my_adapters", "--adapter-option", "title_with_desc=true",
+                                          "--out", str(tmp_path / "out"), "--workers", "1"])
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert result.exit_code == 0, result.output
+    titles = sorted(pq.read_table(tmp_path / "out" / "pairs").column("title").to_pylist())
+    assert titles == ["长江有多长", "长江的源头在哪里"]  # title + desc (the space between CJK goes)
+    bad = CliRunner().invoke(app, ["extract", f"zhihu={zhihu}", "--adapter-option", "nosuch=1", "--out",
+                                   str(tmp_path / "o2")])
+    assert "no adapter has option(s) nosuch" in str(bad.exception)

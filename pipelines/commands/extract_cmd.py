@@ -27,11 +27,43 @@ Examples:
 
   cmtp extract myset:generic=data.csv --title-field question --passage-field answer --out work/extract
 
+  cmtp extract zhihu='dumps/zhihu/*.jsonl' --adapter-option title_with_desc=true --out work/extract
+
+  cmtp extract mine:myformat='dumps/*.txt' --plugin mypkg.cmtp_adapters --out work/extract
+
 {BEAM_ARGS_HELP}
 """
 
 
-def parse_source(text: str, adapter_options: dict) -> SourceSpec:
+def parse_adapter_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> options; values read as YAML scalars (``true``, ``3``, ``text``)."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CmtpError(f"--adapter-option {item!r} must be KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    known = {name for cls in ADAPTERS.values() for name in cls.option_names()}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CmtpError(f"no adapter has option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return options
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import modules that register their own adapters (``@register_adapter``)."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CmtpError(f"cannot import adapter plugin {module!r}: {exc}") from exc
+
+
+def parse_source(text: str, adapter_options: dict, plugins: list[str] = ()) -> SourceSpec:
     if "=" not in text:
         raise CmtpError(f"source {text!r} must be ADAPTER=GLOB or NAME:ADAPTER=GLOB")
     left, pattern = text.split("=", 1)
@@ -40,7 +72,8 @@ def parse_source(text: str, adapter_options: dict) -> SourceSpec:
     if adapter not in ADAPTERS:
         raise CmtpError(f"unknown adapter {adapter!r} in {text!r}; known: {', '.join(sorted(ADAPTERS))}")
     options = {k: v for k, v in adapter_options.items() if k in ADAPTERS[adapter].option_names() and v is not None}
-    return SourceSpec(name=(name or adapter).strip(), adapter=adapter, pattern=pattern, options=options)
+    return SourceSpec(name=(name or adapter).strip(), adapter=adapter, pattern=pattern, options=options,
+                      plugins=tuple(plugins))
 
 
 def extract(
@@ -51,6 +84,10 @@ def extract(
     title_field: str = typer.Option(None, help="generic adapter: title column"),
     passage_field: str = typer.Option(None, help="generic adapter: passage column"),
     meta_fields: str = typer.Option(None, help="generic adapter: comma-separated columns kept in meta"),
+    adapter_option: list[str] = typer.Option(None, "--adapter-option", help="KEY=VALUE for the adapters that "
+                                             "have it, e.g. title_with_desc=true (zhihu), passage=text (xlsum)"),
+    plugin: list[str] = typer.Option(None, "--plugin", help="module registering more adapters (importable on "
+                                     "every worker)"),
     title_min_chars: int = typer.Option(None, help="drop titles shorter than this (default 4)"),
     title_max_chars: int = typer.Option(None, help="drop titles longer than this (default 128)"),
     passage_min_chars: int = typer.Option(None, help="drop passages shorter than this (default 20)"),
@@ -71,8 +108,10 @@ def extract(
     sources, beam_args = split_beam_args(sources, ctx.args)
     if not sources:
         raise CmtpError("give at least one SOURCE (ADAPTER=GLOB) before the Beam arguments")
-    adapter_options = {"title_field": title_field, "passage_field": passage_field, "meta_fields": meta_fields}
-    specs = [parse_source(s, adapter_options) for s in sources]
+    load_plugins(list(plugin or []))
+    adapter_options = {**parse_adapter_options(list(adapter_option or [])), "title_field": title_field,
+                       "passage_field": passage_field, "meta_fields": meta_fields}
+    specs = [parse_source(s, adapter_options, list(plugin or [])) for s in sources]
     flags = dict(title_min_chars=title_min_chars, title_max_chars=title_max_chars,
                  passage_min_chars=passage_min_chars, passage_max_chars=passage_max_chars,
                  min_cjk_ratio=min_cjk_ratio, t2s=t2s, dedup_passage=dedup_passage, rebalance=rebalance,

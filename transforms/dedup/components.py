@@ -4,8 +4,8 @@ Alternating large-star and small-star operations (Kiveris et al., "Connected Com
 Beyond", SoCC 2014): every round is a GroupByKey, no worker ever holds more than one node's neighbourhood,
 and the edge set shrinks to stars ``(node, component minimum)``. A fixed number of rounds is unrolled in
 the pipeline (a graph never needs more rounds than its diameter, and far fewer in practice);
-``violations`` counts nodes that are not yet in that final form (0 = converged), and the
-driver runs further passes from the output edges when it is not 0.
+``violations`` counts nodes that are not yet in that final form (0 = converged); when it is not 0 the driver
+(``pipelines/dedup.py``) runs the whole, deterministic pipeline again with twice the rounds.
 """
 
 from __future__ import annotations

@@ -27,6 +27,36 @@ _NEWLINES = re.compile(r"\s*\n\s*")
 _CJK_SPACE = re.compile(r"(?<=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]) (?=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])")
 
 
+_MD_IMAGE = re.compile(r"!\[([^\]\n]*)\]\([^)\n]*\)")
+_MD_LINK = re.compile(r"\[([^\]\n]+)\]\([^)\n]*\)")
+_MD_RULE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.M)
+_MD_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.M)
+_MD_BULLET = re.compile(r"^[ \t]*[-*+][ \t]+", re.M)
+_MD_QUOTE = re.compile(r"^[ \t]*>[ \t]?", re.M)
+_MD_STRONG = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+# single-star emphasis: Chinese has no spaces around it, so only ASCII letters and digits count as "inside a
+# word" (3*4=12 stays)
+_MD_EM = re.compile(r"(?<![A-Za-z0-9*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![A-Za-z0-9*])")
+_MD_CODE = re.compile(r"`{1,3}([^`\n]+?)`{1,3}")
+_MD_STRAY_STARS = re.compile(r"\*{2,}")
+
+
+def strip_markdown(text: str) -> str:
+    """Markdown markup -> its text: images and links keep their text, heading / list / quote markers and rules
+    go, emphasis and code marks go (``**重点**`` -> ``重点``); a stray ``**`` left unpaired goes too. Like HTML,
+    with regular expressions: dump bodies are fragments, and a Markdown parser would also rewrite plain text."""
+    text = _MD_IMAGE.sub(r"\1", text)
+    text = _MD_LINK.sub(r"\1", text)
+    text = _MD_RULE.sub("", text)
+    text = _MD_HEADING.sub("", text)
+    text = _MD_BULLET.sub("", text)
+    text = _MD_QUOTE.sub("", text)
+    text = _MD_STRONG.sub(r"\2", text)
+    text = _MD_EM.sub(r"\1", text)
+    text = _MD_CODE.sub(r"\1", text)
+    return _MD_STRAY_STARS.sub("", text)
+
+
 def strip_html(text: str) -> str:
     text = _DROP_ELEMENTS.sub(" ", text)
     text = _BLOCK_TAGS.sub("\n", text)
@@ -76,7 +106,8 @@ def collapse_repeated(text: str, min_unit: int = 20) -> str:
 
 
 class Cleaner:
-    """Applies the enabled normalisation steps to titles and passages."""
+    """Applies the enabled normalisation steps to titles and passages; :meth:`clean` also says which steps
+    changed the text (the manifest counts them)."""
 
     def __init__(self, config: ExtractConfig):
         self.config = config
@@ -87,19 +118,33 @@ class Cleaner:
             self._t2s = opencc.OpenCC("t2s")
 
     def __call__(self, text: str, is_title: bool = False) -> str:
+        return self.clean(text, is_title)[0]
+
+    def clean(self, text: str, is_title: bool = False) -> tuple[str, list[str]]:
+        """(cleaned text, names of the steps that changed it)."""
         c = self.config
+        changed: list[str] = []
+
+        def step(name: str, fn, value: str) -> str:
+            result = fn(value)
+            if result != value:
+                changed.append(name)
+            return result
+
         if c.strip_html:
-            text = strip_html(text)
+            text = step("html", strip_html, text)
         if c.nfkc:
-            text = unicodedata.normalize("NFKC", text)
+            text = step("nfkc", lambda t: unicodedata.normalize("NFKC", t), text)
+        if c.strip_markdown:
+            text = step("markdown", strip_markdown, text)
         if c.strip_urls:
-            text = _URL.sub(" ", text)
+            text = step("urls", lambda t: _URL.sub(" ", t), text)
         if c.strip_emails:
-            text = _EMAIL.sub(" ", text)
-        text = remove_control_chars(text)
+            text = step("emails", lambda t: _EMAIL.sub(" ", t), text)
+        text = step("control_chars", remove_control_chars, text)
         if self._t2s is not None:
-            text = self._t2s.convert(text)
+            text = step("t2s", self._t2s.convert, text)
         text = collapse_whitespace(text, keep_newlines=not is_title)
         if c.collapse_repeated_passage and not is_title:
-            text = collapse_repeated(text)
-        return text
+            text = step("repeated_passage", collapse_repeated, text)
+        return text, changed

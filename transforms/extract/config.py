@@ -10,6 +10,7 @@ class ExtractConfig:
     # normalisation
     nfkc: bool = True  # NFKC also maps full-width ASCII to half-width
     strip_html: bool = True
+    strip_markdown: bool = True  # emphasis, heading, list and quote markers, links -> their text
     strip_urls: bool = True
     strip_emails: bool = True
     t2s: bool = True  # traditional -> simplified (OpenCC t2s)
@@ -17,6 +18,7 @@ class ExtractConfig:
     # length bounds, in characters after cleaning
     title_min_chars: int = 4
     title_max_chars: int = 128
+    drop_placeholder_titles: bool = True  # ids and placeholders ("reserved-43243x1F", "untitled") are no titles
     passage_min_chars: int = 20
     passage_max_chars: int = 8192
     # quality filters

@@ -25,6 +25,7 @@ from .source_file import Extracted, Rejected, SourceFile
 
 STAGE = "extract"
 PRETRAIN_ONLY = "pretrain_only"
+CLEANING = "cleaning"  # facts: ("cleaning", step) once per document a cleaning step changed
 _GLOB_CHARS = "*?["
 
 
@@ -36,6 +37,7 @@ class SourceSpec:
     adapter: str
     pattern: str
     options: dict[str, Any] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()  # modules that register adapters, imported again on every worker
 
     @property
     def base(self) -> str:
@@ -58,6 +60,10 @@ class ReadRecordsFn(beam.DoFn):
         self.dead_counter = Metrics.counter(STAGE, f"dead_read_{spec.name}")
 
     def setup(self):
+        import importlib
+
+        for module in self.spec.plugins:  # a worker process has only the built-in adapters registered
+            importlib.import_module(module)
         self.adapter = get_adapter(self.spec.adapter, self.spec.options)
 
     def process(self, readable_file):
@@ -129,8 +135,10 @@ class CleanPairFn(beam.DoFn):
         if len(doc["text"]) > 10 * self.config.passage_max_chars:  # do not normalise megabytes to drop them
             yield self._drop(doc, "passage_too_long", f"{len(doc['text'])} raw characters")
             return
-        passage = self.clean(doc["text"])
-        title = self.clean(doc["title"], is_title=True) if doc["title"] else ""
+        passage, steps = self.clean.clean(doc["text"])
+        title, title_steps = self.clean.clean(doc["title"], is_title=True) if doc["title"] else ("", [])
+        for step in sorted(set(steps) | set(title_steps)):
+            yield beam.pvalue.TaggedOutput(CLEANING, (CLEANING, step))
         passage_reason = self.filter.passage_reason(passage)
         if not title:
             if passage_reason is None:

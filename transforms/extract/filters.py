@@ -1,6 +1,7 @@
 """Quality filters on a cleaned (title, passage) pair. Each returns a drop reason, or None to keep.
 
-The reasons are the manifest's and the dead letters' vocabulary: ``title_too_short``, ``passage_too_long``,
+The reasons are the manifest's and the dead letters' vocabulary: ``title_too_short``, ``placeholder_title``,
+``passage_too_long``,
 ``low_cjk_ratio``, ``repetitive_lines``, ``repetitive_ngrams``, ``blocklist``, ``title_in_passage_head``.
 """
 
@@ -19,6 +20,23 @@ _NOT_CJK = re.compile(r"[^\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U00
 _SPACE = re.compile(r"\s+")
 _NOT_WORD = re.compile(r"[\W_]+", re.U)
 _HASH_BASE = np.uint64(1099511628211)
+
+
+_ID_LIKE = re.compile(r"[A-Za-z0-9]+(?:[-_.:/#=][A-Za-z0-9]+)*")
+_PLACEHOLDERS = frozenset({"untitled", "notitle", "null", "none", "nan", "na", "undefined", "title", "reserved",
+                           "test", "default", "unknown", "empty", "placeholder", "tbd", "todo", "xxx"})
+
+
+def is_placeholder_title(title: str) -> bool:
+    """A title that is an id or a placeholder, not words: no CJK character, one run of ASCII letters and digits
+    (joined by ``-_.:/#=``) with a digit in it (``reserved-43243x1F``, ``doc_000123``, ``a1b2c3``), or a
+    known placeholder word (``untitled``, ``null``, ...). English titles have spaces and no such ids."""
+    t = title.strip()
+    if _NOT_CJK.sub("", t):
+        return False
+    if normalize_for_match(t) in _PLACEHOLDERS:
+        return True
+    return bool(_ID_LIKE.fullmatch(t)) and any(ch.isdigit() for ch in t)
 
 
 def cjk_ratio(text: str) -> float:
@@ -99,6 +117,8 @@ class PairFilter:
             return "title_too_short"
         if len(title) > self.c.title_max_chars:
             return "title_too_long"
+        if self.c.drop_placeholder_titles and is_placeholder_title(title):
+            return "placeholder_title"
         if self._block is not None and self._block.search(normalize_for_match(title)):
             return "blocklist"
         return None

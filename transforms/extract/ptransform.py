@@ -1,7 +1,8 @@
 """``ExtractPairs``: the extract stage as one composite transform.
 
     files --ReadRecords--> raw documents --CleanPair--> pairs --ExactDedup--> pairs
-                 \\--> dead letters            \\--> dead letters, pretrain-only passages \\--> dead letters
+                 \\--> dead letters            \\--> dead letters, pretrain-only passages, cleaning facts
+                                                                                 \\--> dead letters
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from apache_beam.io import fileio
 from transforms.common.dead_letters import DEAD
 
 from .config import ExtractConfig
-from .dofns import PRETRAIN_ONLY, CleanPairFn, ReadRecordsFn, SourceSpec
+from .dofns import CLEANING, PRETRAIN_ONLY, CleanPairFn, ReadRecordsFn, SourceSpec
 from .exact_dedup import ExactDedup
 
 
@@ -24,6 +25,7 @@ class ExtractResult(NamedTuple):
     pairs: beam.PCollection
     pretrain: beam.PCollection
     dead: beam.PCollection  # every dead letter of the stage, read_dead included
+    cleaning: beam.PCollection  # ("cleaning", step) facts: which cleaning steps changed a document
 
 
 class ExtractPairs(beam.PTransform):
@@ -50,7 +52,7 @@ class ExtractPairs(beam.PTransform):
         read_dead = read_dead | "AllReadDead" >> beam.Flatten()
 
         cleaned = documents | "CleanPair" >> beam.ParDo(CleanPairFn(self.config)).with_outputs(
-            DEAD, PRETRAIN_ONLY, main="pairs")
+            DEAD, PRETRAIN_ONLY, CLEANING, main="pairs")
         pairs, dead = cleaned.pairs, [read_dead, cleaned[DEAD]]
         if self.config.dedup_pair or self.config.dedup_passage:
             pairs, dup = pairs | "ExactDedup" >> ExactDedup(by_passage=self.config.dedup_passage)
@@ -61,4 +63,5 @@ class ExtractPairs(beam.PTransform):
                                                             "text": p["passage"]}),
             cleaned[PRETRAIN_ONLY],
         ) | "AllPretrain" >> beam.Flatten()
-        return ExtractResult(documents, read_dead, pairs, pretrain, dead | "AllDead" >> beam.Flatten())
+        return ExtractResult(documents, read_dead, pairs, pretrain, dead | "AllDead" >> beam.Flatten(),
+                             cleaned[CLEANING])

@@ -1,7 +1,8 @@
 """Source adapters, registered by name: each turns one raw file into records (title, text, meta).
 
 Add a format by writing a module with a class decorated by :func:`register_adapter`; users can also register
-their own from a plugin module (``cmtp extract --plugin mypkg.adapters``).
+their own from a plugin module (``cmtp extract --plugin mypkg.adapters``, imported on the driver and again on
+every worker). Adapter options are set with ``--adapter-option KEY=VALUE``.
 """
 
 from __future__ import annotations
