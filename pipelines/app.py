@@ -9,6 +9,7 @@ from schemas.manifest import cmtp_version
 from .commands import (
     audit_cmd,
     dedup_cmd,
+    eval_cmd,
     extract_cmd,
     mine_cmd,
     models_cmd,
@@ -34,6 +35,7 @@ app.command("score", help=score_cmd.HELP, context_settings=_STAGE)(score_cmd.sco
 app.command("audit", help=audit_cmd.HELP)(audit_cmd.audit)
 app.command("mine", help=mine_cmd.HELP)(mine_cmd.mine)
 app.command("train", help=train_cmd.HELP)(train_cmd.train)
+app.command("eval", help=eval_cmd.HELP)(eval_cmd.eval_model)
 
 
 def _version(value: bool) -> None:

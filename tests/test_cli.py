@@ -50,7 +50,7 @@ def _all_commands(group, prefix=()):
 def test_every_command_has_help_with_examples():
     commands = list(_all_commands(app))
     names = {" ".join(c) for c in commands}
-    assert {"extract", "dedup", "score", "audit", "mine", "train", "schema show", "models list"} <= names, names
+    assert {"extract", "dedup", "score", "audit", "mine", "train", "eval", "schema show", "models list"} <= names, names
     for args in commands:
         result = runner.invoke(app, [*args, "--help"], terminal_width=200)
         assert result.exit_code == 0, args

@@ -18,20 +18,13 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from transforms.common.topk import merge_topk
+
 from .config import MineConfig
 from .embed import PoolStore
 
 PQ_MIN_POOL = 10_000
 TRAIN_MAX_VECTORS = 200_000
-
-
-def merge_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact global top-k (by score, descending; ties by lower id) from per-shard top-k lists."""
-    s = np.concatenate(scores, axis=1)
-    i = np.concatenate(ids, axis=1)
-    s = np.where(i < 0, -np.inf, s)
-    order = np.lexsort((i, -s), axis=1)[:, :k]
-    return np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
 def exact_sharded_search(store: PoolStore, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

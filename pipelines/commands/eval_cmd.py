@@ -1,0 +1,124 @@
+"""``cmtp eval``: C-MTEB-style evaluation of an embedding model on local task folders, with comparisons."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from schemas.errors import CmtpError
+
+from ..console import err, out
+
+HELP = """Evaluate an embedding model on STS, pair-classification, retrieval, reranking, classification and
+clustering tasks read from local files (C-MTEB conventions: cosine Spearman, AP, nDCG@10, MAP, accuracy,
+V-measure; scores shown x 100).
+
+--tasks takes a task folder (task.yaml, or a BEIR folder), a folder of them, or a YAML file listing tasks;
+--suite dev is the sets bundled in examples/eval (STS-B, CMRC2018 retrieval, a labeled reranking set).
+
+Examples:
+
+  cmtp eval builtin:me5-small --suite dev
+
+  cmtp eval work/stage3/model --compare builtin:me5-small --suite dev --max-per-task 300
+
+  cmtp eval /models/bge-base-zh --tasks my-tasks/ --instruction --format json --output results.json
+"""
+
+SUITES_DIR = Path(__file__).resolve().parents[2] / "examples" / "eval"
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+def suite_paths(name: str) -> list[str]:
+    path = SUITES_DIR if name == "dev" else None
+    if path is None:
+        raise CmtpError(f"unknown suite {name!r}; known: dev (or pass folders with --tasks)")
+    if not path.is_dir():
+        raise CmtpError(f"suite {name!r} ships with the source checkout ({path}); pass --tasks instead")
+    return [str(path)]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _report_rows(report) -> list[list[str]]:
+    rows = [[t.name, t.type, t.main_metric, _pct(t.main_score), str(t.size)] for t in report.tasks]
+    return rows + [["average", "", "", _pct(report.average), ""]]
+
+
+def _compare_rows(rows) -> list[list[str]]:
+    return [[r["task"], r["metric"], _pct(r["base"]), _pct(r["other"]), f"{100 * r['delta']:+.2f}"] for r in rows]
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def eval_model(
+    model: str = typer.Argument(..., help="model: builtin:NAME, a local sentence-transformers folder, or a hub id"),
+    tasks: list[str] = typer.Option(None, "--tasks", help="task folder, folder of tasks, or tasks YAML (repeatable)"),
+    suite: str = typer.Option(None, help="a named set of tasks: dev"),
+    compare_with: str = typer.Option(None, "--compare", help="a second model, evaluated on the same tasks"),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or markdown"),
+    output: str = typer.Option(None, help="also write the full JSON results here"),
+    batch_size: int = typer.Option(64, help="texts per forward pass"),
+    max_per_task: int = typer.Option(None, help="seeded subsample: at most N rows / queries per task"),
+    max_seq_length: int = typer.Option(None, help="tokens per text (default: the model's limit)"),
+    query_prompt: str = typer.Option(None, help="prefix for queries and symmetric tasks (default: the model's)"),
+    passage_prompt: str = typer.Option(None, help="prefix for passages (default: the model's)"),
+    instruction: str = typer.Option(None, help="instruction for retrieval/reranking queries; 'bge' = "
+                                    "为这个句子生成表示以用于检索相关文章："),
+    seed: int = typer.Option(0, help="seed of subsamples, classifiers and k-means"),
+    device: str = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)"),
+    allow_network: bool = typer.Option(False, "--allow-network", help="may fetch a hub model"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    from trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
+    from trainer.evaluation.runner import BGE_ZH_INSTRUCTION
+
+    paths = list(tasks or []) + (suite_paths(suite) if suite else [])
+    if not paths:
+        raise CmtpError("give --tasks PATH or --suite NAME")
+    loaded = load_tasks(paths, max_per_task, seed)
+    options = EvalOptions(batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
+                          passage_prompt=passage_prompt, seed=seed, device=device, progress=not quiet,
+                          allow_network=allow_network,
+                          instruction=BGE_ZH_INSTRUCTION if instruction == "bge" else (instruction or False))
+    for task in loaded:
+        if task.skipped_rows:
+            err.print(f"{task.name}: {task.skipped_rows} rows without a usable label skipped")
+    report = evaluate(model, loaded, options)
+    other = evaluate(compare_with, loaded, options) if compare_with else None
+    result = {"tasks_from": paths, "max_per_task": max_per_task, "results": report.to_dict()}
+    if other:
+        result["compare"] = {"results": other.to_dict(), "rows": compare_reports(report, other)}
+    if output:
+        Path(output).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    if fmt is OutputFormat.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if other:
+        header = ["task", "metric", model, compare_with, "delta"]
+        rows = _compare_rows(result["compare"]["rows"])
+    else:
+        header, rows = ["task", "type", "metric", model, "n"], _report_rows(report)
+    if fmt is OutputFormat.markdown:
+        print(_markdown(header, rows))
+        return
+    table = Table(title=f"cmtp eval ({len(loaded)} tasks, {report.texts_per_second():.0f} texts/s)")
+    for column in header:
+        table.add_column(column, justify="left" if column in ("task", "type", "metric") else "right")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)

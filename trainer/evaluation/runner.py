@@ -1,0 +1,211 @@
+"""Running tasks against a model: prompts as C-MTEB applies them, encoding with progress bars, exact search
+over a corpus encoded in chunks, one :class:`Report` with every metric, and comparisons of two reports."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .tasks import EvalTask
+
+BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+SYMMETRIC = ("sts", "pair_classification", "classification", "clustering")
+
+
+@dataclass
+class EvalOptions:
+    batch_size: int = 64
+    max_seq_length: int | None = None  # default: the model's own limit
+    query_prompt: str | None = None  # default: the task's, else the model's "query" prompt
+    passage_prompt: str | None = None  # default: the task's, else the model's "passage"/"document" prompt
+    instruction: bool | str = False  # retrieval/reranking queries: True = the task's or BGE's instruction
+    corpus_chunk: int = 50_000  # passages encoded and searched at a time (bounded memory at any corpus size)
+    top_k: int = 100
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+    allow_network: bool = False
+
+
+@dataclass
+class TaskResult:
+    name: str
+    type: str
+    main_metric: str
+    main_score: float
+    metrics: dict[str, float]
+    size: int
+    texts_encoded: int
+    seconds: float
+    prompts: dict[str, str] = field(default_factory=dict)
+    skipped_rows: int = 0
+
+
+@dataclass
+class Report:
+    model: str
+    tasks: list[TaskResult]
+    seconds: float = 0.0
+
+    @property
+    def average(self) -> float:
+        return float(np.mean([t.main_score for t in self.tasks])) if self.tasks else float("nan")
+
+    def by_name(self) -> dict[str, TaskResult]:
+        return {t.name: t for t in self.tasks}
+
+    def texts_per_second(self) -> float:
+        return sum(t.texts_encoded for t in self.tasks) / max(sum(t.seconds for t in self.tasks), 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "average": self.average, "seconds": round(self.seconds, 2),
+                "texts_per_second": round(self.texts_per_second(), 1), "tasks": [asdict(t) for t in self.tasks]}
+
+
+class TextEncoder:
+    """Normalised float32 embeddings of texts with a prompt; each distinct text is encoded once per call
+    (STS sets repeat sentences), sorted by length by sentence-transformers."""
+
+    def __init__(self, model, options: EvalOptions):
+        self.model, self.options = model, options
+        self.count = 0
+
+    def __call__(self, texts: list[str], prompt: str) -> np.ndarray:
+        unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
+        progress = self.options.progress and len(unique) > self.options.batch_size
+        vectors = self.model.encode(
+            list(unique), prompt=prompt or None, batch_size=self.options.batch_size, convert_to_numpy=True,
+            normalize_embeddings=True, show_progress_bar=progress,
+        ).astype(np.float32)
+        self.count += len(unique)
+        return vectors[inverse.reshape(-1)]
+
+
+def resolve_task_prompts(model, task: EvalTask, options: EvalOptions) -> dict[str, str]:
+    """C-MTEB's usage: retrieval and reranking put the query prompt (or an instruction) on queries and the
+    passage prompt on passages; symmetric tasks (STS, pairs, classification, clustering) put the query prompt
+    on every text, as e5 and BGE prescribe. Flags override the task's prompts, which override the model's."""
+    from transforms.score.config import ScoreConfig
+    from transforms.score.scoring import resolve_prompts
+
+    query, passage = resolve_prompts(model, ScoreConfig(
+        query_prompt=options.query_prompt if options.query_prompt is not None else task.prompts.get("query"),
+        passage_prompt=options.passage_prompt if options.passage_prompt is not None else task.prompts.get("passage")))
+    if task.type in ("retrieval", "reranking") and options.instruction:
+        query = options.instruction if isinstance(options.instruction, str) else \
+            (task.instruction or BGE_ZH_INSTRUCTION)
+    if task.type in SYMMETRIC:
+        return {"text": query}
+    return {"query": query, "passage": passage}
+
+
+def _search(encode: TextEncoder, queries: np.ndarray, corpus: dict[str, str], prompt: str, k: int, chunk: int
+            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Exact inner-product top-k over the corpus, encoded and searched ``chunk`` passages at a time."""
+    import faiss
+
+    from transforms.common.topk import merge_topk
+
+    ids = list(corpus)
+    k = min(k, len(ids))
+    best_s, best_i = np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(ids), chunk):
+        block = ids[start : start + chunk]
+        vectors = encode([corpus[d] for d in block], prompt)
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        s, i = index.search(np.ascontiguousarray(queries), min(k, len(block)))
+        best_s, best_i = merge_topk([best_s, s], [best_i, np.where(i >= 0, i + start, -1)], k)
+    return best_s, best_i, ids
+
+
+def run_task(model, task: EvalTask, options: EvalOptions) -> TaskResult:
+    started = time.perf_counter()
+    encode = TextEncoder(model, options)
+    prompts = resolve_task_prompts(model, task, options)
+    d = task.data
+    if task.type in ("sts", "pair_classification"):
+        a = encode(d["sentence1"], prompts["text"])
+        b = encode(d["sentence2"], prompts["text"])
+        cosine = np.einsum("ij,ij->i", a, b).astype(np.float64)
+        if task.type == "sts":
+            values = {"cosine_spearman": metrics.spearman(cosine, d["score"]),
+                      "cosine_pearson": metrics.pearson(cosine, d["score"])}
+        else:
+            accuracy, threshold = metrics.best_accuracy(cosine, d["label"])
+            values = {"cosine_ap": metrics.average_precision(cosine, d["label"]), "cosine_accuracy": accuracy,
+                      "cosine_accuracy_threshold": threshold}
+    elif task.type == "retrieval":
+        qids = list(d["queries"])
+        q = encode([d["queries"][i] for i in qids], prompts["query"])
+        scores, index, doc_ids = _search(encode, q, d["corpus"], prompts["passage"], options.top_k,
+                                         options.corpus_chunk)
+        run = {qid: metrics.ranked([doc_ids[j] for j in row[row >= 0]], s[row >= 0])
+               for qid, s, row in zip(qids, scores, index, strict=True)}
+        values = metrics.retrieval_scores(run, d["qrels"])
+    elif task.type == "reranking":
+        q = encode([s[0] for s in d["samples"]], prompts["query"])
+        candidates = [s[1] + s[2] for s in d["samples"]]
+        flat = encode([t for c in candidates for t in c], prompts["passage"])
+        samples, offset = [], 0
+        for row, (sample, cand) in enumerate(zip(d["samples"], candidates, strict=True)):
+            scores = flat[offset : offset + len(cand)] @ q[row]
+            offset += len(cand)
+            samples.append((scores, np.array([1] * len(sample[1]) + [0] * len(sample[2]))))
+        values = metrics.reranking_scores(samples)
+    elif task.type == "classification":
+        train_x = encode(d["train"][0], prompts["text"])
+        test_x = encode(d["test"][0], prompts["text"])
+        values = metrics.classification_accuracy(train_x, d["train"][1], test_x, d["test"][1], options.seed)
+    else:
+        values = metrics.clustering_v_measure(encode(d["texts"], prompts["text"]), d["labels"], options.seed)
+    return TaskResult(task.name, task.type, task.main_metric, values[task.main_metric], values, task.size(),
+                      encode.count, round(time.perf_counter() - started, 3), prompts, task.skipped_rows)
+
+
+def load_eval_model(name: str, options: EvalOptions):
+    import torch
+
+    from ..models import load_sentence_transformer
+
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_sentence_transformer(name, device=device, allow_network=options.allow_network)
+    if device.startswith("cuda"):
+        model.half()
+    return model
+
+
+def evaluate(model, tasks: list[EvalTask], options: EvalOptions | None = None, name: str | None = None) -> Report:
+    """Evaluate ``model`` (a name for the registry, or a loaded SentenceTransformer, left as it was found) on
+    ``tasks``."""
+    options = options or EvalOptions()
+    if isinstance(model, str):
+        name, model = name or model, load_eval_model(model, options)
+    was_training, length = model.training, model.max_seq_length
+    model.eval()
+    if options.max_seq_length:
+        model.max_seq_length = options.max_seq_length
+    started = time.perf_counter()
+    try:
+        results = [run_task(model, task, options) for task in tasks]
+    finally:
+        model.max_seq_length = length
+        model.train(was_training)
+    return Report(name or "model", results, time.perf_counter() - started)
+
+
+def compare_reports(base: Report, other: Report) -> list[dict[str, Any]]:
+    """Rows of task, metric, base score, other score, delta (other - base), for the tasks both have, and the
+    average of those."""
+    theirs = other.by_name()
+    rows = [{"task": t.name, "type": t.type, "metric": t.main_metric, "base": t.main_score,
+             "other": theirs[t.name].main_score, "delta": theirs[t.name].main_score - t.main_score}
+            for t in base.tasks if t.name in theirs]
+    if rows:
+        b, o = float(np.mean([r["base"] for r in rows])), float(np.mean([r["other"] for r in rows]))
+        rows.append({"task": "average", "type": "", "metric": "", "base": b, "other": o, "delta": o - b})
+    return rows
