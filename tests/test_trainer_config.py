@@ -53,3 +53,20 @@ def test_flags_override_the_yaml_file(tmp_path, tiny_model_path):
 
     bad = runner.invoke(app, ["train", "--config", str(tmp_path / "missing.yaml")])
     assert isinstance(bad.exception, CmtpError) and "config file not found" in str(bad.exception)
+
+
+def test_a_worse_trained_model_gets_a_loud_warning(capsys):
+    from pipelines.commands.train_cmd import print_eval_summary
+
+    rows = [{"task": "sts", "metric": "cosine_spearman", "base": 0.8, "other": 0.7, "delta": -0.1},
+            {"task": "average", "metric": "", "base": 0.8, "other": 0.7, "delta": -0.1}]
+    print_eval_summary({"start": {"step": 0, "average": 0.8}, "final": {"step": 9, "average": 0.7}, "rows": rows,
+                        "best_step": 0, "worse_than_start": True, "tasks_worse": ["sts"]})
+    captured = capsys.readouterr()
+    assert "80.00" in captured.out and "-10.00" in captured.out
+    assert "WARNING: the trained model is WORSE" in captured.err and "worse on sts" in captured.err
+
+
+def test_keep_best_needs_an_evaluation():
+    with pytest.raises(CmtpError, match="keep_best needs an evaluation"):
+        TrainConfig.from_mapping({"data": [{"name": "a", "paths": ["x"]}], "keep_best": True})

@@ -243,3 +243,62 @@ def test_an_enabled_fp16_grad_scaler_gives_the_unscaled_step_with_and_without_gr
             assert scaler.get_scale() == 2.0**12  # no inf/nan found: the step was taken, not skipped
     for a, b in zip(*weights, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def sts_task(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sts")
+    lines = (RAW / "lcsts" / "clge_train_head30.tsv").read_text(encoding="utf-8").splitlines()
+    rows = [(line.split("\t")[0], line.split("\t")[1][:60], str(i % 6)) for i, line in enumerate(lines)]
+    (d / "pairs.tsv").write_text("\n".join("\t".join(r) for r in rows), encoding="utf-8")
+    (d / "task.yaml").write_text("name: sts-small\ntype: sts\npath: pairs.tsv\n", encoding="utf-8")
+    return d
+
+
+def test_training_evaluates_start_steps_and_end_and_keeps_the_best(tiny_model_path, examples_dir, sts_task, tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    summary = train(config(tiny_model_path, examples_dir, out, max_steps=6, eval=[str(sts_task)], eval_steps=2,
+                           eval_holdout=0.2, keep_best=True, save_steps=0))
+    e = summary["eval"]
+    history = json.loads((out / "eval.json").read_text(encoding="utf-8"))["history"]
+    assert [h["step"] for h in history] == [0, 2, 4, 6]
+    assert set(history[0]["scores"]) == {"sts-small", "holdout"}
+    assert e["start"]["step"] == 0 and e["final"]["step"] == 6
+    assert e["rows"][-1]["task"] == "average"
+    assert e["worse_than_start"] == (history[-1]["average"] < history[0]["average"])
+    best = max(history, key=lambda h: h["average"])
+    assert e["best_step"] == best["step"]
+    assert (out / "best_model").exists() == (best["step"] > 0)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"eval/average", "eval/sts-small", "eval/holdout"} <= set(events.Tags()["scalars"])
+
+
+def test_held_out_rows_are_never_trained_on(examples_dir):
+    from trainer.data.stream import StreamConfig, SourceSpec, holdout_rows, in_holdout, make_loader
+
+    held = holdout_rows([str(examples_dir)], 0.2, 1000)
+    assert 3 <= len(held) <= 20 and all(in_holdout(r, 0.2) for r in held)
+    stream = StreamConfig([SourceSpec("s", [str(examples_dir)])], batch_size=10, holdout=0.2, epochs=1)
+    seen = {ex["example_id"] for item in make_loader(stream, 0, 1, 0) for ex in item["examples"]}
+    assert seen and not seen & {r["example_id"] for r in held}
+    assert len(seen) + len(held) == pq.read_metadata(next(examples_dir.glob("*.parquet"))).num_rows
+
+
+def test_a_saturated_in_batch_task_is_reported(tiny_model_path, examples_dir, tmp_path):
+    from trainer.losses import info_nce
+
+    stats = {}
+    q = torch.eye(4)
+    info_nce(q, q.clone(), 0.05, 1, False, stats=stats)
+    assert stats["accuracy"] == 1.0
+    info_nce(q, torch.roll(q, 1, dims=0), 0.05, 1, False, stats=stats)
+    assert stats["accuracy"] == 0.0
+    # a learning rate that makes the tiny in-batch task trivial within a few steps
+    summary = train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=30, batch_size=4,
+                           learning_rate=5e-3, train_group_size=1, saturation_steps=3, save_steps=0))
+    assert summary["saturation_warnings"] >= 1

@@ -59,6 +59,14 @@ class TrainConfig:
     resume: bool = True  # continue from the newest checkpoint in output_dir
     allow_network: bool = False
     device: str | None = None
+    # evaluation during training (trainer/training_eval.py)
+    eval: list[str] = field(default_factory=list)  # task folders / tasks YAML / suite:dev
+    eval_holdout: float = 0.0  # share of the training rows kept out of training and evaluated as retrieval
+    eval_steps: int = 0  # also evaluate every N steps (0: at the start and the end only)
+    eval_max_per_task: int | None = 500  # seeded subsample per task, so an evaluation costs minutes at most
+    eval_batch_size: int = 64
+    keep_best: bool = False  # save the best evaluated model to OUT/best_model
+    saturation_steps: int = 20  # warn when in-batch accuracy has been 1.0 for this many steps in a row
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -75,6 +83,12 @@ class TrainConfig:
             raise CmtpError("epochs must be > 0")
         if self.save_steps < 0 or self.logging_steps < 1 or self.max_steps < 1:
             raise CmtpError("max_steps and logging_steps must be >= 1, save_steps >= 0")
+        if not 0 <= self.eval_holdout < 0.5:
+            raise CmtpError("eval_holdout must be in [0, 0.5)")
+        if self.keep_best and not (self.eval or self.eval_holdout):
+            raise CmtpError("keep_best needs an evaluation: give --eval TASKS or --eval-holdout SHARE")
+        if self.eval_steps < 0:
+            raise CmtpError("eval_steps must be >= 0")
         if self.train_group_size < 1 or self.batch_size < 1:
             raise CmtpError("batch_size and train_group_size must be >= 1")
 

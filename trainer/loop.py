@@ -37,6 +37,7 @@ from .encoder import Encoder, load_encoder
 from .gradcache import cached_backward
 from .losses import info_nce
 from .models import set_max_seq_length
+from .training_eval import TrainingEval
 
 STATE_FILE = "trainer_state.pt"
 
@@ -180,6 +181,8 @@ class RunState:
     instructions: Counter = field(default_factory=Counter)
     malformed: int = 0
     prompts: tuple[str, str] = ("", "")
+    eval_state: dict | None = None  # the evaluations so far (rank 0), so a resumed run compares with its start
+    saturation_warnings: int = 0
 
 
 def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int) -> None:
@@ -192,6 +195,7 @@ def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, 
     run.malformed = state.get("malformed_rows", [0] * (rank + 1))[rank]
     # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
     run.prompts = tuple(state.get("train_prompts", run.prompts))
+    run.eval_state = state.get("eval")
     _set_rng_state(state["rng"][rank])
 
 
@@ -224,9 +228,11 @@ def train(config: TrainConfig, on_step=None) -> dict:
     scaler = _grad_scaler(config, device)
     if resume_from:
         _restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1))
+    evaluator = TrainingEval.create(config, run.prompts, base_max_len) if rank == 0 else None
     stream = StreamConfig([SourceSpec(d.name, d.paths, d.weight) for d in config.data], config.batch_size,
                           seed=config.seed, shuffle_units=config.shuffle_units,
-                          same_source_batches=config.same_source_batches, state=run.positions)
+                          same_source_batches=config.same_source_batches, state=run.positions,
+                          holdout=config.eval_holdout)
     loader = make_loader(stream, rank, world, config.workers)
     save = _Saver(config, st, base_max_len, optimizer, scheduler, rank, world)
     writer = None
@@ -234,10 +240,26 @@ def train(config: TrainConfig, on_step=None) -> dict:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
+        if resume_from:
+            evaluator.restore(run.eval_state)
     from tqdm.auto import tqdm
 
+    def evaluate_now() -> None:
+        """Rank 0 evaluates (the others wait); the first evaluation is the starting model's."""
+        if rank == 0 and evaluator.enabled:
+            entry = evaluator.run(st, run.step, writer)
+            progress.write(f"eval at step {run.step}: average {100 * entry['average']:.2f} (" + ", ".join(
+                f"{k} {100 * v:.2f}" for k, v in entry["scores"].items()) + ")")
+            if evaluator.is_best(entry) and config.keep_best and run.step > 0:
+                save.model(Path(config.output_dir) / "best_model", run)
+            run.eval_state = evaluator.state()
+        if world > 1 and (config.eval or config.eval_holdout):
+            dist.barrier()
+
     progress = tqdm(total=max_steps, initial=run.step, disable=rank != 0, desc=f"train {config.stage}")
-    started, samples, losses = time.perf_counter(), 0, []
+    if run.step == 0:
+        evaluate_now()
+    started, samples, losses, saturated = time.perf_counter(), 0, [], 0
     batches = iter(loader)
     while run.step < max_steps:
         item = next(batches, None)
@@ -250,32 +272,48 @@ def train(config: TrainConfig, on_step=None) -> dict:
         batch = build_step(item["examples"], config.train_group_size, *run.prompts, config.seed, run.step)
         teacher = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
 
-        def loss_fn(q, p, teacher=teacher):
+        stats: dict = {}
+
+        def loss_fn(q, p, teacher=teacher, stats=stats):
             return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
-                            config.distill_weight, config.distill_temperature)
+                            config.distill_weight, config.distill_temperature, stats)
 
         loss = train_step(module, batch, loss_fn, config, device, optimizer, scheduler, scaler, parameters)
         run.step += 1
         samples += len(batch.queries) * world
         losses.append(float(loss))
+        accuracy = stats.get("accuracy", 0.0)
+        saturated = saturated + 1 if accuracy >= 1.0 else 0
+        if saturated == config.saturation_steps:
+            run.saturation_warnings += 1
+            progress.write(f"warning: in-batch accuracy has been 1.0 for {saturated} steps: the batch is too easy "
+                           "to teach the model anything and it drifts. Raise --batch-size (with --gradcache-chunk "
+                           "to keep memory flat) or train on mined hard negatives (--group-size).")
         rate = samples / (time.perf_counter() - started)
         progress.update(1)
-        progress.set_postfix(loss=f"{losses[-1]:.4f}", samples_per_s=f"{rate:.1f}")
+        progress.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{accuracy:.2f}", samples_per_s=f"{rate:.1f}")
         if writer and run.step % config.logging_steps == 0:
             writer.add_scalar("train/loss", losses[-1], run.step)
+            writer.add_scalar("train/in_batch_accuracy", accuracy, run.step)
             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], run.step)
             writer.add_scalar("train/samples_per_s", rate, run.step)
             writer.add_scalar("data/malformed_rows", run.malformed, run.step)
         if on_step:
             on_step(run.step, losses[-1])
+        if run.step == max_steps or (config.eval_steps and run.step % config.eval_steps == 0):
+            evaluate_now()  # before the checkpoint, which keeps the evaluations for a resumed run
         if config.save_steps and (run.step % config.save_steps == 0 or run.step == max_steps):
             save.checkpoint(run)
     progress.close()
     if writer:
         writer.close()
     final = Path(config.output_dir) / "model"
+    eval_summary = None
     if rank == 0:
         save.model(final, run)
+        if evaluator.enabled:
+            evaluator.write(config.output_dir)
+            eval_summary = evaluator.summary()
     if world > 1:
         total = torch.tensor([run.malformed], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
         dist.all_reduce(total)  # every rank's readers skip their own unusable rows
@@ -286,7 +324,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
     first, last, window = smoothed_losses(losses)
     return {"steps": run.step, "first_loss": first, "final_loss": last, "loss_window": window,
             "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final),
-            "malformed_rows": run.malformed}
+            "malformed_rows": run.malformed, "eval": eval_summary, "saturation_warnings": run.saturation_warnings}
 
 
 class _Saver:
@@ -315,7 +353,7 @@ class _Saver:
             torch.save({"step": run.step, "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "positions": merged, "rng": all_rng,
                         "instructions": dict(run.instructions), "train_prompts": run.prompts,
-                        "malformed_rows": all_malformed},
+                        "malformed_rows": all_malformed, "eval": run.eval_state},
                        directory / (STATE_FILE + ".tmp"))
             os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
         if self.world > 1:

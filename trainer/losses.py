@@ -45,9 +45,12 @@ def info_nce(
     teacher_scores: torch.Tensor | None = None,
     distill_weight: float = 0.0,
     distill_temperature: float = 1.0,
+    stats: dict | None = None,
 ) -> torch.Tensor:
     """``q``: [B, d] local queries; ``p``: [B * group_size, d] local passages, each query's group
-    (positive first, then its hard negatives) contiguous. ``teacher_scores``: [B, group_size]."""
+    (positive first, then its hard negatives) contiguous. ``teacher_scores``: [B, group_size]. ``stats``, when
+    given, receives ``accuracy``: the share of queries whose positive outscores every other passage (1.0 for
+    long means the batch is too easy to teach anything)."""
     rank, world = _world()
     if cross_device and world > 1:
         p_all, offset = gather_with_grad(p), rank * p.shape[0]
@@ -56,6 +59,8 @@ def info_nce(
     scores = q @ p_all.T / temperature
     labels = offset + torch.arange(q.shape[0], device=q.device) * group_size
     loss = F.cross_entropy(scores, labels)
+    if stats is not None:
+        stats["accuracy"] = float((scores.detach().argmax(dim=1) == labels).float().mean())
     if teacher_scores is not None and distill_weight > 0:
         index = labels[:, None] + torch.arange(group_size, device=q.device)[None, :]
         student = torch.gather(scores, 1, index)

@@ -29,22 +29,10 @@ Examples:
   cmtp eval /models/bge-base-zh --tasks my-tasks/ --instruction --format json --output results.json
 """
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "examples" / "eval"
-
-
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
     markdown = "markdown"
-
-
-def suite_paths(name: str) -> list[str]:
-    path = SUITES_DIR if name == "dev" else None
-    if path is None:
-        raise CmtpError(f"unknown suite {name!r}; known: dev (or pass folders with --tasks)")
-    if not path.is_dir():
-        raise CmtpError(f"suite {name!r} ships with the source checkout ({path}); pass --tasks instead")
-    return [str(path)]
 
 
 def _pct(x: float) -> str:
@@ -87,7 +75,7 @@ def eval_model(
     from trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
     from trainer.evaluation.runner import BGE_ZH_INSTRUCTION
 
-    paths = list(tasks or []) + (suite_paths(suite) if suite else [])
+    paths = list(tasks or []) + ([f"suite:{suite}"] if suite else [])
     if not paths:
         raise CmtpError("give --tasks PATH or --suite NAME")
     loaded = load_tasks(paths, max_per_task, seed)

@@ -72,6 +72,13 @@ def train(
     seed: int = typer.Option(None, help="seed"),
     workers: int = typer.Option(None, help="dataloader worker processes per device"),
     resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the newest checkpoint"),
+    eval_tasks: list[str] = typer.Option(None, "--eval", help="evaluate on these tasks (folder, tasks YAML, or "
+                                         "suite:dev) at the start, every --eval-steps and at the end"),
+    eval_holdout: float = typer.Option(None, help="keep this share of the training rows out of training and "
+                                       "evaluate retrieval on it"),
+    eval_steps: int = typer.Option(None, help="evaluate every N steps too (default: start and end only)"),
+    eval_max_per_task: int = typer.Option(None, help="seeded subsample per evaluation task (default 500)"),
+    keep_best: bool = typer.Option(None, "--keep-best", help="save the best evaluated model to OUT/best_model"),
 ) -> None:
     from trainer.config import TrainConfig
     from trainer.loop import train as run_train
@@ -86,10 +93,13 @@ def train(
                  freeze_embeddings=freeze_embeddings, query_max_len=query_max_len, passage_max_len=passage_max_len,
                  warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                  same_source_batches=same_source_batches, logging_steps=logging_steps, allow_network=allow_network,
-                 seed=seed, workers=workers, resume=resume)
+                 seed=seed, workers=workers, resume=resume, eval_holdout=eval_holdout, eval_steps=eval_steps,
+                 eval_max_per_task=eval_max_per_task, keep_best=keep_best)
     values.update({k: v for k, v in flags.items() if v is not None})
     if data:
         values["data"] = _data(list(data))
+    if eval_tasks:
+        values["eval"] = list(eval_tasks)
     config = TrainConfig.from_mapping(values)
     summary = run_train(config)
     n = summary["loss_window"]
@@ -99,6 +109,31 @@ def train(
     out.print(f"trained {summary['steps']} steps; loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f} "
               f"(mean of the first and last {n} step{'s' if n > 1 else ''}); "
               f"{summary['samples_per_second']:.1f} samples/s; model saved to {summary['model']}")
+    if summary.get("eval"):
+        print_eval_summary(summary["eval"])
     if summary["malformed_rows"]:
         out.print(f"skipped {summary['malformed_rows']} unusable rows (no query or positive, bad negatives, or "
                   f"teacher scores not one per passage)")
+
+
+def print_eval_summary(e: dict) -> None:
+    """The final model against the starting one on the run's evaluation, with a loud warning if it is worse."""
+    from rich.table import Table
+
+    from ..console import err
+
+    table = Table(title=f"evaluation: start (step {e['start']['step']}) vs final (step {e['final']['step']})")
+    for column in ["task", "metric", "start", "final", "delta"]:
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    for r in e["rows"]:
+        style = "red" if r["delta"] < 0 else None
+        table.add_row(r["task"], r["metric"], f"{100 * r['base']:.2f}", f"{100 * r['other']:.2f}",
+                      f"{100 * r['delta']:+.2f}", style=style)
+    out.print(table)
+    if e["worse_than_start"]:
+        err.print(f"[bold red]WARNING: the trained model is WORSE than the model it started from[/bold red] "
+                  f"(average {100 * e['start']['average']:.2f} -> {100 * e['final']['average']:.2f}; worse on "
+                  f"{', '.join(e['tasks_worse'])}). Best evaluated step: {e['best_step']}. Do not ship it as is: "
+                  "see the README's training recipe (learning rate, batch size, hard negatives).")
+    elif e["tasks_worse"]:
+        err.print(f"[yellow]note:[/yellow] better on average, worse on {', '.join(e['tasks_worse'])}")

@@ -90,8 +90,18 @@ def usable(row: dict[str, Any]) -> bool:
             and len(row.get("neg_scores") or []) in (0, len(neg)))
 
 
-def _read_unit(unit: Unit) -> tuple[list[dict[str, Any]], int]:
-    """The usable rows of one row group, and how many were not (the trainer reports them)."""
+def in_holdout(row: dict[str, Any], fraction: float) -> bool:
+    """Whether a row belongs to the held-out evaluation share: a stable hash of its id (or query), so training
+    and evaluation agree on the split without any bookkeeping."""
+    if fraction <= 0:
+        return False
+    key = row.get("example_id") or row.get("query") or ""
+    return int(stable_id("holdout", key), 16) % 1_000_000 < fraction * 1_000_000
+
+
+def _read_unit(unit: Unit, holdout: float = 0.0) -> tuple[list[dict[str, Any]], int]:
+    """The usable rows of one row group that are not held out, and how many were not usable (the trainer
+    reports them)."""
     with fsspec.open(unit.path, "rb") as fh:
         f = pq.ParquetFile(fh)
         names = f.schema_arrow.names
@@ -106,7 +116,18 @@ def _read_unit(unit: Unit) -> tuple[list[dict[str, Any]], int]:
             raise CmtpError(f"{unit.path} has neither training-example columns (query, pos) nor pair columns "
                             f"(title, passage)")
     good = [r for r in rows if usable(r)]
-    return good, len(rows) - len(good)
+    return [r for r in good if not in_holdout(r, holdout)], len(rows) - len(good)
+
+
+def holdout_rows(paths: list[str], fraction: float, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` usable held-out rows of the files behind ``paths``, in file order."""
+    out: list[dict[str, Any]] = []
+    for unit in list_units(paths):
+        good, _ = _read_unit(unit)
+        out += [r for r in good if in_holdout(r, fraction)]
+        if len(out) >= limit:
+            return out[:limit]
+    return out
 
 
 def _rng(*parts: Any) -> np.random.Generator:
@@ -124,8 +145,8 @@ class SourceReader:
     """The rows of one dataset that one global reader owns, in block-shuffled order, from a position."""
 
     def __init__(self, units: list[Unit], reader: int, readers: int, seed: int, shuffle_units: int,
-                 position: ReaderPosition):
-        self.units, self.reader, self.readers = units, reader, readers
+                 position: ReaderPosition, holdout: float = 0.0):
+        self.units, self.reader, self.readers, self.holdout = units, reader, readers, holdout
         self.seed, self.shuffle_units = seed, max(1, shuffle_units)
         self.position = ReaderPosition(**vars(position))
         self._rows: list[dict] = []
@@ -146,7 +167,7 @@ class SourceReader:
                 start = self.position.block * self.shuffle_units
                 rows, bad = [], 0
                 for unit in mine[start : start + self.shuffle_units]:
-                    good, dropped = _read_unit(unit)
+                    good, dropped = _read_unit(unit, self.holdout)
                     rows += good
                     bad += dropped
                 if rows:
@@ -185,6 +206,7 @@ class StreamConfig:
     shuffle_units: int = 4  # row groups shuffled together
     same_source_batches: bool = False
     epochs: int | None = None  # None: endless (the trainer stops at max_steps)
+    holdout: float = 0.0  # share of rows kept out of training for evaluation (by a stable hash of the id)
     state: dict = field(default_factory=dict)  # a checkpoint's positions
 
 
@@ -212,7 +234,7 @@ class ParquetStream(IterableDataset):
         step = state.get("step", worker)  # this reader produces steps worker, worker + workers, ...
         sources = {
             s.name: SourceReader(self.units[s.name], reader, readers, self.config.seed + i, self.config.shuffle_units,
-                                 ReaderPosition(**state.get("sources", {}).get(s.name, {})))
+                                 ReaderPosition(**state.get("sources", {}).get(s.name, {})), self.config.holdout)
             for i, s in enumerate(self.config.sources)
         }
         names = [s.name for s in self.config.sources]

@@ -65,6 +65,10 @@ class Report:
         return {"model": self.model, "average": self.average, "seconds": round(self.seconds, 2),
                 "texts_per_second": round(self.texts_per_second(), 1), "tasks": [asdict(t) for t in self.tasks]}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        return cls(data["model"], [TaskResult(**t) for t in data["tasks"]], data.get("seconds", 0.0))
+
 
 class TextEncoder:
     """Normalised float32 embeddings of texts with a prompt; each distinct text is encoded once per call

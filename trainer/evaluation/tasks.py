@@ -343,7 +343,21 @@ def subsample(task: EvalTask, n: int | None, seed: int) -> EvalTask:
     return EvalTask(task.name, task.type, data, task.source, task.prompts, task.instruction, task.skipped_rows)
 
 
+SUITES = {"dev": Path(__file__).resolve().parents[2] / "examples" / "eval"}
+
+
+def suite_path(name: str) -> str:
+    """A named suite's folder: ``dev`` is the sets bundled in ``examples/eval`` of the source checkout."""
+    if name not in SUITES:
+        raise EvalDataError(f"unknown suite {name!r}; known: {', '.join(SUITES)} (or pass task folders)")
+    if not SUITES[name].is_dir():
+        raise EvalDataError(f"suite {name!r} ships with the source checkout ({SUITES[name]}); pass task folders")
+    return str(SUITES[name])
+
+
 def load_tasks(paths: list[str], max_per_task: int | None = None, seed: int = 0) -> list[EvalTask]:
+    """Tasks behind each path (``suite:NAME`` names a suite), subsampled to ``max_per_task``."""
+    paths = [suite_path(p.split(":", 1)[1]) if p.startswith("suite:") else p for p in paths]
     tasks = [subsample(build_task(spec), max_per_task, seed) for path in paths for spec in discover(path)]
     names = [t.name for t in tasks]
     duplicates = sorted({n for n in names if names.count(n) > 1})
