@@ -27,7 +27,8 @@ def test_the_example_config_parses_with_both_sources():
 @pytest.mark.parametrize("values, fragment", [
     ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "batchsize": 4}, "unknown training option"),
     ({"stage": "pretrain", "data": [{"name": "a", "paths": ["x"]}]}, "stage must be one of"),
-    ({"stage": "retromae", "data": [{"name": "a", "paths": ["x"]}]}, "not built yet"),
+    ({"stage": "retromae", "data": [{"name": "a", "paths": ["x"]}], "gradcache_chunk": 8}, "not to retromae"),
+    ({"stage": "retromae", "data": [{"name": "a", "paths": ["x"]}], "encoder_mask_ratio": 1.5}, "mask_ratio"),
     ({"stage": "finetune"}, "no training data"),
     ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "save_steps": -1}, "save_steps >= 0"),
 ])

@@ -279,7 +279,7 @@ def test_training_evaluates_start_steps_and_end_and_keeps_the_best(tiny_model_pa
 
 
 def test_held_out_rows_are_never_trained_on(examples_dir):
-    from trainer.data.stream import StreamConfig, SourceSpec, holdout_rows, in_holdout, make_loader
+    from trainer.data.stream import SourceSpec, StreamConfig, holdout_rows, in_holdout, make_loader
 
     held = holdout_rows([str(examples_dir)], 0.2, 1000)
     assert 3 <= len(held) <= 20 and all(in_holdout(r, 0.2) for r in held)

@@ -13,6 +13,8 @@ STAGE_DEFAULTS = {
     "contrastive": {"temperature": 0.02, "train_group_size": 1, "cross_device": True, "learning_rate": 2e-5},
     # stage 3: instructions + mined hard negatives
     "finetune": {"temperature": 0.02, "train_group_size": 8, "cross_device": True, "learning_rate": 1e-5},
+    # stage 1: RetroMAE on plain passages (continued pretraining of an already trained encoder: a low rate)
+    "retromae": {"temperature": 0.02, "train_group_size": 1, "cross_device": False, "learning_rate": 2e-5},
 }
 
 
@@ -59,6 +61,10 @@ class TrainConfig:
     resume: bool = True  # continue from the newest checkpoint in output_dir
     allow_network: bool = False
     device: str | None = None
+    # stage 1, RetroMAE (trainer/retromae/)
+    encoder_mask_ratio: float = 0.3
+    decoder_mask_ratio: float = 0.5
+    whole_word_masking: bool = True  # jieba words; False: each token on its own
     # evaluation during training (trainer/training_eval.py)
     eval: list[str] = field(default_factory=list)  # task folders / tasks YAML / suite:dev
     eval_holdout: float = 0.0  # share of the training rows kept out of training and evaluated as retrieval
@@ -71,8 +77,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.stage not in STAGES:
             raise CmtpError(f"stage must be one of {', '.join(STAGES)}")
-        if self.stage == "retromae":
-            raise CmtpError("stage retromae (RetroMAE pretraining) is not built yet: use contrastive or finetune")
+        if self.stage == "retromae" and self.gradcache_chunk:
+            raise CmtpError("gradient caching applies to the contrastive stages, not to retromae")
+        if not (0 < self.encoder_mask_ratio < 1 and 0 <= self.decoder_mask_ratio < 1):
+            raise CmtpError("encoder_mask_ratio must be in (0, 1) and decoder_mask_ratio in [0, 1)")
         for key, value in STAGE_DEFAULTS[self.stage].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)

@@ -131,7 +131,8 @@ def _grad_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradSca
 
 def train_step(module, batch, loss_fn, config: TrainConfig, device: torch.device, optimizer, scheduler,
                scaler: torch.amp.GradScaler | None, parameters) -> torch.Tensor:
-    """One optimiser step: forward + backward (cached or plain, scaled under fp16), unscale, clip, step."""
+    """One contrastive optimiser step: forward + backward (cached or plain, scaled under fp16), then
+    :func:`optimizer_step`."""
     with _autocast(config, device):
         if config.gradcache_chunk:
             loss = cached_backward(module, batch.queries, batch.passages, loss_fn, config.gradcache_chunk, device,
@@ -139,6 +140,29 @@ def train_step(module, batch, loss_fn, config: TrainConfig, device: torch.device
         else:
             loss = loss_fn(module(batch.queries, "query"), module(batch.passages, "passage"))
             (scaler.scale(loss) if scaler else loss).backward()
+    optimizer_step(optimizer, scheduler, scaler, parameters, config)
+    return loss.detach()
+
+
+def retromae_step(module, aligner, examples: list[dict], config: TrainConfig, device: torch.device, step: int,
+                  optimizer, scheduler, scaler, parameters, stats: dict) -> torch.Tensor:
+    """One RetroMAE optimiser step on the texts of ``examples``; masks are keyed by row id and step."""
+    from .retromae.masking import EncodedBatch, row_seeds
+
+    encoded = aligner([ex["query"] for ex in examples])
+    batch = EncodedBatch(*(t.to(device) for t in (encoded.input_ids, encoded.attention_mask, encoded.word_ids)),
+                         encoded.max_length)
+    seeds = row_seeds([ex["example_id"] for ex in examples], step, config.seed, device)
+    with _autocast(config, device):
+        loss, values = module(batch, seeds)
+    stats.update(values)
+    (scaler.scale(loss) if scaler else loss).backward()
+    optimizer_step(optimizer, scheduler, scaler, parameters, config)
+    return loss.detach()
+
+
+def optimizer_step(optimizer, scheduler, scaler, parameters, config: TrainConfig) -> None:
+    """Unscale (fp16), clip, step, schedule, clear."""
     if scaler:
         scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
@@ -149,7 +173,6 @@ def train_step(module, batch, loss_fn, config: TrainConfig, device: torch.device
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
 
 
 def smoothed_losses(losses: list[float]) -> tuple[float | None, float | None, int]:
@@ -185,8 +208,10 @@ class RunState:
     saturation_warnings: int = 0
 
 
-def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int) -> None:
+def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int, retromae=None) -> None:
     state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
+    if retromae is not None:
+        retromae.load_heads(state["retromae"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     run.step, run.positions = state["step"], state["positions"]
@@ -197,6 +222,19 @@ def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, 
     run.prompts = tuple(state.get("train_prompts", run.prompts))
     run.eval_state = state.get("eval")
     _set_rng_state(state["rng"][rank])
+
+
+def _retromae(config: TrainConfig, st, model_source: str, device: torch.device):
+    """Stage 1's model (encoder + MLM head + enhanced decoder) and its tokenizer-to-words aligner, or Nones."""
+    if config.stage != "retromae":
+        return None, None
+    from .models import resolve_model
+    from .retromae.masking import WordAligner
+    from .retromae.model import RetroMAE
+
+    model_dir = resolve_model(model_source, allow_network=config.allow_network).path
+    model = RetroMAE(st, config.encoder_mask_ratio, config.decoder_mask_ratio, model_dir).to(device)
+    return model, WordAligner(st.tokenizer, st.max_seq_length, config.whole_word_masking)
 
 
 def train(config: TrainConfig, on_step=None) -> dict:
@@ -216,25 +254,27 @@ def train(config: TrainConfig, on_step=None) -> dict:
     encoder.train()
     if config.freeze_embeddings:  # the word-embedding table is most of a multilingual model's parameters
         st[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
-    module = encoder
+    retromae, aligner = _retromae(config, st, model_source, device)
+    net = retromae if retromae is not None else encoder
+    module = net
     if world > 1:
         module = torch.nn.parallel.DistributedDataParallel(
-            encoder, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    parameters = [p for p in encoder.parameters() if p.requires_grad]
+            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    parameters = [p for p in net.parameters() if p.requires_grad]
     optimizer = _adamw(parameters, config)
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * max_steps), max_steps)
     scaler = _grad_scaler(config, device)
     if resume_from:
-        _restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1))
+        _restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1), retromae)
     evaluator = TrainingEval.create(config, run.prompts, base_max_len) if rank == 0 else None
     stream = StreamConfig([SourceSpec(d.name, d.paths, d.weight) for d in config.data], config.batch_size,
                           seed=config.seed, shuffle_units=config.shuffle_units,
                           same_source_batches=config.same_source_batches, state=run.positions,
                           holdout=config.eval_holdout)
     loader = make_loader(stream, rank, world, config.workers)
-    save = _Saver(config, st, base_max_len, optimizer, scheduler, rank, world)
+    save = _Saver(config, st, base_max_len, optimizer, scheduler, rank, world, retromae)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -269,18 +309,21 @@ def train(config: TrainConfig, on_step=None) -> dict:
         run.positions[item["reader"]] = item["position"]
         run.malformed += item["malformed"]
         run.instructions.update(ex.get("instruction") for ex in item["examples"])
-        batch = build_step(item["examples"], config.train_group_size, *run.prompts, config.seed, run.step)
-        teacher = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
-
         stats: dict = {}
+        if retromae is not None:
+            loss = retromae_step(module, aligner, item["examples"], config, device, run.step, optimizer, scheduler,
+                                 scaler, parameters, stats)
+        else:
+            batch = build_step(item["examples"], config.train_group_size, *run.prompts, config.seed, run.step)
+            teacher = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
 
-        def loss_fn(q, p, teacher=teacher, stats=stats):
-            return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
-                            config.distill_weight, config.distill_temperature, stats)
+            def loss_fn(q, p, teacher=teacher, stats=stats):
+                return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
+                                config.distill_weight, config.distill_temperature, stats)
 
-        loss = train_step(module, batch, loss_fn, config, device, optimizer, scheduler, scaler, parameters)
+            loss = train_step(module, batch, loss_fn, config, device, optimizer, scheduler, scaler, parameters)
         run.step += 1
-        samples += len(batch.queries) * world
+        samples += len(item["examples"]) * world
         losses.append(float(loss))
         accuracy = stats.get("accuracy", 0.0)
         saturated = saturated + 1 if accuracy >= 1.0 else 0
@@ -294,7 +337,8 @@ def train(config: TrainConfig, on_step=None) -> dict:
         progress.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{accuracy:.2f}", samples_per_s=f"{rate:.1f}")
         if writer and run.step % config.logging_steps == 0:
             writer.add_scalar("train/loss", losses[-1], run.step)
-            writer.add_scalar("train/in_batch_accuracy", accuracy, run.step)
+            for name, value in stats.items():
+                writer.add_scalar(f"train/{'in_batch_' if name == 'accuracy' else ''}{name}", value, run.step)
             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], run.step)
             writer.add_scalar("train/samples_per_s", rate, run.step)
             writer.add_scalar("data/malformed_rows", run.malformed, run.step)
@@ -331,8 +375,8 @@ class _Saver:
     """Writes the final model and checkpoints of one run (rank 0 writes; every rank takes part in gathers)."""
 
     def __init__(self, config: TrainConfig, st, base_max_len: int | None, optimizer, scheduler, rank: int,
-                 world: int):
-        self.config, self.st, self.base_max_len = config, st, base_max_len
+                 world: int, retromae=None):
+        self.config, self.st, self.base_max_len, self.retromae = config, st, base_max_len, retromae
         self.optimizer, self.scheduler, self.rank, self.world = optimizer, scheduler, rank, world
 
     def model(self, path: Path, run: RunState) -> None:
@@ -353,7 +397,8 @@ class _Saver:
             torch.save({"step": run.step, "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "positions": merged, "rng": all_rng,
                         "instructions": dict(run.instructions), "train_prompts": run.prompts,
-                        "malformed_rows": all_malformed, "eval": run.eval_state},
+                        "malformed_rows": all_malformed, "eval": run.eval_state,
+                        "retromae": self.retromae.heads_state() if self.retromae is not None else None},
                        directory / (STATE_FILE + ".tmp"))
             os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
         if self.world > 1:

@@ -1,4 +1,5 @@
-"""``cmtp train``: contrastive (stage 2) or fine-tune (stage 3) training on streamed Parquet shards."""
+"""``cmtp train``: RetroMAE (stage 1), contrastive (stage 2) or fine-tune (stage 3) training on streamed Parquet
+shards."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from schemas.errors import CmtpError
 from ..console import out
 from .common import load_yaml_config
 
-HELP = """Train an embedding model on training-example (or pair) Parquet shards, streamed from any fsspec path.
+HELP = """Train an embedding model on Parquet shards streamed from any fsspec path: plain texts (extract's pretrain/)
+for stage 1 (retromae), pairs (score's kept/) for stage 2 (contrastive), training examples (mine's examples/)
+for stage 3 (finetune).
 
 --data is PATH, NAME=PATH or NAME=PATH@WEIGHT (repeat it to mix datasets by weight). On several GPUs:
 torchrun --nproc_per_node=8 -m trainer train ... (same flags). A run resumes from its newest checkpoint.
 
 Examples:
+
+  cmtp train --stage retromae --data work/extract/pretrain --out work/stage1 --batch-size 64
 
   cmtp train --stage contrastive --data work/score/kept --out work/stage2 --batch-size 256 --gradcache-chunk 64
 
@@ -38,7 +43,7 @@ def _data(specs: list[str]) -> list[dict]:
 
 
 def train(
-    stage: str = typer.Option(None, help="contrastive (stage 2) or finetune (stage 3)"),
+    stage: str = typer.Option(None, help="retromae (stage 1), contrastive (stage 2) or finetune (stage 3)"),
     model: str = typer.Option(None, help="model to start from (default builtin:me5-small)"),
     data: list[str] = typer.Option(None, "--data", help="PATH | NAME=PATH | NAME=PATH@WEIGHT, repeatable"),
     out_dir: str = typer.Option(None, "--out", "-o", help="output directory (checkpoints, tensorboard, model)"),
@@ -79,6 +84,11 @@ def train(
     eval_steps: int = typer.Option(None, help="evaluate every N steps too (default: start and end only)"),
     eval_max_per_task: int = typer.Option(None, help="seeded subsample per evaluation task (default 500)"),
     keep_best: bool = typer.Option(None, "--keep-best", help="save the best evaluated model to OUT/best_model"),
+    encoder_mask_ratio: float = typer.Option(None, help="retromae: share of words masked for the encoder (0.3)"),
+    decoder_mask_ratio: float = typer.Option(None, help="retromae: share of context hidden from each decoder "
+                                             "position (0.5)"),
+    whole_word_masking: bool = typer.Option(None, "--whole-word-masking/--per-token-masking",
+                                            help="retromae: mask jieba words whole (default) or single tokens"),
 ) -> None:
     from trainer.config import TrainConfig
     from trainer.loop import train as run_train
@@ -94,7 +104,8 @@ def train(
                  warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                  same_source_batches=same_source_batches, logging_steps=logging_steps, allow_network=allow_network,
                  seed=seed, workers=workers, resume=resume, eval_holdout=eval_holdout, eval_steps=eval_steps,
-                 eval_max_per_task=eval_max_per_task, keep_best=keep_best)
+                 eval_max_per_task=eval_max_per_task, keep_best=keep_best, encoder_mask_ratio=encoder_mask_ratio,
+                 decoder_mask_ratio=decoder_mask_ratio, whole_word_masking=whole_word_masking)
     values.update({k: v for k, v in flags.items() if v is not None})
     if data:
         values["data"] = _data(list(data))

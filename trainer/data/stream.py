@@ -16,7 +16,7 @@ would have to replay (and re-read) everything it had already trained on; this mo
   with ``same_source_batches`` all ranks draw the same source for a step and each global batch holds one source.
 
 Rows of the ``training_example`` schema are used as they are; ``pair`` / ``scored_pair`` rows (stage 2 data)
-become query = title, pos = [passage].
+become query = title, pos = [passage]; ``pretrain_text`` rows (stage 1) query = pos = text.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from transforms.common.ids import stable_id
 
 COLUMNS_EXAMPLE = ["example_id", "query", "pos", "neg", "instruction", "source", "pos_scores", "neg_scores"]
 COLUMNS_PAIR = ["pair_id", "title", "passage", "source"]
+COLUMNS_TEXT = ["text_id", "text", "source"]
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,14 @@ def _read_unit(unit: Unit, holdout: float = 0.0) -> tuple[list[dict[str, Any]], 
             rows = [{"example_id": r.get("pair_id"), "query": r["title"], "pos": [r["passage"]], "neg": [],
                      "instruction": None, "source": r.get("source"), "pos_scores": [], "neg_scores": []}
                     for r in table.to_pylist()]
+        elif {"text_id", "text"} <= set(names):  # pretrain_text (stage 1): a text is its own pair
+            table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_TEXT if c in names])
+            rows = [{"example_id": r["text_id"], "query": r["text"], "pos": [r["text"]], "neg": [],
+                     "instruction": None, "source": r.get("source"), "pos_scores": [], "neg_scores": []}
+                    for r in table.to_pylist()]
         else:
-            raise CmtpError(f"{unit.path} has neither training-example columns (query, pos) nor pair columns "
-                            f"(title, passage)")
+            raise CmtpError(f"{unit.path} has neither training-example columns (query, pos), pair columns "
+                            f"(title, passage) nor text columns (text_id, text)")
     good = [r for r in rows if usable(r)]
     return [r for r in good if not in_holdout(r, holdout)], len(rows) - len(good)
 
