@@ -36,10 +36,14 @@ echo "== mine: hard negatives by nearest-neighbour search (faiss), with false-ne
 cmtp mine "$OUT/score" --out "$OUT/mine" --negatives 7 --range 3-60 --max-seq-length 128 \
   --train-instruction "为这个句子生成表示以用于检索相关文章："
 
-echo "== train stage 2: contrastive on the kept title-passage pairs (a few CPU steps, to run the path end to end)"
+echo "== train stage 1: RetroMAE on extract's plain passages (two CPU steps, to run the path end to end)"
 # --freeze-embeddings keeps e5's 96M-parameter token table fixed, so a CPU step takes seconds; --save-steps 0 writes
-# the model only (no optimizer checkpoint). Real runs: bigger batches, --gradcache-chunk, torchrun on GPUs.
-cmtp train --stage contrastive --model builtin:me5-small --data "$OUT/score/kept" --out "$OUT/train-stage2" \
+# the model only (no optimizer checkpoint). Real runs: bigger batches, longer texts, torchrun on GPUs.
+cmtp train --stage retromae --model builtin:me5-small --data "$OUT/extract/pretrain" --out "$OUT/train-stage1" \
+  --max-steps 2 --batch-size 4 --passage-max-len 64 --freeze-embeddings --save-steps 0
+
+echo "== train stage 2: contrastive on the kept title-passage pairs, from the stage-1 encoder (a few CPU steps)"
+cmtp train --stage contrastive --model "$OUT/train-stage1/model" --data "$OUT/score/kept" --out "$OUT/train-stage2" \
   --max-steps 3 --batch-size 8 --query-max-len 48 --passage-max-len 128 --freeze-embeddings --save-steps 0
 
 echo "== train stage 3: instructions + mined hard negatives, from the stage-2 model"

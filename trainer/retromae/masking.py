@@ -142,12 +142,12 @@ def decoder_visibility(attention_mask: torch.Tensor, seeds: torch.Tensor, ratio:
     batch, length = attention_mask.shape
     size = max(size, length)
     device = attention_mask.device
-    u = torch.empty(batch, length, length, device=device)
+    u = torch.empty(batch, size, size, device=device)
     generator = torch.Generator(device=device)
     for row, seed in enumerate((seeds ^ salt).tolist()):
         generator.manual_seed(seed)
-        u[row] = torch.rand(size, size, generator=generator, device=device)[:length, :length]
-    visible = u >= ratio
+        torch.rand(size, size, generator=generator, device=device, out=u[row])
+    visible = u[:, :length, :length] >= ratio
     visible &= attention_mask.bool()[:, None, :]
     visible.diagonal(dim1=1, dim2=2).fill_(False)
     visible[:, :, 0] = True
