@@ -33,3 +33,13 @@ def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.
         return beam.Pipeline(options=options)
     except ValueError as exc:  # unknown runner name and similar option mistakes
         raise CmtpError(f"cannot create the Beam pipeline: {exc}") from exc
+
+
+def join_ends(*branches) -> None:
+    """Make one last transform depend on every branch (the shard writes, the outcome counts).
+
+    Beam's DaskRunner (2.77) computes only the graph of the last transform applied, "connected to the full Bag
+    Task Graph" as its comment assumes: a write that nothing downstream consumes silently never runs there
+    (extract finished with a manifest and no Parquet). Runners that run every leaf are unaffected."""
+    first = branches[0]
+    _ = branches | "AllEnds" >> beam.Flatten(pipeline=first.pipeline) | "Done" >> beam.combiners.Count.Globally()

@@ -10,28 +10,30 @@ import apache_beam as beam
 from schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
 from transforms.common.dead_letters import dead_letter_sort_key
 from transforms.common.outcomes import CountOutcomes
+from transforms.common.parquet_read import ReadParquetRowGroups
 from transforms.dedup.config import DedupConfig
 from transforms.dedup.lsh import collision_probability
 from transforms.dedup.ptransform import NearDedup
 
-from .beam_runner import make_pipeline
+from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions
-from .outputs import input_glob, match_files, pop_outcomes, prepare_output, summarize_output
+from .outputs import input_glob, match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
 
 OUTPUTS = {"pairs": "pair", "dead_letters": "dead_letter"}
 MAX_PASSES = 4
 
 
 def _build(p, pattern: str, out: str, config: DedupConfig, bands: int, rows: int, shards: ShardOptions):
-    pairs = p | "ReadPairs" >> beam.io.ReadFromParquet(pattern)
+    pairs = p | "ReadPairs" >> ReadParquetRowGroups(match_files(pattern))
     result = pairs | "NearDedup" >> NearDedup(config, bands, rows)
-    result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"])
-    result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key)
+    writes = (result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
+              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key))
     facts = (
         result.facts,
         result.violations | "ViolationFact" >> beam.Map(lambda v: ("cc_violations", v)),
     ) | "Facts" >> beam.Flatten()
-    (pairs, result.kept, result.dead, facts) | "Count" >> CountOutcomes(out)
+    counted = (pairs, result.kept, result.dead, facts) | "Count" >> CountOutcomes(out)
+    join_ends(*writes, counted)
 
 
 def run_dedup(
@@ -50,9 +52,10 @@ def run_dedup(
     passes = 0
     while True:
         passes += 1
-        prepare_output(out, list(OUTPUTS))
-        with make_pipeline(beam_args, workers) as p:
-            _build(p, pattern, out, config, bands, rows, shards)
+        with removed_on_failure(out, list(OUTPUTS)):
+            prepare_output(out, list(OUTPUTS))
+            with make_pipeline(beam_args, workers) as p:
+                _build(p, pattern, out, config, bands, rows, shards)
         outcomes = pop_outcomes(out)
         facts = outcomes.pop("facts")
         violations = int(next(iter(facts.get("cc_violations", {"0": 1}))))

@@ -15,8 +15,8 @@ from transforms.extract.config import ExtractConfig
 from transforms.extract.dofns import SourceSpec
 from transforms.extract.ptransform import ExtractPairs
 
-from .beam_runner import make_pipeline
-from .outputs import match_files, pop_outcomes, prepare_output, summarize_output
+from .beam_runner import join_ends, make_pipeline
+from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
 
 OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_letter"}
 
@@ -32,6 +32,20 @@ class ShardOptions:
                                   self.row_group_size)
 
 
+def _run(sources, out, config, shards, beam_args, workers) -> None:
+    with make_pipeline(beam_args, workers) as p:
+        result = p | "Extract" >> ExtractPairs(sources, config)
+        writes = (
+            result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
+            result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT,
+                                                               lambda r: r["text_id"]),
+            result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key),
+        )
+        inputs = (result.documents, result.read_dead) | "AllInputs" >> beam.Flatten()
+        counted = (inputs, result.pairs, result.dead, result.cleaning) | "Count" >> CountOutcomes(out)
+        join_ends(*writes, counted)
+
+
 def run_extract(
     sources: list[SourceSpec],
     out: str,
@@ -42,15 +56,10 @@ def run_extract(
 ) -> Manifest:
     config, shards = config or ExtractConfig(), shards or ShardOptions()
     matched = {spec.pattern: match_files(spec.pattern) for spec in sources}
-    prepare_output(out, list(OUTPUTS))
-    started = time.perf_counter()
-    with make_pipeline(beam_args, workers) as p:
-        result = p | "Extract" >> ExtractPairs(sources, config)
-        result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"])
-        result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT, lambda r: r["text_id"])
-        result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key)
-        inputs = (result.documents, result.read_dead) | "AllInputs" >> beam.Flatten()
-        (inputs, result.pairs, result.dead, result.cleaning) | "Count" >> CountOutcomes(out)
+    with removed_on_failure(out, list(OUTPUTS)):
+        prepare_output(out, list(OUTPUTS))
+        started = time.perf_counter()
+        _run(sources, out, config, shards, beam_args, workers)
     seconds = time.perf_counter() - started
     outcomes = pop_outcomes(out)
     facts = outcomes.pop("facts", {})

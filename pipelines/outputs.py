@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -57,3 +59,22 @@ def pop_outcomes(out: str) -> dict:
     outcomes = read_json(path)
     FileSystems.delete([path])
     return outcomes
+
+
+@contextmanager
+def removed_on_failure(out: str, subdirs: list[str]):
+    """Run a stage's pipeline; if it fails (a bad ``--runner``, a worker error), remove what it wrote (its
+    output folders, the outcomes file and any earlier manifest, whose shards were already cleared) and raise
+    one ``CmtpError``, so a failed run never leaves output that the next stage would accept."""
+    try:
+        yield
+    except BaseException as exc:
+        targets = [FileSystems.join(out, s) for s in subdirs] + [FileSystems.join(out, n) for n in
+                                                                  (OUTCOMES_FILE, "manifest.json")]
+        existing = [t for t in targets if FileSystems.exists(t)]
+        if existing:
+            FileSystems.delete(existing)
+        if isinstance(exc, CmtpError) or not isinstance(exc, Exception):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        raise CmtpError(f"the pipeline failed ({type(exc).__name__}: {first}); nothing was left in {out}") from exc

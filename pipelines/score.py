@@ -18,12 +18,13 @@ from schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
 from trainer.models import resolve_model, weights_fingerprint
 from transforms.common.dead_letters import dead_letter_sort_key
 from transforms.common.outcomes import CountOutcomes
+from transforms.common.parquet_read import ReadParquetRowGroups
 from transforms.score.config import ScoreConfig
 from transforms.score.ptransform import ApplyThreshold, ScorePairs
 
-from .beam_runner import make_pipeline
+from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions
-from .outputs import input_glob, match_files, pop_outcomes, prepare_output, summarize_output
+from .outputs import input_glob, match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
 
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
 
@@ -42,14 +43,15 @@ def _local(beam_args: list[str] | None) -> bool:
 
 def _write_outputs(result, out: str, shards: ShardOptions, inputs) -> None:
     key = lambda r: r["pair_id"]  # noqa: E731
-    result.kept | "WriteKept" >> shards.writer(f"{out}/kept", SCORED_PAIR, key)
-    result.rejected | "WriteRejected" >> shards.writer(f"{out}/rejected", SCORED_PAIR, key)
-    result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key)
+    writes = (result.kept | "WriteKept" >> shards.writer(f"{out}/kept", SCORED_PAIR, key),
+              result.rejected | "WriteRejected" >> shards.writer(f"{out}/rejected", SCORED_PAIR, key),
+              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key))
     drops = (
         result.dead,
         result.rejected | "RejectedEvents" >> beam.Map(lambda r: {"source": r["source"], "reason": "below_threshold"}),
     ) | "Drops" >> beam.Flatten()
-    (inputs, result.kept, drops) | "Count" >> CountOutcomes(out)
+    counted = (inputs, result.kept, drops) | "Count" >> CountOutcomes(out)
+    join_ends(*writes, counted)
 
 
 def _manifest(out: str, config: dict, inputs: list[str], extra: dict, seconds: float) -> Manifest:
@@ -88,11 +90,12 @@ def run_score(
     # progress bar on the local runner with one worker process, where one process sees every pair; Beam's
     # counter cmtp score/pairs_scored shows the same on other runners
     total = _row_count(files) if _local(beam_args) and workers == 1 else None
-    prepare_output(out, list(OUTPUTS))
     started = time.perf_counter()
-    with make_pipeline(beam_args, workers) as p:
-        pairs = p | "ReadPairs" >> beam.io.ReadFromParquet(pattern)
-        _write_outputs(pairs | "Score" >> ScorePairs(config, scorer_hash, total), out, shards, pairs)
+    with removed_on_failure(out, list(OUTPUTS)):
+        prepare_output(out, list(OUTPUTS))
+        with make_pipeline(beam_args, workers) as p:
+            pairs = p | "ReadPairs" >> ReadParquetRowGroups(files)
+            _write_outputs(pairs | "Score" >> ScorePairs(config, scorer_hash, total), out, shards, pairs)
     return _manifest(
         out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
               "beam_args": beam_args or []}, files,
@@ -129,14 +132,15 @@ def run_rethreshold(
     globs = {sub: FileSystems.join(scored, sub, "part-*.parquet") for sub in OUTPUTS}
     present = {sub: g for sub, g in globs.items() if any(r.metadata_list for r in FileSystems.match([g]))}
     files = [f for g in present.values() for f in match_files(g)]
-    prepare_output(out, list(OUTPUTS))
     started = time.perf_counter()
-    with make_pipeline(beam_args, workers) as p:
-        reads = [p | f"Read_{sub}" >> beam.io.ReadFromParquet(g) for sub, g in present.items()
+    with removed_on_failure(out, list(OUTPUTS)), make_pipeline(beam_args, workers) as p:
+        prepare_output(out, list(OUTPUTS))
+        reads = [p | f"Read_{sub}" >> ReadParquetRowGroups(match_files(g)) for sub, g in present.items()
                  if sub != "dead_letters"]
         rows = reads | "AllScored" >> beam.Flatten()
         kept, rejected = rows | "Threshold" >> ApplyThreshold(threshold)
-        dead = (p | "ReadDead" >> beam.io.ReadFromParquet(present["dead_letters"])) if "dead_letters" in present \
+        dead = (p | "ReadDead" >> ReadParquetRowGroups(match_files(present["dead_letters"]))) \
+            if "dead_letters" in present \
             else (p | "NoDead" >> beam.Create([]))
         inputs = (rows, dead) | "AllInputs" >> beam.Flatten()
         _write_outputs(_Replayed(kept, rejected, dead), out, shards, inputs)

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from transforms.common.dead_letters import DEAD
+from transforms.common.multi_output import MultiOutput
 
 from .components import ConnectedComponents
 from .config import DedupConfig
@@ -58,7 +59,7 @@ class NearDedup(beam.PTransform):
             verified = (
                 {"edges": checked, "text": texts}
                 | "JoinSecond" >> beam.CoGroupByKey()
-                | "Verify" >> beam.ParDo(VerifyEdgesFn(c)).with_outputs("rejected", main="kept")
+                | "Verify" >> MultiOutput(VerifyEdgesFn(c), "rejected", main="kept")
             )
             edges = verified.kept
             facts.append(verified.rejected | "CountRejected" >> beam.Map(lambda e: ("edges", "rejected_by_jaccard")))
@@ -67,12 +68,12 @@ class NearDedup(beam.PTransform):
         labelled = (
             {"pair": pairs | "ById" >> beam.Map(lambda p: (p["pair_id"], p)), "label": components}
             | "JoinLabels" >> beam.CoGroupByKey()
-            | "Label" >> beam.ParDo(LabelPairFn()).with_outputs("singleton", main="clustered")
+            | "Label" >> MultiOutput(LabelPairFn(), "singleton", main="clustered")
         )
         clusters = (
             labelled.clustered
             | "ByCluster" >> beam.GroupByKey()
-            | "Representative" >> beam.ParDo(KeepRepresentativeFn(c.policy)).with_outputs(DEAD, main="kept")
+            | "Representative" >> MultiOutput(KeepRepresentativeFn(c.policy), DEAD, main="kept")
         )
         kept = (clusters.kept, labelled.singleton) | "AllKept" >> beam.Flatten()
         facts.append(kept | "ClusterSizes" >> beam.Map(lambda p: ("cluster_sizes", size_bucket(p["cluster_size"]))))

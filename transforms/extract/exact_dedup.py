@@ -14,6 +14,7 @@ import apache_beam as beam
 
 from transforms.common.dead_letters import DEAD, dead_letter
 from transforms.common.ids import stable_id
+from transforms.common.multi_output import MultiOutput
 
 from .filters import normalize_for_match
 
@@ -65,7 +66,6 @@ class ExactDedup(beam.PTransform):
             pairs
             | "Key" >> beam.Map(lambda p: (key(p), p))
             | "Group" >> beam.GroupByKey()
-            | "KeepLowestId" >> beam.ParDo(_KeepLowestIdFn(self.stage, self.by_passage)).with_outputs(
-                DEAD, main="kept")
+            | "KeepLowestId" >> MultiOutput(_KeepLowestIdFn(self.stage, self.by_passage), DEAD, main="kept")
         )
         return result.kept, result[DEAD]

@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 
 from transforms.common.dead_letters import DEAD
+from transforms.common.multi_output import MultiOutput
 
 from .config import ExtractConfig
 from .dofns import CLEANING, PRETRAIN_ONLY, CleanPairFn, ReadRecordsFn, SourceSpec
@@ -40,7 +41,7 @@ class ExtractPairs(beam.PTransform):
                 pbegin
                 | f"Match[{i}:{spec.name}]" >> fileio.MatchFiles(spec.pattern)
                 | f"Open[{i}:{spec.name}]" >> fileio.ReadMatches()
-                | f"Read[{i}:{spec.name}]" >> beam.ParDo(ReadRecordsFn(spec)).with_outputs(DEAD, main="docs")
+                | f"Read[{i}:{spec.name}]" >> MultiOutput(ReadRecordsFn(spec), DEAD, main="docs")
             )
             documents.append(read.docs)
             read_dead.append(read[DEAD])
@@ -51,8 +52,8 @@ class ExtractPairs(beam.PTransform):
             documents = documents | "Rebalance" >> beam.Reshuffle()
         read_dead = read_dead | "AllReadDead" >> beam.Flatten()
 
-        cleaned = documents | "CleanPair" >> beam.ParDo(CleanPairFn(self.config)).with_outputs(
-            DEAD, PRETRAIN_ONLY, CLEANING, main="pairs")
+        cleaned = documents | "CleanPair" >> MultiOutput(CleanPairFn(self.config), DEAD, PRETRAIN_ONLY,
+                                                                  CLEANING, main="pairs")
         pairs, dead = cleaned.pairs, [read_dead, cleaned[DEAD]]
         if self.config.dedup_pair or self.config.dedup_passage:
             pairs, dup = pairs | "ExactDedup" >> ExactDedup(by_passage=self.config.dedup_passage)

@@ -1,7 +1,8 @@
 """``ScorePairs``: the score stage as one composite transform, and ``ApplyThreshold``, the cut on its own
 (used again by ``cmtp score --rethreshold`` to replay another threshold on stored scores without a model).
 
-    pairs --check--> RunInference(pair handler, exceptions caught) --> scored rows --ApplyThreshold--> kept | rejected
+    pairs --check--> batches (GroupByKey on a hash of the pair id) --RunInference(pair handler)--> scored rows
+       |                                                                    --ApplyThreshold--> kept | rejected
        \\--> dead letters: nothing to score (``unscorable``), a batch whose inference raised (``inference_error``)
 """
 
@@ -15,9 +16,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
 from transforms.common.dead_letters import DEAD, pair_dead_letter
+from transforms.common.ids import shard_of
+from transforms.common.multi_output import MultiOutput
 
 from .config import ScoreConfig
-from .handler import SentencePairModelHandler
+from .handler import InferenceError, SentencePairModelHandler
 from .scoring import is_kept
 
 STAGE = "score"
@@ -38,8 +41,17 @@ class _CheckScorableFn(beam.DoFn):
         yield pair
 
 
+def _batches(element, size: int):
+    """A hash group of pairs -> lists of at most ``size`` pairs, in pair-id order (the same on every run)."""
+    _, pairs = element
+    pairs = sorted(pairs, key=lambda p: p["pair_id"] or "")
+    for start in range(0, len(pairs), size):
+        yield pairs[start : start + size]
+
+
 class _ToScoredRowFn(beam.DoFn):
-    """A prediction -> the scored row (score as float32, the scorer's identity), counted for progress."""
+    """A prediction -> the scored row (score as float32, the scorer's identity), counted for progress; a pair
+    whose batch raised goes to the dead letters."""
 
     def __init__(self, scorer: str, scorer_hash: str, progress_total: int | None = None):
         self.scorer, self.scorer_hash, self.progress_total = scorer, scorer_hash, progress_total
@@ -56,6 +68,10 @@ class _ToScoredRowFn(beam.DoFn):
         self.counter.inc()
         if self.bar is not None:
             self.bar.update(1)
+        if isinstance(prediction.inference, InferenceError):
+            yield beam.pvalue.TaggedOutput(DEAD, pair_dead_letter(STAGE, "inference_error", prediction.example,
+                                                                  str(prediction.inference)))
+            return
         yield {**prediction.example, "score": float(np.float32(prediction.inference)), "scorer": self.scorer,
                "scorer_hash": self.scorer_hash}
 
@@ -81,29 +97,32 @@ class ApplyThreshold(beam.PTransform):
         self.threshold = threshold
 
     def expand(self, scored):
-        split = scored | "Split" >> beam.ParDo(_SplitAtThresholdFn(self.threshold)).with_outputs(REJECTED, main="kept")
+        split = scored | "Split" >> MultiOutput(_SplitAtThresholdFn(self.threshold), REJECTED, main="kept")
         return split.kept, split[REJECTED]
 
 
-def _failed_batch_dead_letters(failed):
-    """RunInference's dead-letter element (the batch that raised, the exception) -> one dead letter per pair."""
-    batch, exc = failed
-    detail = f"{type(exc).__name__}: {exc}"
-    return [pair_dead_letter(STAGE, "inference_error", pair, detail) for pair in batch]
-
-
 class ScorePairs(beam.PTransform):
-    def __init__(self, config: ScoreConfig, scorer_hash: str, progress_total: int | None = None):
+    def __init__(self, config: ScoreConfig, scorer_hash: str, progress_total: int | None = None,
+                 group_count: int = 64):
+        """``group_count``: hash groups the pairs are batched in (each group is cut into ``inference_batch``
+        batches; more groups spread the scoring over more workers)."""
         super().__init__()
         self.config, self.scorer_hash, self.progress_total = config, scorer_hash, progress_total
+        self.group_count = group_count
 
     def expand(self, pairs):
         c = self.config
-        checked = pairs | "Check" >> beam.ParDo(_CheckScorableFn()).with_outputs(DEAD, main="ok")
-        predictions, errors = (checked.ok | "RunInference" >> RunInference(
-            SentencePairModelHandler(c)).with_exception_handling())
-        scored = predictions | "ToRow" >> beam.ParDo(_ToScoredRowFn(c.model, self.scorer_hash, self.progress_total))
-        kept, rejected = scored | "Threshold" >> ApplyThreshold(c.threshold)
-        failed = errors.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_dead_letters)
-        dead = (checked[DEAD], failed) | "AllDead" >> beam.Flatten()
+        checked = pairs | "Check" >> MultiOutput(_CheckScorableFn(), DEAD, main="ok")
+        groups = max(1, self.group_count)
+        predictions = (
+            checked.ok
+            | "HashGroup" >> beam.Map(lambda p: (shard_of(p.get("pair_id") or p["title"], groups), p))
+            | "Group" >> beam.GroupByKey()
+            | "Batches" >> beam.FlatMap(_batches, c.inference_batch)
+            | "RunInference" >> RunInference(SentencePairModelHandler(c))
+        )
+        scored = predictions | "ToRow" >> MultiOutput(
+            _ToScoredRowFn(c.model, self.scorer_hash, self.progress_total), DEAD, main="rows")
+        kept, rejected = scored.rows | "Threshold" >> ApplyThreshold(c.threshold)
+        dead = (checked[DEAD], scored[DEAD]) | "AllDead" >> beam.Flatten()
         return ScoreResult(kept, rejected, dead)
