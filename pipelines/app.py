@@ -8,6 +8,7 @@ from schemas.manifest import cmtp_version
 
 from .commands import (
     audit_cmd,
+    build_cmd,
     dedup_cmd,
     eval_cmd,
     extract_cmd,
@@ -36,6 +37,7 @@ app.command("audit", help=audit_cmd.HELP)(audit_cmd.audit)
 app.command("mine", help=mine_cmd.HELP)(mine_cmd.mine)
 app.command("train", help=train_cmd.HELP)(train_cmd.train)
 app.command("eval", help=eval_cmd.HELP)(eval_cmd.eval_model)
+app.command("build", help=build_cmd.HELP, context_settings=_STAGE)(build_cmd.build)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,318 @@
+"""``cmtp build``: the whole chain from one YAML file, re-running only what changed.
+
+    work: work                      # stage outputs go to work/STAGE
+    stages:
+      extract: {sources: ["wudao=dumps/wudao/*.json", "csl=dumps/csl/*.tsv"], workers: 2}
+      dedup: {input: extract, threshold: 0.8}
+      score: {input: dedup, model: builtin:me5-small, target_keep_rate: 0.8}
+      mine: {input: score, negatives: 7}
+      stage2: {kind: train, stage: contrastive, data: ["@score/kept"], max_steps: 100}
+      stage3: {kind: train, stage: finetune, model: "@stage2", data: ["@mine/examples"]}
+      eval: {kind: eval, model: "@stage3", compare: builtin:me5-small, suite: dev}
+
+A stage's ``kind`` defaults to its name; ``input: STAGE`` and ``@STAGE[/sub]`` values refer to other stages'
+outputs (``@STAGE`` as a model is its ``model/`` folder). Every other option is the stage's own, as in its
+``--config`` file. Each stage runs into ``work/.STAGE.tmp`` and is moved to ``work/STAGE`` only when it
+succeeded, with ``_build.json`` holding its fingerprint: a hash of its kind and options, the fingerprints of the
+stages it reads, the files it reads from outside (path, size, modification time) and the cmtp version. A
+stage whose fingerprint matches is reused; the first stage that changed or never finished runs again, and so
+does everything after it that reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas import CmtpError, Manifest
+from schemas.manifest import cmtp_version
+
+KINDS = ("extract", "dedup", "score", "mine", "train", "eval")
+BUILD_FILE = "_build.json"
+
+
+@dataclass
+class StagePlan:
+    name: str
+    kind: str
+    options: dict[str, Any]
+    depends: list[str]
+    fingerprint: str = ""
+    action: str = ""  # run | reuse
+    reason: str = ""
+
+
+@dataclass
+class BuildFile:
+    work: Path
+    stages: list[StagePlan]
+    beam_args: list[str] = field(default_factory=list)
+
+
+def _refs(value: Any) -> list[str]:
+    """Stage names referred to by ``@STAGE[/sub]`` strings anywhere in an option value."""
+    if isinstance(value, str) and value.startswith("@"):
+        return [value[1:].split("/", 1)[0]]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs(v)]
+    return []
+
+
+def load_build_file(path: str, work: str | None = None) -> BuildFile:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CmtpError(f"{path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CmtpError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or not data["stages"]:
+        raise CmtpError(f"{path}: needs a stages: mapping of NAME: {{options}} (see cmtp build --help)")
+    stages = []
+    for name, options in data["stages"].items():
+        options = dict(options or {})
+        kind = options.pop("kind", name)
+        if kind not in KINDS:
+            raise CmtpError(f"{path}: stage {name!r} has kind {kind!r}; kinds: {', '.join(KINDS)}")
+        depends = ([options["input"]] if "input" in options else []) + _refs(options)
+        known = [s.name for s in stages]
+        for dep in depends:
+            if dep not in known:
+                raise CmtpError(f"{path}: stage {name!r} reads {dep!r}, which is not a stage defined before it")
+        stages.append(StagePlan(str(name), kind, options, list(dict.fromkeys(depends))))
+    return BuildFile(Path(work or data.get("work", "work")), stages, list(data.get("beam_args") or []))
+
+
+# -- fingerprints ----------------------------------------------------------------------------------------------
+def _external_files(plan: StagePlan) -> list[str]:
+    """Files a stage reads from outside the build (extract's sources, mine's labeled files, eval tasks)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    patterns = []
+    if plan.kind == "extract":
+        patterns = [s.split("=", 1)[1] for s in plan.options.get("sources", []) if "=" in s]
+    patterns += [v for v in plan.options.get("labeled", []) or [] if isinstance(v, str)]
+    described = []
+    for pattern in patterns:
+        try:
+            for result in FileSystems.match([pattern]):
+                described += [f"{m.path}:{m.size_in_bytes}:{m.last_updated_in_seconds}" for m in result.metadata_list]
+        except Exception:  # an unmatched pattern is the stage's own error to report
+            described.append(f"{pattern}:missing")
+    return sorted(described)
+
+
+def fingerprint(plan: StagePlan, upstream: dict[str, str], beam_args: list[str]) -> str:
+    record = {"kind": plan.kind, "options": plan.options, "inputs": {d: upstream[d] for d in plan.depends},
+              "files": _external_files(plan), "cmtp": cmtp_version(),
+              "beam_args": beam_args if plan.kind in ("extract", "dedup", "score") else []}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan_build(build: BuildFile, start: str | None = None, until: str | None = None) -> list[StagePlan]:
+    names = [s.name for s in build.stages]
+    for flag, value in (("--from", start), ("--until", until)):
+        if value is not None and value not in names:
+            raise CmtpError(f"{flag} {value!r}: no such stage; stages: {', '.join(names)}")
+    last = names.index(until) if until else len(names) - 1
+    plans, prints, changed = [], {}, set()
+    for i, plan in enumerate(build.stages[: last + 1]):
+        plan.fingerprint = prints[plan.name] = fingerprint(plan, prints, build.beam_args)
+        record = build.work / plan.name / BUILD_FILE
+        previous = json.loads(record.read_text()) if record.exists() else None
+        if start is not None and i >= names.index(start):
+            plan.action, plan.reason = "run", f"--from {start}"
+        elif previous is None:
+            plan.action, plan.reason = "run", "no finished output" if not (build.work / plan.name).exists() \
+                else "output not made by a finished build"
+        elif previous.get("fingerprint") != plan.fingerprint:
+            why = "an input stage changed" if set(plan.depends) & changed else "its options or input files changed"
+            plan.action, plan.reason = "run", why
+        else:
+            plan.action, plan.reason = "reuse", "fingerprint matches"
+        if plan.action == "run":
+            changed.add(plan.name)
+        plans.append(plan)
+    return plans
+
+
+# -- running stages --------------------------------------------------------------------------------------------
+def _resolve(value: Any, work: Path, as_model: bool = False) -> Any:
+    if isinstance(value, str) and value.startswith("@"):
+        name, _, sub = value[1:].partition("/")
+        path = work / name / sub if sub else work / name
+        return str(path / "model") if as_model and not sub else str(path)
+    if isinstance(value, list):
+        return [_resolve(v, work) for v in value]
+    return value
+
+
+def _config(cls, options: dict, where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise CmtpError(f"stage {where}: unknown option(s) {', '.join(unknown)}")
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise CmtpError(f"stage {where}: {exc}") from exc
+
+
+def _shards(options: dict):
+    from .extract import ShardOptions
+
+    return ShardOptions(options.pop("num_shards", None), options.pop("target_shard_rows", 100_000),
+                        options.pop("row_group_size", 8192))
+
+
+def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> None:
+    o = {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
+    source = str(work / o.pop("input")) if "input" in o else None
+    if plan.kind == "extract":
+        from transforms.extract.config import ExtractConfig
+
+        from .commands.extract_cmd import load_plugins, parse_adapter_options, parse_source
+        from .extract import run_extract
+
+        plugins = o.pop("plugins", [])
+        load_plugins(plugins)
+        adapter_options = parse_adapter_options([f"{k}={v}" for k, v in o.pop("adapter_options", {}).items()])
+        specs = [parse_source(s, adapter_options, plugins) for s in o.pop("sources", [])]
+        if not specs:
+            raise CmtpError(f"stage {plan.name}: give sources: [ADAPTER=GLOB, ...]")
+        workers, shards = o.pop("workers", 2), _shards(o)
+        run_extract(specs, str(out), _config(ExtractConfig, o, plan.name), shards, beam_args, workers)
+    elif plan.kind == "dedup":
+        from transforms.dedup.config import DedupConfig
+
+        from .dedup import run_dedup
+
+        workers, shards = o.pop("workers", 1), _shards(o)
+        run_dedup(source, str(out), _config(DedupConfig, o, plan.name), shards, beam_args, workers)
+    elif plan.kind == "score":
+        from transforms.score.config import ScoreConfig
+
+        from .score import run_score
+
+        workers, shards, rate = o.pop("workers", 1), _shards(o), o.pop("target_keep_rate", None)
+        run_score(source, str(out), _config(ScoreConfig, o, plan.name), shards, beam_args, workers, rate)
+    elif plan.kind == "mine":
+        from .commands.mine_cmd import _range
+        from .mine.config import MineConfig
+        from .mine.run import run_mine
+
+        if "range" in o:
+            o["range_start"], o["range_end"] = _range(str(o.pop("range")))
+        run_mine(source, str(out), _config(MineConfig, o, plan.name))
+    elif plan.kind == "train":
+        from trainer.config import TrainConfig
+        from trainer.loop import train
+
+        data = o.pop("data", [])
+        o["data"] = [d if isinstance(d, dict) else {"name": f"data{i}", "paths": [d]} for i, d in enumerate(data)]
+        train(TrainConfig.from_mapping({**o, "output_dir": str(out)}))
+    else:
+        _run_eval(o, out, plan.name)
+
+
+def _run_eval(o: dict, out: Path, name: str) -> None:
+    from trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
+
+    paths = list(o.pop("tasks", [])) + ([f"suite:{o.pop('suite')}"] if "suite" in o else [])
+    model, other = o.pop("model", None), o.pop("compare", None)
+    if not model or not paths:
+        raise CmtpError(f"stage {name}: give model: and tasks: or suite:")
+    tasks = load_tasks(paths, o.pop("max_per_task", None), o.get("seed", 0))
+    options = _config(EvalOptions, {"progress": False, **o}, name)
+    report = evaluate(model, tasks, options)
+    result = {"results": report.to_dict()}
+    if other:
+        second = evaluate(other, tasks, options)
+        result["compare"] = {"results": second.to_dict(), "rows": compare_reports(second, report)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _fix_paths(directory: Path, tmp: Path) -> None:
+    """The stage wrote its manifest while in ``tmp``: record its final place instead."""
+    manifest = directory / "manifest.json"
+    if manifest.exists():
+        manifest.write_text(manifest.read_text(encoding="utf-8").replace(str(tmp), str(directory)),
+                            encoding="utf-8")
+
+
+def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, log=print) -> list[dict]:
+    """Run the stages the plan says to run; returns one record per stage (action, seconds)."""
+    build.work.mkdir(parents=True, exist_ok=True)
+    records = []
+    for plan in plans:
+        final, tmp = build.work / plan.name, build.work / f".{plan.name}.tmp"
+        if plan.action == "reuse":
+            log(f"{plan.name}: reused ({plan.reason})")
+            records.append({"stage": plan.name, "action": "reuse", "seconds": 0.0})
+            continue
+        if final.exists() and not (final / BUILD_FILE).exists() and not overwrite:
+            raise CmtpError(f"{final} exists and was not written by cmtp build: move it away or pass --overwrite")
+        log(f"{plan.name}: running {plan.kind} ({plan.reason})")
+        shutil.rmtree(tmp, ignore_errors=True)
+        started = time.perf_counter()
+        run_stage(plan, build.work, tmp, build.beam_args)  # a failure leaves only the tmp folder, never `final`
+        seconds = time.perf_counter() - started
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        _fix_paths(final, tmp)
+        (final / BUILD_FILE).write_text(json.dumps({"stage": plan.name, "kind": plan.kind,
+                                                    "fingerprint": plan.fingerprint, "seconds": round(seconds, 2),
+                                                    "options": plan.options}, indent=2, default=str))
+        records.append({"stage": plan.name, "action": "run", "seconds": round(seconds, 2)})
+    return records
+
+
+# -- the funnel ------------------------------------------------------------------------------------------------
+def funnel(build: BuildFile, plans: list[StagePlan]) -> list[dict]:
+    """Rows in and out of every data stage and its drops by reason, read from the manifests."""
+    rows = []
+    for plan in plans:
+        path = build.work / plan.name / "manifest.json"
+        if plan.kind in ("train", "eval") or not path.exists():
+            continue
+        m = Manifest.read(str(path))
+        rows.append({"stage": plan.name, "kind": plan.kind, "in": m.count_in, "out": m.count_out,
+                     "dropped": dict(sorted(m.dropped.items(), key=lambda kv: -kv[1]))})
+    return rows
+
+
+def write_funnel_html(rows: list[dict], path: Path) -> None:
+    """One self-contained page: a bar per stage (rows out, with the rows in as the outline) and the drops."""
+    import html
+
+    width, bar_h, gap, left = 720, 26, 14, 120
+    top = max([r["in"] for r in rows] + [1])
+    bars = []
+    for i, r in enumerate(rows):
+        y = i * (bar_h + gap) + 10
+        w_in, w_out = (width - left - 80) * r["in"] / top, (width - left - 80) * r["out"] / top
+        bars.append(f'<text x="0" y="{y + 18}" font-size="14">{html.escape(r["stage"])}</text>'
+                    f'<rect x="{left}" y="{y}" width="{w_in:.1f}" height="{bar_h}" fill="#e8eef7" stroke="#7a9cc6"/>'
+                    f'<rect x="{left}" y="{y}" width="{w_out:.1f}" height="{bar_h}" fill="#3b6fb6"/>'
+                    f'<text x="{left + w_in + 6:.1f}" y="{y + 18}" font-size="13">{r["out"]:,} / {r["in"]:,}</text>')
+    height = len(rows) * (bar_h + gap) + 20
+    table = "".join(
+        f"<tr><td>{html.escape(r['stage'])}</td><td>{r['in']:,}</td><td>{r['out']:,}</td><td>"
+        + ", ".join(f"{html.escape(k)}: {v:,}" for k, v in r["dropped"].items()) + "</td></tr>" for r in rows)
+    path.write_text(
+        "<!doctype html><meta charset='utf-8'><title>cmtp build funnel</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:left}</style>"
+        "<h1>cmtp build: rows at every stage</h1>"
+        f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>{''.join(bars)}</svg>"
+        "<p>Dark: rows out; outline: rows in.</p><table><tr><th>stage</th><th>in</th><th>out</th>"
+        f"<th>dropped by reason</th></tr>{table}</table>", encoding="utf-8")

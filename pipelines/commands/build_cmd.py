@@ -1,0 +1,93 @@
+"""``cmtp build``: run the whole chain from one YAML file, reusing every stage whose inputs did not change."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from schemas.errors import CmtpError
+
+from ..console import err, out
+from .common import split_beam_args
+
+HELP = """Run the pipeline a YAML file describes (extract, dedup, score, mine, train stages, eval), each stage
+with the options of its own --config. A stage whose fingerprint (its options, the stages it reads, the files
+it reads, the cmtp version) matches its last finished run is reused; after a change or a crash the build
+resumes at the first stage that changed or did not finish. Each stage is written to a temporary folder and
+moved into place only when it succeeded. At the end: rows at every stage and drops by reason (also as
+WORK/funnel.html). Beam arguments after `--` reach every Beam stage.
+
+Examples:
+
+  cmtp build examples/pipeline.yaml
+
+  cmtp build pipeline.yaml --dry-run
+
+  cmtp build pipeline.yaml --from score --until mine
+
+  cmtp build pipeline.yaml -- --runner DataflowRunner --project P --region us-central1 --temp_location gs://B/tmp
+"""
+
+
+def build(
+    ctx: typer.Context,
+    args: list[str] = typer.Argument(..., help="the pipeline YAML file (then Beam args after --)"),
+    work: str = typer.Option(None, help="where stage outputs go (default: the file's work:)"),
+    start: str = typer.Option(None, "--from", help="run this stage and every later one, changed or not"),
+    until: str = typer.Option(None, help="stop after this stage"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (what runs, what is reused, why) only"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace stage folders not written by cmtp build"),
+) -> None:
+    from ..build import execute, funnel, load_build_file, plan_build, write_funnel_html
+
+    files, beam_args = split_beam_args(args, ctx.args)
+    if len(files) != 1:
+        raise CmtpError(f"give exactly one pipeline file, got {len(files)}")
+    spec = load_build_file(files[0], work)
+    spec.beam_args = beam_args or spec.beam_args
+    plans = plan_build(spec, start, until)
+    table = Table(title=f"plan for {spec.work}")
+    for column in ["stage", "kind", "action", "why"]:
+        table.add_column(column)
+    for p in plans:
+        table.add_row(p.name, p.kind, p.action, p.reason, style="green" if p.action == "reuse" else None)
+    out.print(table)
+    if dry_run:
+        return
+    if all(p.action == "reuse" for p in plans):
+        out.print("nothing to run: every stage is up to date")
+    execute(spec, plans, overwrite, log=lambda line: err.print(line))
+    rows = funnel(spec, plans)
+    if rows:
+        summary = Table(title="funnel: rows at every stage")
+        for column in ["stage", "in", "out", "dropped by reason"]:
+            summary.add_column(column, justify="right" if column in ("in", "out") else "left")
+        for r in rows:
+            summary.add_row(r["stage"], f"{r['in']:,}", f"{r['out']:,}",
+                            ", ".join(f"{k}={v:,}" for k, v in r["dropped"].items()))
+        out.print(summary)
+        write_funnel_html(rows, spec.work / "funnel.html")
+        out.print(f"funnel page: {spec.work / 'funnel.html'}")
+    for plan in plans:
+        if plan.kind == "eval" and (spec.work / plan.name / "eval.json").exists():
+            _print_eval(plan.name, spec.work / plan.name / "eval.json")
+
+
+def _print_eval(name: str, path) -> None:
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    table = Table(title=f"{name}: {data['results']['model']}" + (
+        f" against {data['compare']['results']['model']}" if "compare" in data else ""))
+    if "compare" in data:
+        for column in ["task", "metric", "base", "model", "delta"]:
+            table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+        for r in data["compare"]["rows"]:
+            table.add_row(r["task"], r["metric"], f"{100 * r['base']:.2f}", f"{100 * r['other']:.2f}",
+                          f"{100 * r['delta']:+.2f}")
+    else:
+        for column in ["task", "metric", "score"]:
+            table.add_column(column)
+        for t in data["results"]["tasks"]:
+            table.add_row(t["name"], t["main_metric"], f"{100 * t['main_score']:.2f}")
+    out.print(table)

@@ -1,0 +1,113 @@
+"""``cmtp build``: a second build reuses everything, a changed dedup threshold re-runs dedup and what follows only,
+a build killed inside a stage resumes to files byte-identical to an uninterrupted build, a folder not written by
+the build is refused without --overwrite, and the funnel adds up."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.app import app
+from pipelines.build import execute, funnel, load_build_file, plan_build
+
+RAW = Path(__file__).parent / "data" / "raw"
+
+
+def pipeline_file(tmp_path: Path, model: Path, threshold: float = 0.8) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"""
+work: {tmp_path / 'work'}
+stages:
+  extract:
+    sources: ["lcsts={RAW / 'lcsts' / '*.tsv'}", "csl={RAW / 'csl' / '*.tsv'}"]
+    workers: 1
+  dedup: {{input: extract, threshold: {threshold}}}
+  score: {{input: dedup, model: "{model}", threshold: 0.5}}
+  mine: {{input: score, model: "{model}", negatives: 3, range: 1-20}}
+""", encoding="utf-8")
+    return path
+
+
+def digests(work: Path) -> dict:
+    return {str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(work.rglob("*.parquet")) if not any(part.startswith(".") for part in p.parts)}
+
+
+def build(path: Path, *args):
+    result = CliRunner().invoke(app, ["build", str(path), *args], terminal_width=200)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def actions(path: Path) -> dict:
+    return {p.name: p.action for p in plan_build(load_build_file(str(path)))}
+
+
+def test_rebuild_reuses_and_a_changed_threshold_reruns_from_dedup(tmp_path, tiny_model_path):
+    path = pipeline_file(tmp_path, tiny_model_path)
+    output = build(path)
+    assert "funnel" in output and (tmp_path / "work" / "funnel.html").exists()
+    first = digests(tmp_path / "work")
+    assert any(k.startswith("mine/") for k in first)
+    assert "nothing to run" in build(path)
+    assert digests(tmp_path / "work") == first
+    path = pipeline_file(tmp_path, tiny_model_path, threshold=0.7)
+    assert actions(path) == {"extract": "reuse", "dedup": "run", "score": "run", "mine": "run"}
+    reasons = {p.name: p.reason for p in plan_build(load_build_file(str(path)))}
+    assert reasons["dedup"] == "its options or input files changed" and reasons["score"] == "an input stage changed"
+    build(path)
+    assert json.loads((tmp_path / "work" / "dedup" / "_build.json").read_text())["options"]["threshold"] == 0.7
+    assert actions(path) == dict.fromkeys(["extract", "dedup", "score", "mine"], "reuse")
+    spec = load_build_file(str(path))
+    for row in funnel(spec, plan_build(spec)):
+        assert row["in"] == row["out"] + sum(row["dropped"].values()), row
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_a_build_killed_inside_a_stage_resumes_to_identical_files(tmp_path, tiny_model_path, monkeypatch):
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    build(pipeline_file(reference, tiny_model_path))
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    path = pipeline_file(killed, tiny_model_path)
+    import pipelines.build as b
+
+    real = b.run_stage
+
+    def dies_in_score(plan, work, out, beam_args):
+        if plan.name == "score":
+            real(plan, work, out, beam_args)
+            (out / "kept" / "part-00000-of-00001.parquet").write_bytes(b"half a file")  # killed mid-write
+            raise Killed
+        real(plan, work, out, beam_args)
+
+    monkeypatch.setattr(b, "run_stage", dies_in_score)
+    spec = load_build_file(str(path))
+    with pytest.raises(Killed):
+        execute(spec, plan_build(spec), log=lambda line: None)
+    assert not (killed / "work" / "score").exists()  # only the .score.tmp folder, which nothing reads
+    monkeypatch.setattr(b, "run_stage", real)
+    assert actions(path) == {"extract": "reuse", "dedup": "reuse", "score": "run", "mine": "run"}
+    build(path)
+    assert digests(killed / "work") == digests(reference / "work")
+
+
+def test_a_folder_not_written_by_the_build_needs_overwrite(tmp_path, tiny_model_path):
+    from tests.test_cli import _cmtp
+
+    path = pipeline_file(tmp_path, tiny_model_path)
+    (tmp_path / "work" / "extract").mkdir(parents=True)
+    (tmp_path / "work" / "extract" / "mine.txt").write_text("someone else's", encoding="utf-8")
+    proc = _cmtp("build", str(path), "--until", "extract")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert "was not written by cmtp build" in lines[0] and "--overwrite" in lines[0]
+    build(path, "--until", "extract", "--overwrite")
+    assert not (tmp_path / "work" / "extract" / "mine.txt").exists()
+    assert (tmp_path / "work" / "extract" / "_build.json").exists()
