@@ -138,7 +138,7 @@ def main() -> None:
     random.seed(0)
     from transformers import AutoTokenizer
 
-    from trainer.models import resolve_model
+    from transforms.embedding import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("builtin:me5-small").path))
     texts = chinese_passages(args.rows, min_chars=200, max_chars=600)

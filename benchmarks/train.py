@@ -71,7 +71,7 @@ def run_sentence_transformers(job: dict) -> dict:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
 
-    from trainer.models import load_sentence_transformer
+    from transforms.embedding import load_sentence_transformer
 
     sampler, stamps, peak = PeakMemory(), [], []
     model = load_sentence_transformer(job["model"], device="cuda" if _cuda() else "cpu")
@@ -205,7 +205,7 @@ def main() -> None:
         result = run_cmtp(job) if job["runner"] == "cmtp" else run_sentence_transformers(job)
         print("RESULT " + json.dumps(result), flush=True)
         return
-    from trainer.models import resolve_model
+    from transforms.embedding import resolve_model
 
     resolve_model(args.model)  # convert / fetch once, outside the timed processes
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
-from trainer.models import resolve_model, weights_fingerprint
 from transforms.common.dead_letters import dead_letter_sort_key
 from transforms.common.outcomes import CountOutcomes
 from transforms.common.parquet_read import ReadParquetRowGroups
+from transforms.embedding import resolve_model, weights_fingerprint
 from transforms.score.config import ScoreConfig
 from transforms.score.ptransform import ApplyThreshold, ScorePairs
 

@@ -6,7 +6,7 @@ import pytest
 
 from pipelines.score import run_score
 from schemas import PAIR, SCORED_PAIR, Manifest, rows_to_table, validate_table
-from trainer.models import weights_fingerprint
+from transforms.embedding import weights_fingerprint
 from transforms.score.config import ScoreConfig
 from transforms.score.ptransform import REJECTED, _SplitAtThresholdFn
 from transforms.score.scoring import is_kept, resolve_prompts, score_pairs

@@ -131,7 +131,7 @@ def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "ddp"
     port = free_port()
-    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "trainer", "train", "--stage", "finetune",
+    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "pipelines", "train", "--stage", "finetune",
            "--model", str(tiny_model_path), "--data", str(examples_dir), "--out", str(out), "--max-steps", "3",
            "--batch-size", "4", "--group-size", "2", "--gradcache-chunk", "4", "--save-steps", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

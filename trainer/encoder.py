@@ -13,7 +13,7 @@ def load_encoder(name: str, pooling: str | None = None, max_seq_length: int | No
     """A SentenceTransformer ready for training; ``pooling`` ("cls" / "mean") replaces the model's pooling."""
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
-    from .models import load_sentence_transformer, set_max_seq_length
+    from transforms.embedding import load_sentence_transformer, set_max_seq_length
 
     model = load_sentence_transformer(name, device=device, allow_network=allow_network)
     if max_seq_length:

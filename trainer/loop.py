@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from schemas.errors import CmtpError
+from transforms.embedding import set_max_seq_length
 
 from .batches import build_step
 from .config import TrainConfig
@@ -36,7 +37,6 @@ from .data.stream import SourceSpec, StreamConfig, make_loader, saved_reader_cou
 from .encoder import Encoder, load_encoder
 from .gradcache import cached_backward
 from .losses import info_nce
-from .models import set_max_seq_length
 from .training_eval import TrainingEval
 
 STATE_FILE = "trainer_state.pt"
@@ -81,11 +81,9 @@ def latest_checkpoint(output_dir: str) -> Path | None:
 
 
 def _prompts(st_model, config: TrainConfig) -> tuple[str, str]:
-    from transforms.score.config import ScoreConfig
-    from transforms.score.scoring import resolve_prompts
+    from transforms.embedding import resolve_prompts
 
-    return resolve_prompts(st_model, ScoreConfig(query_prompt=config.query_prompt,
-                                                 passage_prompt=config.passage_prompt))
+    return resolve_prompts(st_model, config.query_prompt, config.passage_prompt)
 
 
 def _check_readers(positions: dict, readers: int, checkpoint: Path) -> None:
@@ -228,7 +226,8 @@ def _retromae(config: TrainConfig, st, model_source: str, device: torch.device):
     """Stage 1's model (encoder + MLM head + enhanced decoder) and its tokenizer-to-words aligner, or Nones."""
     if config.stage != "retromae":
         return None, None
-    from .models import resolve_model
+    from transforms.embedding import resolve_model
+
     from .retromae.masking import WordAligner
     from .retromae.model import RetroMAE
 

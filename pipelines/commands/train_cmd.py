@@ -15,7 +15,7 @@ for stage 1 (retromae), pairs (score's kept/) for stage 2 (contrastive), trainin
 for stage 3 (finetune).
 
 --data is PATH, NAME=PATH or NAME=PATH@WEIGHT (repeat it to mix datasets by weight). On several GPUs:
-torchrun --nproc_per_node=8 -m trainer train ... (same flags). A run resumes from its newest checkpoint.
+torchrun --nproc_per_node=8 -m pipelines train ... (same flags). A run resumes from its newest checkpoint.
 
 Examples:
 

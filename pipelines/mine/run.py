@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 
 from schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from transforms.common.ids import shard_of
-from transforms.score.config import ScoreConfig
-from transforms.score.scoring import encode, load_scoring_model, resolve_prompts
+from transforms.embedding import encode, load_embedding_model, resolve_prompts
 
 from .config import MineConfig
 from .embed import PoolStore, text_key
@@ -170,11 +169,9 @@ class _Miner:
 
 def _load_model(config: MineConfig, input_path: str | None):
     model_name = config.model or _default_model(input_path)
-    scoring = ScoreConfig(model=model_name, batch_size=config.batch_size, max_seq_length=config.max_seq_length,
-                          query_prompt=config.query_instruction, passage_prompt=config.passage_prompt,
-                          device=config.device, allow_network=config.allow_network)
-    model = load_scoring_model(scoring)
-    return model_name, model, resolve_prompts(model, scoring)
+    model = load_embedding_model(model_name, config.device, config.max_seq_length,
+                                 allow_network=config.allow_network)
+    return model_name, model, resolve_prompts(model, config.query_instruction, config.passage_prompt)
 
 
 def _embed_pool(store: PoolStore, examples: list[Example], config: MineConfig, model, passage_prompt: str) -> int:

@@ -93,12 +93,11 @@ def resolve_task_prompts(model, task: EvalTask, options: EvalOptions) -> dict[st
     """C-MTEB's usage: retrieval and reranking put the query prompt (or an instruction) on queries and the
     passage prompt on passages; symmetric tasks (STS, pairs, classification, clustering) put the query prompt
     on every text, as e5 and BGE prescribe. Flags override the task's prompts, which override the model's."""
-    from transforms.score.config import ScoreConfig
-    from transforms.score.scoring import resolve_prompts
+    from transforms.embedding import resolve_prompts
 
-    query, passage = resolve_prompts(model, ScoreConfig(
-        query_prompt=options.query_prompt if options.query_prompt is not None else task.prompts.get("query"),
-        passage_prompt=options.passage_prompt if options.passage_prompt is not None else task.prompts.get("passage")))
+    query, passage = resolve_prompts(
+        model, options.query_prompt if options.query_prompt is not None else task.prompts.get("query"),
+        options.passage_prompt if options.passage_prompt is not None else task.prompts.get("passage"))
     if task.type in ("retrieval", "reranking") and options.instruction:
         query = options.instruction if isinstance(options.instruction, str) else \
             (task.instruction or BGE_ZH_INSTRUCTION)
@@ -174,7 +173,7 @@ def run_task(model, task: EvalTask, options: EvalOptions) -> TaskResult:
 def load_eval_model(name: str, options: EvalOptions):
     import torch
 
-    from ..models import load_sentence_transformer
+    from transforms.embedding import load_sentence_transformer
 
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_sentence_transformer(name, device=device, allow_network=options.allow_network)

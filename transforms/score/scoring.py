@@ -7,43 +7,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import ScoreConfig
+from transforms import embedding
+from transforms.embedding import encode
 
-PASSAGE_PROMPT_NAMES = ("passage", "document", "doc", "corpus")
+from .config import ScoreConfig
 
 
 def resolve_prompts(model, config: ScoreConfig) -> tuple[str, str]:
-    """(query prompt, passage prompt): the flags when given, else the model's own prompts, else none."""
-    prompts = getattr(model, "prompts", None) or {}
-    query = config.query_prompt if config.query_prompt is not None else prompts.get("query", "")
-    passage = config.passage_prompt
-    if passage is None:
-        passage = next((prompts[n] for n in PASSAGE_PROMPT_NAMES if n in prompts), "")
-    return query, passage
+    """(query prompt, passage prompt): the config's flags when given, else the model's own prompts, else none."""
+    return embedding.resolve_prompts(model, config.query_prompt, config.passage_prompt)
 
 
 def load_scoring_model(config: ScoreConfig):
     """The scorer on its device (cuda + fp16 when available), with the configured max sequence length."""
-    import torch
-
-    from trainer.models import load_sentence_transformer, set_max_seq_length
-
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_sentence_transformer(config.model, device=device, allow_network=config.allow_network)
-    if config.max_seq_length:
-        set_max_seq_length(model, config.max_seq_length)
-    if device.startswith("cuda") and config.fp16:
-        model.half()
-    model.eval()
-    return model
-
-
-def encode(model, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
-    """Normalised embeddings; sentence-transformers sorts by length before batching (less padding)."""
-    return model.encode(
-        texts, prompt=prompt or None, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-        show_progress_bar=False,
-    ).astype(np.float32)
+    return embedding.load_embedding_model(config.model, config.device, config.max_seq_length, config.fp16,
+                                          config.allow_network)
 
 
 def score_pairs(model, titles: list[str], passages: list[str], config: ScoreConfig,

