@@ -6,9 +6,9 @@ import time
 
 import typer
 from rich.table import Table
-from transforms.embedding.registry import builtin_path, cache_dir
 
 from transforms.embedding import BUILTIN_MODELS, DEFAULT_MODEL, prepare_builtin
+from transforms.embedding.registry import builtin_path, cache_dir
 
 from ..console import err, out
 
