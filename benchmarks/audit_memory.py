@@ -19,15 +19,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from cmtp.schemas import SCORED_PAIR
 from common import ROOT
-
-from schemas import SCORED_PAIR
 
 SOURCES = ["wudao", "zhihu", "csl", "news", "baike"]
 CHILD = """
 import resource, sys, time
 sys.path.insert(0, {root!r})
-from pipelines.app import app
+from cmtp.pipelines.app import app
 started = time.perf_counter()
 try:
     app(["audit", {path!r}, "--thresholds", "0.30:0.60:0.01", "--format", "json"], standalone_mode=False)

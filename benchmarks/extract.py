@@ -21,13 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 logging.getLogger().setLevel(logging.ERROR)
 
 import pyarrow.parquet as pq  # noqa: E402
-
-from pipelines.extract import run_extract  # noqa: E402
-from schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, rows_to_table  # noqa: E402
-from transforms.extract.config import ExtractConfig  # noqa: E402
-from transforms.extract.dofns import CleanPairFn, ReadRecordsFn, SourceSpec  # noqa: E402
-from transforms.extract.exact_dedup import pair_key, passage_key  # noqa: E402
-from transforms.extract.source_file import SourceFile  # noqa: E402
+from cmtp.pipelines.extract import run_extract  # noqa: E402
+from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, rows_to_table  # noqa: E402
+from cmtp.transforms.extract.config import ExtractConfig  # noqa: E402
+from cmtp.transforms.extract.dofns import CleanPairFn, ReadRecordsFn, SourceSpec  # noqa: E402
+from cmtp.transforms.extract.exact_dedup import pair_key, passage_key  # noqa: E402
+from cmtp.transforms.extract.source_file import SourceFile  # noqa: E402
 
 LAYOUT = [  # (source name, adapter, glob relative to the data dir)
     ("wudao", "wudao", "wudao/*.json"),

@@ -22,10 +22,9 @@ from common import lcsts_pairs
 
 
 def check_scoring(pairs: list[tuple[str, str]]) -> None:
+    from cmtp.transforms.score.config import ScoreConfig
+    from cmtp.transforms.score.scoring import PairScorer
     from scipy.stats import spearmanr
-
-    from transforms.score.config import ScoreConfig
-    from transforms.score.scoring import PairScorer
 
     titles, passages = [t for t, _ in pairs], [p for _, p in pairs]
     results = {}
@@ -44,10 +43,9 @@ def check_scoring(pairs: list[tuple[str, str]]) -> None:
 
 def check_faiss(n: int = 200_000, dim: int = 384, queries: int = 2000) -> None:
     import faiss
-
-    from pipelines.mine.config import MineConfig
-    from pipelines.mine.embed import PoolStore
-    from pipelines.mine.index import build_index, exact_sharded_search, tune_nprobe
+    from cmtp.pipelines.mine.config import MineConfig
+    from cmtp.pipelines.mine.embed import PoolStore
+    from cmtp.pipelines.mine.index import build_index, exact_sharded_search, tune_nprobe
 
     if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
         print("faiss: no GPU build or no GPU visible (pip install 'cmtp[gpu]'): skipped")
@@ -78,10 +76,9 @@ def check_faiss(n: int = 200_000, dim: int = 384, queries: int = 2000) -> None:
 
 def check_training(work: Path) -> None:
     import pyarrow.parquet as pq
-
-    from schemas import PAIR, rows_to_table
-    from trainer.config import TrainConfig
-    from trainer.loop import train
+    from cmtp.schemas import PAIR, rows_to_table
+    from cmtp.trainer.config import TrainConfig
+    from cmtp.trainer.loop import train
 
     pairs = lcsts_pairs(512)
     rows = [{"pair_id": f"p{i}", "source": "lcsts", "source_file": "f", "record_key": str(i), "title": t,

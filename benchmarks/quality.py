@@ -27,13 +27,13 @@ SOURCES = ["wudao=" + str(RAW / "wudao/*.json"), "zhihu=" + str(RAW / "zhihu/*.j
 
 
 def build_corpus(work: Path, pairs: int, seed: int) -> tuple[Path, Path]:
-    from pipelines.commands.extract_cmd import parse_source
-    from pipelines.dedup import run_dedup
-    from pipelines.extract import run_extract
-    from pipelines.mine.config import MineConfig
-    from pipelines.mine.run import run_mine
-    from pipelines.score import run_score
-    from transforms.score.config import ScoreConfig
+    from cmtp.pipelines.commands.extract_cmd import parse_source
+    from cmtp.pipelines.dedup import run_dedup
+    from cmtp.pipelines.extract import run_extract
+    from cmtp.pipelines.mine.config import MineConfig
+    from cmtp.pipelines.mine.run import run_mine
+    from cmtp.pipelines.score import run_score
+    from cmtp.transforms.score.config import ScoreConfig
 
     if not (work / "extract" / "manifest.json").exists():
         run_extract([parse_source(s, {}) for s in SOURCES], str(work / "extract"), workers=2)
@@ -58,15 +58,17 @@ def build_corpus(work: Path, pairs: int, seed: int) -> tuple[Path, Path]:
 
 
 def train(stage: str, model: str, data: Path, out: Path, args, steps: int) -> str:
-    from trainer.config import TrainConfig
-    from trainer.loop import train as run_train
+    from cmtp.trainer.config import TrainConfig
+    from cmtp.trainer.loop import train as run_train
 
     if (out / "model" / "model.safetensors").exists():
         return str(out / "model")
     config = TrainConfig.from_mapping(dict(
         stage=stage, model=model, data=[{"name": "d", "paths": [str(data)]}], output_dir=str(out), max_steps=steps,
-        batch_size=args.batch_size, gradcache_chunk=args.chunk, learning_rate=args.lr,
-        temperature=args.temperature, train_group_size=1 if stage == "contrastive" else args.group_size,
+        batch_size=args.batch1 if stage == "retromae" else args.batch_size,
+        gradcache_chunk=0 if stage == "retromae" else args.chunk,
+        learning_rate=None if stage == "retromae" else args.lr,
+        temperature=args.temperature, train_group_size=args.group_size if stage == "finetune" else 1,
         query_max_len=48, passage_max_len=args.passage_len, freeze_embeddings=args.freeze_embeddings,
         save_steps=0, warmup_ratio=0.1, seed=args.seed))
     started = time.perf_counter()
@@ -91,7 +93,10 @@ def main() -> None:
     parser.add_argument("--passage-len", type=int, default=128)
     parser.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--max-per-task", type=int, default=400)
-    parser.add_argument("--runs", default="base,stage2,stage2+3,stage3", help="which rows to produce")
+    parser.add_argument("--runs", default="base,stage2,stage2+3,stage3",
+                        help="which rows to produce; stage1+2+3 adds RetroMAE (--steps1) before stages 2 and 3")
+    parser.add_argument("--steps1", type=int, default=10, help="RetroMAE steps for the stage1+2+3 row")
+    parser.add_argument("--batch1", type=int, default=8, help="RetroMAE texts per step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     work = Path(args.work)
@@ -108,12 +113,17 @@ def main() -> None:
         models["stage2+3"] = train("finetune", models["stage2"], examples, out / "stage2+3", args, args.steps3)
     if "stage3" in runs:
         models["stage3"] = train("finetune", "builtin:me5-small", examples, out / "stage3", args, args.steps3)
+    if "stage1+2+3" in runs:
+        stage1 = train("retromae", "builtin:me5-small", work / "extract" / "pretrain", out / "stage1", args,
+                       args.steps1)
+        stage12 = train("contrastive", stage1, pairs, out / "stage1+2", args, args.steps2)
+        models["stage1+2+3"] = train("finetune", stage12, examples, out / "stage1+2+3", args, args.steps3)
 
-    from trainer.evaluation import EvalOptions, evaluate, load_tasks
+    from cmtp.trainer.evaluation import EvalOptions, evaluate, load_tasks
 
     tasks = load_tasks([str(ROOT / "benchmarks" / "eval-dev.yaml")], args.max_per_task, args.seed)
     results = {}
-    for name in [r for r in ["base", "stage2", "stage2+3", "stage3"] if r in runs]:
+    for name in [r for r in ["base", "stage2", "stage2+3", "stage3", "stage1+2+3"] if r in runs]:
         cache = (work / "eval-base.json") if name == "base" else out / f"eval-{name.replace('+', '_')}.json"
         if cache.exists():
             results[name] = json.loads(cache.read_text())

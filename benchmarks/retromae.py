@@ -66,7 +66,7 @@ def reference_collator(input_ids: list[list[int]], tokens: list[list[str]], mask
 
 
 def bench_masks(texts: list[str], length: int, batch: int, tokenizer) -> None:
-    from trainer.retromae.masking import WordAligner, decoder_visibility, mlm_inputs, row_seeds
+    from cmtp.trainer.retromae.masking import WordAligner, decoder_visibility, mlm_inputs, row_seeds
 
     aligner = WordAligner(tokenizer, length)
     batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
@@ -98,10 +98,9 @@ def bench_masks(texts: list[str], length: int, batch: int, tokenizer) -> None:
 
 def bench_training(texts: list[str], length: int, batch: int, steps: int) -> None:
     import pyarrow.parquet as pq
-
-    from schemas import PRETRAIN_TEXT, rows_to_table
-    from trainer.config import TrainConfig
-    from trainer.loop import train
+    from cmtp.schemas import PRETRAIN_TEXT, rows_to_table
+    from cmtp.trainer.config import TrainConfig
+    from cmtp.trainer.loop import train
 
     work = Path(tempfile.mkdtemp(prefix="retromae-bench-"))
     (work / "data").mkdir()
@@ -136,9 +135,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=4)
     args = parser.parse_args()
     random.seed(0)
+    from cmtp.transforms.embedding import resolve_model
     from transformers import AutoTokenizer
-
-    from transforms.embedding import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("builtin:me5-small").path))
     texts = chinese_passages(args.rows, min_chars=200, max_chars=600)

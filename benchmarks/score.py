@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from cmtp.pipelines.score import run_score
+from cmtp.schemas import PAIR, rows_to_table
+from cmtp.transforms.score.config import ScoreConfig
+from cmtp.transforms.score.scoring import load_scoring_model, score_pairs
 from common import lcsts_pairs
-
-from pipelines.score import run_score
-from schemas import PAIR, rows_to_table
-from transforms.score.config import ScoreConfig
-from transforms.score.scoring import load_scoring_model, score_pairs
 
 
 def main() -> None:

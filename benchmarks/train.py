@@ -43,8 +43,8 @@ def _result(kind: str, batch: int, stamps: list[float], rss: int) -> dict:
 
 
 def run_cmtp(job: dict) -> dict:
-    from trainer.config import TrainConfig
-    from trainer.loop import train
+    from cmtp.trainer.config import TrainConfig
+    from cmtp.trainer.loop import train
 
     sampler, stamps = PeakMemory(), []
     config = TrainConfig.from_mapping(dict(
@@ -66,12 +66,11 @@ def run_cmtp(job: dict) -> dict:
 
 
 def run_sentence_transformers(job: dict) -> dict:
+    from cmtp.transforms.embedding import load_sentence_transformer
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
-
-    from transforms.embedding import load_sentence_transformer
 
     sampler, stamps, peak = PeakMemory(), [], []
     model = load_sentence_transformer(job["model"], device="cuda" if _cuda() else "cpu")
@@ -118,8 +117,7 @@ def measure(job: dict) -> dict:
 # ---------------------------------------------------------------------------------------------- data
 def write_data(directory: Path, pairs: list[tuple[str, str]]) -> tuple[str, str]:
     import pyarrow.parquet as pq
-
-    from schemas import TRAINING_EXAMPLE, rows_to_table
+    from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
 
     rows = [{"example_id": f"lcsts-{i}", "query": q, "pos": [p], "neg": [], "instruction": None, "source": "lcsts",
              "task": "pair", "pos_scores": [], "neg_scores": [], "neg_kinds": []} for i, (q, p) in enumerate(pairs)]
@@ -205,7 +203,7 @@ def main() -> None:
         result = run_cmtp(job) if job["runner"] == "cmtp" else run_sentence_transformers(job)
         print("RESULT " + json.dumps(result), flush=True)
         return
-    from transforms.embedding import resolve_model
+    from cmtp.transforms.embedding import resolve_model
 
     resolve_model(args.model)  # convert / fetch once, outside the timed processes
     with tempfile.TemporaryDirectory() as tmp:

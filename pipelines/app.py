@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import typer
-
-from schemas.manifest import cmtp_version
+from cmtp.schemas.manifest import cmtp_version
 
 from .commands import (
     audit_cmd,

@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from schemas import CmtpError, Manifest
-from schemas.manifest import cmtp_version
+from cmtp.schemas import CmtpError, Manifest
+from cmtp.schemas.manifest import cmtp_version
 
 KINDS = ("extract", "dedup", "score", "mine", "train", "eval")
 BUILD_FILE = "_build.json"
@@ -178,7 +177,7 @@ def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> N
     o = {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
     source = str(work / o.pop("input")) if "input" in o else None
     if plan.kind == "extract":
-        from transforms.extract.config import ExtractConfig
+        from cmtp.transforms.extract.config import ExtractConfig
 
         from .commands.extract_cmd import load_plugins, parse_adapter_options, parse_source
         from .extract import run_extract
@@ -192,14 +191,14 @@ def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> N
         workers, shards = o.pop("workers", 2), _shards(o)
         run_extract(specs, str(out), _config(ExtractConfig, o, plan.name), shards, beam_args, workers)
     elif plan.kind == "dedup":
-        from transforms.dedup.config import DedupConfig
+        from cmtp.transforms.dedup.config import DedupConfig
 
         from .dedup import run_dedup
 
         workers, shards = o.pop("workers", 1), _shards(o)
         run_dedup(source, str(out), _config(DedupConfig, o, plan.name), shards, beam_args, workers)
     elif plan.kind == "score":
-        from transforms.score.config import ScoreConfig
+        from cmtp.transforms.score.config import ScoreConfig
 
         from .score import run_score
 
@@ -214,8 +213,8 @@ def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> N
             o["range_start"], o["range_end"] = _range(str(o.pop("range")))
         run_mine(source, str(out), _config(MineConfig, o, plan.name))
     elif plan.kind == "train":
-        from trainer.config import TrainConfig
-        from trainer.loop import train
+        from cmtp.trainer.config import TrainConfig
+        from cmtp.trainer.loop import train
 
         data = o.pop("data", [])
         o["data"] = [d if isinstance(d, dict) else {"name": f"data{i}", "paths": [d]} for i, d in enumerate(data)]
@@ -225,7 +224,7 @@ def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> N
 
 
 def _run_eval(o: dict, out: Path, name: str) -> None:
-    from trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
+    from cmtp.trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
 
     paths = list(o.pop("tasks", [])) + ([f"suite:{o.pop('suite')}"] if "suite" in o else [])
     model, other = o.pop("model", None), o.pop("compare", None)

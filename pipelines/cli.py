@@ -14,7 +14,7 @@ def main() -> None:
     # Beam logs import-time notices (e.g. missing GCP clients) on the root logger: quiet them before the
     # command modules import it. The CLI shows errors only.
     logging.getLogger().setLevel(logging.ERROR)
-    from schemas import CmtpError
+    from cmtp.schemas import CmtpError
 
     from .app import app
     from .console import err

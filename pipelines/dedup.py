@@ -6,14 +6,13 @@ import dataclasses
 import time
 
 import apache_beam as beam
-
-from schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
-from transforms.common.dead_letters import dead_letter_sort_key
-from transforms.common.outcomes import CountOutcomes
-from transforms.common.parquet_read import ReadParquetRowGroups
-from transforms.dedup.config import DedupConfig
-from transforms.dedup.lsh import collision_probability
-from transforms.dedup.ptransform import NearDedup
+from cmtp.schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
+from cmtp.transforms.common.dead_letters import dead_letter_sort_key
+from cmtp.transforms.common.outcomes import CountOutcomes
+from cmtp.transforms.common.parquet_read import ReadParquetRowGroups
+from cmtp.transforms.dedup.config import DedupConfig
+from cmtp.transforms.dedup.lsh import collision_probability
+from cmtp.transforms.dedup.ptransform import NearDedup
 
 from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions

@@ -6,14 +6,13 @@ import time
 from dataclasses import dataclass
 
 import apache_beam as beam
-
-from schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest
-from transforms.common.dead_letters import dead_letter_sort_key
-from transforms.common.outcomes import CountOutcomes
-from transforms.common.parquet_shards import DEFAULT_ROW_GROUP_SIZE, DEFAULT_TARGET_SHARD_ROWS, WriteParquetShards
-from transforms.extract.config import ExtractConfig
-from transforms.extract.dofns import SourceSpec
-from transforms.extract.ptransform import ExtractPairs
+from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest
+from cmtp.transforms.common.dead_letters import dead_letter_sort_key
+from cmtp.transforms.common.outcomes import CountOutcomes
+from cmtp.transforms.common.parquet_shards import DEFAULT_ROW_GROUP_SIZE, DEFAULT_TARGET_SHARD_ROWS, WriteParquetShards
+from cmtp.transforms.extract.config import ExtractConfig
+from cmtp.transforms.extract.dofns import SourceSpec
+from cmtp.transforms.extract.ptransform import ExtractPairs
 
 from .beam_runner import join_ends, make_pipeline
 from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output

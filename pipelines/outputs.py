@@ -6,10 +6,9 @@ from contextlib import contextmanager
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-
-from schemas.errors import CmtpError
-from transforms.common.outcomes import OUTCOMES_FILE, read_json
-from transforms.common.parquet_shards import clear_shards
+from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.common.outcomes import OUTCOMES_FILE, read_json
+from cmtp.transforms.common.parquet_shards import clear_shards
 
 
 def match_files(pattern: str) -> list[str]:

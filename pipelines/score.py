@@ -13,14 +13,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-
-from schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
-from transforms.common.dead_letters import dead_letter_sort_key
-from transforms.common.outcomes import CountOutcomes
-from transforms.common.parquet_read import ReadParquetRowGroups
-from transforms.embedding import resolve_model, weights_fingerprint
-from transforms.score.config import ScoreConfig
-from transforms.score.ptransform import ApplyThreshold, ScorePairs
+from cmtp.schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
+from cmtp.transforms.common.dead_letters import dead_letter_sort_key
+from cmtp.transforms.common.outcomes import CountOutcomes
+from cmtp.transforms.common.parquet_read import ReadParquetRowGroups
+from cmtp.transforms.embedding import resolve_model, weights_fingerprint
+from cmtp.transforms.score.config import ScoreConfig
+from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs
 
 from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions

@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def builtin_model_path():
-    from transforms.embedding import prepare_builtin
+    from cmtp.transforms.embedding import prepare_builtin
 
     path, _record, _created = prepare_builtin("builtin:me5-small")
     return path

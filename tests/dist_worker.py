@@ -5,8 +5,7 @@ import sys
 
 import torch
 import torch.distributed as dist
-
-from trainer.losses import info_nce
+from cmtp.trainer.losses import info_nce
 
 
 def free_port() -> int:

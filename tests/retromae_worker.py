@@ -9,9 +9,9 @@ import torch.distributed as dist
 
 def build(model_path: str):
     """The RetroMAE model on the tiny encoder with dropout off, the aligner, and a fixed batch of texts."""
-    from trainer.encoder import load_encoder
-    from trainer.retromae.masking import WordAligner
-    from trainer.retromae.model import RetroMAE
+    from cmtp.trainer.encoder import load_encoder
+    from cmtp.trainer.retromae.masking import WordAligner
+    from cmtp.trainer.retromae.model import RetroMAE
 
     st = load_encoder(model_path)
     torch.manual_seed(0)
@@ -22,7 +22,7 @@ def build(model_path: str):
 
 
 def loss_of(model, aligner, texts, ids, step=3):
-    from trainer.retromae.masking import row_seeds
+    from cmtp.trainer.retromae.masking import row_seeds
 
     batch = aligner(texts)
     return model(batch, row_seeds(ids, step, 42, torch.device("cpu")))[0]

@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from cmtp.pipelines.app import app
+from cmtp.schemas import SCORED_PAIR, rows_to_table
 from typer.testing import CliRunner
-
-from pipelines.app import app
-from schemas import SCORED_PAIR, rows_to_table
 
 runner = CliRunner()
 #            source  score

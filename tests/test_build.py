@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from cmtp.pipelines.app import app
+from cmtp.pipelines.build import execute, funnel, load_build_file, plan_build
 from typer.testing import CliRunner
-
-from pipelines.app import app
-from pipelines.build import execute, funnel, load_build_file, plan_build
 
 RAW = Path(__file__).parent / "data" / "raw"
 
@@ -76,7 +75,7 @@ def test_a_build_killed_inside_a_stage_resumes_to_identical_files(tmp_path, tiny
     killed = tmp_path / "killed"
     killed.mkdir()
     path = pipeline_file(killed, tiny_model_path)
-    import pipelines.build as b
+    import cmtp.pipelines.build as b
 
     real = b.run_stage
 

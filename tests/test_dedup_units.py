@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from cmtp.pipelines.beam_runner import make_pipeline
+from cmtp.transforms.dedup.components import ConnectedComponents
+from cmtp.transforms.dedup.config import DedupConfig
+from cmtp.transforms.dedup.dofns import KeepRepresentativeFn, bucket_edges, size_bucket
+from cmtp.transforms.dedup.lsh import band_keys, collision_probability, optimal_bands_rows
+from cmtp.transforms.dedup.minhash import EMPTY, estimate_jaccard, signatures, text_signatures
+from cmtp.transforms.dedup.shingles import char_shingles, jaccard, shingle_hashes, word_shingles
 from datasketch import MinHash
-
-from pipelines.beam_runner import make_pipeline
-from transforms.dedup.components import ConnectedComponents
-from transforms.dedup.config import DedupConfig
-from transforms.dedup.dofns import KeepRepresentativeFn, bucket_edges, size_bucket
-from transforms.dedup.lsh import band_keys, collision_probability, optimal_bands_rows
-from transforms.dedup.minhash import EMPTY, estimate_jaccard, signatures, text_signatures
-from transforms.dedup.shingles import char_shingles, jaccard, shingle_hashes, word_shingles
 
 TEXT = "北京是中国的首都，也是全国的政治和文化中心。"
 

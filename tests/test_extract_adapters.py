@@ -6,10 +6,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from schemas.errors import CmtpError
-from transforms.extract.adapters import ADAPTERS, get_adapter
-from transforms.extract.source_file import Extracted, Rejected, SourceFile
+from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.extract.adapters import ADAPTERS, get_adapter
+from cmtp.transforms.extract.source_file import Extracted, Rejected, SourceFile
 
 RAW = Path(__file__).parent / "data" / "raw"
 

@@ -1,10 +1,9 @@
 """Cleaning steps and quality filters of the extract stage."""
 
 import pytest
-
-from transforms.extract.cleaning import Cleaner, collapse_repeated, remove_control_chars, strip_html
-from transforms.extract.config import ExtractConfig
-from transforms.extract.filters import PairFilter, cjk_ratio, dup_line_ratio, dup_ngram_ratio, load_blocklist
+from cmtp.transforms.extract.cleaning import Cleaner, collapse_repeated, remove_control_chars, strip_html
+from cmtp.transforms.extract.config import ExtractConfig
+from cmtp.transforms.extract.filters import PairFilter, cjk_ratio, dup_line_ratio, dup_ngram_ratio, load_blocklist
 
 BODY = "长江是亚洲第一长河和世界第三长河，发源于青藏高原，干流流经十一个省级行政区，最终注入东海。"
 
@@ -90,7 +89,7 @@ def test_blocklist_is_extendable(tmp_path):
 
 
 def test_markdown_residue_is_stripped_and_counted():
-    from transforms.extract.cleaning import Cleaner, strip_markdown
+    from cmtp.transforms.extract.cleaning import Cleaner, strip_markdown
 
     md = ("## 第一章 **长江**的源头\n> 引用一句话\n- 第一点：*重要*内容\n* 第二点\n---\n"
           "详见[长江简介](https://example.com/cj)和![地图](a.png)，代码`x = 1`，残留**标记")

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines.extract import ShardOptions, run_extract
-from schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest, validate_table
-from transforms.extract.config import ExtractConfig
-from transforms.extract.dofns import SourceSpec
+from cmtp.pipelines.extract import ShardOptions, run_extract
+from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest, validate_table
+from cmtp.transforms.extract.config import ExtractConfig
+from cmtp.transforms.extract.dofns import SourceSpec
 
 RAW = Path(__file__).parent / "data" / "raw"
 GOOD_BODY = "长江是亚洲第一长河和世界第三长河，发源于青藏高原，干流流经十一个省级行政区，最终注入东海。"
@@ -134,8 +133,7 @@ def test_exact_dedup_keeps_the_lowest_id_whatever_the_input_order():
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
-
-    from transforms.extract.exact_dedup import ExactDedup
+    from cmtp.transforms.extract.exact_dedup import ExactDedup
 
     def pair(pid, title):
         return {"pair_id": pid, "source": "s", "source_file": "f", "record_key": pid, "title": title,
@@ -164,14 +162,13 @@ def test_placeholder_titles_and_markdown_are_counted_in_the_manifest(tmp_path):
 
 
 def test_adapter_options_and_plugins_from_the_command_line(tmp_path):
+    from cmtp.pipelines.app import app
     from typer.testing import CliRunner
-
-    from pipelines.app import app
 
     plugin = tmp_path / "my_adapters.py"
     plugin.write_text(
-        "from transforms.extract.adapters import register_adapter\n"
-        "from transforms.extract.adapters.base import JsonRecordAdapter, text_field\n"
+        "from cmtp.transforms.extract.adapters import register_adapter\n"
+        "from cmtp.transforms.extract.adapters.base import JsonRecordAdapter, text_field\n"
         "@register_adapter('qa_pairs')\n"
         "class QA(JsonRecordAdapter):\n"
         "    def map(self, obj):\n"

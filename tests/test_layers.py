@@ -17,6 +17,7 @@ def module_name(path: Path) -> str:
 def imports_of(path: Path) -> set[str]:
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    package = "cmtp." + package
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -29,6 +30,7 @@ def imports_of(path: Path) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
+    found = {m[len("cmtp."):] if m.startswith("cmtp.") else m for m in found}  # the installed names
     return {m for m in found if m.split(".")[0] in LAYERS}
 
 
@@ -73,3 +75,22 @@ def test_no_import_cycles_between_modules():
         if node not in state:
             visit(node)
     assert not cycles, "\n".join(cycles)
+
+
+def test_the_wheel_installs_one_top_level_name(tmp_path):
+    """What `pip install cmtp` puts at the top of site-packages: `cmtp` and its dist-info, nothing generic."""
+    import subprocess
+    import sys
+    import zipfile
+
+    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)]
+    proc = subprocess.run(base + ["--no-build-isolation"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:  # an older setuptools in the venv: let pip build with the declared backend
+        proc = subprocess.run(base, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("cmtp-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"cmtp", wheel.name.split("-py3")[0] + ".dist-info"}
+    for module in ["cmtp/schemas/manifest.py", "cmtp/transforms/embedding/registry.py", "cmtp/trainer/loop.py",
+                   "cmtp/pipelines/cli.py", "cmtp/transforms/extract/blocklist_zh.txt"]:
+        assert module in names, module

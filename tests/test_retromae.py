@@ -11,13 +11,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from schemas import PRETRAIN_TEXT, rows_to_table
-from tests.dist_worker import free_port
-from trainer.config import TrainConfig
-from trainer.loop import train
-from trainer.retromae.masking import (
+from cmtp.schemas import PRETRAIN_TEXT, rows_to_table
+from cmtp.trainer.config import TrainConfig
+from cmtp.trainer.loop import train
+from cmtp.trainer.retromae.masking import (
     EncodedBatch,
     WordAligner,
     choose_masked_tokens,
@@ -25,6 +22,9 @@ from trainer.retromae.masking import (
     mlm_inputs,
     row_seeds,
 )
+from safetensors.torch import load_file
+
+from tests.dist_worker import free_port
 
 RAW = Path(__file__).parent / "data" / "raw"
 ROOT = Path(__file__).resolve().parents[1]

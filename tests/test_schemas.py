@@ -4,8 +4,7 @@ import json
 
 import pyarrow as pa
 import pytest
-
-from schemas import (
+from cmtp.schemas import (
     DEAD_LETTER,
     PAIR,
     PRETRAIN_TEXT,

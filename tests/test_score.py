@@ -3,13 +3,12 @@
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines.score import run_score
-from schemas import PAIR, SCORED_PAIR, Manifest, rows_to_table, validate_table
-from transforms.embedding import weights_fingerprint
-from transforms.score.config import ScoreConfig
-from transforms.score.ptransform import REJECTED, _SplitAtThresholdFn
-from transforms.score.scoring import is_kept, resolve_prompts, score_pairs
+from cmtp.pipelines.score import run_score
+from cmtp.schemas import PAIR, SCORED_PAIR, Manifest, rows_to_table, validate_table
+from cmtp.transforms.embedding import weights_fingerprint
+from cmtp.transforms.score.config import ScoreConfig
+from cmtp.transforms.score.ptransform import REJECTED, _SplitAtThresholdFn
+from cmtp.transforms.score.scoring import is_kept, resolve_prompts, score_pairs
 
 PAIRS = [
     ("北京的天气", "今天北京天气晴朗，气温二十度，适合出门散步。"),
@@ -80,7 +79,7 @@ def test_prompts_come_from_the_model_or_the_flags():
 
 
 def test_missing_model_is_a_clear_error(pairs_dir, tmp_path, monkeypatch):
-    from schemas import CmtpError
+    from cmtp.schemas import CmtpError
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(CmtpError, match="not in the local Hugging Face cache"):
@@ -113,7 +112,7 @@ def test_the_models_prompts_are_used_with_the_default_shared_model(pairs_dir, pr
 
 
 def test_rethreshold_replays_a_cut_without_the_model_and_reconciles(pairs_dir, tiny_model_path, tmp_path):
-    from pipelines.score import run_rethreshold
+    from cmtp.pipelines.score import run_rethreshold
 
     first = run_score(str(pairs_dir), str(tmp_path / "s"), ScoreConfig(model=str(tiny_model_path), threshold=0.5))
     scores = np.array([r["score"] for sub in ["kept", "rejected"]
@@ -138,7 +137,7 @@ def test_score_with_a_target_keep_rate(pairs_dir, tiny_model_path, tmp_path):
 
 
 def test_a_batch_whose_inference_fails_goes_to_dead_letters(pairs_dir, tiny_model_path, tmp_path, monkeypatch):
-    from transforms.score import scoring
+    from cmtp.transforms.score import scoring
 
     real = scoring.PairScorer.score
 

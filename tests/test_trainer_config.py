@@ -7,12 +7,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from cmtp.pipelines.app import app
+from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
+from cmtp.schemas.errors import CmtpError
+from cmtp.trainer.config import TrainConfig
 from typer.testing import CliRunner
-
-from pipelines.app import app
-from schemas import TRAINING_EXAMPLE, rows_to_table
-from schemas.errors import CmtpError
-from trainer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -57,7 +56,7 @@ def test_flags_override_the_yaml_file(tmp_path, tiny_model_path):
 
 
 def test_a_worse_trained_model_gets_a_loud_warning(capsys):
-    from pipelines.commands.train_cmd import print_eval_summary
+    from cmtp.pipelines.commands.train_cmd import print_eval_summary
 
     rows = [{"task": "sts", "metric": "cosine_spearman", "base": 0.8, "other": 0.7, "delta": -0.1},
             {"task": "average", "metric": "", "base": 0.8, "other": 0.7, "delta": -0.1}]

@@ -2,10 +2,9 @@
 
 import pyarrow.parquet as pq
 import pytest
-
-from schemas import TRAINING_EXAMPLE, rows_to_table
-from trainer.batches import build_step
-from trainer.data.stream import ParquetStream, SourceSpec, StreamConfig, make_loader
+from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
+from cmtp.trainer.batches import build_step
+from cmtp.trainer.data.stream import ParquetStream, SourceSpec, StreamConfig, make_loader
 
 
 def write_examples(directory, prefix, n, files=3, row_group=7):
@@ -72,7 +71,7 @@ def test_mixing_by_weight_with_one_source_per_global_batch(tmp_path):
 
 
 def test_pair_shards_become_examples(tmp_path):
-    from schemas import PAIR
+    from cmtp.schemas import PAIR
 
     rows = [{"pair_id": f"p{i}", "source": "s", "source_file": "f", "record_key": str(i), "title": f"标题{i}",
              "passage": f"正文{i}", "meta": "{}"} for i in range(10)]
@@ -154,8 +153,7 @@ def test_unusable_rows_are_skipped_and_counted_once(tmp_path):
 
 def test_a_file_without_training_columns_is_named(tmp_path):
     import pyarrow as pa
-
-    from schemas.errors import CmtpError
+    from cmtp.schemas.errors import CmtpError
 
     pq.write_table(pa.table({"text": ["长江"]}), tmp_path / "other.parquet")
     with pytest.raises(CmtpError, match="other.parquet has neither"):

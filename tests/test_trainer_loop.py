@@ -11,12 +11,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
+from cmtp.trainer.config import TrainConfig
+from cmtp.trainer.loop import train
 from safetensors.torch import load_file
 
-from schemas import TRAINING_EXAMPLE, rows_to_table
 from tests.dist_worker import free_port
-from trainer.config import TrainConfig
-from trainer.loop import train
 
 RAW = Path(__file__).parent / "data" / "raw"
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +53,8 @@ def test_loss_falls_and_the_saved_model_loads_with_the_same_embeddings(tiny_mode
     run = config(tiny_model_path, examples_dir, tmp_path / "run")
     summary = train(run, on_step=lambda s, loss: losses.append(loss))
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:8]), losses
+    from cmtp.trainer.encoder import Encoder, load_encoder
     from sentence_transformers import SentenceTransformer
-
-    from trainer.encoder import Encoder, load_encoder
 
     saved = SentenceTransformer(summary["model"], device="cpu")
     texts = ["长江是亚洲第一长河", "股票市场今天下跌"]
@@ -131,9 +130,9 @@ def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "ddp"
     port = free_port()
-    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "pipelines", "train", "--stage", "finetune",
-           "--model", str(tiny_model_path), "--data", str(examples_dir), "--out", str(out), "--max-steps", "3",
-           "--batch-size", "4", "--group-size", "2", "--gradcache-chunk", "4", "--save-steps", "2"]
+    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "cmtp.pipelines", "train", "--stage",
+           "finetune", "--model", str(tiny_model_path), "--data", str(examples_dir), "--out", str(out),
+           "--max-steps", "3", "--batch-size", "4", "--group-size", "2", "--gradcache-chunk", "4", "--save-steps", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model" / "model.safetensors").exists() and (out / "checkpoints" / "step-2").exists()
@@ -141,7 +140,7 @@ def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
 
 
 def test_queries_are_cut_at_query_max_len_and_passages_at_the_model_length(tiny_model_path):
-    from trainer.encoder import Encoder, load_encoder
+    from cmtp.trainer.encoder import Encoder, load_encoder
 
     encoder = Encoder(load_encoder(str(tiny_model_path), max_seq_length=10), query_max_len=6).eval()
     text = "长江是亚洲第一长河，全长六千三百公里"  # one token per character with the tiny model
@@ -153,7 +152,7 @@ def test_queries_are_cut_at_query_max_len_and_passages_at_the_model_length(tiny_
 
 
 def test_resuming_with_another_reader_layout_is_refused(tiny_model_path, examples_dir, tmp_path):
-    from schemas.errors import CmtpError
+    from cmtp.schemas.errors import CmtpError
 
     train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=2, save_steps=2))
     with pytest.raises(CmtpError, match="data readers"):
@@ -163,7 +162,8 @@ def test_resuming_with_another_reader_layout_is_refused(tiny_model_path, example
 
 
 def test_unusable_rows_are_reported_and_data_without_any_is_an_error(tiny_model_path, tmp_path):
-    from schemas.errors import CmtpError
+    from cmtp.schemas.errors import CmtpError
+
     from tests.test_trainer_data import write_with_bad_rows
 
     write_with_bad_rows(tmp_path / "mixed")
@@ -192,7 +192,7 @@ def test_the_saved_model_keeps_the_base_models_length_limit(tiny_model_path, exa
 
 
 def test_epochs_are_turned_into_steps_from_the_parquet_row_counts(tiny_model_path, examples_dir, tmp_path):
-    from trainer.loop import planned_steps
+    from cmtp.trainer.loop import planned_steps
 
     rows = pq.read_metadata(next(examples_dir.glob("*.parquet"))).num_rows  # 50
     run = config(tiny_model_path, examples_dir, tmp_path / "run", epochs=2, batch_size=8, save_steps=0)
@@ -203,7 +203,7 @@ def test_epochs_are_turned_into_steps_from_the_parquet_row_counts(tiny_model_pat
 
 
 def test_the_summary_compares_smoothed_losses_not_single_batches():
-    from trainer.loop import smoothed_losses
+    from cmtp.trainer.loop import smoothed_losses
 
     first, last, n = smoothed_losses([0.43, 0.001, 0.40, 0.42])
     assert n == 1 and (first, last) == (0.43, 0.42)
@@ -219,10 +219,10 @@ def test_an_enabled_fp16_grad_scaler_gives_the_unscaled_step_with_and_without_gr
     """The loss-scaling code path of --precision fp16, run on CPU with a CPU GradScaler (autocast itself is
     CUDA-only): the step taken must equal the plain fp32 step, cached or not (the cached branch used to skip
     scaling, so ``unscale_`` failed at step 1)."""
-    from trainer.batches import build_step
-    from trainer.encoder import Encoder, load_encoder
-    from trainer.loop import train_step
-    from trainer.losses import info_nce
+    from cmtp.trainer.batches import build_step
+    from cmtp.trainer.encoder import Encoder, load_encoder
+    from cmtp.trainer.loop import train_step
+    from cmtp.trainer.losses import info_nce
 
     rows = pq.read_table(next(examples_dir.glob("*.parquet"))).to_pylist()[:6]
     batch = build_step(rows, 2, "", "", 0, 0)
@@ -279,7 +279,7 @@ def test_training_evaluates_start_steps_and_end_and_keeps_the_best(tiny_model_pa
 
 
 def test_held_out_rows_are_never_trained_on(examples_dir):
-    from trainer.data.stream import SourceSpec, StreamConfig, holdout_rows, in_holdout, make_loader
+    from cmtp.trainer.data.stream import SourceSpec, StreamConfig, holdout_rows, in_holdout, make_loader
 
     held = holdout_rows([str(examples_dir)], 0.2, 1000)
     assert 3 <= len(held) <= 20 and all(in_holdout(r, 0.2) for r in held)
@@ -290,7 +290,7 @@ def test_held_out_rows_are_never_trained_on(examples_dir):
 
 
 def test_a_saturated_in_batch_task_is_reported(tiny_model_path, examples_dir, tmp_path):
-    from trainer.losses import info_nce
+    from cmtp.trainer.losses import info_nce
 
     stats = {}
     q = torch.eye(4)

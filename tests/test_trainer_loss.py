@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import torch
+from cmtp.trainer.gradcache import cached_backward
+from cmtp.trainer.losses import info_nce
 
 from tests.dist_worker import encode, free_port, make_data, model
-from trainer.gradcache import cached_backward
-from trainer.losses import info_nce
 
 ROOT = Path(__file__).resolve().parents[1]
 

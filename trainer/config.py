@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from schemas.errors import CmtpError
+from cmtp.schemas.errors import CmtpError
 
 STAGES = ("contrastive", "finetune", "retromae")
 STAGE_DEFAULTS = {

@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-
-from schemas.errors import CmtpError
-from transforms.embedding import set_max_seq_length
+from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.embedding import set_max_seq_length
 
 from .batches import build_step
 from .config import TrainConfig
@@ -81,7 +80,7 @@ def latest_checkpoint(output_dir: str) -> Path | None:
 
 
 def _prompts(st_model, config: TrainConfig) -> tuple[str, str]:
-    from transforms.embedding import resolve_prompts
+    from cmtp.transforms.embedding import resolve_prompts
 
     return resolve_prompts(st_model, config.query_prompt, config.passage_prompt)
 
@@ -226,7 +225,7 @@ def _retromae(config: TrainConfig, st, model_source: str, device: torch.device):
     """Stage 1's model (encoder + MLM head + enhanced decoder) and its tokenizer-to-words aligner, or Nones."""
     if config.stage != "retromae":
         return None, None
-    from transforms.embedding import resolve_model
+    from cmtp.transforms.embedding import resolve_model
 
     from .retromae.masking import WordAligner
     from .retromae.model import RetroMAE

@@ -6,8 +6,7 @@ import dataclasses
 from typing import Any
 
 import yaml
-
-from schemas.errors import CmtpError
+from cmtp.schemas.errors import CmtpError
 
 BEAM_ARGS_HELP = (
     "Arguments after `--` go to Beam, e.g. `-- --runner DataflowRunner --project P --region R "

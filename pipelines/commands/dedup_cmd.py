@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-
-from schemas.errors import CmtpError
-from transforms.dedup.config import DedupConfig
+from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.dedup.config import DedupConfig
 
 from .common import BEAM_ARGS_HELP, build_config, load_yaml_config, split_beam_args
 from .extract_cmd import print_manifest_summary

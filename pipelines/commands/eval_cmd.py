@@ -7,9 +7,8 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
+from cmtp.schemas.errors import CmtpError
 from rich.table import Table
-
-from schemas.errors import CmtpError
 
 from ..console import err, out
 
@@ -72,8 +71,8 @@ def eval_model(
     allow_network: bool = typer.Option(False, "--allow-network", help="may fetch a hub model"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    from trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
-    from trainer.evaluation.runner import BGE_ZH_INSTRUCTION
+    from cmtp.trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
+    from cmtp.trainer.evaluation.runner import BGE_ZH_INSTRUCTION
 
     paths = list(tasks or []) + ([f"suite:{suite}"] if suite else [])
     if not paths:

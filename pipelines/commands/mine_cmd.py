@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
+from cmtp.schemas.errors import CmtpError
 from rich.table import Table
-
-from schemas.errors import CmtpError
 
 from ..console import out
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 import typer
+from cmtp.transforms.embedding import BUILTIN_MODELS, DEFAULT_MODEL, prepare_builtin
+from cmtp.transforms.embedding.registry import builtin_path, cache_dir
 from rich.table import Table
-
-from transforms.embedding import BUILTIN_MODELS, DEFAULT_MODEL, prepare_builtin
-from transforms.embedding.registry import builtin_path, cache_dir
 
 from ..console import err, out
 

@@ -6,11 +6,10 @@ import json
 from enum import StrEnum
 
 import typer
+from cmtp.schemas import SCHEMA_VERSION, SCHEMAS, CmtpError
+from cmtp.schemas.datasets import field_description
+from cmtp.schemas.manifest import MANIFEST_FIELDS
 from rich.table import Table
-
-from schemas import SCHEMA_VERSION, SCHEMAS, CmtpError
-from schemas.datasets import field_description
-from schemas.manifest import MANIFEST_FIELDS
 
 from ..console import out
 

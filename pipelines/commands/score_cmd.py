@@ -4,9 +4,8 @@ threshold; kept and rejected pairs both keep their score and the scorer's identi
 from __future__ import annotations
 
 import typer
-
-from schemas.errors import CmtpError
-from transforms.score.config import ScoreConfig
+from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.score.config import ScoreConfig
 
 from .common import BEAM_ARGS_HELP, build_config, load_yaml_config, split_beam_args
 from .extract_cmd import print_manifest_summary

@@ -4,8 +4,7 @@ shards."""
 from __future__ import annotations
 
 import typer
-
-from schemas.errors import CmtpError
+from cmtp.schemas.errors import CmtpError
 
 from ..console import out
 from .common import load_yaml_config
@@ -15,7 +14,7 @@ for stage 1 (retromae), pairs (score's kept/) for stage 2 (contrastive), trainin
 for stage 3 (finetune).
 
 --data is PATH, NAME=PATH or NAME=PATH@WEIGHT (repeat it to mix datasets by weight). On several GPUs:
-torchrun --nproc_per_node=8 -m pipelines train ... (same flags). A run resumes from its newest checkpoint.
+torchrun --nproc_per_node=8 -m cmtp.pipelines train ... (same flags). A run resumes from its newest checkpoint.
 
 Examples:
 
@@ -90,8 +89,8 @@ def train(
     whole_word_masking: bool = typer.Option(None, "--whole-word-masking/--per-token-masking",
                                             help="retromae: mask jieba words whole (default) or single tokens"),
 ) -> None:
-    from trainer.config import TrainConfig
-    from trainer.loop import train as run_train
+    from cmtp.trainer.config import TrainConfig
+    from cmtp.trainer.loop import train as run_train
 
     values = load_yaml_config(config_file)
     flags = dict(stage=stage, model=model, output_dir=out_dir, max_steps=max_steps, epochs=epochs,

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-
-from transforms.common.ids import stable_id
-from transforms.dedup.shingles import normalize
+from cmtp.transforms.common.ids import stable_id
+from cmtp.transforms.dedup.shingles import normalize
 
 
 def text_key(text: str) -> int:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-
-from transforms.common.topk import merge_topk
+from cmtp.transforms.common.topk import merge_topk
 
 from .config import MineConfig
 from .embed import PoolStore

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
-from transforms.common.ids import shard_of
-from transforms.embedding import encode, load_embedding_model, resolve_prompts
+from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
+from cmtp.transforms.common.ids import shard_of
+from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
 
 from .config import MineConfig
 from .embed import PoolStore, text_key

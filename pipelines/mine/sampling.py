@@ -15,9 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-
-from transforms.common.ids import stable_id
-from transforms.dedup.shingles import jaccard, shingle_hashes
+from cmtp.transforms.common.ids import stable_id
+from cmtp.transforms.dedup.shingles import jaccard, shingle_hashes
 
 from .config import MineConfig
 from .embed import PoolStore, text_key

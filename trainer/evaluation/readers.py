@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import CmtpError
+from cmtp.schemas.errors import CmtpError
 
 TABLE_SUFFIXES = {".tsv", ".txt", ".data", ".csv"}
 

@@ -93,7 +93,7 @@ def resolve_task_prompts(model, task: EvalTask, options: EvalOptions) -> dict[st
     """C-MTEB's usage: retrieval and reranking put the query prompt (or an instruction) on queries and the
     passage prompt on passages; symmetric tasks (STS, pairs, classification, clustering) put the query prompt
     on every text, as e5 and BGE prescribe. Flags override the task's prompts, which override the model's."""
-    from transforms.embedding import resolve_prompts
+    from cmtp.transforms.embedding import resolve_prompts
 
     query, passage = resolve_prompts(
         model, options.query_prompt if options.query_prompt is not None else task.prompts.get("query"),
@@ -110,8 +110,7 @@ def _search(encode: TextEncoder, queries: np.ndarray, corpus: dict[str, str], pr
             ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Exact inner-product top-k over the corpus, encoded and searched ``chunk`` passages at a time."""
     import faiss
-
-    from transforms.common.topk import merge_topk
+    from cmtp.transforms.common.topk import merge_topk
 
     ids = list(corpus)
     k = min(k, len(ids))
@@ -172,8 +171,7 @@ def run_task(model, task: EvalTask, options: EvalOptions) -> TaskResult:
 
 def load_eval_model(name: str, options: EvalOptions):
     import torch
-
-    from transforms.embedding import load_sentence_transformer
+    from cmtp.transforms.embedding import load_sentence_transformer
 
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_sentence_transformer(name, device=device, allow_network=options.allow_network)

@@ -28,7 +28,7 @@ class DedupConfig:
     cc_rounds: int = 8  # large-star/small-star rounds per pass; more passes run until converged
 
     def __post_init__(self):
-        from schemas.errors import CmtpError
+        from cmtp.schemas.errors import CmtpError
 
         if self.field not in FIELDS:
             raise CmtpError(f"dedup field must be one of {', '.join(FIELDS)}, not {self.field!r}")

@@ -8,8 +8,7 @@ import json
 
 import apache_beam as beam
 import numpy as np
-
-from transforms.common.dead_letters import DEAD, dead_letter
+from cmtp.transforms.common.dead_letters import DEAD, dead_letter
 
 from .config import DedupConfig
 from .lsh import band_keys

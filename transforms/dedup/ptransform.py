@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
-
-from transforms.common.dead_letters import DEAD
-from transforms.common.multi_output import MultiOutput
+from cmtp.transforms.common.dead_letters import DEAD
+from cmtp.transforms.common.multi_output import MultiOutput
 
 from .components import ConnectedComponents
 from .config import DedupConfig

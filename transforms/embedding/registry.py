@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from schemas.errors import CmtpError
+from cmtp.schemas.errors import CmtpError
 
 
 class ModelNotFoundError(CmtpError):

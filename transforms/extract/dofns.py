@@ -13,9 +13,8 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-
-from transforms.common.dead_letters import DEAD, dead_letter
-from transforms.common.ids import stable_id
+from cmtp.transforms.common.dead_letters import DEAD, dead_letter
+from cmtp.transforms.common.ids import stable_id
 
 from .adapters import get_adapter
 from .cleaning import Cleaner

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
-
-from transforms.common.dead_letters import DEAD, dead_letter
-from transforms.common.ids import stable_id
-from transforms.common.multi_output import MultiOutput
+from cmtp.transforms.common.dead_letters import DEAD, dead_letter
+from cmtp.transforms.common.ids import stable_id
+from cmtp.transforms.common.multi_output import MultiOutput
 
 from .filters import normalize_for_match
 

@@ -11,9 +11,8 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
-
-from transforms.common.dead_letters import DEAD
-from transforms.common.multi_output import MultiOutput
+from cmtp.transforms.common.dead_letters import DEAD
+from cmtp.transforms.common.multi_output import MultiOutput
 
 from .config import ExtractConfig
 from .dofns import CLEANING, PRETRAIN_ONLY, CleanPairFn, ReadRecordsFn, SourceSpec

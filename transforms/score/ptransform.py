@@ -14,10 +14,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
-
-from transforms.common.dead_letters import DEAD, pair_dead_letter
-from transforms.common.ids import shard_of
-from transforms.common.multi_output import MultiOutput
+from cmtp.transforms.common.dead_letters import DEAD, pair_dead_letter
+from cmtp.transforms.common.ids import shard_of
+from cmtp.transforms.common.multi_output import MultiOutput
 
 from .config import ScoreConfig
 from .handler import InferenceError, SentencePairModelHandler

@@ -6,9 +6,8 @@ Used by the Beam model handler and, unchanged, by tests and benchmarks that comp
 from __future__ import annotations
 
 import numpy as np
-
-from transforms import embedding
-from transforms.embedding import encode
+from cmtp.transforms import embedding
+from cmtp.transforms.embedding import encode
 
 from .config import ScoreConfig
 

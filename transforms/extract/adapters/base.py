@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from schemas.errors import CmtpError
+from cmtp.schemas.errors import CmtpError
 
 from ..source_file import Extracted, MissingField, Rejected, SourceFile
 

@@ -1,7 +1,7 @@
 """XL-Sum (Chinese): JSON lines (id, url, title, summary, text); title -> summary by default, or -> text with
 ``passage=text``."""
 
-from schemas.errors import CmtpError
+from cmtp.schemas.errors import CmtpError
 
 from .base import JsonRecordAdapter, pick, register_adapter, text_field
 
