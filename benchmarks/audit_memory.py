@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from cmtp.schemas import SCORED_PAIR
 from common import ROOT
+
+from cmtp.schemas import SCORED_PAIR
 
 SOURCES = ["wudao", "zhihu", "csl", "news", "baike"]
 CHILD = """

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from common import chinese_passages
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
 from cmtp.pipelines.dedup import run_dedup
 from cmtp.schemas import PAIR, rows_to_table
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.dedup.shingles import shingle_hashes
-from common import chinese_passages
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 FILLER = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可也你"
 

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from common import ROOT, chinese_passages
+
 from cmtp.pipelines.dedup import run_dedup
 from cmtp.schemas import PAIR, rows_to_table
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.dedup.minhash import text_signatures
 from cmtp.transforms.dedup.shingles import char_shingles
-from common import ROOT, chinese_passages
 
 
 def one_core() -> None:

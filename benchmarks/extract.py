@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 logging.getLogger().setLevel(logging.ERROR)
 
 import pyarrow.parquet as pq  # noqa: E402
+
 from cmtp.pipelines.extract import run_extract  # noqa: E402
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, rows_to_table  # noqa: E402
 from cmtp.transforms.extract.config import ExtractConfig  # noqa: E402

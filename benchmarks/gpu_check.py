@@ -22,9 +22,10 @@ from common import lcsts_pairs
 
 
 def check_scoring(pairs: list[tuple[str, str]]) -> None:
+    from scipy.stats import spearmanr
+
     from cmtp.transforms.score.config import ScoreConfig
     from cmtp.transforms.score.scoring import PairScorer
-    from scipy.stats import spearmanr
 
     titles, passages = [t for t, _ in pairs], [p for _, p in pairs]
     results = {}
@@ -43,6 +44,7 @@ def check_scoring(pairs: list[tuple[str, str]]) -> None:
 
 def check_faiss(n: int = 200_000, dim: int = 384, queries: int = 2000) -> None:
     import faiss
+
     from cmtp.pipelines.mine.config import MineConfig
     from cmtp.pipelines.mine.embed import PoolStore
     from cmtp.pipelines.mine.index import build_index, exact_sharded_search, tune_nprobe
@@ -76,6 +78,7 @@ def check_faiss(n: int = 200_000, dim: int = 384, queries: int = 2000) -> None:
 
 def check_training(work: Path) -> None:
     import pyarrow.parquet as pq
+
     from cmtp.schemas import PAIR, rows_to_table
     from cmtp.trainer.config import TrainConfig
     from cmtp.trainer.loop import train

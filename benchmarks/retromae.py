@@ -98,6 +98,7 @@ def bench_masks(texts: list[str], length: int, batch: int, tokenizer) -> None:
 
 def bench_training(texts: list[str], length: int, batch: int, steps: int) -> None:
     import pyarrow.parquet as pq
+
     from cmtp.schemas import PRETRAIN_TEXT, rows_to_table
     from cmtp.trainer.config import TrainConfig
     from cmtp.trainer.loop import train
@@ -135,8 +136,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=4)
     args = parser.parse_args()
     random.seed(0)
-    from cmtp.transforms.embedding import resolve_model
     from transformers import AutoTokenizer
+
+    from cmtp.transforms.embedding import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("builtin:me5-small").path))
     texts = chinese_passages(args.rows, min_chars=200, max_chars=600)

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from common import lcsts_pairs
+
 from cmtp.pipelines.score import run_score
 from cmtp.schemas import PAIR, rows_to_table
 from cmtp.transforms.score.config import ScoreConfig
 from cmtp.transforms.score.scoring import load_scoring_model, score_pairs
-from common import lcsts_pairs
 
 
 def main() -> None:

@@ -66,11 +66,12 @@ def run_cmtp(job: dict) -> dict:
 
 
 def run_sentence_transformers(job: dict) -> dict:
-    from cmtp.transforms.embedding import load_sentence_transformer
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
+
+    from cmtp.transforms.embedding import load_sentence_transformer
 
     sampler, stamps, peak = PeakMemory(), [], []
     model = load_sentence_transformer(job["model"], device="cuda" if _cuda() else "cpu")
@@ -117,6 +118,7 @@ def measure(job: dict) -> dict:
 # ---------------------------------------------------------------------------------------------- data
 def write_data(directory: Path, pairs: list[tuple[str, str]]) -> tuple[str, str]:
     import pyarrow.parquet as pq
+
     from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
 
     rows = [{"example_id": f"lcsts-{i}", "query": q, "pos": [p], "neg": [], "instruction": None, "source": "lcsts",

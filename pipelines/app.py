@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from cmtp.schemas.manifest import cmtp_version
 
 from .commands import (

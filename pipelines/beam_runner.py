@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
 from cmtp.schemas.errors import CmtpError
 
 LOCAL_RUNNERS = {None, "", "local", "DirectRunner", "FnApiRunner"}

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from cmtp.schemas import CmtpError, Manifest
 from cmtp.schemas.manifest import cmtp_version
 

@@ -6,6 +6,7 @@ import dataclasses
 import time
 
 import apache_beam as beam
+
 from cmtp.schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 import apache_beam as beam
+
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.outcomes import OUTCOMES_FILE, read_json
 from cmtp.transforms.common.parquet_shards import clear_shards

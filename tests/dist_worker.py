@@ -5,6 +5,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+
 from cmtp.trainer.losses import info_nce
 
 

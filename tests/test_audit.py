@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
+
 from cmtp.pipelines.app import app
 from cmtp.schemas import SCORED_PAIR, rows_to_table
-from typer.testing import CliRunner
 
 runner = CliRunner()
 #            source  score

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from cmtp.pipelines.app import app
 from cmtp.pipelines.build import execute, funnel, load_build_file, plan_build
-from typer.testing import CliRunner
 
 RAW = Path(__file__).parent / "data" / "raw"
 

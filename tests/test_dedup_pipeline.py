@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from cmtp.pipelines.dedup import run_dedup
 from cmtp.pipelines.extract import run_extract
 from cmtp.schemas import DEAD_LETTER, PAIR, Manifest, rows_to_table, validate_table

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from datasketch import MinHash
+
 from cmtp.pipelines.beam_runner import make_pipeline
 from cmtp.transforms.dedup.components import ConnectedComponents
 from cmtp.transforms.dedup.config import DedupConfig
@@ -10,7 +12,6 @@ from cmtp.transforms.dedup.dofns import KeepRepresentativeFn, bucket_edges, size
 from cmtp.transforms.dedup.lsh import band_keys, collision_probability, optimal_bands_rows
 from cmtp.transforms.dedup.minhash import EMPTY, estimate_jaccard, signatures, text_signatures
 from cmtp.transforms.dedup.shingles import char_shingles, jaccard, shingle_hashes, word_shingles
-from datasketch import MinHash
 
 TEXT = "北京是中国的首都，也是全国的政治和文化中心。"
 

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
 from cmtp.pipelines.app import app
 from cmtp.pipelines.audit.stats import ALL
 from cmtp.schemas import Manifest
-from typer.testing import CliRunner
 
 RAW = Path(__file__).parent / "data" / "raw"
 INSTRUCTION = "为这个句子生成表示以用于检索相关文章："

@@ -8,10 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
+
 from cmtp.pipelines.app import app
 from cmtp.trainer.evaluation import EvalOptions, evaluate, load_tasks
 from cmtp.trainer.evaluation import metrics as m
-from typer.testing import CliRunner
 
 SENTENCES = ["今天天气很好", "今天是晴天", "股票市场下跌", "股市今天大跌", "长江是亚洲第一长河", "黄河是中国第二长河",
              "我喜欢吃苹果", "苹果很好吃", "北京是中国的首都", "中国的首都是北京", "火车晚点了", "列车延误了"]

@@ -62,10 +62,11 @@ def model(local_sets, tmp_path_factory):
 
 
 def test_sts_and_retrieval_scores_equal_mtebs(local_sets, model):
-    from cmtp.trainer.evaluation import EvalOptions, evaluate, load_tasks
     from datasets import Dataset
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.sts import AbsTaskSTS
+
+    from cmtp.trainer.evaluation import EvalOptions, evaluate, load_tasks
 
     root, _ = local_sets
     # one text per forward pass on both sides: batch composition moves embeddings by ~1e-7, enough to swap

@@ -6,6 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.extract.adapters import ADAPTERS, get_adapter
 from cmtp.transforms.extract.source_file import Extracted, Rejected, SourceFile

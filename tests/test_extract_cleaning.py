@@ -1,6 +1,7 @@
 """Cleaning steps and quality filters of the extract stage."""
 
 import pytest
+
 from cmtp.transforms.extract.cleaning import Cleaner, collapse_repeated, remove_control_chars, strip_html
 from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.filters import PairFilter, cjk_ratio, dup_line_ratio, dup_ngram_ratio, load_blocklist

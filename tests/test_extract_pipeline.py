@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from cmtp.pipelines.extract import ShardOptions, run_extract
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest, validate_table
 from cmtp.transforms.extract.config import ExtractConfig
@@ -133,6 +134,7 @@ def test_exact_dedup_keeps_the_lowest_id_whatever_the_input_order():
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
+
     from cmtp.transforms.extract.exact_dedup import ExactDedup
 
     def pair(pid, title):
@@ -162,8 +164,9 @@ def test_placeholder_titles_and_markdown_are_counted_in_the_manifest(tmp_path):
 
 
 def test_adapter_options_and_plugins_from_the_command_line(tmp_path):
-    from cmtp.pipelines.app import app
     from typer.testing import CliRunner
+
+    from cmtp.pipelines.app import app
 
     plugin = tmp_path / "my_adapters.py"
     plugin.write_text(

@@ -5,6 +5,7 @@ import gzip
 import json
 
 import zstandard
+
 from cmtp.transforms.extract.source_file import BINARY, Rejected, SourceFile, sniff_encoding
 
 TEXT = "今天天气很好，我们去公园散步。"

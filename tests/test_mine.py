@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from cmtp.pipelines.mine.config import MineConfig
 from cmtp.pipelines.mine.embed import PoolStore
 from cmtp.pipelines.mine.index import (
@@ -265,3 +266,27 @@ def test_pool_lookup_sorts_the_keys_once(tmp_path):
     assert store.lookup(["段落3", "没有", "段落0"]).tolist() == [3, -1, 0]
     order = store._key_order
     assert store.lookup(["段落4"]).tolist() == [4] and store._key_order is order
+
+
+def test_mine_reads_a_config_file_and_flags_override_it(tmp_path, tiny_model_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from cmtp.pipelines.app import app
+
+    rows = [{"query": f"问题{i}", "pos": [f"第{i}个答案，内容各不相同{i * 7}"]} for i in range(12)]
+    (tmp_path / "labeled.jsonl").write_text("\n".join(_json.dumps(r, ensure_ascii=False) for r in rows),
+                                            encoding="utf-8")
+    (tmp_path / "mine.yaml").write_text(f"model: {tiny_model_path}\nrange: 0-8\nnegatives: 2\nseed: 3\n",
+                                        encoding="utf-8")
+    result = CliRunner().invoke(app, ["mine", "--labeled", str(tmp_path / "labeled.jsonl"), "--out",
+                                      str(tmp_path / "out"), "--config", str(tmp_path / "mine.yaml"),
+                                      "--negatives", "3"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    config = Manifest.read(str(tmp_path / "out")).config
+    assert (config["range_start"], config["range_end"], config["negatives"], config["seed"]) == (0, 8, 3, 3)
+    assert config["max_neg_ratio"] == MineConfig().max_neg_ratio  # untouched: MineConfig's default
+    bad = CliRunner().invoke(app, ["mine", "--labeled", str(tmp_path / "labeled.jsonl"), "--out",
+                                   str(tmp_path / "o2"), "--range", "9-3"])
+    assert "--range must be START-END" in str(bad.exception)

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from cmtp.schemas import PRETRAIN_TEXT, rows_to_table
 from cmtp.trainer.config import TrainConfig
 from cmtp.trainer.loop import train
@@ -22,8 +24,6 @@ from cmtp.trainer.retromae.masking import (
     mlm_inputs,
     row_seeds,
 )
-from safetensors.torch import load_file
-
 from tests.dist_worker import free_port
 
 RAW = Path(__file__).parent / "data" / "raw"

@@ -4,6 +4,7 @@ import json
 
 import pyarrow as pa
 import pytest
+
 from cmtp.schemas import (
     DEAD_LETTER,
     PAIR,

@@ -3,6 +3,7 @@
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from cmtp.pipelines.score import run_score
 from cmtp.schemas import PAIR, SCORED_PAIR, Manifest, rows_to_table, validate_table
 from cmtp.transforms.embedding import weights_fingerprint
@@ -154,3 +155,9 @@ def test_a_batch_whose_inference_fails_goes_to_dead_letters(pairs_dir, tiny_mode
     assert all("CUDA out of memory" in d["detail"] for d in dead)
     assert m.dropped["inference_error"] == len(dead)
     assert m.count_out + m.dropped.get("below_threshold", 0) + len(dead) + 1 == len(PAIRS)
+
+
+def test_the_local_runner_shows_progress(pairs_dir, tiny_model_path, tmp_path, capfd):
+    run_score(str(pairs_dir), str(tmp_path), ScoreConfig(model=str(tiny_model_path), threshold=0.5))
+    err = capfd.readouterr().err
+    assert "score:" in err and f"/{len(PAIRS)}" in err and "pair/s" in err

@@ -7,11 +7,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from typer.testing import CliRunner
+
 from cmtp.pipelines.app import app
 from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
 from cmtp.schemas.errors import CmtpError
 from cmtp.trainer.config import TrainConfig
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

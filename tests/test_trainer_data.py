@@ -2,6 +2,7 @@
 
 import pyarrow.parquet as pq
 import pytest
+
 from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
 from cmtp.trainer.batches import build_step
 from cmtp.trainer.data.stream import ParquetStream, SourceSpec, StreamConfig, make_loader
@@ -153,6 +154,7 @@ def test_unusable_rows_are_skipped_and_counted_once(tmp_path):
 
 def test_a_file_without_training_columns_is_named(tmp_path):
     import pyarrow as pa
+
     from cmtp.schemas.errors import CmtpError
 
     pq.write_table(pa.table({"text": ["长江"]}), tmp_path / "other.parquet")

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
 from cmtp.trainer.config import TrainConfig
 from cmtp.trainer.loop import train
-from safetensors.torch import load_file
-
 from tests.dist_worker import free_port
 
 RAW = Path(__file__).parent / "data" / "raw"
@@ -53,8 +53,9 @@ def test_loss_falls_and_the_saved_model_loads_with_the_same_embeddings(tiny_mode
     run = config(tiny_model_path, examples_dir, tmp_path / "run")
     summary = train(run, on_step=lambda s, loss: losses.append(loss))
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:8]), losses
-    from cmtp.trainer.encoder import Encoder, load_encoder
     from sentence_transformers import SentenceTransformer
+
+    from cmtp.trainer.encoder import Encoder, load_encoder
 
     saved = SentenceTransformer(summary["model"], device="cpu")
     texts = ["长江是亚洲第一长河", "股票市场今天下跌"]
@@ -163,7 +164,6 @@ def test_resuming_with_another_reader_layout_is_refused(tiny_model_path, example
 
 def test_unusable_rows_are_reported_and_data_without_any_is_an_error(tiny_model_path, tmp_path):
     from cmtp.schemas.errors import CmtpError
-
     from tests.test_trainer_data import write_with_bad_rows
 
     write_with_bad_rows(tmp_path / "mixed")

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import torch
+
 from cmtp.trainer.gradcache import cached_backward
 from cmtp.trainer.losses import info_nce
-
 from tests.dist_worker import encode, free_port, make_data, model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,9 @@ from torch import nn
 def load_encoder(name: str, pooling: str | None = None, max_seq_length: int | None = None,
                  device: str = "cpu", allow_network: bool = False, gradient_checkpointing: bool = False):
     """A SentenceTransformer ready for training; ``pooling`` ("cls" / "mean") replaces the model's pooling."""
-    from cmtp.transforms.embedding import load_sentence_transformer, set_max_seq_length
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    from cmtp.transforms.embedding import load_sentence_transformer, set_max_seq_length
 
     model = load_sentence_transformer(name, device=device, allow_network=allow_network)
     if max_seq_length:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.embedding import set_max_seq_length
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from cmtp.schemas.errors import CmtpError
 from scipy.stats import spearmanr
+
+from cmtp.schemas.errors import CmtpError
 
 from .stats import stream
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
 from cmtp.schemas.errors import CmtpError
 
 BINS = 20_000  # over [-1, 1]: width 1e-4

@@ -9,8 +9,9 @@ from enum import StrEnum
 
 import numpy as np
 import typer
-from cmtp.schemas.errors import CmtpError
 from rich.table import Table
+
+from cmtp.schemas.errors import CmtpError
 
 from ..audit.stats import ALL, collect, open_scored, sample_near_threshold, threshold_grid
 from ..console import err, out

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import typer
-from cmtp.schemas.errors import CmtpError
 from rich.table import Table
+
+from cmtp.schemas.errors import CmtpError
 
 from ..console import err, out
 from .common import split_beam_args

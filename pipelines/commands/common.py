@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import yaml
+
 from cmtp.schemas.errors import CmtpError
 
 BEAM_ARGS_HELP = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.dedup.config import DedupConfig
 

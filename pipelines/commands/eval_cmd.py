@@ -7,8 +7,9 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
-from cmtp.schemas.errors import CmtpError
 from rich.table import Table
+
+from cmtp.schemas.errors import CmtpError
 
 from ..console import err, out
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import typer
+from rich.table import Table
+
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.extract.adapters import ADAPTERS
 from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
-from rich.table import Table
 
 from ..console import out
 from .common import BEAM_ARGS_HELP, build_config, load_yaml_config, split_beam_args

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import typer
-from cmtp.schemas.errors import CmtpError
 from rich.table import Table
 
+from cmtp.schemas.errors import CmtpError
+
 from ..console import out
+from .common import build_config, load_yaml_config
 
 HELP = """Mine hard negatives for each query and write training-example shards for the trainer.
 
@@ -23,6 +25,8 @@ Examples:
   --query-instruction 为这个句子生成表示以用于检索相关文章： --train-instruction 为这个句子生成表示以用于检索相关文章：
 
   cmtp mine --labeled qa.jsonl --pool work/extract/pretrain --out work/mine-qa
+
+  cmtp mine work/score --out work/mine --config mine.yaml          # any MineConfig field, flags override
 """
 
 
@@ -37,49 +41,54 @@ def _range(text: str) -> tuple[int, int]:
 def mine(
     inputs: list[str] = typer.Argument(None, help="scored pairs directory or Parquet glob (optional with --labeled)"),
     out_dir: str = typer.Option(..., "--out", "-o", help="output directory"),
+    config_file: str = typer.Option(None, "--config", help="YAML file of mine options (fields of MineConfig)"),
     labeled: list[str] = typer.Option(None, "--labeled", help="labeled query/pos/neg file(s)"),
     pool: str = typer.Option(None, help="separate candidate pool (Parquet with passage/text, or JSON lines)"),
     model: str = typer.Option(None, help="embedding model (default: the scorer of INPUT, else builtin:me5-small)"),
     query_instruction: str = typer.Option(None, help="query prefix when embedding (default: model's query prompt)"),
     passage_prompt: str = typer.Option(None, help="passage prefix when embedding (default: model's prompt)"),
     train_instruction: str = typer.Option(None, help="instruction stored with each example for training"),
-    rank_range: str = typer.Option("10-210", "--range", help="sample negatives from these ranks"),
-    negatives: int = typer.Option(15, help="negatives per query"),
-    seed: int = typer.Option(42, help="sampling seed"),
+    rank_range: str = typer.Option(None, "--range", help="sample negatives from these ranks (default 10-210)"),
+    negatives: int = typer.Option(None, help="negatives per query (default 15)"),
+    seed: int = typer.Option(None, help="sampling seed (default 42)"),
     max_neg_ratio: float = typer.Option(
-        0.95, help="drop likely false negatives: candidates above this share of the positive's score, both "
-        "measured above the pool's random-pair median"),
-    near_dup_jaccard: float = typer.Option(0.8, help="drop candidates this similar to a positive (5-gram Jaccard)"),
-    pad_random: bool = typer.Option(False, "--pad-random", help="fill short rows with random passages (marked)"),
-    flat_max: int = typer.Option(200_000, help="exact search up to this pool size, IVF above"),
-    ivf_pq: bool = typer.Option(False, "--ivf-pq", help="IVF-PQ instead of IVF-Flat: dim/4 bytes per passage in "
+        None, help="drop likely false negatives: candidates above this share of the positive's score, both "
+        "measured above the pool's random-pair median (default 0.95)"),
+    near_dup_jaccard: float = typer.Option(None, help="drop candidates this similar to a positive (5-gram Jaccard, "
+                                           "default 0.8)"),
+    pad_random: bool = typer.Option(None, "--pad-random", help="fill short rows with random passages (marked)"),
+    flat_max: int = typer.Option(None, help="exact search up to this pool size, IVF above (default 200,000)"),
+    ivf_pq: bool = typer.Option(None, "--ivf-pq", help="IVF-PQ instead of IVF-Flat: dim/4 bytes per passage in "
                                 "RAM, candidates re-ranked exactly from the disk shards"),
-    rerank: int = typer.Option(8, help="with --ivf-pq: candidates fetched per neighbour before the exact re-rank"),
+    rerank: int = typer.Option(None, help="with --ivf-pq: candidates fetched per neighbour before the exact re-rank"),
     pq_bytes: int = typer.Option(None, help="with --ivf-pq: code bytes per passage (default: dimensions / 4)"),
     nprobe: int = typer.Option(None, help="IVF probes (default: tuned to --target-recall on sampled queries)"),
-    target_recall: float = typer.Option(0.99, help="recall@k of exact search that the tuned nprobe must reach"),
-    batch_size: int = typer.Option(64, help="sentences per forward pass"),
-    max_seq_length: int = typer.Option(256, help="tokens per text"),
-    rows_per_group: int = typer.Option(8192, help="Parquet row-group size (the trainer streams row groups)"),
-    num_shards: int = typer.Option(1, help="output shards"),
-    allow_network: bool = typer.Option(False, "--allow-network", help="may fetch a hub model"),
+    target_recall: float = typer.Option(None, help="recall@k of exact search the tuned nprobe must reach (0.99)"),
+    batch_size: int = typer.Option(None, help="sentences per forward pass (default 64)"),
+    max_seq_length: int = typer.Option(None, help="tokens per text (default 256)"),
+    rows_per_group: int = typer.Option(None, help="Parquet row-group size (the trainer streams row groups)"),
+    num_shards: int = typer.Option(None, help="output shards (default 1)"),
+    allow_network: bool = typer.Option(None, "--allow-network", help="may fetch a hub model"),
 ) -> None:
+    """Defaults live in MineConfig alone: a flag left out keeps the config file's value, else MineConfig's."""
     from ..mine.config import MineConfig
     from ..mine.run import run_mine
 
     inputs = inputs or []
     if len(inputs) > 1:
         raise CmtpError(f"give at most one INPUT, got {len(inputs)}")
-    start, end = _range(rank_range)
-    config = MineConfig(
-        model=model, query_instruction=query_instruction, passage_prompt=passage_prompt,
-        train_instruction=train_instruction, range_start=start, range_end=end, negatives=negatives, seed=seed,
-        max_neg_ratio=max_neg_ratio, near_dup_jaccard=near_dup_jaccard, pad_random=pad_random, flat_max=flat_max,
-        ivf_pq=ivf_pq, rerank=rerank, pq_bytes=pq_bytes, nprobe=nprobe, target_recall=target_recall,
-        batch_size=batch_size,
-        max_seq_length=max_seq_length, rows_per_group=rows_per_group, num_shards=num_shards,
-        allow_network=allow_network, labeled=list(labeled or []), pool=pool,
-    )
+    values = load_yaml_config(config_file)
+    if "range" in values:
+        values["range_start"], values["range_end"] = _range(str(values.pop("range")))
+    flags = dict(model=model, query_instruction=query_instruction, passage_prompt=passage_prompt,
+                 train_instruction=train_instruction, negatives=negatives, seed=seed, max_neg_ratio=max_neg_ratio,
+                 near_dup_jaccard=near_dup_jaccard, pad_random=pad_random, flat_max=flat_max, ivf_pq=ivf_pq,
+                 rerank=rerank, pq_bytes=pq_bytes, nprobe=nprobe, target_recall=target_recall, batch_size=batch_size,
+                 max_seq_length=max_seq_length, rows_per_group=rows_per_group, num_shards=num_shards,
+                 allow_network=allow_network, labeled=list(labeled) if labeled else None, pool=pool)
+    if rank_range is not None:
+        flags["range_start"], flags["range_end"] = _range(rank_range)
+    config = build_config(MineConfig, values, flags)
     manifest = run_mine(inputs[0] if inputs else None, out_dir, config)
     e = manifest.extra
     table = Table(title=f"mine: {manifest.count_out} examples from {manifest.count_in} inputs; pool {e['pool_size']}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import typer
+from rich.table import Table
+
 from cmtp.transforms.embedding import BUILTIN_MODELS, DEFAULT_MODEL, prepare_builtin
 from cmtp.transforms.embedding.registry import builtin_path, cache_dir
-from rich.table import Table
 
 from ..console import err, out
 

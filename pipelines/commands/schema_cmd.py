@@ -6,10 +6,11 @@ import json
 from enum import StrEnum
 
 import typer
+from rich.table import Table
+
 from cmtp.schemas import SCHEMA_VERSION, SCHEMAS, CmtpError
 from cmtp.schemas.datasets import field_description
 from cmtp.schemas.manifest import MANIFEST_FIELDS
-from rich.table import Table
 
 from ..console import out
 

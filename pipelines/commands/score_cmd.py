@@ -4,6 +4,7 @@ threshold; kept and rejected pairs both keep their score and the scorer's identi
 from __future__ import annotations
 
 import typer
+
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.score.config import ScoreConfig
 

@@ -4,6 +4,7 @@ shards."""
 from __future__ import annotations
 
 import typer
+
 from cmtp.schemas.errors import CmtpError
 
 from ..console import out

@@ -40,5 +40,13 @@ class MineConfig:
     labeled: list[str] = field(default_factory=list)  # JSON lines / Parquet with query, pos, neg
     pool: str | None = None  # separate candidate pool (Parquet with passage or text, or JSON lines)
 
+    def __post_init__(self):
+        from cmtp.schemas.errors import CmtpError
+
+        if self.range_end <= self.range_start or self.range_start < 0:
+            raise CmtpError("--range must be START-END with 0 <= START < END")
+        if self.negatives < 0 or not 0 < self.target_recall <= 1 or self.batch_size < 1:
+            raise CmtpError("negatives must be >= 0, target_recall in (0, 1], batch_size >= 1")
+
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
 from cmtp.transforms.common.ids import stable_id
 from cmtp.transforms.dedup.shingles import normalize
 

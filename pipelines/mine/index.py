@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+
 from cmtp.transforms.common.topk import merge_topk
 
 from .config import MineConfig

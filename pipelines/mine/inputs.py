@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import fsspec
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.dead_letters import dead_letter
 from cmtp.transforms.common.ids import stable_id

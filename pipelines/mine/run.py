@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
@@ -203,9 +204,7 @@ def _per_source(examples: list[Example], dead: list[dict]) -> dict[str, dict]:
 def run_mine(input_path: str | None, out: str, config: MineConfig | None = None) -> Manifest:
     """examples (scored pairs and/or labeled rows) -> pool embeddings on disk -> search -> guarded, seeded
     negatives -> training-example shards + manifest."""
-    config = config or MineConfig()
-    if config.range_end <= config.range_start or config.range_start < 0:
-        raise CmtpError("--range must be START-END with 0 <= START < END")
+    config = config or MineConfig()  # validated on construction
     started = time.perf_counter()
     out_dir = Path(out)
     work = out_dir / "_work"

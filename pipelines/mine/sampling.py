@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+
 from cmtp.transforms.common.ids import stable_id
 from cmtp.transforms.dedup.shingles import jaccard, shingle_hashes
 

@@ -29,9 +29,10 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.ids import stable_id
-from torch.utils.data import IterableDataset, get_worker_info
 
 COLUMNS_EXAMPLE = ["example_id", "query", "pos", "neg", "instruction", "source", "pos_scores", "neg_scores"]
 COLUMNS_PAIR = ["pair_id", "title", "passage", "source"]

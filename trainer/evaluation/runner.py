@@ -110,6 +110,7 @@ def _search(encode: TextEncoder, queries: np.ndarray, corpus: dict[str, str], pr
             ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Exact inner-product top-k over the corpus, encoded and searched ``chunk`` passages at a time."""
     import faiss
+
     from cmtp.transforms.common.topk import merge_topk
 
     ids = list(corpus)
@@ -171,6 +172,7 @@ def run_task(model, task: EvalTask, options: EvalOptions) -> TaskResult:
 
 def load_eval_model(name: str, options: EvalOptions):
     import torch
+
     from cmtp.transforms.embedding import load_sentence_transformer
 
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from cmtp.transforms.common.ids import stable_id
 
 _K1, _K2, _K3, _K4 = 0x632BE59BD9B4E019, 0x1B87359354D2A7B1, 0x2545F4914F6CDD1D, 0x1F3D5B79

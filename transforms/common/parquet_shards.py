@@ -17,6 +17,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+
 from cmtp.schemas.validate import rows_to_table
 
 from .ids import shard_of

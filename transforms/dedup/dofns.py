@@ -8,6 +8,7 @@ import json
 
 import apache_beam as beam
 import numpy as np
+
 from cmtp.transforms.common.dead_letters import DEAD, dead_letter
 
 from .config import DedupConfig

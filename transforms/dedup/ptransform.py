@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
+
 from cmtp.transforms.common.dead_letters import DEAD
 from cmtp.transforms.common.multi_output import MultiOutput
 

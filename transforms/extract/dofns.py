@@ -13,6 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+
 from cmtp.transforms.common.dead_letters import DEAD, dead_letter
 from cmtp.transforms.common.ids import stable_id
 

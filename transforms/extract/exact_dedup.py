@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+
 from cmtp.transforms.common.dead_letters import DEAD, dead_letter
 from cmtp.transforms.common.ids import stable_id
 from cmtp.transforms.common.multi_output import MultiOutput

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
+
 from cmtp.transforms.common.dead_letters import DEAD
 from cmtp.transforms.common.multi_output import MultiOutput
 

@@ -14,6 +14,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
+
 from cmtp.transforms.common.dead_letters import DEAD, pair_dead_letter
 from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.common.multi_output import MultiOutput

@@ -6,6 +6,7 @@ Used by the Beam model handler and, unchanged, by tests and benchmarks that comp
 from __future__ import annotations
 
 import numpy as np
+
 from cmtp.transforms import embedding
 from cmtp.transforms.embedding import encode
 
