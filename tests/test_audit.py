@@ -106,13 +106,9 @@ def test_errors(tmp_path):
 
 
 def _cli_error(*args):
-    from tests.test_cli import _cmtp
+    from tests.test_cli import cli_error
 
-    proc = _cmtp("audit", *map(str, args))
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    return lines[0]
+    return cli_error("audit", *args)
 
 
 def test_bad_scored_files_are_one_error_line_naming_the_file(tmp_path):

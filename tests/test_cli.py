@@ -18,6 +18,15 @@ def _cmtp(*args, env=None):
     return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
+def cli_error(*args) -> str:
+    """Run ``cmtp ARGS`` and return its one ``error:`` line, checking it exits 1 without a traceback."""
+    proc = _cmtp(*map(str, args))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    return lines[0]
+
+
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("cmtp ")

@@ -124,13 +124,9 @@ def test_subsample_is_seeded_and_keeps_relevant_documents(suite):
 
 
 def _cli_error(*args):
-    from tests.test_cli import _cmtp
+    from tests.test_cli import cli_error
 
-    proc = _cmtp("eval", *map(str, args))
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    return lines[0]
+    return cli_error("eval", *args)
 
 
 def test_bad_files_are_one_error_line_naming_file_and_line(tmp_path, model):
