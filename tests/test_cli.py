@@ -108,3 +108,14 @@ def test_extract_command_runs_and_prints_summary(tmp_path):
                                  "--num-shards", "2"])
     assert result.exit_code == 0, result.output
     assert "extract: in 30" in result.output and (tmp_path / "manifest.json").exists()
+
+
+def test_an_existing_stage_output_needs_overwrite(tmp_path):
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "raw" / "lcsts" / "clge_train_head30.tsv"
+    args = ["extract", f"lcsts={data}", "--out", str(tmp_path / "o"), "--workers", "1"]
+    assert runner.invoke(app, args).exit_code == 0
+    line = cli_error(*args)
+    assert "already holds a stage output" in line and "--overwrite" in line
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0

@@ -52,3 +52,19 @@ def build_config(cls, file_values: dict[str, Any], flag_values: dict[str, Any]):
         return cls(**values)
     except TypeError as exc:
         raise CmtpError(str(exc)) from exc
+
+
+OVERWRITE_HELP = "replace an existing output of this stage (refused otherwise)"
+
+
+def refuse_existing_output(out: str, subdirs: list[str], overwrite: bool) -> None:
+    """A stage's output folder that already holds a stage's output is an error unless ``--overwrite``: a
+    re-run must not silently replace (or half-replace, if it fails) data another stage may be reading."""
+    if overwrite:
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    existing = [name for name in ["manifest.json", *subdirs] if FileSystems.exists(FileSystems.join(out, name))]
+    if existing:
+        raise CmtpError(f"{out} already holds a stage output ({', '.join(existing)}): pass --overwrite to replace "
+                        "it, or choose another --out")

@@ -7,7 +7,14 @@ import typer
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.dedup.config import DedupConfig
 
-from .common import BEAM_ARGS_HELP, build_config, load_yaml_config, split_beam_args
+from .common import (
+    BEAM_ARGS_HELP,
+    OVERWRITE_HELP,
+    build_config,
+    load_yaml_config,
+    refuse_existing_output,
+    split_beam_args,
+)
 from .extract_cmd import print_manifest_summary
 
 HELP = f"""Remove near-duplicate pairs (MinHash LSH on character n-grams, exact Jaccard check, connected
@@ -29,6 +36,7 @@ def dedup(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(..., help="input directory or Parquet glob (then Beam args after --)"),
     out_dir: str = typer.Option(..., "--out", "-o", help="output directory (local, gs://, s3://)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     config_file: str = typer.Option(None, "--config", help="YAML file of dedup options"),
     threshold: float = typer.Option(None, help="Jaccard threshold of a near duplicate (default 0.8)"),
     field: str = typer.Option(None, help="passage (default), title_passage or title"),
@@ -48,6 +56,7 @@ def dedup(
     from ..extract import ShardOptions
 
     inputs, beam_args = split_beam_args(inputs, ctx.args)
+    refuse_existing_output(out_dir, ["pairs", "dead_letters"], overwrite)
     if len(inputs) != 1:
         raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
     flags = dict(threshold=threshold, field=field, shingle=shingle, ngram=ngram, num_perm=num_perm, bands=bands,

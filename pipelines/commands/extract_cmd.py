@@ -11,7 +11,14 @@ from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
 
 from ..console import out
-from .common import BEAM_ARGS_HELP, build_config, load_yaml_config, split_beam_args
+from .common import (
+    BEAM_ARGS_HELP,
+    OVERWRITE_HELP,
+    build_config,
+    load_yaml_config,
+    refuse_existing_output,
+    split_beam_args,
+)
 
 HELP = f"""Extract clean (title, passage) pairs from raw dumps with Apache Beam.
 
@@ -80,6 +87,7 @@ def extract(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., help="ADAPTER=GLOB or NAME:ADAPTER=GLOB, one or more"),
     out_dir: str = typer.Option(..., "--out", "-o", help="output directory (local, gs://, s3://)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     config_file: str = typer.Option(None, "--config", help="YAML file of extract options (see cmtp docs)"),
     title_field: str = typer.Option(None, help="generic adapter: title column"),
     passage_field: str = typer.Option(None, help="generic adapter: passage column"),
@@ -106,6 +114,7 @@ def extract(
     from ..extract import ShardOptions, run_extract
 
     sources, beam_args = split_beam_args(sources, ctx.args)
+    refuse_existing_output(out_dir, ["pairs", "pretrain", "dead_letters"], overwrite)
     if not sources:
         raise CmtpError("give at least one SOURCE (ADAPTER=GLOB) before the Beam arguments")
     load_plugins(list(plugin or []))

@@ -8,7 +8,7 @@ from rich.table import Table
 from cmtp.schemas.errors import CmtpError
 
 from ..console import out
-from .common import build_config, load_yaml_config
+from .common import OVERWRITE_HELP, build_config, load_yaml_config, refuse_existing_output
 
 HELP = """Mine hard negatives for each query and write training-example shards for the trainer.
 
@@ -41,6 +41,7 @@ def _range(text: str) -> tuple[int, int]:
 def mine(
     inputs: list[str] = typer.Argument(None, help="scored pairs directory or Parquet glob (optional with --labeled)"),
     out_dir: str = typer.Option(..., "--out", "-o", help="output directory"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     config_file: str = typer.Option(None, "--config", help="YAML file of mine options (fields of MineConfig)"),
     labeled: list[str] = typer.Option(None, "--labeled", help="labeled query/pos/neg file(s)"),
     pool: str = typer.Option(None, help="separate candidate pool (Parquet with passage/text, or JSON lines)"),
@@ -75,6 +76,7 @@ def mine(
     from ..mine.run import run_mine
 
     inputs = inputs or []
+    refuse_existing_output(out_dir, ["examples", "dead_letters"], overwrite)
     if len(inputs) > 1:
         raise CmtpError(f"give at most one INPUT, got {len(inputs)}")
     values = load_yaml_config(config_file)

@@ -8,7 +8,14 @@ import typer
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.score.config import ScoreConfig
 
-from .common import BEAM_ARGS_HELP, build_config, load_yaml_config, split_beam_args
+from .common import (
+    BEAM_ARGS_HELP,
+    OVERWRITE_HELP,
+    build_config,
+    load_yaml_config,
+    refuse_existing_output,
+    split_beam_args,
+)
 from .extract_cmd import print_manifest_summary
 
 HELP = f"""Score (title, passage) pairs with an embedding model and keep those at or above the threshold.
@@ -41,6 +48,7 @@ def score(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(..., help="input directory or Parquet glob (then Beam args after --)"),
     out_dir: str = typer.Option(..., "--out", "-o", help="output directory (local, gs://, s3://)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     config_file: str = typer.Option(None, "--config", help="YAML file of score options"),
     model: str = typer.Option(None, help="scoring model (default shibing624/text2vec-base-chinese)"),
     threshold: float = typer.Option(None, help="keep pairs with score >= this (default 0.43)"),
@@ -64,6 +72,7 @@ def score(
     from ..score import run_rethreshold, run_score
 
     inputs, beam_args = split_beam_args(inputs, ctx.args)
+    refuse_existing_output(out_dir, ["kept", "rejected", "dead_letters"], overwrite)
     if len(inputs) != 1:
         raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
     shards = ShardOptions(num_shards, target_shard_rows, row_group_size)
