@@ -74,15 +74,33 @@ def _check_meta(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [] if isinstance(parsed, dict) else [("meta", "must be a JSON object")]
 
 
-def _check_training_example(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, str) and t.strip() for t in value)
+
+
+def training_example_problems(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What stops a row from being trained on, as (field, problem): a query, at least one positive, non-empty
+    text passages, and teacher scores / negative kinds either absent or one per passage. The one rule the schema
+    validation, mine's labeled input and the trainer's stream all apply."""
     problems = []
+    query = row.get("query")
+    if not isinstance(query, str) or not query.strip():
+        problems.append(("query", "needs a non-empty query"))
     pos, neg = row.get("pos") or [], row.get("neg") or []
     if len(pos) == 0:
         problems.append(("pos", "needs at least one positive"))
+    for name, texts in [("pos", pos), ("neg", neg)]:
+        if not _texts(texts):
+            problems.append((name, "must be a list of non-empty texts"))
     for name, texts in [("pos_scores", pos), ("neg_scores", neg), ("neg_kinds", neg)]:
         values = row.get(name) or []
         if values and len(values) != len(texts):
             problems.append((name, f"has {len(values)} values for {len(texts)} texts"))
+    return problems
+
+
+def _check_training_example(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    problems = training_example_problems(row)
     bad_kinds = sorted(set(row.get("neg_kinds") or []) - NEG_KINDS)
     if bad_kinds:
         problems.append(("neg_kinds", f"unknown kinds {bad_kinds}; allowed {sorted(NEG_KINDS)}"))

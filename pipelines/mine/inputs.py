@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.schemas.validate import training_example_problems
 from cmtp.transforms.common.dead_letters import dead_letter
 from cmtp.transforms.common.ids import stable_id
 
@@ -84,16 +85,17 @@ def read_labeled(path: str, task: str) -> tuple[list[Example], list[dict]]:
         if isinstance(row, Exception):
             dead.append(dead_letter(STAGE, "malformed_json", source, path, key, "", str(row)))
             continue
-        try:
+        try:  # a string is one passage, not its characters; blank passages are dropped
             query = row.get("query")
-            if not isinstance(query, str) or not query.strip():
-                raise ValueError("missing query")
             pos = [p for p in _as_texts(row.get("pos"), "pos") if p.strip()]
-            if not pos:
-                raise ValueError("missing pos")
             neg = [n for n in _as_texts(row.get("neg"), "neg") if n.strip()]
         except ValueError as exc:
             dead.append(dead_letter(STAGE, "bad_labeled_row", source, path, key, row, str(exc)))
+            continue
+        problems = training_example_problems({"query": query, "pos": pos, "neg": neg})
+        if problems:
+            dead.append(dead_letter(STAGE, "bad_labeled_row", source, path, key, row,
+                                    "; ".join(f"{f}: {p}" for f, p in problems)))
             continue
         examples.append(Example(stable_id(source, key, query), query, pos, row.get("source") or source,
                                 row.get("type") or row.get("task") or task, neg,

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.schemas.validate import training_example_problems
 from cmtp.transforms.common.ids import stable_id
 
 COLUMNS_EXAMPLE = ["example_id", "query", "pos", "neg", "instruction", "source", "pos_scores", "neg_scores"]
@@ -78,17 +79,9 @@ def list_units(paths: list[str]) -> list[Unit]:
     return units
 
 
-def _texts(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(t, str) and t for t in value)
-
-
 def usable(row: dict[str, Any]) -> bool:
-    """A row the trainer can use: a query, at least one positive, text negatives, and teacher scores that are
-    either absent or one per passage."""
-    neg = row.get("neg") or []
-    return (isinstance(row.get("query"), str) and bool(row["query"]) and _texts(row.get("pos")) and bool(row["pos"])
-            and _texts(neg) and len(row.get("pos_scores") or []) in (0, len(row["pos"]))
-            and len(row.get("neg_scores") or []) in (0, len(neg)))
+    """A row the trainer can use (``schemas.validate.training_example_problems`` finds nothing)."""
+    return not training_example_problems(row)
 
 
 def in_holdout(row: dict[str, Any], fraction: float) -> bool:
