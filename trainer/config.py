@@ -7,6 +7,8 @@ from typing import Any
 
 from cmtp.schemas.errors import CmtpError
 
+from .data.stream import SourceSpec as DataSource  # one dataset of the mix: name, paths, weight
+
 STAGES = ("contrastive", "finetune", "retromae")
 STAGE_DEFAULTS = {
     # stage 2: title-passage pairs, in-batch + cross-device negatives, large batches
@@ -16,13 +18,6 @@ STAGE_DEFAULTS = {
     # stage 1: RetroMAE on plain passages (continued pretraining of an already trained encoder: a low rate)
     "retromae": {"temperature": 0.02, "train_group_size": 1, "cross_device": False, "learning_rate": 2e-5},
 }
-
-
-@dataclass
-class DataSource:
-    name: str
-    paths: list[str]
-    weight: float = 1.0
 
 
 @dataclass

@@ -33,7 +33,7 @@ from cmtp.transforms.embedding import set_max_seq_length
 
 from .batches import build_step
 from .config import TrainConfig
-from .data.stream import SourceSpec, StreamConfig, make_loader, saved_reader_counts
+from .data.stream import StreamConfig, make_loader, saved_reader_counts
 from .encoder import Encoder, load_encoder
 from .gradcache import cached_backward
 from .losses import info_nce
@@ -268,7 +268,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
     if resume_from:
         _restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1), retromae)
     evaluator = TrainingEval.create(config, run.prompts, base_max_len) if rank == 0 else None
-    stream = StreamConfig([SourceSpec(d.name, d.paths, d.weight) for d in config.data], config.batch_size,
+    stream = StreamConfig(list(config.data), config.batch_size,
                           seed=config.seed, shuffle_units=config.shuffle_units,
                           same_source_batches=config.same_source_batches, state=run.positions,
                           holdout=config.eval_holdout)
