@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
 
 from cmtp.schemas.errors import CmtpError
@@ -68,3 +69,9 @@ def refuse_existing_output(out: str, subdirs: list[str], overwrite: bool) -> Non
     if existing:
         raise CmtpError(f"{out} already holds a stage output ({', '.join(existing)}): pass --overwrite to replace "
                         "it, or choose another --out")
+
+
+# The shard options of every Beam stage's output (ShardOptions), declared once.
+NumShards = Annotated[int | None, typer.Option(help="output shards (default: rows / target-shard-rows)")]
+TargetShardRows = Annotated[int, typer.Option(help="rows per shard when --num-shards is not given")]
+RowGroupSize = Annotated[int, typer.Option(help="Parquet row-group size (the trainer streams row groups)")]

@@ -10,6 +10,9 @@ from cmtp.transforms.dedup.config import DedupConfig
 from .common import (
     BEAM_ARGS_HELP,
     OVERWRITE_HELP,
+    NumShards,
+    RowGroupSize,
+    TargetShardRows,
     build_config,
     load_yaml_config,
     refuse_existing_output,
@@ -47,9 +50,9 @@ def dedup(
     rows: int = typer.Option(None, help="LSH rows per band"),
     verify: bool = typer.Option(None, "--verify/--no-verify", help="exact Jaccard check of candidates (default on)"),
     policy: str = typer.Option(None, help="representative: longest (default) or lowest_id"),
-    num_shards: int = typer.Option(None, help="output shards (default: rows / target-shard-rows)"),
-    target_shard_rows: int = typer.Option(100_000, help="rows per shard when --num-shards is not given"),
-    row_group_size: int = typer.Option(8192, help="Parquet row-group size"),
+    num_shards: NumShards = None,
+    target_shard_rows: TargetShardRows = 100_000,
+    row_group_size: RowGroupSize = 8192,
     workers: int = typer.Option(2, help="local worker processes (ignored by remote runners)"),
 ) -> None:
     from ..dedup import run_dedup

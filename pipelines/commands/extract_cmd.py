@@ -14,6 +14,9 @@ from ..console import out
 from .common import (
     BEAM_ARGS_HELP,
     OVERWRITE_HELP,
+    NumShards,
+    RowGroupSize,
+    TargetShardRows,
     build_config,
     load_yaml_config,
     refuse_existing_output,
@@ -106,9 +109,9 @@ def extract(
     dedup_passage: bool = typer.Option(None, "--dedup-passage/--no-dedup-passage", help="exact passage dedup"),
     rebalance: bool = typer.Option(None, "--rebalance/--no-rebalance",
                                    help="reshuffle records after reading (few huge input files)"),
-    num_shards: int = typer.Option(None, help="output shards (default: rows / target-shard-rows)"),
-    target_shard_rows: int = typer.Option(100_000, help="rows per shard when --num-shards is not given"),
-    row_group_size: int = typer.Option(8192, help="Parquet row-group size"),
+    num_shards: NumShards = None,
+    target_shard_rows: TargetShardRows = 100_000,
+    row_group_size: RowGroupSize = 8192,
     workers: int = typer.Option(2, help="local worker processes (ignored by remote runners)"),
 ) -> None:
     from ..extract import ShardOptions, run_extract

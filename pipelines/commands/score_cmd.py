@@ -11,6 +11,9 @@ from cmtp.transforms.score.config import ScoreConfig
 from .common import (
     BEAM_ARGS_HELP,
     OVERWRITE_HELP,
+    NumShards,
+    RowGroupSize,
+    TargetShardRows,
     build_config,
     load_yaml_config,
     refuse_existing_output,
@@ -60,9 +63,9 @@ def score(
     share_model: bool = typer.Option(None, "--share-model/--no-share-model",
                                      help="one model per machine for all workers (default on)"),
     allow_network: bool = typer.Option(None, "--allow-network/--offline", help="may fetch a hub model"),
-    num_shards: int = typer.Option(None, help="output shards (default: rows / target-shard-rows)"),
-    target_shard_rows: int = typer.Option(100_000, help="rows per shard when --num-shards is not given"),
-    row_group_size: int = typer.Option(8192, help="Parquet row-group size"),
+    num_shards: NumShards = None,
+    target_shard_rows: TargetShardRows = 100_000,
+    row_group_size: RowGroupSize = 8192,
     workers: int = typer.Option(1, help="local worker processes (the model uses all cores itself)"),
     rethreshold: float = typer.Option(None, help="INPUT is a score output: re-cut its stored scores at this "
                                                  "threshold into --out (no model, no re-scoring)"),
