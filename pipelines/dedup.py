@@ -11,20 +11,22 @@ from cmtp.schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_read import ReadParquetRowGroups
+from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.dedup.lsh import collision_probability
 from cmtp.transforms.dedup.ptransform import NearDedup
 
 from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions
-from .outputs import input_glob, match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
 
 OUTPUTS = {"pairs": "pair", "dead_letters": "dead_letter"}
 MAX_PASSES = 4
+STAGE_DATA = ("pairs",)  # the data subfolder of an extract or dedup output
 
 
-def _build(p, pattern: str, out: str, config: DedupConfig, bands: int, rows: int, shards: ShardOptions):
-    pairs = p | "ReadPairs" >> ReadParquetRowGroups(match_files(pattern))
+def _build(p, files: list[str], out: str, config: DedupConfig, bands: int, rows: int, shards: ShardOptions):
+    pairs = p | "ReadPairs" >> ReadParquetRowGroups(files)
     result = pairs | "NearDedup" >> NearDedup(config, bands, rows)
     writes = (result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
               result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key))
@@ -45,8 +47,7 @@ def run_dedup(
     workers: int = 1,
 ) -> Manifest:
     config, shards = config or DedupConfig(), shards or ShardOptions()
-    pattern = input_glob(input_path, "pairs")
-    files = match_files(pattern)
+    files = parquet_files(input_path, STAGE_DATA)
     bands, rows = config.lsh_params()
     started = time.perf_counter()
     passes = 0
@@ -55,7 +56,7 @@ def run_dedup(
         with removed_on_failure(out, list(OUTPUTS)):
             prepare_output(out, list(OUTPUTS))
             with make_pipeline(beam_args, workers) as p:
-                _build(p, pattern, out, config, bands, rows, shards)
+                _build(p, files, out, config, bands, rows, shards)
         outcomes = pop_outcomes(out)
         facts = outcomes.pop("facts")
         violations = int(next(iter(facts.get("cc_violations", {"0": 1}))))

@@ -24,17 +24,6 @@ def match_files(pattern: str) -> list[str]:
     return paths
 
 
-def input_glob(path: str, subdir: str) -> str:
-    """A stage's input as a Parquet glob: a file or glob as given, or a directory written by the previous
-    stage (its ``subdir/part-*.parquet``), or a directory of Parquet files."""
-    if path.endswith(".parquet") or any(ch in path for ch in "*?["):
-        return path
-    nested = FileSystems.join(path, subdir, "part-*.parquet")
-    if any(r.metadata_list for r in FileSystems.match([nested])):
-        return nested
-    return FileSystems.join(path, "*.parquet")
-
-
 def prepare_output(out: str, subdirs: list[str]) -> None:
     for sub in subdirs:
         directory = FileSystems.join(out, sub)

@@ -18,13 +18,14 @@ from cmtp.schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_read import ReadParquetRowGroups
+from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.embedding import resolve_model, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
 from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs
 
 from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions
-from .outputs import input_glob, match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
 
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
 
@@ -83,8 +84,7 @@ def run_score(
     config, shards = config or ScoreConfig(), shards or ShardOptions()
     if target_keep_rate is not None:
         return _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, target_keep_rate)
-    pattern = input_glob(input_path, "pairs")
-    files = match_files(pattern)
+    files = parquet_files(input_path, ("pairs",))
     resolved = resolve_model(config.model, allow_network=config.allow_network)
     scorer_hash = weights_fingerprint(resolved.path)
     # progress bar on the local runner with one worker process, where one process sees every pair; Beam's

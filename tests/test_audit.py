@@ -99,7 +99,7 @@ def test_compare_two_runs(run_dir, tmp_path):
 
 def test_errors(tmp_path):
     result = runner.invoke(app, ["audit", str(tmp_path)])
-    assert result.exit_code != 0 and "no scored Parquet" in str(result.exception)
+    assert result.exit_code != 0 and "no Parquet files under" in str(result.exception)
     run = write_run(tmp_path / "r", TABLE)
     result = runner.invoke(app, ["audit", str(run), "--thresholds", "x:y"])
     assert "bad --thresholds" in str(result.exception)

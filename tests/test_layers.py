@@ -79,11 +79,18 @@ def test_no_import_cycles_between_modules():
 
 def test_the_wheel_installs_one_top_level_name(tmp_path):
     """What `pip install cmtp` puts at the top of site-packages: `cmtp` and its dist-info, nothing generic."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
-    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)]
+    source = tmp_path / "src"  # a clean copy: setuptools' build/ folder would keep modules deleted since
+    source.mkdir()
+    for name in ["pyproject.toml", "README.md", "cmtp", *LAYERS]:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (ROOT / name).is_dir() else {}))
+    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)]
     proc = subprocess.run(base + ["--no-build-isolation"], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:  # an older setuptools in the venv: let pip build with the declared backend
         proc = subprocess.run(base, capture_output=True, text=True, timeout=600)

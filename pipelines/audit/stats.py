@@ -17,6 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.common.paths import parquet_files
 
 BINS = 20_000  # over [-1, 1]: width 1e-4
 LOW, HIGH = -1.0, 1.0
@@ -28,21 +29,8 @@ def open_scored(paths: list[str]) -> ds.Dataset:
     """A dataset over scored Parquet: files, globs, or directories (a score stage output: kept/ + rejected/)."""
     import fsspec
 
-    files: list[str] = []
-    filesystem = None
-    for path in paths:
-        fs, _, roots = fsspec.get_fs_token_paths(path)
-        filesystem = fs
-        for root in roots:
-            if fs.isdir(root):
-                stage_dirs = [f"{root.rstrip('/')}/{sub}" for sub in SCORED_SUBDIRS]
-                search = [d for d in stage_dirs if fs.isdir(d)] or [root]
-                for directory in search:
-                    files.extend(sorted(f for f in fs.find(directory) if f.endswith(".parquet")))
-            elif fs.exists(root):
-                files.append(root)
-    if not files:
-        raise CmtpError(f"no scored Parquet files under {', '.join(paths)}")
+    filesystem = fsspec.get_fs_token_paths(paths[0])[0]
+    files = [filesystem._strip_protocol(f) for path in paths for f in parquet_files(path, SCORED_SUBDIRS, every=True)]
     schema = _check_files(files, filesystem)
     try:
         return ds.dataset(files, format="parquet", filesystem=filesystem, schema=schema)

@@ -18,6 +18,7 @@ from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.validate import training_example_problems
 from cmtp.transforms.common.dead_letters import dead_letter
 from cmtp.transforms.common.ids import stable_id
+from cmtp.transforms.common.paths import parquet_files
 
 STAGE = "mine"
 
@@ -46,10 +47,7 @@ def _as_texts(value, name: str) -> list[str]:
 
 def read_pairs(path: str) -> list[Example]:
     """Examples from scored (``kept/``) or plain pair Parquet: query = title, positive = passage."""
-    from ..outputs import input_glob, match_files
-
-    pattern = input_glob(path, "kept")
-    files = match_files(pattern)
+    files = parquet_files(path, ("kept", "pairs"))
     examples = []
     for f in files:
         with fsspec.open(f, "rb") as fh:
@@ -114,7 +112,7 @@ def read_pool(path: str) -> Iterator[tuple[str, str | None]]:
                     if isinstance(text, str) and text.strip():
                         yield text, obj.get("cluster_id")
         return
-    dataset = ds.dataset(_pool_files(path), format="parquet")
+    dataset = ds.dataset(parquet_files(path, ("kept", "pairs", "pretrain")), format="parquet")
     column = "passage" if "passage" in dataset.schema.names else "text"
     if column not in dataset.schema.names:
         raise CmtpError(f"pool {path} has neither a 'passage' nor a 'text' column")
@@ -125,16 +123,3 @@ def read_pool(path: str) -> Iterator[tuple[str, str | None]]:
         for text, cluster in zip(texts, clusters, strict=True):
             if text and text.strip():
                 yield text, cluster
-
-
-def _pool_files(path: str) -> list[str]:
-    from ..outputs import match_files
-
-    if path.endswith(".parquet") or any(c in path for c in "*?["):
-        return match_files(path)
-    for sub in ("kept", "pairs", "pretrain"):
-        try:
-            return match_files(f"{path.rstrip('/')}/{sub}/part-*.parquet")
-        except CmtpError:
-            continue
-    return match_files(f"{path.rstrip('/')}/*.parquet")

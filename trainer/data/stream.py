@@ -34,6 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.validate import training_example_problems
 from cmtp.transforms.common.ids import stable_id
+from cmtp.transforms.common.paths import parquet_files
 
 COLUMNS_EXAMPLE = ["example_id", "query", "pos", "neg", "instruction", "source", "pos_scores", "neg_scores"]
 COLUMNS_PAIR = ["pair_id", "title", "passage", "source"]
@@ -57,19 +58,10 @@ class SourceSpec:
 
 
 def list_units(paths: list[str]) -> list[Unit]:
-    """Row groups of every Parquet file the paths match (directories are searched), sorted for determinism."""
+    """Row groups of every Parquet file the paths give (``transforms.common.paths``), sorted for determinism."""
     units: list[Unit] = []
     for path in paths:
-        fs, _, roots = fsspec.get_fs_token_paths(path)
-        files: list[str] = []
-        for root in roots:
-            if fs.isdir(root):
-                files += [f for f in fs.find(root) if f.endswith(".parquet")]
-            else:
-                files.append(root)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        for f in sorted(files):
-            url = f if protocol in ("file", "local") else f"{protocol}://{f}"
+        for url in parquet_files(path):
             with fsspec.open(url, "rb") as fh:
                 meta = pq.ParquetFile(fh).metadata
             units += [Unit(url, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)

@@ -1,0 +1,48 @@
+"""A stage input as Parquet files: the one rule every reader follows (score, dedup, mine, audit, the trainer).
+
+A path is a Parquet file, a glob, or a folder (local, gs://, s3://, any fsspec URL). A folder written by a stage
+is read through its data subfolder (``prefer``: ``pairs/`` of extract and dedup, ``kept/`` of score, ...): the
+first of those that holds Parquet files wins, and its siblings such as ``dead_letters/`` are left out. Any other
+folder gives every Parquet file below it. The result is sorted, so readers are deterministic.
+"""
+
+from __future__ import annotations
+
+from cmtp.schemas.errors import CmtpError
+
+_GLOB = "*?["
+
+
+def _url(fs, path: str) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if protocol in ("file", "local") else f"{protocol}://{path}"
+
+
+def parquet_files(path: str, prefer: tuple[str, ...] | list[str] = (), every: bool = False) -> list[str]:
+    """Sorted Parquet files behind ``path``; an error naming the path when there are none. ``every``: take the
+    files of every ``prefer`` subfolder that has some (score's ``kept/`` and ``rejected/``), not the first."""
+    import fsspec
+
+    try:
+        fs, _, roots = fsspec.get_fs_token_paths(path)
+    except (ValueError, ImportError) as exc:  # an unknown protocol, or its filesystem package is missing
+        raise CmtpError(f"cannot read {path}: {exc}") from exc
+    files: list[str] = []
+    for root in roots:
+        if any(c in path for c in _GLOB) or not fs.isdir(root):
+            if fs.exists(root):
+                files.append(root)
+            continue
+        base = root.rstrip("/")
+        chosen: list[str] = []
+        for sub in prefer:
+            found = [f for f in fs.find(f"{base}/{sub}") if f.endswith(".parquet")] if fs.isdir(f"{base}/{sub}") \
+                else []
+            chosen += found
+            if found and not every:
+                break
+        files += chosen or [f for f in fs.find(base) if f.endswith(".parquet")]
+    if not files:
+        raise CmtpError(f"no Parquet files under {path}" + (f" (looked in {', '.join(prefer)} first)" if prefer
+                                                             else ""))
+    return sorted(_url(fs, f) for f in set(files))
