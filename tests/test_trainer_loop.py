@@ -302,3 +302,31 @@ def test_a_saturated_in_batch_task_is_reported(tiny_model_path, examples_dir, tm
     summary = train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=30, batch_size=4,
                            learning_rate=5e-3, train_group_size=1, saturation_steps=3, save_steps=0))
     assert summary["saturation_warnings"] >= 1
+
+
+def test_a_retrieval_instruction_does_not_become_the_prompt_of_symmetric_tasks(examples_dir, sts_task, tmp_path):
+    """Stage 3 saves the examples' instruction as the query prompt; STS must keep the model's own prompt
+    (given the instruction, the demo's STS-B fell by 10 points with unchanged weights)."""
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from cmtp.trainer.evaluation import EvalOptions, evaluate, load_tasks
+    from tests.tiny_models import build_tiny_model
+
+    corpus = [line for name in ["lcsts/clge_train_head30.tsv", "csl/clge_csl_val_head20.tsv"]
+              for line in (RAW / name).read_text(encoding="utf-8").splitlines()]
+    corpus.append("问答：为这个句子生成表示以用于检索相关文章")
+    model = build_tiny_model(tmp_path / "m", corpus, prompts={"query": "问：", "passage": "答："})
+    rows = pq.read_table(next(examples_dir.glob("*.parquet"))).to_pylist()
+    instruction = "为这个句子生成表示以用于检索相关文章："
+    (tmp_path / "data").mkdir()
+    pq.write_table(rows_to_table([{**r, "instruction": instruction} for r in rows], TRAINING_EXAMPLE),
+                   tmp_path / "data" / "part-0.parquet")
+    summary = train(config(model, tmp_path / "data", tmp_path / "run", max_steps=2, query_prompt=None,
+                           passage_prompt=None, save_steps=0))
+    prompts = json.loads((Path(summary["model"]) / "config_sentence_transformers.json").read_text())["prompts"]
+    assert prompts["query"] == instruction and prompts["STS"] == prompts["Clustering"] == "问："
+    report = evaluate(SentenceTransformer(summary["model"], device="cpu"), load_tasks([str(sts_task)]),
+                      EvalOptions(progress=False))
+    assert report.tasks[0].prompts == {"text": "问："}

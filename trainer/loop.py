@@ -40,6 +40,7 @@ from .losses import info_nce
 from .training_eval import TrainingEval
 
 STATE_FILE = "trainer_state.pt"
+SYMMETRIC_PROMPT_NAMES = ("STS", "PairClassification", "Classification", "Clustering")  # mteb's task types
 
 
 def _dist_setup() -> tuple[int, int, int, bool]:
@@ -410,7 +411,13 @@ def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, s
     training lengths (--passage-max-len) are training settings, recorded in ``cmtp_training.json``, and a model
     saved with them would silently cut every text at that length when used."""
     prompts = dict(st.prompts or {})
-    prompts["query"] = _saved_query_prompt(config, train_prompts[0], instructions)
+    query = _saved_query_prompt(config, train_prompts[0], instructions)
+    if query != prompts.get("query", ""):
+        # a retrieval instruction replaces the query prompt: symmetric tasks keep the model's own, under mteb's
+        # task-type prompt names (the STS drop was 10 points when they got the instruction instead)
+        for name in SYMMETRIC_PROMPT_NAMES:
+            prompts.setdefault(name, prompts.get("query", ""))
+    prompts["query"] = query
     # encode_document() looks for "document" before "passage": both carry the passage prompt
     prompts["passage"] = prompts["document"] = train_prompts[1]
     st.prompts = prompts

@@ -14,6 +14,8 @@ from .tasks import EvalTask
 
 BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
 SYMMETRIC = ("sts", "pair_classification", "classification", "clustering")
+MTEB_TASK_TYPES = {"sts": "STS", "pair_classification": "PairClassification", "classification": "Classification",
+                   "clustering": "Clustering", "retrieval": "Retrieval", "reranking": "Reranking"}
 
 
 @dataclass
@@ -102,6 +104,11 @@ def resolve_task_prompts(model, task: EvalTask, options: EvalOptions) -> dict[st
         query = options.instruction if isinstance(options.instruction, str) else \
             (task.instruction or BGE_ZH_INSTRUCTION)
     if task.type in SYMMETRIC:
+        # a model saved with a retrieval instruction as its query prompt keeps the prompt for symmetric tasks
+        # under mteb's task-type names (STS, PairClassification, ...), as mteb reads them
+        own = (getattr(model, "prompts", None) or {}).get(MTEB_TASK_TYPES[task.type])
+        if own is not None and options.query_prompt is None and task.prompts.get("query") is None:
+            query = own
         return {"text": query}
     return {"query": query, "passage": passage}
 
