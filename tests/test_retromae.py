@@ -159,22 +159,8 @@ def test_two_gloo_processes_equal_one_process_on_the_whole_batch(tiny_model_path
         assert torch.allclose(got["grads"][name], grad, atol=1e-5), name
 
 
-class Killed(Exception):
-    pass
-
-
 def test_kill_and_resume_gives_identical_weights(tiny_model_path, pretrain_dir, tmp_path):
-    whole = train(config(tiny_model_path, pretrain_dir, tmp_path / "whole", max_steps=6, save_steps=2))
+    from tests.test_trainer_loop import assert_kill_and_resume_is_exact
 
-    def kill_at_5(step, loss):
-        if step == 5:
-            raise Killed
-
-    out = tmp_path / "interrupted"
-    with pytest.raises(Killed):
-        train(config(tiny_model_path, pretrain_dir, out, max_steps=6, save_steps=2), on_step=kill_at_5)
-    resumed = train(config(tiny_model_path, pretrain_dir, out, max_steps=6, save_steps=2))
-    a = load_file(Path(whole["model"]) / "model.safetensors")
-    b = load_file(Path(resumed["model"]) / "model.safetensors")
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_kill_and_resume_is_exact(lambda out, **kw: config(tiny_model_path, pretrain_dir, out, **kw), tmp_path,
+                                    steps=6, save_steps=2, kill_at=5)

@@ -108,23 +108,31 @@ class Killed(Exception):
     pass
 
 
-def test_kill_and_resume_gives_the_same_weights(tiny_model_path, examples_dir, tmp_path):
-    whole = train(config(tiny_model_path, examples_dir, tmp_path / "whole", max_steps=8, save_steps=3))
+def assert_kill_and_resume_is_exact(make_config, tmp_path, steps: int, save_steps: int, kill_at: int) -> None:
+    """A run killed after step ``kill_at`` and resumed from its last checkpoint ends with the weights of an
+    uninterrupted run. ``make_config(out, **kw)`` builds the run's TrainConfig."""
+    whole = train(make_config(tmp_path / "whole", max_steps=steps, save_steps=save_steps))
 
-    def kill_at_5(step, loss):
-        if step == 5:
+    def kill(step, loss):
+        if step == kill_at:
             raise Killed
 
     out = tmp_path / "interrupted"
     with pytest.raises(Killed):
-        train(config(tiny_model_path, examples_dir, out, max_steps=8, save_steps=3), on_step=kill_at_5)
-    assert (out / "checkpoints" / "step-3" / "trainer_state.pt").exists()
-    resumed = train(config(tiny_model_path, examples_dir, out, max_steps=8, save_steps=3))
-    assert resumed["steps"] == 8
+        train(make_config(out, max_steps=steps, save_steps=save_steps), on_step=kill)
+    last = kill_at // save_steps * save_steps
+    assert (out / "checkpoints" / f"step-{last}" / "trainer_state.pt").exists()
+    resumed = train(make_config(out, max_steps=steps, save_steps=save_steps))
+    assert resumed["steps"] == steps
     w1 = load_file(Path(whole["model"]) / "model.safetensors")
     w2 = load_file(Path(resumed["model"]) / "model.safetensors")
     for key in w1:
         assert torch.equal(w1[key], w2[key]), key
+
+
+def test_kill_and_resume_gives_the_same_weights(tiny_model_path, examples_dir, tmp_path):
+    assert_kill_and_resume_is_exact(lambda out, **kw: config(tiny_model_path, examples_dir, out, **kw), tmp_path,
+                                    steps=8, save_steps=3, kill_at=5)
 
 
 def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
