@@ -25,7 +25,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from cmtp.pipelines.extract import run_extract  # noqa: E402
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, rows_to_table  # noqa: E402
 from cmtp.transforms.extract.config import ExtractConfig  # noqa: E402
-from cmtp.transforms.extract.dofns import CleanPairFn, ReadRecordsFn, SourceSpec  # noqa: E402
+from cmtp.transforms.extract.dofns import CLEANING, CleanPairFn, ReadRecordsFn, SourceSpec  # noqa: E402
 from cmtp.transforms.extract.exact_dedup import pair_key, passage_key  # noqa: E402
 from cmtp.transforms.extract.source_file import SourceFile  # noqa: E402
 
@@ -68,7 +68,8 @@ def plain_loop(specs: list[SourceSpec], out: Path, config: ExtractConfig) -> int
                     continue
                 for pair in clean.process(doc):
                     if not isinstance(pair, dict):
-                        (dead if pair.tag == "dead" else pretrain).append(pair.value)
+                        if pair.tag != CLEANING:  # cleaning-step tallies are counts, not rows
+                            (dead if pair.tag == "dead" else pretrain).append(pair.value)
                         continue
                     keys = (pair_key(pair), passage_key(pair))
                     if keys[0] in seen_pair or keys[1] in seen_passage:
