@@ -43,8 +43,11 @@ def dead_letter_sort_key(row: dict[str, Any]) -> str:
                         row.get("item_id") or ""])
 
 
-def pair_dead_letter(stage: str, reason: str, pair: dict[str, Any], detail: str = "") -> dict[str, Any]:
-    """The dead letter of a (title, passage) pair row, keeping its provenance and id."""
+def pair_dead_letter(stage: str, reason: str, pair: dict[str, Any], detail: str = "",
+                     extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dead letter of a (title, passage) pair row, keeping its provenance and id; with ``extra_meta`` the
+    pair's own ``meta`` is kept too, extended (the id of the pair kept in its place, a cluster)."""
+    raw = {"title": pair.get("title"), "passage": (pair.get("passage") or "")[:1000]}
+    meta = {**json.loads(pair.get("meta") or "{}"), **extra_meta} if extra_meta is not None else None
     return dead_letter(stage, reason, pair.get("source") or "?", pair.get("source_file") or "?",
-                       pair.get("record_key") or "?", {"title": pair.get("title"), "passage": pair.get("passage")},
-                       detail, pair.get("pair_id"))
+                       pair.get("record_key") or "?", raw, detail, pair.get("pair_id"), meta)

@@ -4,12 +4,11 @@ and the choice of one representative per cluster."""
 from __future__ import annotations
 
 import itertools
-import json
 
 import apache_beam as beam
 import numpy as np
 
-from cmtp.transforms.common.dead_letters import DEAD, dead_letter
+from cmtp.transforms.common.dead_letters import DEAD, pair_dead_letter
 
 from .config import DedupConfig
 from .lsh import band_keys
@@ -116,11 +115,9 @@ class KeepRepresentativeFn(beam.DoFn):
         keep, size = rows[0], len(rows)
         yield {**keep, "cluster_id": label, "cluster_size": size}
         for row in rows[1:]:
-            raw = {"title": row["title"], "passage": row["passage"][:1000]}
-            meta = {**json.loads(row["meta"]), "cluster_id": label, "kept_id": keep["pair_id"], "cluster_size": size}
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
-                STAGE, "near_duplicate", row["source"], row["source_file"], row["record_key"], raw,
-                f"cluster {label} of {size}, kept {keep['pair_id']}", row["pair_id"], meta))
+            yield beam.pvalue.TaggedOutput(DEAD, pair_dead_letter(
+                STAGE, "near_duplicate", row, f"cluster {label} of {size}, kept {keep['pair_id']}",
+                {"cluster_id": label, "kept_id": keep["pair_id"], "cluster_size": size}))
 
 
 def size_bucket(size: int) -> str:

@@ -8,11 +8,9 @@ Dropped pairs go to the dead letters with the id they duplicate.
 
 from __future__ import annotations
 
-import json
-
 import apache_beam as beam
 
-from cmtp.transforms.common.dead_letters import DEAD, dead_letter
+from cmtp.transforms.common.dead_letters import DEAD, pair_dead_letter
 from cmtp.transforms.common.ids import stable_id
 from cmtp.transforms.common.multi_output import MultiOutput
 
@@ -47,10 +45,8 @@ class _KeepLowestIdFn(beam.DoFn):
                 reason, kept = "duplicate_passage", pairs[0]["pair_id"]
             else:  # cannot happen: a (title, passage) group has one title
                 continue
-            raw = {"title": pair["title"], "passage": pair["passage"][:1000]}
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
-                self.stage, reason, pair["source"], pair["source_file"], pair["record_key"], raw,
-                f"duplicate of {kept}", pair["pair_id"], {**json.loads(pair["meta"]), "kept_id": kept}))
+            yield beam.pvalue.TaggedOutput(DEAD, pair_dead_letter(self.stage, reason, pair, f"duplicate of {kept}",
+                                                                  {"kept_id": kept}))
 
 
 class ExactDedup(beam.PTransform):
