@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
+
 from . import metrics
 from .tasks import EvalTask
 
@@ -83,10 +85,7 @@ class TextEncoder:
     def __call__(self, texts: list[str], prompt: str) -> np.ndarray:
         unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
         progress = self.options.progress and len(unique) > self.options.batch_size
-        vectors = self.model.encode(
-            list(unique), prompt=prompt or None, batch_size=self.options.batch_size, convert_to_numpy=True,
-            normalize_embeddings=True, show_progress_bar=progress,
-        ).astype(np.float32)
+        vectors = encode(self.model, list(unique), prompt, self.options.batch_size, progress)
         self.count += len(unique)
         return vectors[inverse.reshape(-1)]
 
@@ -95,8 +94,6 @@ def resolve_task_prompts(model, task: EvalTask, options: EvalOptions) -> dict[st
     """C-MTEB's usage: retrieval and reranking put the query prompt (or an instruction) on queries and the
     passage prompt on passages; symmetric tasks (STS, pairs, classification, clustering) put the query prompt
     on every text, as e5 and BGE prescribe. Flags override the task's prompts, which override the model's."""
-    from cmtp.transforms.embedding import resolve_prompts
-
     query, passage = resolve_prompts(
         model, options.query_prompt if options.query_prompt is not None else task.prompts.get("query"),
         options.passage_prompt if options.passage_prompt is not None else task.prompts.get("passage"))
@@ -178,15 +175,9 @@ def run_task(model, task: EvalTask, options: EvalOptions) -> TaskResult:
 
 
 def load_eval_model(name: str, options: EvalOptions):
-    import torch
-
-    from cmtp.transforms.embedding import load_sentence_transformer
-
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_sentence_transformer(name, device=device, allow_network=options.allow_network)
-    if device.startswith("cuda"):
-        model.half()
-    return model
+    """The model for evaluation: the registry's inference loading (cuda + fp16 when present), at its own length
+    unless ``options.max_seq_length`` (applied by :func:`evaluate`)."""
+    return load_embedding_model(name, options.device, allow_network=options.allow_network)
 
 
 def evaluate(model, tasks: list[EvalTask], options: EvalOptions | None = None, name: str | None = None) -> Report:
