@@ -157,21 +157,21 @@ def _resolve(value: Any, work: Path, as_model: bool = False) -> Any:
 
 
 def _config(cls, options: dict, where: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise CmtpError(f"stage {where}: unknown option(s) {', '.join(unknown)}")
+    """The stage's config dataclass from its options, by the rule every ``--config`` file follows."""
+    from .commands.common import build_config
+
     try:
-        return cls(**options)
-    except TypeError as exc:
+        return build_config(cls, options, {})
+    except CmtpError as exc:
         raise CmtpError(f"stage {where}: {exc}") from exc
 
 
 def _shards(options: dict):
+    """ShardOptions from the stage's options (taken out of them), its own defaults for the rest."""
     from .extract import ShardOptions
 
-    return ShardOptions(options.pop("num_shards", None), options.pop("target_shard_rows", 100_000),
-                        options.pop("row_group_size", 8192))
+    fields = [f.name for f in dataclasses.fields(ShardOptions)]
+    return ShardOptions(**{name: options.pop(name) for name in fields if name in options})
 
 
 def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> None:
