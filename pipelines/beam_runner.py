@@ -16,12 +16,16 @@ from cmtp.schemas.errors import CmtpError
 LOCAL_RUNNERS = {None, "", "local", "DirectRunner", "FnApiRunner"}
 
 
+def is_local(beam_args: list[str] | None) -> bool:
+    """Whether ``beam_args`` choose the local runner (no ``--runner``, or one of the local names)."""
+    return PipelineOptions(list(beam_args or [])).view_as(StandardOptions).runner in LOCAL_RUNNERS
+
+
 def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.Pipeline:
     """A pipeline for ``beam_args`` (Beam's own flags); local FnApiRunner unless ``--runner`` says otherwise."""
     args = list(beam_args or [])
     options = PipelineOptions(args)
-    runner_name = options.view_as(StandardOptions).runner
-    if runner_name in LOCAL_RUNNERS:
+    if is_local(args):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         mode = "multi_processing" if workers > 1 else "in_memory"

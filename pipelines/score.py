@@ -7,11 +7,9 @@ scoring time) and scoring towards a target keep rate (score once, then replay th
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from cmtp.schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
@@ -21,25 +19,13 @@ from cmtp.transforms.common.parquet_read import ReadParquetRowGroups
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.embedding import resolve_model, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
-from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs
+from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs, ScoreResult
 
-from .beam_runner import join_ends, make_pipeline
+from .beam_runner import is_local, join_ends, make_pipeline
 from .extract import ShardOptions
-from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
 
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
-
-
-def _row_count(files: list[str]) -> int:
-    total = 0
-    for path in files:
-        with FileSystems.open(path) as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
-
-
-def _local(beam_args: list[str] | None) -> bool:
-    return not any(a.startswith("--runner") for a in beam_args or [])
 
 
 def _write_outputs(result, out: str, shards: ShardOptions, inputs) -> None:
@@ -87,14 +73,15 @@ def run_score(
     files = parquet_files(input_path, ("pairs",))
     resolved = resolve_model(config.model, allow_network=config.allow_network)
     scorer_hash = weights_fingerprint(resolved.path)
+    read = ReadParquetRowGroups(files)
     # progress bar on the local runner with one worker process, where one process sees every pair; Beam's
     # counter cmtp score/pairs_scored shows the same on other runners
-    total = _row_count(files) if _local(beam_args) and workers == 1 else None
+    total = read.rows if is_local(beam_args) and workers == 1 else None
     started = time.perf_counter()
     with removed_on_failure(out, list(OUTPUTS)):
         prepare_output(out, list(OUTPUTS))
         with make_pipeline(beam_args, workers) as p:
-            pairs = p | "ReadPairs" >> ReadParquetRowGroups(files)
+            pairs = p | "ReadPairs" >> read
             _write_outputs(pairs | "Score" >> ScorePairs(config, scorer_hash, total), out, shards, pairs)
     return _manifest(
         out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
@@ -102,11 +89,6 @@ def run_score(
         {"scorer": {"name": config.model, "path": str(resolved.path), "weights_sha256": scorer_hash},
          "threshold": config.threshold},
         time.perf_counter() - started)
-
-
-class _Replayed:
-    def __init__(self, kept, rejected, dead):
-        self.kept, self.rejected, self.dead = kept, rejected, dead
 
 
 def run_rethreshold(
@@ -129,21 +111,24 @@ def run_rethreshold(
         raise CmtpError(f"{scored} is not a cmtp score output (no manifest): {exc}") from exc
     if source.stage != "score":
         raise CmtpError(f"{scored} is the output of {source.stage}, not of score")
-    globs = {sub: FileSystems.join(scored, sub, "part-*.parquet") for sub in OUTPUTS}
-    present = {sub: g for sub, g in globs.items() if any(r.metadata_list for r in FileSystems.match([g]))}
-    files = [f for g in present.values() for f in match_files(g)]
+    present = {}  # output folder -> its Parquet files, for the folders the score stage wrote any to
+    for sub in OUTPUTS:
+        try:
+            present[sub] = parquet_files(FileSystems.join(scored, sub))
+        except CmtpError:
+            continue
+    files = [f for found in present.values() for f in found]
     started = time.perf_counter()
     with removed_on_failure(out, list(OUTPUTS)), make_pipeline(beam_args, workers) as p:
         prepare_output(out, list(OUTPUTS))
-        reads = [p | f"Read_{sub}" >> ReadParquetRowGroups(match_files(g)) for sub, g in present.items()
+        reads = [p | f"Read_{sub}" >> ReadParquetRowGroups(found) for sub, found in present.items()
                  if sub != "dead_letters"]
         rows = reads | "AllScored" >> beam.Flatten()
         kept, rejected = rows | "Threshold" >> ApplyThreshold(threshold)
-        dead = (p | "ReadDead" >> ReadParquetRowGroups(match_files(present["dead_letters"]))) \
-            if "dead_letters" in present \
+        dead = (p | "ReadDead" >> ReadParquetRowGroups(present["dead_letters"])) if "dead_letters" in present \
             else (p | "NoDead" >> beam.Create([]))
         inputs = (rows, dead) | "AllInputs" >> beam.Flatten()
-        _write_outputs(_Replayed(kept, rejected, dead), out, shards, inputs)
+        _write_outputs(ScoreResult(kept, rejected, dead), out, shards, inputs)
     config = {**source.config, "threshold": threshold, "rethreshold_of": scored, "shards": vars(shards),
               "workers": workers, "beam_args": beam_args or []}
     return _manifest(out, config, files,
@@ -158,7 +143,7 @@ def _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, rat
     if not 0 < rate <= 1:
         raise CmtpError("--target-keep-rate must be in (0, 1]")
     scratch = FileSystems.join(out, "_all_scores")
-    first = run_score(input_path, scratch, replace(config), shards, beam_args, workers)
+    first = run_score(input_path, scratch, config, shards, beam_args, workers)
     stats = collect(open_scored([scratch]), np.array([config.threshold], dtype=np.float32))
     threshold = float(stats[ALL].threshold_for_keep_rate(rate))
     manifest = run_rethreshold(scratch, out, threshold, shards, beam_args, workers,

@@ -34,18 +34,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.validate import training_example_problems
 from cmtp.transforms.common.ids import stable_id
-from cmtp.transforms.common.paths import parquet_files
+from cmtp.transforms.common.paths import RowGroup as Unit
+from cmtp.transforms.common.paths import parquet_files, row_groups
 
 COLUMNS_EXAMPLE = ["example_id", "query", "pos", "neg", "instruction", "source", "pos_scores", "neg_scores"]
 COLUMNS_PAIR = ["pair_id", "title", "passage", "source"]
 COLUMNS_TEXT = ["text_id", "text", "source"]
-
-
-@dataclass(frozen=True)
-class Unit:
-    path: str
-    row_group: int
-    rows: int
 
 
 @dataclass
@@ -58,14 +52,9 @@ class SourceSpec:
 
 
 def list_units(paths: list[str]) -> list[Unit]:
-    """Row groups of every Parquet file the paths give (``transforms.common.paths``), sorted for determinism."""
-    units: list[Unit] = []
-    for path in paths:
-        for url in parquet_files(path):
-            with fsspec.open(url, "rb") as fh:
-                meta = pq.ParquetFile(fh).metadata
-            units += [Unit(url, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
-                      if meta.row_group(g).num_rows]
+    """The non-empty row groups of every Parquet file the paths give (``transforms.common.paths``), sorted for
+    determinism."""
+    units = [u for path in paths for u in row_groups(parquet_files(path)) if u.rows]
     if not units:
         raise CmtpError(f"no training rows under {', '.join(paths)}")
     return units

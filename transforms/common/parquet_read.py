@@ -13,25 +13,21 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-
-def row_groups(files: list[str]) -> list[tuple[str, int]]:
-    out = []
-    for path in files:
-        with FileSystems.open(path) as fh:
-            out += [(path, g) for g in range(pq.ParquetFile(fh).metadata.num_row_groups)]
-    return out
+from .paths import RowGroup, row_groups
 
 
-def _read_row_group(unit: tuple[str, int]):
-    path, group = unit
-    with FileSystems.open(path) as fh:
-        yield from pq.ParquetFile(fh).read_row_group(group).to_pylist()
+def _read_row_group(unit: RowGroup):
+    with FileSystems.open(unit.path) as fh:
+        yield from pq.ParquetFile(fh).read_row_group(unit.row_group).to_pylist()
 
 
 class ReadParquetRowGroups(beam.PTransform):
+    """``rows``: how many rows the files hold, known from their footers before the pipeline runs."""
+
     def __init__(self, files: list[str]):
         super().__init__()
         self.units = row_groups(files)
+        self.rows = sum(u.rows for u in self.units)
 
     def expand(self, pbegin):
         return (pbegin

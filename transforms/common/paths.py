@@ -8,6 +8,8 @@ folder gives every Parquet file below it. The result is sorted, so readers are d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cmtp.schemas.errors import CmtpError
 
 _GLOB = "*?["
@@ -46,3 +48,25 @@ def parquet_files(path: str, prefer: tuple[str, ...] | list[str] = (), every: bo
         raise CmtpError(f"no Parquet files under {path}" + (f" (looked in {', '.join(prefer)} first)" if prefer
                                                              else ""))
     return sorted(_url(fs, f) for f in set(files))
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of a Parquet file: the unit of work of the Beam readers and of the training stream."""
+
+    path: str
+    row_group: int
+    rows: int
+
+
+def row_groups(files: list[str]) -> list[RowGroup]:
+    """Every row group of the files, in file order, from their footers (any fsspec URL)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    out: list[RowGroup] = []
+    for path in files:
+        with fsspec.open(path, "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+        out += [RowGroup(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    return out

@@ -49,9 +49,6 @@ class PairScorer:
     def score(self, titles: list[str], passages: list[str]) -> np.ndarray:
         return score_pairs(self.model, titles, passages, self.config, self.prompts)
 
-    def describe(self) -> dict:
-        return {"query_prompt": self.prompts[0], "passage_prompt": self.prompts[1]}
-
 
 def is_kept(score: float, threshold: float) -> bool:
     """Kept when score >= threshold, both compared as the float32 values stored in the output."""
