@@ -34,7 +34,7 @@ app.command("extract", help=extract_cmd.HELP, context_settings=_STAGE)(extract_c
 app.command("dedup", help=dedup_cmd.HELP, context_settings=_STAGE)(dedup_cmd.dedup)
 app.command("score", help=score_cmd.HELP, context_settings=_STAGE)(score_cmd.score)
 app.command("audit", help=audit_cmd.HELP)(audit_cmd.audit)
-app.command("mine", help=mine_cmd.HELP)(mine_cmd.mine)
+app.command("mine", help=mine_cmd.HELP, context_settings=_STAGE)(mine_cmd.mine)
 app.command("train", help=train_cmd.HELP)(train_cmd.train)
 app.command("eval", help=eval_cmd.HELP)(eval_cmd.eval_model)
 app.command("build", help=build_cmd.HELP, context_settings=_STAGE)(build_cmd.build)

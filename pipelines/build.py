@@ -212,7 +212,7 @@ def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> N
 
         if "range" in o:
             o["range_start"], o["range_end"] = _range(str(o.pop("range")))
-        run_mine(source, str(out), _config(MineConfig, o, plan.name))
+        run_mine(source, str(out), _config(MineConfig, o, plan.name), beam_args)
     elif plan.kind == "train":
         from cmtp.trainer.config import TrainConfig
         from cmtp.trainer.loop import train

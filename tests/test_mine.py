@@ -247,12 +247,12 @@ def test_labeled_negatives_and_other_answers_to_the_query_are_not_mined(tmp_path
 
 
 def test_an_ivf_attempt_that_falls_back_to_exact_search_is_recorded(tmp_path):
-    from cmtp.pipelines.mine.run import _Miner
+    from cmtp.pipelines.mine.miner import Miner
 
     rng = np.random.default_rng(6)
     pool = _unit(rng, 6000, 32)  # no cluster structure: IVF needs most of its lists
     store = _store(tmp_path, pool, shard_rows=4096)
-    miner = _Miner(MineConfig(flat_max=1000, use_gpu=False), None, ("", ""), store, {})
+    miner = Miner(MineConfig(flat_max=1000, use_gpu=False), None, store, {})
     miner.prepare_search(_unit(rng, 200, 32), 50)
     described = miner.search.describe()
     assert described["kind"] == "flat" and described["fallback_from"]["kind"].startswith("ivf")
@@ -290,3 +290,84 @@ def test_mine_reads_a_config_file_and_flags_override_it(tmp_path, tiny_model_pat
     bad = CliRunner().invoke(app, ["mine", "--labeled", str(tmp_path / "labeled.jsonl"), "--out",
                                    str(tmp_path / "o2"), "--range", "9-3"])
     assert "--range must be START-END" in str(bad.exception)
+
+
+def _lcsts_pairs(tmp_path, count=120):
+    from pathlib import Path
+
+    raw = Path(__file__).parent / "data" / "raw" / "lcsts" / "clge_train_head30.tsv"
+    lines = raw.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for i in range(count):  # the 30 real pairs, varied so that every pair is its own passage
+        title, text = lines[i % len(lines)].split("\t")
+        rows.append({"pair_id": f"p{i:04d}", "source": "lcsts", "source_file": "f", "record_key": str(i),
+                     "title": f"{title}{i}", "passage": f"{text}（第{i}篇）", "meta": "{}"})
+    (tmp_path / "in").mkdir()
+    pq.write_table(rows_to_table(rows, PAIR), tmp_path / "in" / "pairs.parquet")
+    return str(tmp_path / "in")
+
+
+def _digest(directory) -> dict:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.glob("*.parquet"))}
+
+
+def test_the_output_is_the_same_for_any_workers_and_partitions(tmp_path, tiny_model_path):
+    """Embedding in 2 worker processes and searching 3 partitions on them gives byte-identical shards to one
+    process and one partition, and the tallies add up to the same manifest figures."""
+    source = _lcsts_pairs(tmp_path)
+    base = dict(model=str(tiny_model_path), range_start=2, range_end=40, negatives=4, pad_random=True,
+                embed_shard_rows=25, search_batch=20, num_shards=2, rows_per_group=16)
+    one = run_mine(source, str(tmp_path / "one"), MineConfig(**base))
+    many = run_mine(source, str(tmp_path / "many"), MineConfig(**base, workers=2, search_partitions=3))
+    assert _digest(tmp_path / "many" / "examples") == _digest(tmp_path / "one" / "examples") != {}
+    assert many.extra["search_partitions"] == 3 and one.extra["search_partitions"] == 1
+    for key in ("guards_removed", "random_padding", "rows_short_of_negatives", "score_baseline", "index"):
+        assert many.extra[key] == one.extra[key], key
+    assert many.count_out == one.count_out == 120 and not (tmp_path / "many" / "_work").exists()
+
+
+def test_partitions_are_contiguous_and_cover_every_query_shard():
+    from cmtp.pipelines.mine.partitions import partition_blocks
+
+    assert partition_blocks(7, 3) == [[0, 1], [2, 3, 4], [5, 6]]
+    assert partition_blocks(2, 5) == [[0], [1]] and partition_blocks(4, 1) == [[0, 1, 2, 3]]
+
+
+def test_a_text_block_spans_arrow_record_batches(tmp_path):
+    import pyarrow as pa
+
+    from cmtp.transforms.embedding.blocks import TextBlock, blocks_of, read_block_texts
+
+    schema = pa.schema([("text", pa.string())])
+    with pa.OSFile(str(tmp_path / "t.arrow"), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for start in range(0, 10, 4):  # record batches of 4, 4, 2 rows
+            writer.write_batch(pa.record_batch([pa.array([f"t{i}" for i in range(start, min(start + 4, 10))])],
+                                               schema=schema))
+    blocks = blocks_of(str(tmp_path / "t.arrow"), 10, 3, "passage", str(tmp_path), "float16")
+    assert [(b.start, b.end) for b in blocks] == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert [read_block_texts(b) for b in blocks] == [["t0", "t1", "t2"], ["t3", "t4", "t5"], ["t6", "t7", "t8"],
+                                                     ["t9"]]
+    assert TextBlock("x", 12, 20, "query", "d").shard_path == "d/emb-000000000012.npy"
+
+
+def test_a_failed_embedding_block_stops_mining_with_its_reason(tmp_path, tiny_model_path, monkeypatch):
+    """A block whose inference raises is caught by the handler and written as an ``.error`` file; mining cannot
+    search a pool with holes, so it stops with that reason and leaves no examples and no work folder."""
+    from cmtp.schemas import CmtpError
+    from cmtp.transforms.embedding.blocks import TextEmbedder
+
+    original = TextEmbedder.embed
+
+    def flaky(self, texts, kind):
+        if any("第7篇" in t for t in texts):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(self, texts, kind)
+
+    monkeypatch.setattr(TextEmbedder, "embed", flaky)
+    source = _lcsts_pairs(tmp_path, 40)
+    with pytest.raises(CmtpError, match="1 embedding block.*rows 0-25 .*CUDA out of memory"):
+        run_mine(source, str(tmp_path / "out"), MineConfig(model=str(tiny_model_path), range_start=1, range_end=10,
+                                                          embed_shard_rows=25))
+    assert not (tmp_path / "out" / "_work").exists() and not (tmp_path / "out" / "manifest.json").exists()

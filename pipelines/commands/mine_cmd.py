@@ -8,14 +8,23 @@ from rich.table import Table
 from cmtp.schemas.errors import CmtpError
 
 from ..console import out
-from .common import OVERWRITE_HELP, build_config, load_yaml_config, refuse_existing_output
+from .common import (
+    BEAM_ARGS_HELP,
+    OVERWRITE_HELP,
+    build_config,
+    load_yaml_config,
+    refuse_existing_output,
+    split_beam_args,
+)
 
-HELP = """Mine hard negatives for each query and write training-example shards for the trainer.
+HELP = f"""Mine hard negatives for each query and write training-example shards for the trainer.
 
 INPUT is a cmtp score output (its kept/ pairs: query = title, positive = passage) or a pair Parquet glob; add
 labeled data with --labeled (JSON lines or Parquet with query, pos, neg). The pool is every passage of the
-inputs, or --pool. Runs in one process: exact search up to --flat-max passages, IVF above (GPU when faiss sees
-one); embeddings are written to disk shards.
+inputs, or --pool. Pool and queries are embedded by a Beam pipeline into disk shards (--workers local processes,
+or any runner's workers after `--`); then one index (exact up to --flat-max passages, IVF above; GPU when faiss
+sees one) is searched in --search-partitions query partitions, merged in example order: the output is the same
+for any number of workers and partitions.
 
 Examples:
 
@@ -27,6 +36,10 @@ Examples:
   cmtp mine --labeled qa.jsonl --pool work/extract/pretrain --out work/mine-qa
 
   cmtp mine work/score --out work/mine --config mine.yaml          # any MineConfig field, flags override
+
+  cmtp mine work/score --out work/mine --workers 2 --search-partitions 2
+
+{BEAM_ARGS_HELP}
 """
 
 
@@ -39,6 +52,7 @@ def _range(text: str) -> tuple[int, int]:
 
 
 def mine(
+    ctx: typer.Context,
     inputs: list[str] = typer.Argument(None, help="scored pairs directory or Parquet glob (optional with --labeled)"),
     out_dir: str = typer.Option(..., "--out", "-o", help="output directory"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
@@ -70,12 +84,17 @@ def mine(
     rows_per_group: int = typer.Option(None, help="Parquet row-group size (the trainer streams row groups)"),
     num_shards: int = typer.Option(None, help="output shards (default 1)"),
     allow_network: bool = typer.Option(None, "--allow-network", help="may fetch a hub model"),
+    workers: int = typer.Option(None, help="local Beam worker processes for embedding and search (default 1)"),
+    search_partitions: int = typer.Option(None, help="query partitions searched in parallel (default 1: in this "
+                                          "process)"),
+    share_model: bool = typer.Option(None, "--share-model/--no-share-model",
+                                     help="one model per machine for all workers (for one GPU; default off)"),
 ) -> None:
     """Defaults live in MineConfig alone: a flag left out keeps the config file's value, else MineConfig's."""
     from ..mine.config import MineConfig
     from ..mine.run import run_mine
 
-    inputs = inputs or []
+    inputs, beam_args = split_beam_args(inputs or [], ctx.args)
     refuse_existing_output(out_dir, ["examples", "dead_letters"], overwrite)
     if len(inputs) > 1:
         raise CmtpError(f"give at most one INPUT, got {len(inputs)}")
@@ -87,11 +106,12 @@ def mine(
                  near_dup_jaccard=near_dup_jaccard, pad_random=pad_random, flat_max=flat_max, ivf_pq=ivf_pq,
                  rerank=rerank, pq_bytes=pq_bytes, nprobe=nprobe, target_recall=target_recall, batch_size=batch_size,
                  max_seq_length=max_seq_length, rows_per_group=rows_per_group, num_shards=num_shards,
-                 allow_network=allow_network, labeled=list(labeled) if labeled else None, pool=pool)
+                 allow_network=allow_network, workers=workers, search_partitions=search_partitions,
+                 share_model=share_model, labeled=list(labeled) if labeled else None, pool=pool)
     if rank_range is not None:
         flags["range_start"], flags["range_end"] = _range(rank_range)
     config = build_config(MineConfig, values, flags)
-    manifest = run_mine(inputs[0] if inputs else None, out_dir, config)
+    manifest = run_mine(inputs[0] if inputs else None, out_dir, config, beam_args)
     e = manifest.extra
     table = Table(title=f"mine: {manifest.count_out} examples from {manifest.count_in} inputs; pool {e['pool_size']}")
     table.add_column("what")
@@ -106,6 +126,8 @@ def mine(
     table.add_row("index", f"{index['kind']} nprobe={index['nprobe']}" + (
         f" (tried {tried['kind']}: nprobe {tried['nprobe']} for recall {tried['measured_recall_at_k']:.3f})"
         if tried else ""))
-    table.add_row("queries/s (search + sampling)", str(e["queries_per_second"]))
+    table.add_row("texts embedded/s", str(e["texts_embedded_per_second"]))
+    table.add_row(f"queries/s (search + sampling, {e['search_partitions']} partition(s))",
+                  str(e["queries_per_second"]))
     out.print(table)
     out.print(f"  examples: {manifest.outputs['examples']['rows']} rows at {manifest.outputs['examples']['path']}")

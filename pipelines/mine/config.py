@@ -24,14 +24,17 @@ class MineConfig:
     keep_labeled_negatives: bool = True
     batch_size: int = 64
     max_seq_length: int | None = 256
-    embed_shard_rows: int = 65536  # pool embeddings are written to disk in shards of this many rows
+    embed_shard_rows: int = 4096  # pool passages per embedding block: one Beam work item, one disk shard
     flat_max: int = 200_000  # exact IndexFlatIP up to this pool size, IVF above
     ivf_pq: bool = False  # IVF-PQ instead of IVF-Flat: dim/4 bytes per passage in RAM, re-ranked exactly from disk
     pq_bytes: int | None = None  # PQ code size per passage (default dim // 4)
     rerank: int = 8  # with ivf_pq: candidates fetched per wanted neighbour, then ordered by exact scores
     nprobe: int | None = None  # default: tuned on a sample until recall@k >= target_recall
     target_recall: float = 0.99
-    search_batch: int = 4096
+    search_batch: int = 4096  # queries per embedding block and per search call
+    search_partitions: int = 1  # query partitions searched in parallel by Beam workers (1: in this process)
+    workers: int = 1  # local Beam worker processes for embedding and search (they split the cores)
+    share_model: bool = False  # one model per machine for all workers (right for one GPU; CPU workers need their own)
     use_gpu: bool | None = None  # default: when faiss sees a GPU
     device: str | None = None
     allow_network: bool = False
@@ -47,6 +50,8 @@ class MineConfig:
             raise CmtpError("--range must be START-END with 0 <= START < END")
         if self.negatives < 0 or not 0 < self.target_recall <= 1 or self.batch_size < 1:
             raise CmtpError("negatives must be >= 0, target_recall in (0, 1], batch_size >= 1")
+        if min(self.workers, self.search_partitions, self.embed_shard_rows, self.search_batch) < 1:
+            raise CmtpError("workers, search_partitions, embed_shard_rows and search_batch must be >= 1")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,5 +1,6 @@
-"""Embedding texts in batches into float16 shards on disk, so the pool never has to fit in memory, and a
-memory-mapped text store beside them for fetching negatives by index."""
+"""The candidate pool on disk: unique texts with their cluster ids and normalised-text keys (Arrow IPC, memory-
+mapped), and float16 embedding shards beside them, so the pool never has to fit in memory and worker processes
+open the same pool."""
 
 from __future__ import annotations
 
@@ -17,26 +18,84 @@ def text_key(text: str) -> int:
     return int(stable_id(normalize(text)), 16)
 
 
-class PoolStore:
-    """Pool texts (Arrow IPC, memory-mapped), their normalised-text keys, and embedding shards (.npy)."""
+class VectorShards:
+    """Row-ordered ``emb-START.npy`` shards of one folder, memory-mapped: the pool's passages or the queries."""
 
     def __init__(self, directory: Path):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._texts = None
         self.shards: list[Path] = []
         self._maps: list[np.ndarray] = []
+
+    def attach_shards(self) -> list[Path]:
+        """Take the shards written into the folder (by ``EmbedTextBlocks`` or :meth:`write_embeddings`)."""
+        self.shards, self._maps = sorted(self.dir.glob("emb-*.npy")), []
+        return self.shards
+
+    def write_embeddings(self, encode, shard_rows: int, texts) -> None:
+        """Embed in this process: ``texts`` in blocks of ``shard_rows`` with ``encode(list[str]) -> [n, d]``
+        (float16 shards named as ``EmbedTextBlocks`` names them; tests and benchmarks use it)."""
+        for old in self.dir.glob("emb-*.npy"):
+            old.unlink()
+        start = 0
+        for batch in texts(shard_rows):
+            np.save(self.dir / f"emb-{start:012d}.npy", encode(batch).astype(np.float16))
+            start += len(batch)
+        self.attach_shards()
+
+    def shard(self, i: int) -> np.ndarray:
+        """Shard ``i`` memory-mapped (opened once)."""
+        if len(self._maps) != len(self.shards):
+            self._maps = [np.load(path, mmap_mode="r") for path in self.shards]
+        return self._maps[i]
+
+    def shard_offsets(self) -> list[int]:
+        sizes = [len(self.shard(i)) for i in range(len(self.shards))]
+        return [int(x) for x in np.cumsum([0] + sizes[:-1])]
+
+    def vectors(self, indices) -> np.ndarray:
+        """float32 embeddings of the given rows (one fancy-indexed read per shard)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        offsets = np.array(self.shard_offsets())
+        which = np.searchsorted(offsets, indices, side="right") - 1
+        out = np.empty((len(indices), self.shard(0).shape[1]), dtype=np.float32)
+        for s in np.unique(which):
+            rows = np.flatnonzero(which == s)
+            out[rows] = self.shard(int(s))[indices[rows] - offsets[s]]
+        return out
+
+
+class PoolStore(VectorShards):
+    """Pool texts (Arrow IPC, memory-mapped) with their cluster ids, their normalised-text keys, and their
+    embedding shards. Everything is on disk, so worker processes open the same pool (:meth:`open`)."""
+
+    def __init__(self, directory: Path):
+        super().__init__(directory)
+        self._texts = None
         self.keys = np.zeros(0, dtype=np.uint64)
         self.clusters: list[str | None] = []
         self._key_order: np.ndarray | None = None  # argsort of keys, built on the first lookup
+
+    @classmethod
+    def open(cls, directory: Path) -> PoolStore:
+        """A pool written by another process: keys, cluster ids and embedding shards from the folder."""
+        store = cls(directory)
+        store.keys = np.load(directory / "keys.npy")
+        store.clusters = store.table.column("cluster_id").to_pylist()
+        store.attach_shards()
+        return store
+
+    @property
+    def texts_path(self) -> Path:
+        return self.dir / "texts.arrow"
 
     # -- texts -------------------------------------------------------------------------------------------
     def write_texts(self, items) -> int:
         """Store unique texts (by normalised key); returns how many. ``items``: (text, cluster id)."""
         seen: set[int] = set()
         keys, texts, clusters = [], [], []
-        schema = pa.schema([("text", pa.string())])
-        with pa.OSFile(str(self.dir / "texts.arrow"), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        schema = pa.schema([("text", pa.string()), ("cluster_id", pa.string())])
+        with pa.OSFile(str(self.texts_path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for text, cluster in items:
                 key = text_key(text)
                 if key in seen:
@@ -46,21 +105,27 @@ class PoolStore:
                 texts.append(text)
                 clusters.append(cluster)
                 if len(texts) >= 65536:
-                    writer.write_batch(pa.record_batch([pa.array(texts)], schema=schema))
+                    writer.write_batch(pa.record_batch([pa.array(texts), pa.array(clusters[-len(texts):],
+                                                                                   pa.string())], schema=schema))
                     texts = []
             if texts:
-                writer.write_batch(pa.record_batch([pa.array(texts)], schema=schema))
+                writer.write_batch(pa.record_batch([pa.array(texts), pa.array(clusters[-len(texts):], pa.string())],
+                                                   schema=schema))
         self.keys = np.array(keys, dtype=np.uint64)
+        np.save(self.dir / "keys.npy", self.keys)
         self.clusters = clusters
         self._texts = None
         self._key_order = None
         return len(keys)
 
     @property
+    def table(self) -> pa.Table:
+        return pa.ipc.open_file(pa.memory_map(str(self.texts_path), "r")).read_all()
+
+    @property
     def texts(self) -> pa.ChunkedArray:
         if self._texts is None:
-            source = pa.memory_map(str(self.dir / "texts.arrow"), "r")
-            self._texts = pa.ipc.open_file(source).read_all().column("text")
+            self._texts = self.table.column("text")
         return self._texts
 
     def __len__(self) -> int:
@@ -80,44 +145,8 @@ class PoolStore:
         if batch:
             yield batch
 
-    # -- embeddings ----------------------------------------------------------------------------------------
-    def write_embeddings(self, encode, shard_rows: int) -> None:
-        """Embed every text with ``encode(list[str]) -> float32 [n, d]`` into float16 shards."""
-        self.shards, self._maps = [], []
-        buffer, index = [], 0
-        for batch in self.iter_text_batches(min(shard_rows, 4096)):
-            buffer.append(encode(batch).astype(np.float16))
-            if sum(len(b) for b in buffer) >= shard_rows:
-                self._flush(buffer, index)
-                buffer, index = [], index + 1
-        if buffer:
-            self._flush(buffer, index)
-
-    def _flush(self, buffer, index):
-        path = self.dir / f"emb-{index:05d}.npy"
-        np.save(path, np.concatenate(buffer))
-        self.shards.append(path)
-
-    def shard(self, i: int) -> np.ndarray:
-        """Shard ``i`` memory-mapped (opened once)."""
-        if len(self._maps) != len(self.shards):
-            self._maps = [np.load(path, mmap_mode="r") for path in self.shards]
-        return self._maps[i]
-
-    def shard_offsets(self) -> list[int]:
-        sizes = [len(self.shard(i)) for i in range(len(self.shards))]
-        return [int(x) for x in np.cumsum([0] + sizes[:-1])]
-
-    def vectors(self, indices) -> np.ndarray:
-        """float32 embeddings of the given pool rows (one fancy-indexed read per shard)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        offsets = np.array(self.shard_offsets())
-        which = np.searchsorted(offsets, indices, side="right") - 1
-        out = np.empty((len(indices), self.shard(0).shape[1]), dtype=np.float32)
-        for s in np.unique(which):
-            rows = np.flatnonzero(which == s)
-            out[rows] = self.shard(int(s))[indices[rows] - offsets[s]]
-        return out
+    def write_embeddings(self, encode, shard_rows: int, texts=None) -> None:
+        super().write_embeddings(encode, shard_rows, texts or self.iter_text_batches)
 
     def lookup(self, texts: list[str]) -> np.ndarray:
         """Pool index of each text (by normalised key), -1 when absent. The key order is sorted once, not per

@@ -12,8 +12,10 @@ fetches ``rerank`` x k candidates and orders them by exact inner products read f
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -159,3 +161,25 @@ def tune_nprobe(search: SearchIndex, store: PoolStore, queries: np.ndarray, k: i
         search.nprobe, search.measured_recall = nprobe, recall
         if recall >= target:
             return
+
+
+def save_search(search: SearchIndex, directory: Path) -> None:
+    """The tuned index (moved to the CPU first if on a GPU) and its description, for worker processes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if search.index is not None:
+        index = faiss.index_gpu_to_cpu(search.index) if search.on_gpu else search.index
+        faiss.write_index(index, str(directory / "index.faiss"))
+    fields = {f: getattr(search, f) for f in ("kind", "nlist", "nprobe", "measured_recall", "on_gpu", "rerank",
+                                               "fallback_from")}
+    (directory / "index.json").write_text(json.dumps({**fields, "has_index": search.index is not None}))
+
+
+def load_search(directory: Path, store: PoolStore) -> SearchIndex:
+    """The index :func:`save_search` wrote, on the GPUs again if it was, with its tuned ``nprobe``."""
+    fields = json.loads((directory / "index.json").read_text())
+    index = faiss.read_index(str(directory / "index.faiss")) if fields.pop("has_index") else None
+    if index is not None and fields["nlist"]:
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", fields["nprobe"])
+    if index is not None and fields["on_gpu"]:
+        index = _to_gpu(index)
+    return SearchIndex(index, store=store, **fields)

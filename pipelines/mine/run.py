@@ -1,11 +1,12 @@
-"""The mine stage as a plain command: the index lives in one process; embeddings go to disk shards."""
+"""The mine stage: embeddings on Beam workers into disk shards, one index, the queries searched in partitions
+(in this process, or on Beam workers), merged in example order into training-example shards + manifest."""
 
 from __future__ import annotations
 
 import shutil
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 
@@ -15,13 +16,15 @@ import pyarrow.parquet as pq
 
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.ids import shard_of
-from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
+from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 
 from .config import MineConfig
-from .embed import PoolStore, text_key
-from .index import SearchIndex, build_index, tune_nprobe
+from .embed import PoolStore, VectorShards
+from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
 from .inputs import Example, read_labeled, read_pairs, read_pool
-from .sampling import GUARDS, Chosen, choose_negatives, random_padding
+from .miner import Miner, MinerTally, same_query_positives
+from .partitions import mine_blocks, partition_blocks, save_for_workers, search_partitions
+from .sampling import GUARDS
 
 DEFAULT_MODEL = "builtin:me5-small"
 
@@ -80,101 +83,7 @@ def _read_examples(input_path: str | None, config: MineConfig) -> tuple[list[Exa
     return examples, dead
 
 
-def _same_query_positives(examples: list[Example]) -> dict[int, list[str]]:
-    """Normalised query key -> every positive of the examples asking it (several answers to one question)."""
-    groups: dict[int, list[str]] = {}
-    for e in examples:
-        groups.setdefault(text_key(e.query), []).extend(e.pos)
-    return groups
-
-
-def score_baseline(store: PoolStore, queries: np.ndarray, seed: int, sample: int = 2048) -> float:
-    """Median score of random (query, pool passage) pairs: where "unrelated" sits for this scorer and pool
-    (around 0 for some models, 0.8 for e5), the zero point of the false-negative guard."""
-    rng = np.random.default_rng([seed, 7])
-    picks = np.sort(rng.choice(len(store), size=min(sample, len(store)), replace=False))
-    q = queries[rng.choice(len(queries), size=min(256, len(queries)), replace=False)]
-    return float(np.median(q.astype(np.float32) @ store.vectors(picks).T))
-
-
-class _Miner:
-    """Everything one example needs, prepared once: the model and prompts, the pool, the search index."""
-
-    def __init__(self, config: MineConfig, model, prompts: tuple[str, str], store: PoolStore,
-                 groups: dict[int, list[str]]):
-        self.config, self.model, self.store, self.groups = config, model, store, groups
-        self.query_prompt, self.passage_prompt = prompts
-        self.guards: Counter = Counter({name: 0 for name in GUARDS})
-        self.short_rows = self.missing = self.padded = 0
-        self.baseline: float | None = None
-        self.search: SearchIndex | None = None
-
-    def passage_vectors(self, texts: list[str]) -> np.ndarray:
-        """Embeddings of texts from the pool's shards, encoding only those the pool does not hold."""
-        if not texts:
-            return np.zeros((0, self.store.shard(0).shape[1]), np.float32)
-        index = self.store.lookup(texts)
-        out = np.zeros((len(texts), self.store.shard(0).shape[1]), np.float32)
-        found = index >= 0
-        if found.any():
-            out[found] = self.store.vectors(index[found])
-        if (~found).any():
-            out[~found] = encode(self.model, [t for t, f in zip(texts, found, strict=True) if not f],
-                                 self.passage_prompt, self.config.batch_size)
-        return out
-
-    def prepare_search(self, first_queries: np.ndarray, k: int) -> None:
-        config, store = self.config, self.store
-        search = build_index(store, config)
-        tune_nprobe(search, store, first_queries[:512], k, config.target_recall, config.nprobe)
-        if search.nlist and not config.nprobe and search.nprobe > search.nlist // 4:
-            # IVF needs most of its lists for the target recall on this data: exact search costs no more
-            # (with IVF-PQ, memory is what was asked to be saved: exact search one disk shard at a time)
-            tried = search.tried()
-            search = SearchIndex(None, "exact_sharded", store=store) if config.ivf_pq else \
-                build_index(store, replace(config, flat_max=len(store)))
-            search.fallback_from = tried
-        self.search = search
-        self.baseline = score_baseline(store, first_queries, config.seed)
-
-    def example_row(self, example: Example, q: np.ndarray, ranked_ids: np.ndarray, ranked_scores: np.ndarray) -> dict:
-        config, store = self.config, self.store
-        pos_scores = [float(s) for s in self.passage_vectors(example.pos) @ q]
-        labeled = example.neg if config.keep_labeled_negatives else []
-        wanted = max(0, config.negatives - len(labeled))
-        others = [p for p in self.groups.get(text_key(example.query), []) if p not in example.pos]
-        chosen = choose_negatives(example.example_id, example.query, example.pos, pos_scores, example.cluster_id,
-                                  ranked_ids, ranked_scores, store, config, wanted, self.guards, self.baseline,
-                                  example.neg, others)
-        if len(chosen) < wanted and config.pad_random:
-            blocked = {text_key(t) for t in example.neg + others}
-            fill = random_padding(example.example_id, example.query, example.pos,
-                                  {c.index for c in chosen}, store, config, wanted - len(chosen), blocked)
-            for idx, v in zip(fill, store.vectors(fill) if fill else [], strict=True):
-                chosen.append(Chosen(idx, float(np.dot(q, v)), "random"))
-            self.padded += len(fill)
-        if len(chosen) < wanted:
-            self.short_rows += 1
-            self.missing += wanted - len(chosen)
-        labeled_scores = [float(s) for s in self.passage_vectors(labeled) @ q]
-        return {
-            "example_id": example.example_id, "query": example.query, "pos": example.pos,
-            "neg": labeled + [store.text(c.index) for c in chosen],
-            "instruction": example.instruction or config.train_instruction, "source": example.source,
-            "task": example.task, "pos_scores": pos_scores,
-            "neg_scores": labeled_scores + [c.score for c in chosen],
-            "neg_kinds": ["labeled"] * len(labeled) + [c.kind for c in chosen],
-        }
-
-
-def _load_model(config: MineConfig, input_path: str | None):
-    model_name = config.model or _default_model(input_path)
-    model = load_embedding_model(model_name, config.device, config.max_seq_length,
-                                 allow_network=config.allow_network)
-    return model_name, model, resolve_prompts(model, config.query_instruction, config.passage_prompt)
-
-
-def _embed_pool(store: PoolStore, examples: list[Example], config: MineConfig, model, passage_prompt: str) -> int:
+def _write_pool_texts(store: PoolStore, examples: list[Example], config: MineConfig) -> int:
     if config.pool:
         pool_items = read_pool(config.pool)
     else:
@@ -183,9 +92,15 @@ def _embed_pool(store: PoolStore, examples: list[Example], config: MineConfig, m
     pool_size = store.write_texts(pool_items)
     if pool_size < 2:
         raise CmtpError(f"the candidate pool has {pool_size} passage(s); mining needs more")
-    store.write_embeddings(lambda texts: encode(model, texts, passage_prompt, config.batch_size),
-                           config.embed_shard_rows)
     return pool_size
+
+
+def _write_query_texts(examples: list[Example], path: Path) -> None:
+    schema = pa.schema([("text", pa.string())])
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for start in range(0, len(examples), 65536):
+            texts = [e.query for e in examples[start : start + 65536]]
+            writer.write_batch(pa.record_batch([pa.array(texts, pa.string())], schema=schema))
 
 
 def _per_source(examples: list[Example], dead: list[dict]) -> dict[str, dict]:
@@ -201,59 +116,96 @@ def _per_source(examples: list[Example], dead: list[dict]) -> dict[str, dict]:
     return per_source
 
 
-def run_mine(input_path: str | None, out: str, config: MineConfig | None = None) -> Manifest:
-    """examples (scored pairs and/or labeled rows) -> pool embeddings on disk -> search -> guarded, seeded
-    negatives -> training-example shards + manifest."""
+@dataclass
+class _Mined:
+    pool_size: int
+    k: int
+    index: dict
+    baseline: float
+    tally: MinerTally
+    partitions: int
+    shard_paths: list[Path]
+    rows: int
+    embed_seconds: float
+    search_seconds: float
+
+
+def _embed_and_search(examples: list[Example], config: MineConfig, spec: EmbedderSpec, embedder: TextEmbedder,
+                      work: Path, out_dir: Path, beam_args: list[str] | None) -> _Mined:
+    """Pool and queries embedded on Beam workers, the index built and tuned here, the queries searched in one
+    or more partitions, the rows written to the output shards in example order."""
+    store = PoolStore(work / "pool")
+    pool_size = _write_pool_texts(store, examples, config)
+    _write_query_texts(examples, work / "queries.arrow")
+    blocks = pool_and_query_blocks(store.texts_path, pool_size, work / "queries.arrow", len(examples), config, work)
+    embed_seconds = embed_blocks(blocks, spec, config, beam_args)
+    store.attach_shards()
+    queries = VectorShards(work / "queries")
+    queries.attach_shards()
+
+    k = min(config.range_end, pool_size)
+    miner = Miner(config, lambda: embedder, store, same_query_positives(examples))
+    miner.prepare_search(np.asarray(queries.shard(0), dtype=np.float32), k)
+    writers = _ShardWriters(out_dir / "examples", config.num_shards, config.rows_per_group)
+    partitions = partition_blocks(len(queries.shards), config.search_partitions)
+    t_search = time.perf_counter()
+    if len(partitions) == 1:  # in this process, with the index already built
+        for row in mine_blocks(miner, examples, queries, partitions[0]):
+            writers.add(row)
+        tally = miner.tally
+    else:
+        save_for_workers(miner, examples, work)
+        tally = MinerTally()
+        search_partitions(partitions, work, config, spec, beam_args, writers.add, tally)
+    writers.close()
+    return _Mined(pool_size, k, miner.search.describe(), miner.baseline, tally, len(partitions), writers.paths,
+                  writers.rows, embed_seconds, time.perf_counter() - t_search)
+
+
+def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
+             beam_args: list[str] | None = None) -> Manifest:
+    """examples (scored pairs and/or labeled rows) -> pool and query embeddings on Beam workers (disk shards)
+    -> index -> search in partitions -> guarded, seeded negatives -> training-example shards + manifest."""
     config = config or MineConfig()  # validated on construction
     started = time.perf_counter()
     out_dir = Path(out)
     work = out_dir / "_work"
     shutil.rmtree(work, ignore_errors=True)
     examples, dead = _read_examples(input_path, config)
-    model_name, model, (query_prompt, passage_prompt) = _load_model(config, input_path)
+    model_name = config.model or _default_model(input_path)
+    spec = embedder_spec(config, model_name, config.workers)
+    embedder = TextEmbedder(replace(spec, threads=None))  # the prompts for the manifest, missing positives
 
-    store = PoolStore(work / "pool")
-    t_embed = time.perf_counter()
-    pool_size = _embed_pool(store, examples, config, model, passage_prompt)
-    embed_seconds = time.perf_counter() - t_embed
-
-    k = min(config.range_end, pool_size)
-    miner = _Miner(config, model, (query_prompt, passage_prompt), store, _same_query_positives(examples))
-    writers = _ShardWriters(out_dir / "examples", config.num_shards, config.rows_per_group)
-    t_search = time.perf_counter()
-    for start in range(0, len(examples), config.search_batch):
-        chunk = examples[start : start + config.search_batch]
-        q = encode(model, [e.query for e in chunk], query_prompt, config.batch_size)
-        if miner.search is None:
-            miner.prepare_search(q, k)
-        scores, ids = miner.search.search(q, k)
-        for row, example in enumerate(chunk):
-            writers.add(miner.example_row(example, q[row], ids[row], scores[row]))
-    writers.close()
-    search_seconds = time.perf_counter() - t_search
+    try:
+        mined = _embed_and_search(examples, config, spec, embedder, work, out_dir, beam_args)
+    finally:  # a failed run leaves no work folder (and no examples: the manifest is written last)
+        shutil.rmtree(work, ignore_errors=True)
+    tally = mined.tally
     if dead:
         (out_dir / "dead_letters").mkdir(parents=True, exist_ok=True)
         pq.write_table(rows_to_table(dead, DEAD_LETTER), out_dir / "dead_letters" / "part-00000-of-00001.parquet")
-    shutil.rmtree(work, ignore_errors=True)
     manifest = Manifest(
         stage="mine",
         config={**config.to_dict(), "model": model_name, "input": input_path},
         inputs=[p for p in [input_path, *config.labeled, config.pool] if p],
-        outputs={"examples": {"path": str(out_dir / "examples"), "files": len(writers.paths), "rows": writers.rows,
+        outputs={"examples": {"path": str(out_dir / "examples"), "files": len(mined.shard_paths), "rows": mined.rows,
                               "schema": "training_example"},
                  "dead_letters": {"path": str(out_dir / "dead_letters"), "files": int(bool(dead)), "rows": len(dead),
                                   "schema": "dead_letter"}},
-        count_in=len(examples) + len(dead), count_out=writers.rows,
+        count_in=len(examples) + len(dead), count_out=mined.rows,
         dropped=dict(Counter(d["reason"] for d in dead)), per_source=_per_source(examples, dead),
         extra={
-            "pool_size": pool_size, "index": miner.search.describe(), "k": k,
-            "query_prompt": query_prompt, "passage_prompt": passage_prompt,
-            "score_baseline": round(miner.baseline, 6),
-            "guards_removed": {name: miner.guards[name] for name in GUARDS},
-            "rows_short_of_negatives": miner.short_rows, "missing_negatives": miner.missing,
-            "random_padding": miner.padded,
-            "embed_seconds": round(embed_seconds, 2), "search_and_sample_seconds": round(search_seconds, 2),
-            "queries_per_second": round(len(examples) / max(search_seconds, 1e-9), 1),
+            "pool_size": mined.pool_size, "index": mined.index, "k": mined.k,
+            "query_prompt": embedder.prompts["query"], "passage_prompt": embedder.prompts["passage"],
+            "score_baseline": round(mined.baseline, 6),
+            "guards_removed": {name: tally.guards[name] for name in GUARDS},
+            "rows_short_of_negatives": tally.short_rows, "missing_negatives": tally.missing,
+            "random_padding": tally.padded,
+            "search_partitions": mined.partitions, "workers": config.workers,
+            "embed_seconds": round(mined.embed_seconds, 2),
+            "texts_embedded_per_second": round((mined.pool_size + len(examples)) / max(mined.embed_seconds, 1e-9), 1),
+            "search_and_sample_seconds": round(mined.search_seconds, 2),
+            "queries_per_second": round(len(examples) / max(mined.search_seconds, 1e-9), 1),
             "seconds": round(time.perf_counter() - started, 2),
         },
     )

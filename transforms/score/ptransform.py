@@ -18,9 +18,10 @@ from apache_beam.ml.inference.base import RunInference
 from cmtp.transforms.common.dead_letters import DEAD, pair_dead_letter
 from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.common.multi_output import MultiOutput
+from cmtp.transforms.embedding.handler import InferenceError
 
 from .config import ScoreConfig
-from .handler import InferenceError, SentencePairModelHandler
+from .handler import SentencePairModelHandler
 from .scoring import is_kept
 
 STAGE = "score"

@@ -1,0 +1,115 @@
+"""Searching the queries in independent partitions that worker processes run in parallel against the same
+index, merged back in example order, so the output is the same for any number of partitions.
+
+The examples are sorted by id and their query vectors are shards of ``search_batch`` rows; a partition is a
+contiguous run of those shards. The driver saves everything a partition needs in the work folder (the pool,
+the tuned index, the examples, the baseline); each worker opens them once (``setup``), mines its shards into
+``rows/part-P.parquet`` with its tallies beside it, and the driver appends the partitions in order to the
+output shards and sums the tallies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cmtp.schemas import TRAINING_EXAMPLE, CmtpError, rows_to_table
+from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
+
+from ..beam_runner import is_local, make_pipeline
+from .config import MineConfig
+from .embed import PoolStore, VectorShards
+from .index import load_search, save_search
+from .inputs import Example
+from .miner import Miner, MinerTally, same_query_positives
+
+
+def partition_blocks(blocks: int, partitions: int) -> list[list[int]]:
+    """Query shards 0..blocks-1 cut into at most ``partitions`` contiguous, near-equal runs."""
+    parts = max(1, min(partitions, blocks))
+    bounds = np.linspace(0, blocks, parts + 1).round().astype(int)
+    return [list(range(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+
+
+def mine_blocks(miner: Miner, examples: list[Example], queries: VectorShards, blocks: list[int]):
+    """Rows of the examples whose query vectors are in shards ``blocks``, in example order."""
+    offsets = queries.shard_offsets()
+    for b in blocks:
+        vectors = np.asarray(queries.shard(b), dtype=np.float32)
+        yield from miner.mine(examples[offsets[b] : offsets[b] + len(vectors)], vectors)
+
+
+def write_examples(examples: list[Example], path: Path) -> None:
+    pq.write_table(pa.Table.from_pylist([asdict(e) for e in examples]), path)
+
+
+def read_examples(path: Path) -> list[Example]:
+    return [Example(**row) for row in pq.read_table(path).to_pylist()]
+
+
+def save_for_workers(miner: Miner, examples: list[Example], work: Path) -> None:
+    write_examples(examples, work / "examples.parquet")
+    save_search(miner.search, work / "index")
+    (work / "search.json").write_text(json.dumps({"k": miner.k, "baseline": miner.baseline}))
+
+
+class _SearchPartitionFn(beam.DoFn):
+    """Opens the pool, index and examples once per worker; mines one partition per element."""
+
+    def __init__(self, work: str, config: MineConfig, spec: EmbedderSpec):
+        self.work, self.config, self.spec = work, config, spec
+
+    def setup(self):
+        work = Path(self.work)
+        store = PoolStore.open(work / "pool")
+        self.examples = read_examples(work / "examples.parquet")
+        self.queries = VectorShards(work / "queries")
+        self.queries.attach_shards()
+        settings = json.loads((work / "search.json").read_text())
+        self.miner = Miner(self.config, lambda: TextEmbedder(self.spec), store, same_query_positives(self.examples))
+        self.miner.search, self.miner.k, self.miner.baseline = load_search(work / "index", store), \
+            settings["k"], settings["baseline"]
+
+    def process(self, element):
+        number, blocks = element
+        self.miner.tally = MinerTally()
+        rows = list(mine_blocks(self.miner, self.examples, self.queries, blocks))
+        out = Path(self.work) / "rows"
+        pq.write_table(rows_to_table(rows, TRAINING_EXAMPLE), out / f"part-{number:05d}.parquet")
+        (out / f"part-{number:05d}.json").write_text(json.dumps(self.miner.tally.to_dict()))
+        yield number
+
+
+def search_partitions(partitions: list[list[int]], work: Path, config: MineConfig, spec: EmbedderSpec,
+                      beam_args: list[str] | None, add_row, tally: MinerTally) -> float:
+    """Mine every partition on Beam workers, then hand their rows to ``add_row`` in partition order and add
+    their tallies to ``tally``; returns the seconds the workers took."""
+    (work / "rows").mkdir(parents=True, exist_ok=True)
+    workers = min(config.workers, len(partitions)) if is_local(beam_args) else 1
+    started = time.perf_counter()
+    pipeline = make_pipeline(beam_args, workers)
+    _ = (pipeline
+         | "Partitions" >> beam.Create(list(enumerate(partitions)), reshuffle=False)
+         | "Spread" >> beam.Reshuffle()
+         | "Search" >> beam.ParDo(_SearchPartitionFn(str(work), config, spec)))
+    try:
+        pipeline.run().wait_until_finish()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        raise CmtpError(f"the search pipeline failed ({type(exc).__name__}: {first})") from exc
+    seconds = time.perf_counter() - started
+    for number in range(len(partitions)):
+        rows_path = work / "rows" / f"part-{number:05d}.parquet"
+        if not rows_path.exists():
+            raise CmtpError(f"search partition {number} wrote no rows file")
+        for row in pq.read_table(rows_path).to_pylist():
+            add_row(row)
+        tally.add(MinerTally.from_dict(json.loads(rows_path.with_suffix(".json").read_text())))
+    return seconds
