@@ -1,10 +1,10 @@
-"""Extract throughput: the Beam pipeline with 2 local workers against a plain single-process Python loop.
+"""Extract throughput: the Beam pipeline with 1 and 2 local workers against a plain single-process Python loop.
 
 Both do the same work on the same files: read every record with the same adapters, clean and filter it with
 the same code, drop exact duplicates, and write Parquet. Prints documents/s of each and their ratio.
 
     python benchmarks/extract.py                       # ../shared/data/raw, copied 4 times
-    python benchmarks/extract.py --data DIR --copies 8 --workers 2
+    python benchmarks/extract.py --data DIR --copies 8 --workers 1,2,4
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "raw"))
     parser.add_argument("--copies", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="1,2", help="comma-separated local worker counts to measure")
     args = parser.parse_args()
     config = ExtractConfig(dedup_passage=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,13 +99,17 @@ def main() -> None:
         started = time.perf_counter()
         docs_loop = plain_loop(specs, tmp / "loop", config)
         loop_s = time.perf_counter() - started
-        started = time.perf_counter()
-        manifest = run_extract(specs, str(tmp / "beam"), config, workers=args.workers)
-        beam_s = time.perf_counter() - started
-    print(f"documents: {manifest.count_in} (pipeline), {docs_loop} (loop)")
-    print(f"plain loop, 1 process : {loop_s:7.1f} s  {docs_loop / loop_s:9.0f} docs/s")
-    print(f"beam, {args.workers} workers       : {beam_s:7.1f} s  {manifest.count_in / beam_s:9.0f} docs/s")
-    print(f"ratio pipeline / loop : {(manifest.count_in / beam_s) / (docs_loop / loop_s):.2f}x")
+        runs = []
+        for workers in [int(w) for w in args.workers.split(",")]:
+            started = time.perf_counter()
+            manifest = run_extract(specs, str(tmp / f"beam{workers}"), config, workers=workers)
+            runs.append((workers, manifest.count_in, time.perf_counter() - started))
+    loop_rate = docs_loop / loop_s
+    print(f"documents: {runs[0][1]} (pipeline), {docs_loop} (loop)")
+    print(f"plain loop, 1 process : {loop_s:7.1f} s  {loop_rate:9.0f} docs/s  1.00x")
+    for workers, docs, seconds in runs:
+        print(f"beam, {workers} worker(s)      : {seconds:7.1f} s  {docs / seconds:9.0f} docs/s  "
+              f"{docs / seconds / loop_rate:.2f}x the loop")
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> N
 
 
 def _run_eval(o: dict, out: Path, name: str) -> None:
-    from cmtp.trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
+    from cmtp.trainer.evaluation import EvalOptions, evaluate_with_baseline, load_tasks
 
     paths = list(o.pop("tasks", [])) + ([f"suite:{o.pop('suite')}"] if "suite" in o else [])
     model, other = o.pop("model", None), o.pop("compare", None)
@@ -233,11 +233,7 @@ def _run_eval(o: dict, out: Path, name: str) -> None:
         raise CmtpError(f"stage {name}: give model: and tasks: or suite:")
     tasks = load_tasks(paths, o.pop("max_per_task", None), o.get("seed", 0))
     options = _config(EvalOptions, {"progress": False, **o}, name)
-    report = evaluate(model, tasks, options)
-    result = {"results": report.to_dict()}
-    if other:
-        second = evaluate(other, tasks, options)
-        result["compare"] = {"results": second.to_dict(), "rows": compare_reports(second, report)}
+    _, _, result = evaluate_with_baseline(model, tasks, options, other)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
 

@@ -203,11 +203,13 @@ class RunState:
     instructions: Counter = field(default_factory=Counter)
     malformed: int = 0
     prompts: tuple[str, str] = ("", "")
-    eval_state: dict | None = None  # the evaluations so far (rank 0), so a resumed run compares with its start
     saturation_warnings: int = 0
 
 
-def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int, retromae=None) -> None:
+def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int,
+             retromae=None) -> dict | None:
+    """Restore the checkpoint's optimiser, schedule, stream positions and RNG into ``run``; returns its
+    evaluations so far (so a resumed run still compares with its start)."""
     state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
     if retromae is not None:
         retromae.load_heads(state["retromae"])
@@ -219,8 +221,8 @@ def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, 
     run.malformed = state.get("malformed_rows", [0] * (rank + 1))[rank]
     # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
     run.prompts = tuple(state.get("train_prompts", run.prompts))
-    run.eval_state = state.get("eval")
     _set_rng_state(state["rng"][rank])
+    return state.get("eval")
 
 
 def _retromae(config: TrainConfig, st, model_source: str, device: torch.device):
@@ -237,8 +239,34 @@ def _retromae(config: TrainConfig, st, model_source: str, device: torch.device):
     return model, WordAligner(st.tokenizer, st.max_seq_length, config.whole_word_masking)
 
 
-def train(config: TrainConfig, on_step=None) -> dict:
-    """Run training; returns a summary. ``on_step(step, loss)`` is called after every optimiser step."""
+@dataclass
+class _Session:
+    """Everything one training run holds, made by :func:`_start` (model, optimiser, data, evaluation, saving)."""
+
+    config: TrainConfig
+    rank: int
+    world: int
+    own_group: bool
+    device: torch.device
+    max_steps: int
+    st: object  # the SentenceTransformer being trained
+    run: RunState
+    module: torch.nn.Module  # the encoder or RetroMAE, wrapped in DDP on several processes
+    parameters: list
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler | None
+    loader: object
+    save: _Saver
+    evaluator: TrainingEval | None
+    writer: object | None
+    retromae: object | None = None
+    aligner: object | None = None
+
+
+def _start(config: TrainConfig) -> _Session:
+    """The model (from the newest checkpoint when resuming), optimiser, schedule, data stream, evaluator and
+    TensorBoard writer of a run, restored to the checkpoint's state."""
     rank, world, local_rank, own_group = _dist_setup()
     device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
     _seed_all(config.seed + rank)
@@ -265,43 +293,105 @@ def train(config: TrainConfig, on_step=None) -> dict:
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * max_steps), max_steps)
-    scaler = _grad_scaler(config, device)
-    if resume_from:
-        _restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1), retromae)
     evaluator = TrainingEval.create(config, run.prompts, base_max_len) if rank == 0 else None
-    stream = StreamConfig(list(config.data), config.batch_size,
-                          seed=config.seed, shuffle_units=config.shuffle_units,
+    eval_state = None
+    if resume_from:
+        eval_state = _restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1), retromae)
+    stream = StreamConfig(list(config.data), config.batch_size, seed=config.seed, shuffle_units=config.shuffle_units,
                           same_source_batches=config.same_source_batches, state=run.positions,
                           holdout=config.eval_holdout)
-    loader = make_loader(stream, rank, world, config.workers)
-    save = _Saver(config, st, base_max_len, optimizer, scheduler, rank, world, retromae)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
         if resume_from:
-            evaluator.restore(run.eval_state)
+            evaluator.restore(eval_state)
+    return _Session(config, rank, world, own_group, device, max_steps, st, run, module, parameters, optimizer,
+                    scheduler, _grad_scaler(config, device), make_loader(stream, rank, world, config.workers),
+                    _Saver(config, st, base_max_len, optimizer, scheduler, rank, world, retromae, evaluator),
+                    evaluator, writer, retromae, aligner)
+
+
+def _evaluate(s: _Session, progress) -> None:
+    """Rank 0 evaluates (the others wait); the first evaluation is the starting model's."""
+    config = s.config
+    if s.rank == 0 and s.evaluator.enabled:
+        entry = s.evaluator.run(s.st, s.run.step, s.writer)
+        progress.write(f"eval at step {s.run.step}: average {100 * entry['average']:.2f} (" + ", ".join(
+            f"{k} {100 * v:.2f}" for k, v in entry["scores"].items()) + ")")
+        if s.evaluator.is_best(entry) and config.keep_best and s.run.step > 0:
+            s.save.model(Path(config.output_dir) / "best_model", s.run)
+    if s.world > 1 and (config.eval or config.eval_holdout):
+        dist.barrier()
+
+
+def _step(s: _Session, examples: list[dict], stats: dict) -> float:
+    """One optimiser step on a batch of examples: RetroMAE's reconstruction, or InfoNCE (GradCache inside)."""
+    config = s.config
+    if s.retromae is not None:
+        return retromae_step(s.module, s.aligner, examples, config, s.device, s.run.step, s.optimizer, s.scheduler,
+                             s.scaler, s.parameters, stats)
+    batch = build_step(examples, config.train_group_size, *s.run.prompts, config.seed, s.run.step)
+    teacher = torch.from_numpy(batch.teacher).to(s.device) if batch.teacher is not None else None
+
+    def loss_fn(q, p):
+        return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
+                        config.distill_weight, config.distill_temperature, stats)
+
+    return train_step(s.module, batch, loss_fn, config, s.device, s.optimizer, s.scheduler, s.scaler, s.parameters)
+
+
+def _log(s: _Session, loss: float, stats: dict, rate: float) -> None:
+    if s.writer is None or s.run.step % s.config.logging_steps:
+        return
+    step = s.run.step
+    s.writer.add_scalar("train/loss", loss, step)
+    for name, value in stats.items():
+        s.writer.add_scalar(f"train/{'in_batch_' if name == 'accuracy' else ''}{name}", value, step)
+    s.writer.add_scalar("train/lr", s.scheduler.get_last_lr()[0], step)
+    s.writer.add_scalar("train/samples_per_s", rate, step)
+    s.writer.add_scalar("data/malformed_rows", s.run.malformed, step)
+
+
+def _finish(s: _Session) -> tuple[Path, dict | None]:
+    """Save the final model (rank 0), write the evaluations, sum the skipped rows over ranks, end DDP."""
+    if s.writer:
+        s.writer.close()
+    final, eval_summary = Path(s.config.output_dir) / "model", None
+    if s.rank == 0:
+        s.save.model(final, s.run)
+        if s.evaluator.enabled:
+            s.evaluator.write(s.config.output_dir)
+            eval_summary = s.evaluator.summary()
+    if s.world > 1:
+        device = s.device if s.device.type == "cuda" else "cpu"
+        total = torch.tensor([s.run.malformed], dtype=torch.int64, device=device)
+        dist.all_reduce(total)  # every rank's readers skip their own unusable rows
+        s.run.malformed = int(total.item())
+        dist.barrier()
+    if s.own_group:
+        dist.destroy_process_group()
+    return final, eval_summary
+
+
+SATURATION_WARNING = ("warning: in-batch accuracy has been 1.0 for {n} steps: the batch is too easy to teach the "
+                      "model anything and it drifts. Raise --batch-size (with --gradcache-chunk to keep memory flat) "
+                      "or train on mined hard negatives (--group-size).")
+
+
+def train(config: TrainConfig, on_step=None) -> dict:
+    """Run training; returns a summary. ``on_step(step, loss)`` is called after every optimiser step."""
     from tqdm.auto import tqdm
 
-    def evaluate_now() -> None:
-        """Rank 0 evaluates (the others wait); the first evaluation is the starting model's."""
-        if rank == 0 and evaluator.enabled:
-            entry = evaluator.run(st, run.step, writer)
-            progress.write(f"eval at step {run.step}: average {100 * entry['average']:.2f} (" + ", ".join(
-                f"{k} {100 * v:.2f}" for k, v in entry["scores"].items()) + ")")
-            if evaluator.is_best(entry) and config.keep_best and run.step > 0:
-                save.model(Path(config.output_dir) / "best_model", run)
-            run.eval_state = evaluator.state()
-        if world > 1 and (config.eval or config.eval_holdout):
-            dist.barrier()
-
-    progress = tqdm(total=max_steps, initial=run.step, disable=rank != 0, desc=f"train {config.stage}")
+    s = _start(config)
+    run = s.run
+    progress = tqdm(total=s.max_steps, initial=run.step, disable=s.rank != 0, desc=f"train {config.stage}")
     if run.step == 0:
-        evaluate_now()
+        _evaluate(s, progress)
     started, samples, losses, saturated = time.perf_counter(), 0, [], 0
-    batches = iter(loader)
-    while run.step < max_steps:
+    batches = iter(s.loader)
+    while run.step < s.max_steps:
         item = next(batches, None)
         if item is None:
             raise CmtpError("the training data ran out: no usable rows in " +
@@ -310,73 +400,40 @@ def train(config: TrainConfig, on_step=None) -> dict:
         run.malformed += item["malformed"]
         run.instructions.update(ex.get("instruction") for ex in item["examples"])
         stats: dict = {}
-        if retromae is not None:
-            loss = retromae_step(module, aligner, item["examples"], config, device, run.step, optimizer, scheduler,
-                                 scaler, parameters, stats)
-        else:
-            batch = build_step(item["examples"], config.train_group_size, *run.prompts, config.seed, run.step)
-            teacher = torch.from_numpy(batch.teacher).to(device) if batch.teacher is not None else None
-
-            def loss_fn(q, p, teacher=teacher, stats=stats):
-                return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
-                                config.distill_weight, config.distill_temperature, stats)
-
-            loss = train_step(module, batch, loss_fn, config, device, optimizer, scheduler, scaler, parameters)
+        losses.append(float(_step(s, item["examples"], stats)))
         run.step += 1
-        samples += len(item["examples"]) * world
-        losses.append(float(loss))
+        samples += len(item["examples"]) * s.world
         accuracy = stats.get("accuracy", 0.0)
         saturated = saturated + 1 if accuracy >= 1.0 else 0
         if saturated == config.saturation_steps:
             run.saturation_warnings += 1
-            progress.write(f"warning: in-batch accuracy has been 1.0 for {saturated} steps: the batch is too easy "
-                           "to teach the model anything and it drifts. Raise --batch-size (with --gradcache-chunk "
-                           "to keep memory flat) or train on mined hard negatives (--group-size).")
+            progress.write(SATURATION_WARNING.format(n=saturated))
         rate = samples / (time.perf_counter() - started)
         progress.update(1)
         progress.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{accuracy:.2f}", samples_per_s=f"{rate:.1f}")
-        if writer and run.step % config.logging_steps == 0:
-            writer.add_scalar("train/loss", losses[-1], run.step)
-            for name, value in stats.items():
-                writer.add_scalar(f"train/{'in_batch_' if name == 'accuracy' else ''}{name}", value, run.step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], run.step)
-            writer.add_scalar("train/samples_per_s", rate, run.step)
-            writer.add_scalar("data/malformed_rows", run.malformed, run.step)
+        _log(s, losses[-1], stats, rate)
         if on_step:
             on_step(run.step, losses[-1])
-        if run.step == max_steps or (config.eval_steps and run.step % config.eval_steps == 0):
-            evaluate_now()  # before the checkpoint, which keeps the evaluations for a resumed run
-        if config.save_steps and (run.step % config.save_steps == 0 or run.step == max_steps):
-            save.checkpoint(run)
+        if run.step == s.max_steps or (config.eval_steps and run.step % config.eval_steps == 0):
+            _evaluate(s, progress)  # before the checkpoint, which keeps the evaluations for a resumed run
+        if config.save_steps and (run.step % config.save_steps == 0 or run.step == s.max_steps):
+            s.save.checkpoint(run)
     progress.close()
-    if writer:
-        writer.close()
-    final = Path(config.output_dir) / "model"
-    eval_summary = None
-    if rank == 0:
-        save.model(final, run)
-        if evaluator.enabled:
-            evaluator.write(config.output_dir)
-            eval_summary = evaluator.summary()
-    if world > 1:
-        total = torch.tensor([run.malformed], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
-        dist.all_reduce(total)  # every rank's readers skip their own unusable rows
-        run.malformed = int(total.item())
-        dist.barrier()
-    if own_group:
-        dist.destroy_process_group()
+    final, eval_summary = _finish(s)
     first, last, window = smoothed_losses(losses)
     return {"steps": run.step, "first_loss": first, "final_loss": last, "loss_window": window,
-            "samples_per_second": samples / max(time.perf_counter() - started, 1e-9), "model": str(final),
-            "malformed_rows": run.malformed, "eval": eval_summary, "saturation_warnings": run.saturation_warnings}
+            "samples": samples, "samples_per_second": samples / max(time.perf_counter() - started, 1e-9),
+            "model": str(final), "malformed_rows": run.malformed, "eval": eval_summary,
+            "saturation_warnings": run.saturation_warnings}
 
 
 class _Saver:
     """Writes the final model and checkpoints of one run (rank 0 writes; every rank takes part in gathers)."""
 
     def __init__(self, config: TrainConfig, st, base_max_len: int | None, optimizer, scheduler, rank: int,
-                 world: int, retromae=None):
+                 world: int, retromae=None, evaluator: TrainingEval | None = None):
         self.config, self.st, self.base_max_len, self.retromae = config, st, base_max_len, retromae
+        self.evaluator = evaluator  # its evaluations so far go into each checkpoint
         self.optimizer, self.scheduler, self.rank, self.world = optimizer, scheduler, rank, world
 
     def model(self, path: Path, run: RunState) -> None:
@@ -397,7 +454,8 @@ class _Saver:
             torch.save({"step": run.step, "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "positions": merged, "rng": all_rng,
                         "instructions": dict(run.instructions), "train_prompts": run.prompts,
-                        "malformed_rows": all_malformed, "eval": run.eval_state,
+                        "malformed_rows": all_malformed,
+                        "eval": self.evaluator.state() if self.evaluator is not None else None,
                         "retromae": self.retromae.heads_state() if self.retromae is not None else None},
                        directory / (STATE_FILE + ".tmp"))
             os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)

@@ -76,18 +76,8 @@ def build(
 def _print_eval(name: str, path) -> None:
     import json
 
-    data = json.loads(path.read_text(encoding="utf-8"))
-    table = Table(title=f"{name}: {data['results']['model']}" + (
-        f" against {data['compare']['results']['model']}" if "compare" in data else ""))
-    if "compare" in data:
-        for column in ["task", "metric", "base", "model", "delta"]:
-            table.add_column(column, justify="left" if column in ("task", "metric") else "right")
-        for r in data["compare"]["rows"]:
-            table.add_row(r["task"], r["metric"], f"{100 * r['base']:.2f}", f"{100 * r['other']:.2f}",
-                          f"{100 * r['delta']:+.2f}")
-    else:
-        for column in ["task", "metric", "score"]:
-            table.add_column(column)
-        for t in data["results"]["tasks"]:
-            table.add_row(t["name"], t["main_metric"], f"{100 * t['main_score']:.2f}")
-    out.print(table)
+    from .eval_cmd import print_record_table
+
+    record = json.loads(path.read_text(encoding="utf-8"))
+    baseline = f" against {record['compare']['baseline']}" if "compare" in record else ""
+    print_record_table(record, f"{name}: {record['results']['model']}{baseline}")

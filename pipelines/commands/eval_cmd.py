@@ -39,13 +39,26 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def _report_rows(report) -> list[list[str]]:
-    rows = [[t.name, t.type, t.main_metric, _pct(t.main_score), str(t.size)] for t in report.tasks]
-    return rows + [["average", "", "", _pct(report.average), ""]]
+def record_table(record: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of an evaluation record (``evaluate_with_baseline``): the scores, or with a baseline
+    both models' scores and delta = model - baseline. ``cmtp eval`` and ``cmtp build`` print it the same way."""
+    results = record["results"]
+    if "compare" in record:
+        header = ["task", "metric", record["compare"]["baseline"], results["model"], "delta"]
+        return header, [[r["task"], r["metric"], _pct(r["base"]), _pct(r["other"]), f"{100 * r['delta']:+.2f}"]
+                        for r in record["compare"]["rows"]]
+    rows = [[t["name"], t["type"], t["main_metric"], _pct(t["main_score"]), str(t["size"])] for t in results["tasks"]]
+    return ["task", "type", "metric", results["model"], "n"], rows + [["average", "", "", _pct(results["average"]), ""]]
 
 
-def _compare_rows(rows) -> list[list[str]]:
-    return [[r["task"], r["metric"], _pct(r["base"]), _pct(r["other"]), f"{100 * r['delta']:+.2f}"] for r in rows]
+def print_record_table(record: dict, title: str) -> None:
+    header, rows = record_table(record)
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column in ("task", "type", "metric") else "right")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -72,7 +85,7 @@ def eval_model(
     allow_network: bool = typer.Option(False, "--allow-network", help="may fetch a hub model"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    from cmtp.trainer.evaluation import EvalOptions, compare_reports, evaluate, load_tasks
+    from cmtp.trainer.evaluation import EvalOptions, evaluate_with_baseline, load_tasks
     from cmtp.trainer.evaluation.runner import BGE_ZH_INSTRUCTION
 
     paths = list(tasks or []) + ([f"suite:{suite}"] if suite else [])
@@ -86,27 +99,13 @@ def eval_model(
     for task in loaded:
         if task.skipped_rows:
             err.print(f"{task.name}: {task.skipped_rows} rows without a usable label skipped")
-    report = evaluate(model, loaded, options)
-    other = evaluate(compare_with, loaded, options) if compare_with else None
-    result = {"tasks_from": paths, "max_per_task": max_per_task, "results": report.to_dict()}
-    if other:
-        result["compare"] = {"results": other.to_dict(), "rows": compare_reports(report, other)}
+    report, _, record = evaluate_with_baseline(model, loaded, options, compare_with)
+    result = {"tasks_from": paths, "max_per_task": max_per_task, **record}
     if output:
         Path(output).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     if fmt is OutputFormat.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
-        return
-    if other:
-        header = ["task", "metric", model, compare_with, "delta"]
-        rows = _compare_rows(result["compare"]["rows"])
+    elif fmt is OutputFormat.markdown:
+        print(_markdown(*record_table(result)))
     else:
-        header, rows = ["task", "type", "metric", model, "n"], _report_rows(report)
-    if fmt is OutputFormat.markdown:
-        print(_markdown(header, rows))
-        return
-    table = Table(title=f"cmtp eval ({len(loaded)} tasks, {report.texts_per_second():.0f} texts/s)")
-    for column in header:
-        table.add_column(column, justify="left" if column in ("task", "type", "metric") else "right")
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
+        print_record_table(result, f"cmtp eval ({len(loaded)} tasks, {report.texts_per_second():.0f} texts/s)")

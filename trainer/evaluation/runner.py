@@ -210,3 +210,17 @@ def compare_reports(base: Report, other: Report) -> list[dict[str, Any]]:
         b, o = float(np.mean([r["base"] for r in rows])), float(np.mean([r["other"] for r in rows]))
         rows.append({"task": "average", "type": "", "metric": "", "base": b, "other": o, "delta": o - b})
     return rows
+
+
+def evaluate_with_baseline(model, tasks: list[EvalTask], options: EvalOptions,
+                           baseline=None) -> tuple[Report, Report | None, dict[str, Any]]:
+    """The evaluation record ``cmtp eval`` and the build's eval stage both write: the model's results and, with
+    a ``baseline``, the baseline's and rows whose delta is always model - baseline (positive = the model is
+    better). Returns (model report, baseline report or None, record)."""
+    report = evaluate(model, tasks, options)
+    record: dict[str, Any] = {"results": report.to_dict()}
+    if baseline is None:
+        return report, None, record
+    base = evaluate(baseline, tasks, options)
+    record["compare"] = {"baseline": base.model, "results": base.to_dict(), "rows": compare_reports(base, report)}
+    return report, base, record
