@@ -21,7 +21,6 @@ does everything after it that reads it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -156,94 +155,17 @@ def _resolve(value: Any, work: Path, as_model: bool = False) -> Any:
     return value
 
 
-def _config(cls, options: dict, where: str):
-    """The stage's config dataclass from its options, by the rule every ``--config`` file follows."""
-    from .commands.common import build_config
-
-    try:
-        return build_config(cls, options, {})
-    except CmtpError as exc:
-        raise CmtpError(f"stage {where}: {exc}") from exc
-
-
-def _shards(options: dict):
-    """ShardOptions from the stage's options (taken out of them), its own defaults for the rest."""
-    from .extract import ShardOptions
-
-    fields = [f.name for f in dataclasses.fields(ShardOptions)]
-    return ShardOptions(**{name: options.pop(name) for name in fields if name in options})
-
-
 def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> None:
-    o = {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
-    source = str(work / o.pop("input")) if "input" in o else None
-    if plan.kind == "extract":
-        from cmtp.transforms.extract.config import ExtractConfig
+    """The stage through the one stage runner (pipelines/stages.py), its ``@STAGE`` references resolved."""
+    from .stages import STAGES
+    from .stages import run_stage as run
 
-        from .commands.extract_cmd import load_plugins, parse_adapter_options, parse_source
-        from .extract import run_extract
-
-        plugins = o.pop("plugins", [])
-        load_plugins(plugins)
-        adapter_options = parse_adapter_options([f"{k}={v}" for k, v in o.pop("adapter_options", {}).items()])
-        specs = [parse_source(s, adapter_options, plugins) for s in o.pop("sources", [])]
-        if not specs:
-            raise CmtpError(f"stage {plan.name}: give sources: [ADAPTER=GLOB, ...]")
-        workers, shards = o.pop("workers", 2), _shards(o)
-        run_extract(specs, str(out), _config(ExtractConfig, o, plan.name), shards, beam_args, workers)
-    elif plan.kind == "dedup":
-        from cmtp.transforms.dedup.config import DedupConfig
-
-        from .dedup import run_dedup
-
-        workers, shards = o.pop("workers", 1), _shards(o)
-        run_dedup(source, str(out), _config(DedupConfig, o, plan.name), shards, beam_args, workers)
-    elif plan.kind == "score":
-        from cmtp.transforms.score.config import ScoreConfig
-
-        from .score import run_score
-
-        workers, shards, rate = o.pop("workers", 1), _shards(o), o.pop("target_keep_rate", None)
-        run_score(source, str(out), _config(ScoreConfig, o, plan.name), shards, beam_args, workers, rate)
-    elif plan.kind == "mine":
-        from .commands.mine_cmd import _range
-        from .mine.config import MineConfig
-        from .mine.run import run_mine
-
-        if "range" in o:
-            o["range_start"], o["range_end"] = _range(str(o.pop("range")))
-        run_mine(source, str(out), _config(MineConfig, o, plan.name), beam_args)
-    elif plan.kind == "train":
-        from cmtp.trainer.config import TrainConfig
-        from cmtp.trainer.loop import train
-
-        data = o.pop("data", [])
-        o["data"] = [d if isinstance(d, dict) else {"name": f"data{i}", "paths": [d]} for i, d in enumerate(data)]
-        train(TrainConfig.from_mapping({**o, "output_dir": str(out)}))
-    else:
-        _run_eval(o, out, plan.name)
-
-
-def _run_eval(o: dict, out: Path, name: str) -> None:
-    from cmtp.trainer.evaluation import EvalOptions, evaluate_with_baseline, load_tasks
-
-    paths = list(o.pop("tasks", [])) + ([f"suite:{o.pop('suite')}"] if "suite" in o else [])
-    model, other = o.pop("model", None), o.pop("compare", None)
-    if not model or not paths:
-        raise CmtpError(f"stage {name}: give model: and tasks: or suite:")
-    tasks = load_tasks(paths, o.pop("max_per_task", None), o.get("seed", 0))
-    options = _config(EvalOptions, {"progress": False, **o}, name)
-    _, _, result = evaluate_with_baseline(model, tasks, options, other)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def _fix_paths(directory: Path, tmp: Path) -> None:
-    """The stage wrote its manifest while in ``tmp``: record its final place instead."""
-    manifest = directory / "manifest.json"
-    if manifest.exists():
-        manifest.write_text(manifest.read_text(encoding="utf-8").replace(str(tmp), str(directory)),
-                            encoding="utf-8")
+    options = {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
+    inputs = [str(work / options.pop("input"))] if "input" in options else []
+    try:
+        run(STAGES[plan.kind], inputs, str(out), options, beam_args, overwrite=True)
+    except CmtpError as exc:
+        raise CmtpError(f"stage {plan.name}: {exc}") from exc
 
 
 def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, log=print) -> list[dict]:
@@ -251,24 +173,27 @@ def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, l
     build.work.mkdir(parents=True, exist_ok=True)
     records = []
     for plan in plans:
-        final, tmp = build.work / plan.name, build.work / f".{plan.name}.tmp"
+        final, running = build.work / plan.name, build.work / f".{plan.name}.running"
         if plan.action == "reuse":
             log(f"{plan.name}: reused ({plan.reason})")
             records.append({"stage": plan.name, "action": "reuse", "seconds": 0.0})
             continue
-        if final.exists() and not (final / BUILD_FILE).exists() and not overwrite:
-            raise CmtpError(f"{final} exists and was not written by cmtp build: move it away or pass --overwrite")
+        if final.exists() and not (final / BUILD_FILE).exists() and not running.exists():
+            if not overwrite:
+                raise CmtpError(f"{final} exists and was not written by cmtp build: move it away or pass --overwrite")
+            shutil.rmtree(final)  # the build's stage folders are its own: a foreign one is replaced whole
         log(f"{plan.name}: running {plan.kind} ({plan.reason})")
-        shutil.rmtree(tmp, ignore_errors=True)
+        # the runner commits a stage's output only when it succeeded; ``running`` marks a folder this build
+        # owns while a stage that works in place (training, resuming from its checkpoints) has not finished
+        running.touch()
+        (final / BUILD_FILE).unlink(missing_ok=True)
         started = time.perf_counter()
-        run_stage(plan, build.work, tmp, build.beam_args)  # a failure leaves only the tmp folder, never `final`
+        run_stage(plan, build.work, final, build.beam_args)
         seconds = time.perf_counter() - started
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        _fix_paths(final, tmp)
         (final / BUILD_FILE).write_text(json.dumps({"stage": plan.name, "kind": plan.kind,
                                                     "fingerprint": plan.fingerprint, "seconds": round(seconds, 2),
                                                     "options": plan.options}, indent=2, default=str))
+        running.unlink()
         records.append({"stage": plan.name, "action": "run", "seconds": round(seconds, 2)})
     return records
 

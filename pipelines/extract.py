@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest
+from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_shards import DEFAULT_ROW_GROUP_SIZE, DEFAULT_TARGET_SHARD_ROWS, WriteParquetShards
+from cmtp.transforms.extract.adapters import ADAPTERS
 from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
 from cmtp.transforms.extract.ptransform import ExtractPairs
@@ -44,6 +45,47 @@ def _run(sources, out, config, shards, beam_args, workers) -> None:
         inputs = (result.documents, result.read_dead) | "AllInputs" >> beam.Flatten()
         counted = (inputs, result.pairs, result.dead, result.cleaning) | "Count" >> CountOutcomes(out)
         join_ends(*writes, counted)
+
+
+def parse_adapter_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> options; values read as YAML scalars (``true``, ``3``, ``text``)."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CmtpError(f"adapter option {item!r} must be KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    known = {name for cls in ADAPTERS.values() for name in cls.option_names()}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CmtpError(f"no adapter has option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return options
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import modules that register their own adapters (``@register_adapter``)."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CmtpError(f"cannot import adapter plugin {module!r}: {exc}") from exc
+
+
+def parse_source(text: str, adapter_options: dict, plugins: list[str] = ()) -> SourceSpec:
+    if "=" not in text:
+        raise CmtpError(f"source {text!r} must be ADAPTER=GLOB or NAME:ADAPTER=GLOB")
+    left, pattern = text.split("=", 1)
+    name, _, adapter = left.rpartition(":")
+    adapter = adapter.strip()
+    if adapter not in ADAPTERS:
+        raise CmtpError(f"unknown adapter {adapter!r} in {text!r}; known: {', '.join(sorted(ADAPTERS))}")
+    options = {k: v for k, v in adapter_options.items() if k in ADAPTERS[adapter].option_names() and v is not None}
+    return SourceSpec(name=(name or adapter).strip(), adapter=adapter, pattern=pattern, options=options,
+                      plugins=tuple(plugins))
 
 
 def run_extract(

@@ -76,23 +76,23 @@ def test_a_build_killed_inside_a_stage_resumes_to_identical_files(tmp_path, tiny
     killed = tmp_path / "killed"
     killed.mkdir()
     path = pipeline_file(killed, tiny_model_path)
-    import cmtp.pipelines.build as b
+    import dataclasses
 
-    real = b.run_stage
+    from cmtp.pipelines.stages import STAGES
 
-    def dies_in_score(plan, work, out, beam_args):
-        if plan.name == "score":
-            real(plan, work, out, beam_args)
-            (out / "kept" / "part-00000-of-00001.parquet").write_bytes(b"half a file")  # killed mid-write
-            raise Killed
-        real(plan, work, out, beam_args)
+    real = STAGES["score"]
 
-    monkeypatch.setattr(b, "run_stage", dies_in_score)
+    def dies_in_score(inputs, out, config, beam_args, **options):  # the stage writes its files, then is killed
+        real.run(inputs, out, config, beam_args, **options)
+        (Path(out) / "kept" / "part-00000-of-00001.parquet").write_bytes(b"half a file")
+        raise Killed
+
+    monkeypatch.setitem(STAGES, "score", dataclasses.replace(real, run=dies_in_score))
     spec = load_build_file(str(path))
     with pytest.raises(Killed):
         execute(spec, plan_build(spec), log=lambda line: None)
-    assert not (killed / "work" / "score").exists()  # only the .score.tmp folder, which nothing reads
-    monkeypatch.setattr(b, "run_stage", real)
+    assert not (killed / "work" / "score").exists() and not (killed / "work" / ".score.tmp").exists()
+    monkeypatch.setitem(STAGES, "score", real)
     assert actions(path) == {"extract": "reuse", "dedup": "reuse", "score": "run", "mine": "run"}
     build(path)
     assert digests(killed / "work") == digests(reference / "work")

@@ -71,7 +71,17 @@ def refuse_existing_output(out: str, subdirs: list[str], overwrite: bool) -> Non
                         "it, or choose another --out")
 
 
-# The shard options of every Beam stage's output (ShardOptions), declared once.
+def stage_options(config_file: str | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """A stage's options mapping: the ``--config`` YAML file, overridden by the flags the user set (non-None).
+    ``pipelines/stages.py`` turns it into the stage's config and runner options, as it does a build file's."""
+    return {**load_yaml_config(config_file), **{k: v for k, v in flags.items() if v is not None}}
+
+
+# Runner options of the Beam stages, declared once; their defaults are the stage's (pipelines/stages.py).
 NumShards = Annotated[int | None, typer.Option(help="output shards (default: rows / target-shard-rows)")]
-TargetShardRows = Annotated[int, typer.Option(help="rows per shard when --num-shards is not given")]
-RowGroupSize = Annotated[int, typer.Option(help="Parquet row-group size (the trainer streams row groups)")]
+TargetShardRows = Annotated[int | None, typer.Option(help="rows per shard when --num-shards is not given "
+                                                          "(default 100,000)")]
+RowGroupSize = Annotated[int | None, typer.Option(help="Parquet row-group size (the trainer streams row groups; "
+                                                       "default 8192)")]
+Workers = Annotated[int | None, typer.Option(help="local worker processes (ignored by remote runners; default: "
+                                                  "the stage's)")]

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from cmtp.schemas.errors import CmtpError
-from cmtp.transforms.dedup.config import DedupConfig
-
 from .common import (
     BEAM_ARGS_HELP,
     OVERWRITE_HELP,
     NumShards,
     RowGroupSize,
     TargetShardRows,
-    build_config,
-    load_yaml_config,
-    refuse_existing_output,
+    Workers,
     split_beam_args,
+    stage_options,
 )
 from .extract_cmd import print_manifest_summary
 
@@ -51,22 +47,17 @@ def dedup(
     verify: bool = typer.Option(None, "--verify/--no-verify", help="exact Jaccard check of candidates (default on)"),
     policy: str = typer.Option(None, help="representative: longest (default) or lowest_id"),
     num_shards: NumShards = None,
-    target_shard_rows: TargetShardRows = 100_000,
-    row_group_size: RowGroupSize = 8192,
-    workers: int = typer.Option(2, help="local worker processes (ignored by remote runners)"),
+    target_shard_rows: TargetShardRows = None,
+    row_group_size: RowGroupSize = None,
+    workers: Workers = None,
 ) -> None:
-    from ..dedup import run_dedup
-    from ..extract import ShardOptions
+    from ..stages import STAGES, run_stage
 
     inputs, beam_args = split_beam_args(inputs, ctx.args)
-    refuse_existing_output(out_dir, ["pairs", "dead_letters"], overwrite)
-    if len(inputs) != 1:
-        raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
     flags = dict(threshold=threshold, field=field, shingle=shingle, ngram=ngram, num_perm=num_perm, bands=bands,
-                 rows=rows, verify=verify, policy=policy)
-    config = build_config(DedupConfig, load_yaml_config(config_file), flags)
-    manifest = run_dedup(inputs[0], out_dir, config, ShardOptions(num_shards, target_shard_rows, row_group_size),
-                         beam_args=beam_args, workers=workers)
+                 rows=rows, verify=verify, policy=policy, workers=workers, num_shards=num_shards,
+                 target_shard_rows=target_shard_rows, row_group_size=row_group_size)
+    manifest = run_stage(STAGES["dedup"], inputs, out_dir, stage_options(config_file, flags), beam_args, overwrite)
     print_manifest_summary(manifest)
     lsh = manifest.extra["lsh"]
     sizes = ", ".join(f"{k}: {v}" for k, v in manifest.extra["cluster_sizes"].items())

@@ -5,10 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.extract.adapters import ADAPTERS
-from cmtp.transforms.extract.config import ExtractConfig
-from cmtp.transforms.extract.dofns import SourceSpec
 
 from ..console import out
 from .common import (
@@ -17,10 +14,9 @@ from .common import (
     NumShards,
     RowGroupSize,
     TargetShardRows,
-    build_config,
-    load_yaml_config,
-    refuse_existing_output,
+    Workers,
     split_beam_args,
+    stage_options,
 )
 
 HELP = f"""Extract clean (title, passage) pairs from raw dumps with Apache Beam.
@@ -43,47 +39,6 @@ Examples:
 
 {BEAM_ARGS_HELP}
 """
-
-
-def parse_adapter_options(items: list[str]) -> dict:
-    """``KEY=VALUE`` strings -> options; values read as YAML scalars (``true``, ``3``, ``text``)."""
-    import yaml
-
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CmtpError(f"--adapter-option {item!r} must be KEY=VALUE")
-        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    known = {name for cls in ADAPTERS.values() for name in cls.option_names()}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise CmtpError(f"no adapter has option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return options
-
-
-def load_plugins(modules: list[str]) -> None:
-    """Import modules that register their own adapters (``@register_adapter``)."""
-    import importlib
-
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise CmtpError(f"cannot import adapter plugin {module!r}: {exc}") from exc
-
-
-def parse_source(text: str, adapter_options: dict, plugins: list[str] = ()) -> SourceSpec:
-    if "=" not in text:
-        raise CmtpError(f"source {text!r} must be ADAPTER=GLOB or NAME:ADAPTER=GLOB")
-    left, pattern = text.split("=", 1)
-    name, _, adapter = left.rpartition(":")
-    adapter = adapter.strip()
-    if adapter not in ADAPTERS:
-        raise CmtpError(f"unknown adapter {adapter!r} in {text!r}; known: {', '.join(sorted(ADAPTERS))}")
-    options = {k: v for k, v in adapter_options.items() if k in ADAPTERS[adapter].option_names() and v is not None}
-    return SourceSpec(name=(name or adapter).strip(), adapter=adapter, pattern=pattern, options=options,
-                      plugins=tuple(plugins))
 
 
 def extract(
@@ -110,27 +65,23 @@ def extract(
     rebalance: bool = typer.Option(None, "--rebalance/--no-rebalance",
                                    help="reshuffle records after reading (few huge input files)"),
     num_shards: NumShards = None,
-    target_shard_rows: TargetShardRows = 100_000,
-    row_group_size: RowGroupSize = 8192,
-    workers: int = typer.Option(2, help="local worker processes (ignored by remote runners)"),
+    target_shard_rows: TargetShardRows = None,
+    row_group_size: RowGroupSize = None,
+    workers: Workers = None,
 ) -> None:
-    from ..extract import ShardOptions, run_extract
+    from ..stages import STAGES, run_stage
 
     sources, beam_args = split_beam_args(sources, ctx.args)
-    refuse_existing_output(out_dir, ["pairs", "pretrain", "dead_letters"], overwrite)
-    if not sources:
-        raise CmtpError("give at least one SOURCE (ADAPTER=GLOB) before the Beam arguments")
-    load_plugins(list(plugin or []))
-    adapter_options = {**parse_adapter_options(list(adapter_option or [])), "title_field": title_field,
-                       "passage_field": passage_field, "meta_fields": meta_fields}
-    specs = [parse_source(s, adapter_options, list(plugin or [])) for s in sources]
+    generic = {"title_field": title_field, "passage_field": passage_field, "meta_fields": meta_fields}
+    adapter_options = list(adapter_option or []) + [f"{k}={v}" for k, v in generic.items() if v is not None]
     flags = dict(title_min_chars=title_min_chars, title_max_chars=title_max_chars,
                  passage_min_chars=passage_min_chars, passage_max_chars=passage_max_chars,
                  min_cjk_ratio=min_cjk_ratio, t2s=t2s, dedup_passage=dedup_passage, rebalance=rebalance,
-                 extra_blocklists=list(blocklist) if blocklist else None)
-    config = build_config(ExtractConfig, load_yaml_config(config_file), flags)
-    manifest = run_extract(specs, out_dir, config, ShardOptions(num_shards, target_shard_rows, row_group_size),
-                           beam_args=beam_args, workers=workers)
+                 extra_blocklists=list(blocklist) if blocklist else None, sources=sources or None,
+                 adapter_options=adapter_options or None, plugins=list(plugin) if plugin else None,
+                 workers=workers, num_shards=num_shards, target_shard_rows=target_shard_rows,
+                 row_group_size=row_group_size)
+    manifest = run_stage(STAGES["extract"], [], out_dir, stage_options(config_file, flags), beam_args, overwrite)
     print_manifest_summary(manifest)
 
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from cmtp.schemas.errors import CmtpError
-
 from ..console import out
 from .common import (
     BEAM_ARGS_HELP,
     OVERWRITE_HELP,
-    build_config,
-    load_yaml_config,
-    refuse_existing_output,
     split_beam_args,
+    stage_options,
 )
 
 HELP = f"""Mine hard negatives for each query and write training-example shards for the trainer.
@@ -41,14 +37,6 @@ Examples:
 
 {BEAM_ARGS_HELP}
 """
-
-
-def _range(text: str) -> tuple[int, int]:
-    try:
-        start, end = (int(x) for x in text.split("-"))
-    except ValueError as exc:
-        raise CmtpError(f"--range must be START-END, e.g. 10-210, not {text!r}") from exc
-    return start, end
 
 
 def mine(
@@ -91,27 +79,17 @@ def mine(
                                      help="one model per machine for all workers (for one GPU; default off)"),
 ) -> None:
     """Defaults live in MineConfig alone: a flag left out keeps the config file's value, else MineConfig's."""
-    from ..mine.config import MineConfig
-    from ..mine.run import run_mine
+    from ..stages import STAGES, run_stage
 
     inputs, beam_args = split_beam_args(inputs or [], ctx.args)
-    refuse_existing_output(out_dir, ["examples", "dead_letters"], overwrite)
-    if len(inputs) > 1:
-        raise CmtpError(f"give at most one INPUT, got {len(inputs)}")
-    values = load_yaml_config(config_file)
-    if "range" in values:
-        values["range_start"], values["range_end"] = _range(str(values.pop("range")))
     flags = dict(model=model, query_instruction=query_instruction, passage_prompt=passage_prompt,
                  train_instruction=train_instruction, negatives=negatives, seed=seed, max_neg_ratio=max_neg_ratio,
                  near_dup_jaccard=near_dup_jaccard, pad_random=pad_random, flat_max=flat_max, ivf_pq=ivf_pq,
                  rerank=rerank, pq_bytes=pq_bytes, nprobe=nprobe, target_recall=target_recall, batch_size=batch_size,
                  max_seq_length=max_seq_length, rows_per_group=rows_per_group, num_shards=num_shards,
                  allow_network=allow_network, workers=workers, search_partitions=search_partitions,
-                 share_model=share_model, labeled=list(labeled) if labeled else None, pool=pool)
-    if rank_range is not None:
-        flags["range_start"], flags["range_end"] = _range(rank_range)
-    config = build_config(MineConfig, values, flags)
-    manifest = run_mine(inputs[0] if inputs else None, out_dir, config, beam_args)
+                 share_model=share_model, labeled=list(labeled) if labeled else None, pool=pool, range=rank_range)
+    manifest = run_stage(STAGES["mine"], inputs, out_dir, stage_options(config_file, flags), beam_args, overwrite)
     e = manifest.extra
     table = Table(title=f"mine: {manifest.count_out} examples from {manifest.count_in} inputs; pool {e['pool_size']}")
     table.add_column("what")

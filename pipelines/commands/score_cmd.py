@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import typer
 
-from cmtp.schemas.errors import CmtpError
-from cmtp.transforms.score.config import ScoreConfig
-
 from .common import (
     BEAM_ARGS_HELP,
     OVERWRITE_HELP,
     NumShards,
     RowGroupSize,
     TargetShardRows,
-    build_config,
-    load_yaml_config,
-    refuse_existing_output,
+    Workers,
     split_beam_args,
+    stage_options,
 )
 from .extract_cmd import print_manifest_summary
 
@@ -64,30 +60,20 @@ def score(
                                      help="one model per machine for all workers (default on)"),
     allow_network: bool = typer.Option(None, "--allow-network/--offline", help="may fetch a hub model"),
     num_shards: NumShards = None,
-    target_shard_rows: TargetShardRows = 100_000,
-    row_group_size: RowGroupSize = 8192,
-    workers: int = typer.Option(1, help="local worker processes (the model uses all cores itself)"),
+    target_shard_rows: TargetShardRows = None,
+    row_group_size: RowGroupSize = None,
+    workers: Workers = None,
     rethreshold: float = typer.Option(None, help="INPUT is a score output: re-cut its stored scores at this "
                                                  "threshold into --out (no model, no re-scoring)"),
     target_keep_rate: float = typer.Option(None, help="score, then cut where this share (0-1) of pairs is kept"),
 ) -> None:
-    from ..extract import ShardOptions
-    from ..score import run_rethreshold, run_score
+    from ..stages import STAGES, run_stage
 
     inputs, beam_args = split_beam_args(inputs, ctx.args)
-    refuse_existing_output(out_dir, ["kept", "rejected", "dead_letters"], overwrite)
-    if len(inputs) != 1:
-        raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
-    shards = ShardOptions(num_shards, target_shard_rows, row_group_size)
-    if rethreshold is not None:
-        if target_keep_rate is not None:
-            raise CmtpError("give --rethreshold or --target-keep-rate, not both")
-        print_manifest_summary(run_rethreshold(inputs[0], out_dir, rethreshold, shards, beam_args, workers))
-        return
     flags = dict(model=model, threshold=threshold, batch_size=batch_size, max_seq_length=max_seq_length,
                  query_prompt=query_prompt, passage_prompt=passage_prompt, device=device, share_model=share_model,
-                 allow_network=allow_network)
-    config = build_config(ScoreConfig, load_yaml_config(config_file), flags)
-    manifest = run_score(inputs[0], out_dir, config, shards, beam_args=beam_args, workers=workers,
-                         target_keep_rate=target_keep_rate)
+                 allow_network=allow_network, workers=workers, num_shards=num_shards,
+                 target_shard_rows=target_shard_rows, row_group_size=row_group_size, rethreshold=rethreshold,
+                 target_keep_rate=target_keep_rate)
+    manifest = run_stage(STAGES["score"], inputs, out_dir, stage_options(config_file, flags), beam_args, overwrite)
     print_manifest_summary(manifest)

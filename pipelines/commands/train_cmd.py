@@ -8,7 +8,7 @@ import typer
 from cmtp.schemas.errors import CmtpError
 
 from ..console import out
-from .common import load_yaml_config
+from .common import stage_options
 
 HELP = """Train an embedding model on Parquet shards streamed from any fsspec path: plain texts (extract's pretrain/)
 for stage 1 (retromae), pairs (score's kept/) for stage 2 (contrastive), training examples (mine's examples/)
@@ -30,24 +30,14 @@ Examples:
 """
 
 
-def _data(specs: list[str]) -> list[dict]:
-    out = []
-    for i, spec in enumerate(specs):
-        name, _, rest = spec.rpartition("=") if "=" in spec.split("://")[0] else ("", "", spec)
-        path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
-        try:
-            out.append({"name": name or f"data{i}", "paths": [path], "weight": float(weight)})
-        except ValueError as exc:
-            raise CmtpError(f"bad --data {spec!r}: use NAME=PATH@WEIGHT") from exc
-    return out
-
-
 def train(
     stage: str = typer.Option(None, help="retromae (stage 1), contrastive (stage 2) or finetune (stage 3)"),
     model: str = typer.Option(None, help="model to start from (default builtin:me5-small)"),
     data: list[str] = typer.Option(None, "--data", help="PATH | NAME=PATH | NAME=PATH@WEIGHT, repeatable"),
     out_dir: str = typer.Option(None, "--out", "-o", help="output directory (checkpoints, tensorboard, model)"),
     config_file: str = typer.Option(None, "--config", help="YAML file with any of these options"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished run in --out (a run that did "
+                                   "not finish resumes from its checkpoints without it)"),
     max_steps: int = typer.Option(None, help="optimiser steps (default 1000)"),
     epochs: float = typer.Option(None, help="passes over the data; steps from the Parquet row counts (replaces "
                                            "--max-steps)"),
@@ -90,12 +80,9 @@ def train(
     whole_word_masking: bool = typer.Option(None, "--whole-word-masking/--per-token-masking",
                                             help="retromae: mask jieba words whole (default) or single tokens"),
 ) -> None:
-    from cmtp.trainer.config import TrainConfig
-    from cmtp.trainer.loop import train as run_train
+    from ..stages import STAGES, run_stage
 
-    values = load_yaml_config(config_file)
-    flags = dict(stage=stage, model=model, output_dir=out_dir, max_steps=max_steps, epochs=epochs,
-                 batch_size=batch_size,
+    flags = dict(stage=stage, model=model, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
                  learning_rate=learning_rate, temperature=temperature, train_group_size=group_size,
                  cross_device=cross_device, gradcache_chunk=gradcache_chunk, pooling=pooling,
                  query_prompt=query_prompt, passage_prompt=passage_prompt, distill_weight=distill_weight,
@@ -105,14 +92,13 @@ def train(
                  same_source_batches=same_source_batches, logging_steps=logging_steps, allow_network=allow_network,
                  seed=seed, workers=workers, resume=resume, eval_holdout=eval_holdout, eval_steps=eval_steps,
                  eval_max_per_task=eval_max_per_task, keep_best=keep_best, encoder_mask_ratio=encoder_mask_ratio,
-                 decoder_mask_ratio=decoder_mask_ratio, whole_word_masking=whole_word_masking)
-    values.update({k: v for k, v in flags.items() if v is not None})
-    if data:
-        values["data"] = _data(list(data))
-    if eval_tasks:
-        values["eval"] = list(eval_tasks)
-    config = TrainConfig.from_mapping(values)
-    summary = run_train(config)
+                 decoder_mask_ratio=decoder_mask_ratio, whole_word_masking=whole_word_masking,
+                 data=list(data) if data else None, eval=list(eval_tasks) if eval_tasks else None)
+    options = stage_options(config_file, flags)
+    out_dir = out_dir or options.pop("output_dir", None)
+    if not out_dir:
+        raise CmtpError("give --out DIR (or output_dir: in the config file)")
+    summary = run_stage(STAGES["train"], [], out_dir, options, overwrite=overwrite).extra
     n = summary["loss_window"]
     if not n:
         out.print(f"nothing to train: {summary['steps']} steps were already done; model saved to {summary['model']}")
