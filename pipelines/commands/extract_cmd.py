@@ -43,7 +43,8 @@ Examples:
 
 def extract(
     ctx: typer.Context,
-    sources: list[str] = typer.Argument(..., help="ADAPTER=GLOB or NAME:ADAPTER=GLOB, one or more"),
+    sources: list[str] = typer.Argument(None, help="ADAPTER=GLOB or NAME:ADAPTER=GLOB, one or more (or sources: "
+                                        "in the --config file)"),
     out_dir: str = typer.Option(..., "--out", "-o", help="output directory (local, gs://, s3://)"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     config_file: str = typer.Option(None, "--config", help="YAML file of extract options (see cmtp docs)"),
@@ -71,7 +72,7 @@ def extract(
 ) -> None:
     from ..stages import STAGES, run_stage
 
-    sources, beam_args = split_beam_args(sources, ctx.args)
+    sources, beam_args = split_beam_args(sources or [], ctx.args)
     generic = {"title_field": title_field, "passage_field": passage_field, "meta_fields": meta_fields}
     adapter_options = list(adapter_option or []) + [f"{k}={v}" for k, v in generic.items() if v is not None]
     flags = dict(title_min_chars=title_min_chars, title_max_chars=title_max_chars,

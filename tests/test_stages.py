@@ -1,0 +1,144 @@
+"""The stage contract (pipelines/stages.py): one runner for every stage. A stage's options mapping becomes its
+config the same way everywhere; output is committed only when the stage succeeded; an existing output needs
+overwrite; the manifest must reconcile. Plus: every stage command takes --config, training included."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cmtp.pipelines.app import app
+from cmtp.pipelines.stages import STAGES, Stage, prepare, run_stage
+from cmtp.schemas import TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
+
+
+@dataclass
+class FakeConfig:
+    rows: int = 3
+    dropped: int = 0
+
+    def __post_init__(self):
+        if self.rows < 0:
+            raise CmtpError("rows must be >= 0")
+
+
+class Boom(Exception):
+    pass
+
+
+def fake_run(inputs, out, config, beam_args, *, fail=False, lie=False):
+    """Writes ``rows/part.txt`` and a manifest (that does not reconcile with ``lie``), then fails if asked."""
+    (Path(out) / "rows").mkdir(parents=True)
+    (Path(out) / "rows" / "part.txt").write_text(str(config.rows))
+    manifest = Manifest(stage="fake", config={"rows": config.rows}, outputs={"rows": {"path": f"{out}/rows"}},
+                        count_in=config.rows + config.dropped + (1 if lie else 0), count_out=config.rows,
+                        dropped={"too_short": config.dropped} if config.dropped else {})
+    manifest.write(out)
+    if fail:
+        raise Boom("killed mid-stage")
+    return manifest
+
+
+FAKE = Stage("fake", lambda: FakeConfig, ("rows", "extra"), fake_run, runner_options=("fail", "lie"), inputs="none")
+
+
+def test_a_successful_stage_is_committed_with_its_final_paths(tmp_path):
+    out = tmp_path / "out"
+    manifest = run_stage(FAKE, [], str(out), {"rows": 5, "dropped": 2})
+    assert (out / "rows" / "part.txt").read_text() == "5" and not (tmp_path / ".out.tmp").exists()
+    assert manifest.count_out == 5 and manifest.outputs["rows"]["path"] == f"{out}/rows"
+    assert ".tmp" not in (out / "manifest.json").read_text()
+
+
+def test_a_failed_stage_leaves_the_previous_output_and_no_temporary_folder(tmp_path):
+    out = tmp_path / "out"
+    run_stage(FAKE, [], str(out), {"rows": 5})
+    with pytest.raises(Boom):
+        run_stage(FAKE, [], str(out), {"rows": 9, "fail": True}, overwrite=True)
+    assert (out / "rows" / "part.txt").read_text() == "5" and Manifest.read(str(out)).count_out == 5
+    assert not (tmp_path / ".out.tmp").exists()
+
+
+def test_existing_output_needs_overwrite_and_stale_outputs_go(tmp_path):
+    out = tmp_path / "out"
+    run_stage(FAKE, [], str(out), {})
+    (out / "extra").mkdir()  # an output the next run does not write must not survive it
+    (out / "notes.txt").write_text("mine")  # a file that is not the stage's is left alone
+    with pytest.raises(CmtpError, match="already holds a stage output.*--overwrite"):
+        run_stage(FAKE, [], str(out), {})
+    run_stage(FAKE, [], str(out), {"rows": 1}, overwrite=True)
+    assert not (out / "extra").exists() and (out / "notes.txt").read_text() == "mine"
+    assert (out / "rows" / "part.txt").read_text() == "1"
+
+
+def test_options_are_checked_and_manifests_must_reconcile(tmp_path):
+    with pytest.raises(CmtpError, match="unknown fake option.*colour.*known: dropped, fail, lie, rows"):
+        prepare(FAKE, {"colour": "red"})
+    with pytest.raises(CmtpError, match="rows must be >= 0"):
+        prepare(FAKE, {"rows": -1})
+    config, extras = prepare(FAKE, {"rows": 2, "fail": False})
+    assert config == FakeConfig(rows=2) and extras == {"fail": False}
+    with pytest.raises(CmtpError, match="in=4.*out=3|does not reconcile|!="):
+        run_stage(FAKE, [], str(tmp_path / "liar"), {"lie": True})
+
+
+def test_every_stage_declares_its_config_and_outputs():
+    assert set(STAGES) == {"extract", "dedup", "score", "mine", "train", "eval"}
+    for stage in STAGES.values():
+        assert stage.outputs and callable(stage.run)
+        prepare(stage, {} if stage.kind != "train" else {"data": ["some/path"]})  # defaults alone are valid
+
+
+def test_mine_range_and_train_data_strings_are_read_the_same_from_yaml_and_flags():
+    mine, _ = prepare(STAGES["mine"], {"range": "5-50"})
+    assert (mine.range_start, mine.range_end) == (5, 50)
+    train, _ = prepare(STAGES["train"], {"data": ["a/b", "qa=gs://x/y@0.5", {"name": "n", "paths": ["p"]}]})
+    assert [(d.name, d.paths, d.weight) for d in train.data] == [("data0", ["a/b"], 1.0), ("qa", ["gs://x/y"], 0.5),
+                                                                 ("n", ["p"], 1.0)]
+
+
+def test_every_stage_command_reads_its_options_from_config(tmp_path, tiny_model_path):
+    """extract, dedup, score and train from a --config file each (mine: test_mine); runner options (workers,
+    shard sizes, sources) live in the same file as the config fields; a finished training run is refused."""
+    raw = Path(__file__).parent / "data" / "raw"
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, (result.output, result.exception)
+
+    def config_file(name, values):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(values, allow_unicode=True), encoding="utf-8")
+        return path
+
+    run("extract", "--out", tmp_path / "extract", "--config", config_file("extract", {
+        "sources": [f"lcsts={raw}/lcsts/*.tsv"], "title_min_chars": 6, "workers": 1, "row_group_size": 7}))
+    m = Manifest.read(str(tmp_path / "extract"))
+    assert m.config["title_min_chars"] == 6 and m.config["workers"] == 1 and m.config["shards"]["row_group_size"] == 7
+    run("dedup", tmp_path / "extract", "--out", tmp_path / "dedup", "--config",
+        config_file("dedup", {"threshold": 0.7, "workers": 1}))
+    assert Manifest.read(str(tmp_path / "dedup")).config["threshold"] == 0.7
+    run("score", tmp_path / "dedup", "--out", tmp_path / "score", "--config",
+        config_file("score", {"model": str(tiny_model_path), "threshold": 0.5, "num_shards": 2}))
+    m = Manifest.read(str(tmp_path / "score"))
+    assert m.config["threshold"] == 0.5 and m.outputs["kept"]["files"] + m.outputs["rejected"]["files"] >= 2
+
+    rows = [{"example_id": f"e{i}", "query": f"问题{i}", "pos": [f"第{i}个答案在这里"], "neg": [], "instruction": None,
+             "source": "s", "task": "pair", "pos_scores": [], "neg_scores": [], "neg_kinds": []} for i in range(16)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(rows_to_table(rows, TRAINING_EXAMPLE), tmp_path / "data" / "part-0.parquet")
+    train = config_file("train", {"stage": "contrastive", "model": str(tiny_model_path), "max_steps": 2,
+                                  "data": [str(tmp_path / "data")], "batch_size": 4, "save_steps": 0,
+                                  "output_dir": str(tmp_path / "t")})
+    run("train", "--config", train)
+    m = Manifest.read(str(tmp_path / "t"))
+    assert m.stage == "train" and m.count_out == 8 and m.extra["steps"] == 2 and m.check()
+    refused = runner.invoke(app, ["train", "--config", str(train)])
+    assert isinstance(refused.exception, CmtpError) and "--overwrite" in str(refused.exception)
+    run("train", "--config", train, "--max-steps", "3", "--overwrite")
+    assert json.loads((tmp_path / "t" / "manifest.json").read_text())["extra"]["steps"] == 3
