@@ -285,6 +285,12 @@ def _eval_config():
 
 
 def _eval_options(values: dict) -> dict:
+    """No progress bars unless asked (a build prints its own lines); ``instruction: bge`` is BGE's Chinese
+    retrieval instruction."""
+    if values.get("instruction") == "bge":
+        from cmtp.trainer.evaluation.runner import BGE_ZH_INSTRUCTION
+
+        values["instruction"] = BGE_ZH_INSTRUCTION
     return {"progress": False, **values}
 
 

@@ -172,3 +172,20 @@ def test_cli_table_json_markdown_and_compare(suite, model, tmp_path):
 def test_the_bundled_dev_suite_loads():
     tasks = load_tasks([str(Path(__file__).resolve().parents[1] / "examples" / "eval")], max_per_task=20)
     assert {t.type for t in tasks} == {"sts", "retrieval", "reranking"} and all(t.size() == 20 for t in tasks)
+
+
+def test_eval_reads_its_options_from_a_config_file(suite, model, tmp_path):
+    import yaml
+
+    model_dir = tmp_path / "model"
+    model.save(str(model_dir))
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump({"tasks": [str(suite / "sts")], "max_per_task": 5,
+                                                        "batch_size": 2, "instruction": "bge"}), encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", str(model_dir), "--config", str(tmp_path / "eval.yaml"), "--quiet",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    tasks = json.loads(result.output)["results"]["tasks"]
+    assert [(t["name"], t["size"]) for t in tasks] == [("sts", 5)]
+    (tmp_path / "bad.yaml").write_text("suite: dev\ncolour: red\n", encoding="utf-8")
+    bad = CliRunner().invoke(app, ["eval", str(model_dir), "--config", str(tmp_path / "bad.yaml")])
+    assert "unknown eval option(s): colour" in str(bad.exception)

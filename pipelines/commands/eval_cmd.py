@@ -12,6 +12,7 @@ from rich.table import Table
 from cmtp.schemas.errors import CmtpError
 
 from ..console import err, out
+from .common import stage_options
 
 HELP = """Evaluate an embedding model on STS, pair-classification, retrieval, reranking, classification and
 clustering tasks read from local files (C-MTEB conventions: cosine Spearman, AP, nDCG@10, MAP, accuracy,
@@ -73,29 +74,34 @@ def eval_model(
     compare_with: str = typer.Option(None, "--compare", help="a second model, evaluated on the same tasks"),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or markdown"),
     output: str = typer.Option(None, help="also write the full JSON results here"),
-    batch_size: int = typer.Option(64, help="texts per forward pass"),
+    config_file: str = typer.Option(None, "--config", help="YAML file of these options (EvalOptions fields, tasks, "
+                                    "suite, compare, max_per_task); flags override it"),
+    batch_size: int = typer.Option(None, help="texts per forward pass (default 64)"),
     max_per_task: int = typer.Option(None, help="seeded subsample: at most N rows / queries per task"),
     max_seq_length: int = typer.Option(None, help="tokens per text (default: the model's limit)"),
     query_prompt: str = typer.Option(None, help="prefix for queries and symmetric tasks (default: the model's)"),
     passage_prompt: str = typer.Option(None, help="prefix for passages (default: the model's)"),
     instruction: str = typer.Option(None, help="instruction for retrieval/reranking queries; 'bge' = "
                                     "为这个句子生成表示以用于检索相关文章："),
-    seed: int = typer.Option(0, help="seed of subsamples, classifiers and k-means"),
+    seed: int = typer.Option(None, help="seed of subsamples, classifiers and k-means (default 0)"),
     device: str = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)"),
-    allow_network: bool = typer.Option(False, "--allow-network", help="may fetch a hub model"),
+    allow_network: bool = typer.Option(None, "--allow-network", help="may fetch a hub model"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    from cmtp.trainer.evaluation import EvalOptions, evaluate_with_baseline, load_tasks
-    from cmtp.trainer.evaluation.runner import BGE_ZH_INSTRUCTION
+    from cmtp.trainer.evaluation import evaluate_with_baseline, load_tasks
 
-    paths = list(tasks or []) + ([f"suite:{suite}"] if suite else [])
+    from ..stages import STAGES, prepare
+
+    flags = dict(tasks=list(tasks) if tasks else None, suite=suite, compare=compare_with, max_per_task=max_per_task,
+                 batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
+                 passage_prompt=passage_prompt, instruction=instruction, seed=seed, device=device,
+                 allow_network=allow_network, progress=not quiet)
+    options, extras = prepare(STAGES["eval"], stage_options(config_file, flags))  # the build's eval stage's rule
+    paths = list(extras.get("tasks") or []) + ([f"suite:{extras['suite']}"] if extras.get("suite") else [])
     if not paths:
         raise CmtpError("give --tasks PATH or --suite NAME")
-    loaded = load_tasks(paths, max_per_task, seed)
-    options = EvalOptions(batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
-                          passage_prompt=passage_prompt, seed=seed, device=device, progress=not quiet,
-                          allow_network=allow_network,
-                          instruction=BGE_ZH_INSTRUCTION if instruction == "bge" else (instruction or False))
+    compare_with, max_per_task = extras.get("compare"), extras.get("max_per_task")
+    loaded = load_tasks(paths, max_per_task, options.seed)
     for task in loaded:
         if task.skipped_rows:
             err.print(f"{task.name}: {task.skipped_rows} rows without a usable label skipped")
