@@ -112,12 +112,13 @@ def run_stage(stage: Stage, inputs: list[str], out: str, options: dict[str, Any]
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
             result = stage.run(inputs, str(tmp), config, beam_args, **extras)
+            if isinstance(result, Manifest):
+                result.check()  # an output whose counts do not reconcile is never committed
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _commit(stage, tmp, final)
-        if isinstance(result, Manifest):
-            result = Manifest.read(str(final))
+        return Manifest.read(str(final)) if isinstance(result, Manifest) else result
     if isinstance(result, Manifest):
         result.check()
     return result

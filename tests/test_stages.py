@@ -84,6 +84,7 @@ def test_options_are_checked_and_manifests_must_reconcile(tmp_path):
     assert config == FakeConfig(rows=2) and extras == {"fail": False}
     with pytest.raises(CmtpError, match="in=4.*out=3|does not reconcile|!="):
         run_stage(FAKE, [], str(tmp_path / "liar"), {"lie": True})
+    assert not (tmp_path / "liar").exists() and not (tmp_path / ".liar.tmp").exists()
 
 
 def test_every_stage_declares_its_config_and_outputs():
