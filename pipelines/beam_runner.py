@@ -39,6 +39,22 @@ def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.
         raise CmtpError(f"cannot create the Beam pipeline: {exc}") from exc
 
 
+def failure(what: str, exc: Exception) -> CmtpError:
+    """One error line for a pipeline that raised: Beam's exceptions carry worker tracebacks over many lines."""
+    first = (str(exc).strip().splitlines() or [""])[0][:400]
+    return CmtpError(f"{what} failed ({type(exc).__name__}: {first})")
+
+
+def run_to_completion(pipeline: beam.Pipeline, what: str) -> None:
+    """Run ``pipeline`` and wait for it; any failure becomes one ``CmtpError`` naming ``what``."""
+    try:
+        pipeline.run().wait_until_finish()
+    except CmtpError:
+        raise
+    except Exception as exc:
+        raise failure(what, exc) from exc
+
+
 def join_ends(*branches) -> None:
     """Make one last transform depend on every branch (the shard writes, the outcome counts).
 

@@ -11,6 +11,8 @@ from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.outcomes import OUTCOMES_FILE, read_json
 from cmtp.transforms.common.parquet_shards import clear_shards
 
+from .beam_runner import failure
+
 
 def match_files(pattern: str) -> list[str]:
     """Files a path or glob matches, sorted; a clear error when none does."""
@@ -65,5 +67,4 @@ def removed_on_failure(out: str, subdirs: list[str]):
             FileSystems.delete(existing)
         if isinstance(exc, CmtpError) or not isinstance(exc, Exception):
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:400]
-        raise CmtpError(f"the pipeline failed ({type(exc).__name__}: {first}); nothing was left in {out}") from exc
+        raise CmtpError(f"{failure('the pipeline', exc)}; nothing was left in {out}") from exc

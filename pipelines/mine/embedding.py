@@ -17,7 +17,7 @@ import apache_beam as beam
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.embedding.blocks import EmbedderSpec, EmbedTextBlocks, TextBlock, blocks_of
 
-from ..beam_runner import is_local, make_pipeline
+from ..beam_runner import is_local, make_pipeline, run_to_completion
 from .config import MineConfig
 
 
@@ -40,13 +40,7 @@ def embed_blocks(blocks: list[TextBlock], spec: EmbedderSpec, config: MineConfig
     _ = (pipeline
          | "Blocks" >> beam.Create(blocks, reshuffle=False)
          | "Embed" >> EmbedTextBlocks(spec, config.share_model))
-    try:
-        pipeline.run().wait_until_finish()
-    except CmtpError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:400]
-        raise CmtpError(f"the embedding pipeline failed ({type(exc).__name__}: {first})") from exc
+    run_to_completion(pipeline, "the embedding pipeline")
     folders = sorted({block.out_dir for block in blocks})
     errors = sorted(e for folder in folders for e in Path(folder).glob("emb-*.error"))
     if errors:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from cmtp.schemas import TRAINING_EXAMPLE, CmtpError, rows_to_table
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 
-from ..beam_runner import is_local, make_pipeline
+from ..beam_runner import is_local, make_pipeline, run_to_completion
 from .config import MineConfig
 from .embed import PoolStore, VectorShards
 from .index import load_search, save_search
@@ -99,11 +99,7 @@ def search_partitions(partitions: list[list[int]], work: Path, config: MineConfi
          | "Partitions" >> beam.Create(list(enumerate(partitions)), reshuffle=False)
          | "Spread" >> beam.Reshuffle()
          | "Search" >> beam.ParDo(_SearchPartitionFn(str(work), config, spec)))
-    try:
-        pipeline.run().wait_until_finish()
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:400]
-        raise CmtpError(f"the search pipeline failed ({type(exc).__name__}: {first})") from exc
+    run_to_completion(pipeline, "the search pipeline")
     seconds = time.perf_counter() - started
     for number in range(len(partitions)):
         rows_path = work / "rows" / f"part-{number:05d}.parquet"
