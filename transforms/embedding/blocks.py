@@ -34,11 +34,14 @@ class EmbedderSpec:
     device: str | None = None
     allow_network: bool = False
     threads: int | None = None  # torch threads per worker (None: torch's default, every core)
+    fp16: bool = True  # half precision on cuda (never on cpu)
 
 
 class TextEmbedder:
-    """A loaded model with its prompts resolved where the model lives (a shared model is reached through a
-    proxy that forwards method calls only, as in ``PairScorer``)."""
+    """A loaded model with its prompts resolved where the model lives. With RunInference's model sharing a
+    handler holds only a proxy to this object, in another process: attributes such as the model's ``prompts``
+    read as ``None`` through it (scores once silently lost the e5 prompts that way), while method calls are
+    forwarded, so everything that needs the model happens inside the methods (``embed``, ``PairScorer.score``)."""
 
     def __init__(self, spec: EmbedderSpec):
         from .encode import load_embedding_model, resolve_prompts
@@ -48,8 +51,8 @@ class TextEmbedder:
 
             torch.set_num_threads(spec.threads)
         self.spec = spec
-        self.model = load_embedding_model(spec.model, spec.device, spec.max_seq_length,
-                                          allow_network=spec.allow_network)
+        self.model = load_embedding_model(spec.model, spec.device, spec.max_seq_length, spec.fp16,
+                                          spec.allow_network)
         self.prompts = dict(zip(("query", "passage"),
                                 resolve_prompts(self.model, spec.query_prompt, spec.passage_prompt), strict=True))
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from cmtp.transforms import embedding
 from cmtp.transforms.embedding import encode
+from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 
 from .config import ScoreConfig
 
@@ -33,21 +34,16 @@ def score_pairs(model, titles: list[str], passages: list[str], config: ScoreConf
     return np.einsum("ij,ij->i", q, p).astype(np.float32)
 
 
-class PairScorer:
-    """The scoring model with its prompts, resolved where the model lives.
-
-    With RunInference's model sharing the handler only holds a proxy to this object (in another process);
-    attributes of the model such as ``prompts`` are not visible through the proxy (reading them gave ``None``, so
-    scores silently lost the e5 prompts), while method calls are forwarded. So everything that needs the model
-    happens inside :meth:`score`."""
+class PairScorer(TextEmbedder):
+    """The scoring model with its prompts, resolved where the model lives (see :class:`TextEmbedder`)."""
 
     def __init__(self, config: ScoreConfig):
+        super().__init__(EmbedderSpec(config.model, config.query_prompt, config.passage_prompt, config.batch_size,
+                                      config.max_seq_length, config.device, config.allow_network, fp16=config.fp16))
         self.config = config
-        self.model = load_scoring_model(config)
-        self.prompts = resolve_prompts(self.model, config)
 
     def score(self, titles: list[str], passages: list[str]) -> np.ndarray:
-        return score_pairs(self.model, titles, passages, self.config, self.prompts)
+        return score_pairs(self.model, titles, passages, self.config, (self.prompts["query"], self.prompts["passage"]))
 
 
 def is_kept(score: float, threshold: float) -> bool:
