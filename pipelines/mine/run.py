@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.ids import shard_of
-from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
+from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder, spec_prompts
 
 from .config import MineConfig
 from .embed import PoolStore, VectorShards
@@ -130,8 +130,8 @@ class _Mined:
     search_seconds: float
 
 
-def _embed_and_search(examples: list[Example], config: MineConfig, spec: EmbedderSpec, embedder: TextEmbedder,
-                      work: Path, out_dir: Path, beam_args: list[str] | None) -> _Mined:
+def _embed_and_search(examples: list[Example], config: MineConfig, spec: EmbedderSpec, work: Path, out_dir: Path,
+                      beam_args: list[str] | None) -> _Mined:
     """Pool and queries embedded on Beam workers, the index built and tuned here, the queries searched in one
     or more partitions, the rows written to the output shards in example order."""
     store = PoolStore(work / "pool")
@@ -144,7 +144,8 @@ def _embed_and_search(examples: list[Example], config: MineConfig, spec: Embedde
     queries.attach_shards()
 
     k = min(config.range_end, pool_size)
-    miner = Miner(config, lambda: embedder, store, same_query_positives(examples))
+    # the model is loaded here only for positives or labeled negatives that a separate --pool does not hold
+    miner = Miner(config, lambda: TextEmbedder(replace(spec, threads=None)), store, same_query_positives(examples))
     miner.prepare_search(np.asarray(queries.shard(0), dtype=np.float32), k)
     writers = _ShardWriters(out_dir / "examples", config.num_shards, config.rows_per_group)
     partitions = partition_blocks(len(queries.shards), config.search_partitions)
@@ -174,13 +175,12 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
     examples, dead = _read_examples(input_path, config)
     model_name = config.model or _default_model(input_path)
     spec = embedder_spec(config, model_name, config.workers)
-    embedder = TextEmbedder(replace(spec, threads=None))  # the prompts for the manifest, missing positives
 
     try:
-        mined = _embed_and_search(examples, config, spec, embedder, work, out_dir, beam_args)
+        mined = _embed_and_search(examples, config, spec, work, out_dir, beam_args)
     finally:  # a failed run leaves no work folder (and no examples: the manifest is written last)
         shutil.rmtree(work, ignore_errors=True)
-    tally = mined.tally
+    tally, prompts = mined.tally, spec_prompts(spec)
     if dead:
         (out_dir / "dead_letters").mkdir(parents=True, exist_ok=True)
         pq.write_table(rows_to_table(dead, DEAD_LETTER), out_dir / "dead_letters" / "part-00000-of-00001.parquet")
@@ -196,7 +196,7 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
         dropped=dict(Counter(d["reason"] for d in dead)), per_source=_per_source(examples, dead),
         extra={
             "pool_size": mined.pool_size, "index": mined.index, "k": mined.k,
-            "query_prompt": embedder.prompts["query"], "passage_prompt": embedder.prompts["passage"],
+            "query_prompt": prompts["query"], "passage_prompt": prompts["passage"],
             "score_baseline": round(mined.baseline, 6),
             "guards_removed": {name: tally.guards[name] for name in GUARDS},
             "rows_short_of_negatives": tally.short_rows, "missing_negatives": tally.missing,

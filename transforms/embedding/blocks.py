@@ -37,14 +37,24 @@ class EmbedderSpec:
     fp16: bool = True  # half precision on cuda (never on cpu)
 
 
+def spec_prompts(spec: EmbedderSpec) -> dict[str, str]:
+    """{"query": ..., "passage": ...}: the spec's prompts, else the ones the model was saved with (read from its
+    folder, so a process that only needs the prompts does not load the model)."""
+    from .encode import choose_prompts
+    from .registry import saved_prompts
+
+    chosen = choose_prompts(saved_prompts(spec.model, spec.allow_network), spec.query_prompt, spec.passage_prompt)
+    return dict(zip(("query", "passage"), chosen, strict=True))
+
+
 class TextEmbedder:
-    """A loaded model with its prompts resolved where the model lives. With RunInference's model sharing a
+    """A loaded model with its prompts (:func:`spec_prompts`). With RunInference's model sharing a
     handler holds only a proxy to this object, in another process: attributes such as the model's ``prompts``
     read as ``None`` through it (scores once silently lost the e5 prompts that way), while method calls are
     forwarded, so everything that needs the model happens inside the methods (``embed``, ``PairScorer.score``)."""
 
     def __init__(self, spec: EmbedderSpec):
-        from .encode import load_embedding_model, resolve_prompts
+        from .encode import load_embedding_model
 
         if spec.threads:
             import torch
@@ -53,8 +63,7 @@ class TextEmbedder:
         self.spec = spec
         self.model = load_embedding_model(spec.model, spec.device, spec.max_seq_length, spec.fp16,
                                           spec.allow_network)
-        self.prompts = dict(zip(("query", "passage"),
-                                resolve_prompts(self.model, spec.query_prompt, spec.passage_prompt), strict=True))
+        self.prompts = spec_prompts(spec)
 
     def embed(self, texts: list[str], kind: str) -> np.ndarray:
         """Normalised float32 vectors of ``texts`` as ``kind`` ("query" or "passage") with its prompt."""

@@ -155,6 +155,13 @@ def load_sentence_transformer(name: str, device: str | None = None, allow_networ
     )
 
 
+def saved_prompts(name: str, allow_network: bool = False) -> dict[str, str]:
+    """The prompts ``name`` was saved with (``config_sentence_transformers.json``, where sentence-transformers
+    reads them on load), without loading the model."""
+    path = resolve_model(name, allow_network=allow_network).path / "config_sentence_transformers.json"
+    return dict(json.loads(path.read_text(encoding="utf-8")).get("prompts") or {}) if path.exists() else {}
+
+
 def set_max_seq_length(model, tokens: int) -> int:
     """Set ``model.max_seq_length`` to ``tokens``, but never above what the model was saved with (its position
     embeddings end there: longer inputs would fail inside the model). Returns the length set."""

@@ -35,7 +35,7 @@ def score_pairs(model, titles: list[str], passages: list[str], config: ScoreConf
 
 
 class PairScorer(TextEmbedder):
-    """The scoring model with its prompts, resolved where the model lives (see :class:`TextEmbedder`)."""
+    """The scoring model with its prompts; it scores inside its own method (see :class:`TextEmbedder`)."""
 
     def __init__(self, config: ScoreConfig):
         super().__init__(EmbedderSpec(config.model, config.query_prompt, config.passage_prompt, config.batch_size,
