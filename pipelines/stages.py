@@ -42,18 +42,17 @@ class Stage:
 
 def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """(config, runner options) from a stage's options mapping; unknown names are an error naming them."""
-    from .commands.common import build_config
-
     values = stage.normalize(dict(options)) if stage.normalize else dict(options)
     extras = {name: values.pop(name) for name in stage.runner_options if name in values}
     cls = stage.config()
     if stage.make_config:
         return stage.make_config(cls, values), extras
-    known = {f.name for f in fields(cls)} | set(stage.runner_options)
-    unknown = sorted(set(values) - known)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
     if unknown:
-        raise CmtpError(f"unknown {stage.kind} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return build_config(cls, values, {}), extras
+        known = ", ".join(sorted(names | set(stage.runner_options)))
+        raise CmtpError(f"unknown {stage.kind} option(s): {', '.join(unknown)}; known: {known}")
+    return cls(**values), extras
 
 
 def _is_remote(path: str) -> bool:
@@ -61,9 +60,16 @@ def _is_remote(path: str) -> bool:
 
 
 def refuse_existing(stage: Stage, out: str, overwrite: bool) -> None:
-    from .commands.common import refuse_existing_output
+    """An output folder that already holds this stage's output is an error unless ``overwrite``: a re-run must
+    not silently replace data another stage may be reading."""
+    if overwrite:
+        return
+    from apache_beam.io.filesystems import FileSystems
 
-    refuse_existing_output(out, list(stage.outputs), overwrite)
+    existing = [name for name in ["manifest.json", *stage.outputs] if FileSystems.exists(FileSystems.join(out, name))]
+    if existing:
+        raise CmtpError(f"{out} already holds a stage output ({', '.join(existing)}): pass --overwrite to replace "
+                        "it, or choose another --out")
 
 
 def _commit(stage: Stage, tmp: Path, out: Path) -> None:
@@ -231,13 +237,21 @@ def _run_train(inputs, out, config, beam_args):
     return manifest
 
 
+EVAL_RUNNER_OPTIONS = ("model", "compare", "tasks", "suite", "max_per_task")
+
+
+def eval_task_paths(tasks=(), suite: str | None = None) -> list[str]:
+    """The task paths an eval reads: ``tasks`` and the named ``suite``."""
+    return list(tasks or []) + ([f"suite:{suite}"] if suite else [])
+
+
 def _run_eval(inputs, out, config, beam_args, *, model=None, compare=None, tasks=(), suite=None,
               max_per_task=None):
     import json
 
     from cmtp.trainer.evaluation import evaluate_with_baseline, load_tasks
 
-    paths = list(tasks) + ([f"suite:{suite}"] if suite else [])
+    paths = eval_task_paths(tasks, suite)
     if not model or not paths:
         raise CmtpError("an eval stage needs model: and tasks: or suite:")
     loaded = load_tasks(paths, max_per_task, config.seed)
@@ -247,40 +261,11 @@ def _run_eval(inputs, out, config, beam_args, *, model=None, compare=None, tasks
     return None
 
 
-def _extract_config():
-    from cmtp.transforms.extract.config import ExtractConfig
+def _class(module: str, name: str) -> Callable[[], type]:
+    """A config class imported when first needed (training's pulls in torch)."""
+    import importlib
 
-    return ExtractConfig
-
-
-def _dedup_config():
-    from cmtp.transforms.dedup.config import DedupConfig
-
-    return DedupConfig
-
-
-def _score_config():
-    from cmtp.transforms.score.config import ScoreConfig
-
-    return ScoreConfig
-
-
-def _mine_config():
-    from .mine.config import MineConfig
-
-    return MineConfig
-
-
-def _train_config_class():
-    from cmtp.trainer.config import TrainConfig
-
-    return TrainConfig
-
-
-def _eval_config():
-    from cmtp.trainer.evaluation import EvalOptions
-
-    return EvalOptions
+    return lambda: getattr(importlib.import_module(module), name)
 
 
 def _eval_options(values: dict) -> dict:
@@ -294,16 +279,17 @@ def _eval_options(values: dict) -> dict:
 
 
 STAGES: dict[str, Stage] = {
-    "extract": Stage("extract", _extract_config, ("pairs", "pretrain", "dead_letters"), _run_extract,
-                     ("sources", "adapter_options", "plugins", "workers", *SHARDS), inputs="none"),
-    "dedup": Stage("dedup", _dedup_config, ("pairs", "dead_letters"), _run_dedup, ("workers", *SHARDS)),
-    "score": Stage("score", _score_config, ("kept", "rejected", "dead_letters"), _run_score,
-                   ("workers", "target_keep_rate", "rethreshold", *SHARDS)),
-    "mine": Stage("mine", _mine_config, ("examples", "dead_letters"), _run_mine, normalize=_mine_options,
-                  inputs="optional"),
-    "train": Stage("train", _train_config_class, ("model",), _run_train, normalize=_train_options,
-                   make_config=_train_config, in_place=True, inputs="none"),
-    "eval": Stage("eval", _eval_config, ("eval.json",), _run_eval, ("model", "compare", "tasks", "suite",
-                                                                     "max_per_task"), normalize=_eval_options,
-                  inputs="none"),
+    "extract": Stage("extract", _class("cmtp.transforms.extract.config", "ExtractConfig"),
+                     ("pairs", "pretrain", "dead_letters"), _run_extract,
+                     runner_options=("sources", "adapter_options", "plugins", "workers", *SHARDS), inputs="none"),
+    "dedup": Stage("dedup", _class("cmtp.transforms.dedup.config", "DedupConfig"), ("pairs", "dead_letters"),
+                   _run_dedup, runner_options=("workers", *SHARDS)),
+    "score": Stage("score", _class("cmtp.transforms.score.config", "ScoreConfig"), ("kept", "rejected", "dead_letters"),
+                   _run_score, runner_options=("workers", "target_keep_rate", "rethreshold", *SHARDS)),
+    "mine": Stage("mine", _class("cmtp.pipelines.mine.config", "MineConfig"), ("examples", "dead_letters"), _run_mine,
+                  normalize=_mine_options, inputs="optional"),
+    "train": Stage("train", _class("cmtp.trainer.config", "TrainConfig"), ("model",), _run_train,
+                   normalize=_train_options, make_config=_train_config, in_place=True, inputs="none"),
+    "eval": Stage("eval", _class("cmtp.trainer.evaluation", "EvalOptions"), ("eval.json",), _run_eval,
+                  runner_options=EVAL_RUNNER_OPTIONS, normalize=_eval_options, inputs="none"),
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -42,33 +41,7 @@ def load_yaml_config(path: str | None) -> dict[str, Any]:
     return data
 
 
-def build_config(cls, file_values: dict[str, Any], flag_values: dict[str, Any]):
-    """A ``cls`` dataclass from a YAML mapping overridden by the flags the user set (non-None)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(file_values) - names)
-    if unknown:
-        raise CmtpError(f"unknown option(s) in config file: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    values = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise CmtpError(str(exc)) from exc
-
-
 OVERWRITE_HELP = "replace an existing output of this stage (refused otherwise)"
-
-
-def refuse_existing_output(out: str, subdirs: list[str], overwrite: bool) -> None:
-    """A stage's output folder that already holds a stage's output is an error unless ``--overwrite``: a
-    re-run must not silently replace (or half-replace, if it fails) data another stage may be reading."""
-    if overwrite:
-        return
-    from apache_beam.io.filesystems import FileSystems
-
-    existing = [name for name in ["manifest.json", *subdirs] if FileSystems.exists(FileSystems.join(out, name))]
-    if existing:
-        raise CmtpError(f"{out} already holds a stage output ({', '.join(existing)}): pass --overwrite to replace "
-                        "it, or choose another --out")
 
 
 def stage_options(config_file: str | None, flags: dict[str, Any]) -> dict[str, Any]:

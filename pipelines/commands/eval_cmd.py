@@ -90,14 +90,14 @@ def eval_model(
 ) -> None:
     from cmtp.trainer.evaluation import evaluate_with_baseline, load_tasks
 
-    from ..stages import STAGES, prepare
+    from ..stages import STAGES, eval_task_paths, prepare
 
     flags = dict(tasks=list(tasks) if tasks else None, suite=suite, compare=compare_with, max_per_task=max_per_task,
                  batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
                  passage_prompt=passage_prompt, instruction=instruction, seed=seed, device=device,
                  allow_network=allow_network, progress=not quiet)
     options, extras = prepare(STAGES["eval"], stage_options(config_file, flags))  # the build's eval stage's rule
-    paths = list(extras.get("tasks") or []) + ([f"suite:{extras['suite']}"] if extras.get("suite") else [])
+    paths = eval_task_paths(extras.get("tasks"), extras.get("suite"))
     if not paths:
         raise CmtpError("give --tasks PATH or --suite NAME")
     compare_with, max_per_task = extras.get("compare"), extras.get("max_per_task")
