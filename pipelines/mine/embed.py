@@ -4,6 +4,7 @@ open the same pool."""
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,17 @@ from cmtp.transforms.dedup.shingles import normalize
 def text_key(text: str) -> int:
     """64-bit key of the normalised text: equal keys = the same passage up to case, width and punctuation."""
     return int(stable_id(normalize(text)), 16)
+
+
+def write_text_file(path: Path, rows, names: tuple[str, ...], batch_rows: int = 65536) -> None:
+    """String columns ``names`` of ``rows`` (tuples, streamed) into an Arrow IPC file, in record batches of
+    ``batch_rows`` (the unit ``EmbedTextBlocks`` reads a block's rows from)."""
+    schema = pa.schema([(name, pa.string()) for name in names])
+    rows = iter(rows)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        while chunk := list(islice(rows, batch_rows)):
+            writer.write_batch(pa.record_batch([pa.array(column, pa.string()) for column in zip(*chunk, strict=True)],
+                                               schema=schema))
 
 
 class VectorShards:
@@ -93,27 +105,22 @@ class PoolStore(VectorShards):
     def write_texts(self, items) -> int:
         """Store unique texts (by normalised key); returns how many. ``items``: (text, cluster id)."""
         seen: set[int] = set()
-        keys, texts, clusters = [], [], []
-        schema = pa.schema([("text", pa.string()), ("cluster_id", pa.string())])
-        with pa.OSFile(str(self.texts_path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        keys: list[int] = []
+        clusters: list[str | None] = []
+
+        def unique():
             for text, cluster in items:
                 key = text_key(text)
-                if key in seen:
-                    continue
-                seen.add(key)
-                keys.append(key)
-                texts.append(text)
-                clusters.append(cluster)
-                if len(texts) >= 65536:
-                    writer.write_batch(pa.record_batch([pa.array(texts), pa.array(clusters[-len(texts):],
-                                                                                   pa.string())], schema=schema))
-                    texts = []
-            if texts:
-                writer.write_batch(pa.record_batch([pa.array(texts), pa.array(clusters[-len(texts):], pa.string())],
-                                                   schema=schema))
+                if key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+                    clusters.append(cluster)
+                    yield text, cluster
+
+        write_text_file(self.texts_path, unique(), ("text", "cluster_id"))
+        self.clusters = clusters
         self.keys = np.array(keys, dtype=np.uint64)
         np.save(self.dir / "keys.npy", self.keys)
-        self.clusters = clusters
         self._texts = None
         self._key_order = None
         return len(keys)

@@ -19,7 +19,7 @@ from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder, spec_prompts
 
 from .config import MineConfig
-from .embed import PoolStore, VectorShards
+from .embed import PoolStore, VectorShards, write_text_file
 from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
 from .inputs import Example, read_labeled, read_pairs, read_pool
 from .miner import Miner, MinerTally, same_query_positives
@@ -95,14 +95,6 @@ def _write_pool_texts(store: PoolStore, examples: list[Example], config: MineCon
     return pool_size
 
 
-def _write_query_texts(examples: list[Example], path: Path) -> None:
-    schema = pa.schema([("text", pa.string())])
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for start in range(0, len(examples), 65536):
-            texts = [e.query for e in examples[start : start + 65536]]
-            writer.write_batch(pa.record_batch([pa.array(texts, pa.string())], schema=schema))
-
-
 def _per_source(examples: list[Example], dead: list[dict]) -> dict[str, dict]:
     per_source: dict[str, dict] = {}
     for e in examples:
@@ -136,7 +128,7 @@ def _embed_and_search(examples: list[Example], config: MineConfig, spec: Embedde
     or more partitions, the rows written to the output shards in example order."""
     store = PoolStore(work / "pool")
     pool_size = _write_pool_texts(store, examples, config)
-    _write_query_texts(examples, work / "queries.arrow")
+    write_text_file(work / "queries.arrow", ((e.query,) for e in examples), ("text",))
     blocks = pool_and_query_blocks(store.texts_path, pool_size, work / "queries.arrow", len(examples), config, work)
     embed_seconds = embed_blocks(blocks, spec, config, beam_args)
     store.attach_shards()
