@@ -79,3 +79,22 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+def time_workers(workers: str, run) -> list[tuple[int, object, float]]:
+    """(workers, result, seconds) of ``run(workers)`` for each count in the comma-separated ``workers``."""
+    runs = []
+    for count in [int(w) for w in workers.split(",")]:
+        started = time.perf_counter()
+        result = run(count)
+        runs.append((count, result, time.perf_counter() - started))
+    return runs
+
+
+def print_against_loop(docs: int, loop_seconds: float, runs: list[tuple[int, int, float, str]]) -> None:
+    """The loop's docs/s and, for each (workers, docs, seconds, note) run, its docs/s and ratio to the loop."""
+    rate = docs / loop_seconds
+    print(f"plain loop, 1 process : {loop_seconds:7.1f} s  {rate:9.0f} docs/s  1.00x")
+    for workers, count, seconds, note in runs:
+        print(f"beam, {workers} worker(s)      : {seconds:7.1f} s  {count / seconds:9.0f} docs/s  "
+              f"{count / seconds / rate:.2f}x the loop{note}")

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from common import chinese_passages
+from common import chinese_passages, print_against_loop, time_workers
 
 from cmtp.pipelines.dedup import run_dedup
 from cmtp.schemas import PAIR, rows_to_table
@@ -105,18 +105,11 @@ def main() -> None:
         started = time.perf_counter()
         kept, removed = plain_loop(pairs, config, tmp / "loop")
         loop_s = time.perf_counter() - started
-        runs = []
-        for workers in [int(w) for w in args.workers.split(",")]:
-            started = time.perf_counter()
-            manifest = run_dedup(str(tmp / "in"), str(tmp / f"beam{workers}"), config, workers=workers)
-            runs.append((workers, manifest, time.perf_counter() - started))
-    rate = len(pairs) / loop_s
+        runs = time_workers(args.workers, lambda workers: run_dedup(str(tmp / "in"), str(tmp / f"beam{workers}"),
+                                                                    config, workers=workers))
     print(f"documents {len(pairs)}; loop kept {kept}, removed {removed}")
-    print(f"plain loop, 1 process : {loop_s:7.1f} s  {rate:8.0f} docs/s  1.00x")
-    for workers, manifest, seconds in runs:
-        print(f"beam, {workers} worker(s)      : {seconds:7.1f} s  {len(pairs) / seconds:8.0f} docs/s  "
-              f"{len(pairs) / seconds / rate:.2f}x the loop  (kept {manifest.count_out})")
-
+    print_against_loop(len(pairs), loop_s, [(w, len(pairs), seconds, f"  (kept {m.count_out})")
+                                            for w, m, seconds in runs])
 
 if __name__ == "__main__":
     main()

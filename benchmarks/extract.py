@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 logging.getLogger().setLevel(logging.ERROR)
 
 import pyarrow.parquet as pq  # noqa: E402
+from common import print_against_loop, time_workers  # noqa: E402
 
 from cmtp.pipelines.extract import run_extract  # noqa: E402
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, rows_to_table  # noqa: E402
@@ -99,18 +100,10 @@ def main() -> None:
         started = time.perf_counter()
         docs_loop = plain_loop(specs, tmp / "loop", config)
         loop_s = time.perf_counter() - started
-        runs = []
-        for workers in [int(w) for w in args.workers.split(",")]:
-            started = time.perf_counter()
-            manifest = run_extract(specs, str(tmp / f"beam{workers}"), config, workers=workers)
-            runs.append((workers, manifest.count_in, time.perf_counter() - started))
-    loop_rate = docs_loop / loop_s
-    print(f"documents: {runs[0][1]} (pipeline), {docs_loop} (loop)")
-    print(f"plain loop, 1 process : {loop_s:7.1f} s  {loop_rate:9.0f} docs/s  1.00x")
-    for workers, docs, seconds in runs:
-        print(f"beam, {workers} worker(s)      : {seconds:7.1f} s  {docs / seconds:9.0f} docs/s  "
-              f"{docs / seconds / loop_rate:.2f}x the loop")
-
+        runs = time_workers(args.workers, lambda workers: run_extract(specs, str(tmp / f"beam{workers}"), config,
+                                                                      workers=workers))
+    print(f"documents: {runs[0][1].count_in} (pipeline), {docs_loop} (loop)")
+    print_against_loop(docs_loop, loop_s, [(w, m.count_in, seconds, "") for w, m, seconds in runs])
 
 if __name__ == "__main__":
     main()
