@@ -35,7 +35,6 @@ class Stage:
     run: Callable[..., Any]  # run(inputs, out, config, beam_args, **runner_options) -> Manifest | None
     runner_options: tuple[str, ...] = ()  # options that are the runner's, not the config's
     normalize: Callable[[dict], dict] | None = None  # sugar in the options mapping (mine's "range: 10-210")
-    make_config: Callable[[type, dict], Any] | None = None  # default: the dataclass from the mapping
     in_place: bool = False
     inputs: str = "one"  # "one" INPUT, "optional" (mine: --labeled alone), or "none" (extract: sources)
 
@@ -45,8 +44,6 @@ def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]
     values = stage.normalize(dict(options)) if stage.normalize else dict(options)
     extras = {name: values.pop(name) for name in stage.runner_options if name in values}
     cls = stage.config()
-    if stage.make_config:
-        return stage.make_config(cls, values), extras
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -212,10 +209,6 @@ def _train_options(values: dict) -> dict:
     return values
 
 
-def _train_config(cls, values: dict):
-    return cls.from_mapping({**values, "output_dir": values.get("output_dir", "")})
-
-
 def _run_train(inputs, out, config, beam_args):
     """Train into ``out`` (resuming from its checkpoints) and write a manifest: samples trained, rows the
     stream skipped as unusable, and the run's summary (losses, speed, evaluation against the start)."""
@@ -289,7 +282,7 @@ STAGES: dict[str, Stage] = {
     "mine": Stage("mine", _class("cmtp.pipelines.mine.config", "MineConfig"), ("examples", "dead_letters"), _run_mine,
                   normalize=_mine_options, inputs="optional"),
     "train": Stage("train", _class("cmtp.trainer.config", "TrainConfig"), ("model",), _run_train,
-                   normalize=_train_options, make_config=_train_config, in_place=True, inputs="none"),
+                   normalize=_train_options, in_place=True, inputs="none"),
     "eval": Stage("eval", _class("cmtp.trainer.evaluation", "EvalOptions"), ("eval.json",), _run_eval,
                   runner_options=EVAL_RUNNER_OPTIONS, normalize=_eval_options, inputs="none"),
 }
