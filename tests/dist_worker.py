@@ -34,7 +34,7 @@ def encode(net, x):
     return torch.nn.functional.normalize(net(x), dim=-1)
 
 
-def main(rank: int, out: str):
+def main(rank: int, out: str, cross_device: bool = True):
     # TCP rendezvous (MASTER_ADDR / MASTER_PORT from the test), as under torchrun; the file:// store crashed
     # now and then at exit with "terminate called without an active exception"
     dist.init_process_group("gloo", rank=rank, world_size=2, init_method="env://")
@@ -43,7 +43,8 @@ def main(rank: int, out: str):
     net = torch.nn.parallel.DistributedDataParallel(model())
     q = encode(net, xq[rank * batch : (rank + 1) * batch])
     p = encode(net, xp[rank * batch * group : (rank + 1) * batch * group])
-    loss = info_nce(q, p, 0.05, group, True, teacher[rank * batch : (rank + 1) * batch], 0.5, 1.0)
+    # cross_device=False is the deliberately broken variant (no all-gather) that the comparison must catch
+    loss = info_nce(q, p, 0.05, group, cross_device, teacher[rank * batch : (rank + 1) * batch], 0.5, 1.0)
     loss.backward()
     losses = [torch.zeros(1), torch.zeros(1)]
     dist.all_gather(losses, loss.detach().reshape(1))
@@ -54,7 +55,7 @@ def main(rank: int, out: str):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2])
+    main(int(sys.argv[1]), sys.argv[2], cross_device=sys.argv[3:] != ["local"])
     # leave without the interpreter's teardown: a gloo/TCPStore thread of the process group sometimes aborts
     # in C++ static destruction once the peer (the store's host) has exited ("terminate called without an
     # active exception", exit -6), after all the work above has finished and been saved

@@ -21,6 +21,7 @@ from cmtp.pipelines.mine.inputs import read_labeled
 from cmtp.pipelines.mine.run import run_mine
 from cmtp.pipelines.mine.sampling import choose_negatives, rng_for
 from cmtp.schemas import PAIR, TRAINING_EXAMPLE, Manifest, rows_to_table, validate_table
+from tests.numerics import assert_float32_close
 
 
 def _store(tmp_path, vectors, texts=None, clusters=None, shard_rows=1000):
@@ -48,7 +49,7 @@ def test_exact_search_is_brute_force(tmp_path):
     index = build_index(store, MineConfig(flat_max=10_000, use_gpu=False))
     assert index.kind == "flat"
     for scores, found in [index.search(queries, 25), exact_sharded_search(store, queries, 25)]:
-        np.testing.assert_allclose(scores, np.take_along_axis(sims, truth, axis=1), atol=1e-5)
+        assert_float32_close(scores, np.take_along_axis(sims, truth, axis=1), 16, what="scores")  # 16-wide dots
         # ids agree wherever the brute-force scores are not tied within float error
         gaps = np.abs(np.diff(np.take_along_axis(sims, truth, axis=1), axis=1))
         clear = np.concatenate([gaps[:, :1], np.minimum(gaps[:, 1:], gaps[:, :-1]), gaps[:, -1:]], axis=1) > 1e-5
@@ -67,14 +68,14 @@ def test_exact_rerank_orders_candidates_by_stored_vectors(tmp_path):
         cand = cand[cand >= 0]
         want = cand[np.argsort(-(stored[cand] @ q), kind="stable")[:10]]
         assert i.tolist() == want.tolist()
-        np.testing.assert_allclose(s, stored[i] @ q, atol=1e-5)
+        assert_float32_close(s, stored[i] @ q, 12, what="re-ranked scores")  # 12-wide dots
     # more wanted than there are candidates: the rest is -1 / -inf
     s, i = rerank_exact(store, queries[:2], candidates[:2], 30)
     assert (i[:, 27:] == -1).all() and np.isneginf(s[:, 27:]).all()
     # the sharded exact searcher behind SearchIndex(None) is the same as a flat index
     flat = build_index(store, MineConfig(flat_max=10_000, use_gpu=False))
     sharded = SearchIndex(None, "exact_sharded", store=store)
-    np.testing.assert_allclose(sharded.search(queries, 15)[0], flat.search(queries, 15)[0], atol=1e-5)
+    assert_float32_close(sharded.search(queries, 15)[0], flat.search(queries, 15)[0], 12, what="scores")
     assert sharded.describe()["ntotal"] == 900
 
 
@@ -111,7 +112,7 @@ def test_ivf_reaches_recall_099_with_the_tuned_nprobe(tmp_path):
     assert recall >= 0.97, recall
     stored = np.concatenate([store.shard(i) for i in range(len(store.shards))]).astype(np.float32)
     exact = np.einsum("kd,d->k", stored[found[0]], queries[150].astype(np.float32))
-    np.testing.assert_allclose(scores[0], exact, atol=1e-5)  # the scores the guards see are exact
+    assert_float32_close(scores[0], exact, 32, what="re-ranked scores")  # the scores the guards see are exact
     small = _store(tmp_path / "small", pool[:500].astype(np.float32))
     assert build_index(small, MineConfig(flat_max=100, use_gpu=False, ivf_pq=True)).kind == "flat"  # too few for PQ
     pq_index.rerank = 0
