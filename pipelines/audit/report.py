@@ -111,7 +111,8 @@ def _samples_table(rows: list[dict], title: str) -> str:
 
 
 def write_html(path: str, stats: dict[str, SourceStats], threshold: float, samples: dict[str, list[dict]],
-               window: float, inputs: list[str]) -> None:
+               window: float, inputs: list[str], extra: str = "") -> None:
+    """The self-contained report; ``extra`` is further HTML placed after the summary (the proxy ablation)."""
     import fsspec
 
     overall = stats[ALL]
@@ -136,6 +137,7 @@ written {datetime.now(UTC).isoformat(timespec="seconds")}.</p>
 <h2>Summary</h2>
 <table><tr><th>source</th><th>pairs</th><th>mean</th><th>p5</th><th>p25</th><th>p50</th><th>p75</th><th>p95</th>
 <th>kept at {threshold:g}</th></tr>{rows}</table>
+{extra}
 <h2>Score histogram</h2><div class="plot">{_svg(histogram_figure(stats, threshold))}</div>
 <h2>Keep-rate curve</h2><div class="plot">{_svg(keep_rate_figure(stats, threshold))}</div>
 <h2>Pairs at the cut</h2>

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import fields
 from enum import StrEnum
 
 import numpy as np
@@ -14,7 +15,24 @@ from rich.table import Table
 from cmtp.schemas.errors import CmtpError
 
 from ..audit.stats import ALL, collect, open_scored, sample_near_threshold, threshold_grid
+from ..audit.proxy import ProxyConfig
 from ..console import err, out
+
+PROXY_DEFAULTS = {f.name: f.default for f in fields(ProxyConfig)}
+
+
+def _proxy_help(text: str, name: str) -> str:
+    """Help text with the default taken from ProxyConfig, the one place it is declared."""
+    return f"{text} (default {PROXY_DEFAULTS[name]})"
+
+
+def _floats(spec: str | None, flag: str) -> list[float]:
+    if not spec:
+        return []
+    try:
+        return [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError as exc:
+        raise CmtpError(f"{flag} {spec!r}: give a comma list of numbers") from exc
 
 HELP = """Audit a filtering threshold on scored pairs (cmtp score output, local or any fsspec URL), streaming
 the files with bounded memory.
@@ -28,6 +46,13 @@ Examples:
   cmtp audit work/score --target-keep-rate 0.7
 
   cmtp audit work/score --compare work/score-text2vec --format json
+
+  cmtp audit work/score --proxy --proxy-keep-rates 0.9,0.8,0.6 --report audit.html
+
+  cmtp audit work/score --proxy --proxy-input before-dedup=work/extract --proxy-seeds 5
+
+--proxy trains a small proxy student (builtin:me5-small-l2) with the same budget on each cut, on no filter and on
+a random subset of each cut's size, over several seeds, and says which cut makes a measurably better model.
 """
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -139,9 +164,42 @@ def audit(
     compare_with: str = typer.Option(None, "--compare", help="another scored run over the same pairs"),
     top: int = typer.Option(10, help="disagreeing pairs shown by --compare"),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv"),
+    proxy: bool = typer.Option(False, "--proxy", help="train a proxy student on each cut and compare (minutes)"),
+    proxy_thresholds: str = typer.Option(None, help="cuts for --proxy as scores, a comma list"),
+    proxy_keep_rates: str = typer.Option(None, help="cuts for --proxy as shares kept, a comma list "
+                                                    "(default 0.9,0.8,0.6 when no --proxy-thresholds)"),
+    proxy_input: list[str] = typer.Option(None, help="another training set NAME=PATH for --proxy (repeatable)"),
+    proxy_model: str = typer.Option(None, help=_proxy_help("the proxy student", "model")),
+    proxy_steps: int = typer.Option(None, help=_proxy_help("training steps per run", "steps")),
+    proxy_batch_size: int = typer.Option(None, help=_proxy_help("pairs per step", "batch_size")),
+    proxy_lr: float = typer.Option(None, help=_proxy_help("learning rate", "learning_rate")),
+    proxy_temperature: float = typer.Option(None, help=_proxy_help("InfoNCE temperature", "temperature")),
+    proxy_seeds: int = typer.Option(None, help=_proxy_help("seeds per variant", "seeds")),
+    proxy_pairs: int = typer.Option(None, help=_proxy_help("distinct pairs a variant samples at most", "pairs")),
+    proxy_holdout: int = typer.Option(None, help=_proxy_help("unfiltered pairs held out and evaluated as "
+                                                             "retrieval (0: none)", "holdout")),
+    proxy_controls: bool = typer.Option(True, help="also train a random subset of each cut's size"),
+    proxy_work: str = typer.Option(None, help="cache of the proxy runs (default: SCORED-proxy beside the input)"),
+    proxy_plot: str = typer.Option(None, help="write the proxy quality plot as PNG here"),
+    tasks: list[str] = typer.Option(None, "--tasks", help="evaluation task folders or YAML for --proxy"),
+    suite: str = typer.Option(None, help=_proxy_help("a named evaluation suite for --proxy", "suite")),
+    max_per_task: int = typer.Option(None, help=_proxy_help("evaluation items per task for --proxy",
+                                                            "max_per_task")),
+    device: str = typer.Option(None, help="device of the proxy runs (default: CUDA when present)"),
 ) -> None:
     if target_keep_rate is not None and not 0 < target_keep_rate <= 1:
         raise CmtpError("--target-keep-rate must be in (0, 1]")
+    proxy_config = None
+    if proxy:
+        options = dict(thresholds=_floats(proxy_thresholds, "--proxy-thresholds"),
+                       keep_rates=_floats(proxy_keep_rates, "--proxy-keep-rates"), inputs=list(proxy_input or []),
+                       controls=proxy_controls, model=proxy_model, steps=proxy_steps, batch_size=proxy_batch_size,
+                       learning_rate=proxy_lr, temperature=proxy_temperature, seeds=proxy_seeds, pairs=proxy_pairs,
+                       holdout=proxy_holdout, tasks=list(tasks or []), suite=suite, max_per_task=max_per_task,
+                       device=device)
+        proxy_config = ProxyConfig(**{k: v for k, v in options.items() if v is not None})
+    elif any(v for v in [proxy_thresholds, proxy_keep_rates, proxy_input, proxy_plot, tasks, suite]):
+        raise CmtpError("--proxy-* options, --tasks and --suite need --proxy")
     dataset = open_scored(inputs)
     threshold = _default_threshold(dataset) if threshold is None else threshold
     grid = np.unique(np.append(threshold_grid(thresholds), np.float32(threshold)))
@@ -155,11 +213,25 @@ def audit(
 
         comparison = compare(dataset, open_scored([compare_with]), threshold, None, top)
         summary["compare"] = comparison.to_dict()
+    proxy_report = None
+    if proxy_config is not None:
+        proxy_report = _run_proxy(dataset, inputs, proxy_config, proxy_work)
+        summary["proxy"] = proxy_report.to_dict()
+        if proxy_plot:
+            from ..audit.proxy_report import write_proxy_png
+
+            write_proxy_png(proxy_plot, proxy_report)
+            err.print(f"proxy plot written to {proxy_plot}")
     if report:
         from ..audit.report import write_html
 
         near = sample_near_threshold(dataset, threshold, samples, seed, window)
-        write_html(report, stats, threshold, near, window, inputs)
+        extra = ""
+        if proxy_report is not None:
+            from ..audit.proxy_report import proxy_html
+
+            extra = proxy_html(proxy_report)
+        write_html(report, stats, threshold, near, window, inputs, extra)
         err.print(f"report written to {report}")
     if plot:
         from ..audit.report import write_png
@@ -180,3 +252,18 @@ def audit(
         _print_tables(stats, summary, threshold)
         if comparison:
             _print_comparison(comparison)
+        if proxy_report is not None:
+            from ..audit.proxy_report import proxy_table
+
+            out.print(proxy_table(proxy_report))
+            out.print(f"verdict: {proxy_report.verdict()}")
+
+
+def _run_proxy(dataset, inputs: list[str], config, work: str | None):
+    from ..audit.proxy import run_proxy_audit
+
+    if work is None:
+        if len(inputs) != 1 or "://" in inputs[0]:
+            raise CmtpError("--proxy needs --proxy-work DIR when the input is not one local folder")
+        work = inputs[0].rstrip("/") + "-proxy"
+    return run_proxy_audit(dataset, config, work, log=lambda line: err.print(line, markup=False, highlight=False))

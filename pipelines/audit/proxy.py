@@ -1,0 +1,341 @@
+"""``cmtp audit --proxy``: does a cut make a better model? Train the same small proxy student with the same budget on
+every variant of the data (each threshold's kept pairs, no filter, random same-size controls, other inputs), over
+several seeds, evaluate each, and say which differences are larger than the seed-to-seed spread.
+
+This is the method of the data-filtering benchmarks (DataComp fixes the model and the budget and compares pools;
+FineWeb trains small proxies on each filtered variant with several seeds). The proxy, ``builtin:me5-small-l2``,
+is me5-small cut to its first 2 encoder layers with its tokenizer and frozen token table: far from saturated,
+so a corpus's effect shows after a few CPU minutes, where the full model moves by less than its noise.
+
+Every run (variant x seed) is cached under the work folder by a fingerprint of its training pairs, the recipe,
+the proxy's weights and the evaluation, so adding a threshold trains only that one, and a killed audit resumes
+at the run it was in. Training goes through the trainer (``cmtp.trainer.loop.train``: its device handling, so the
+same command runs on a GPU), evaluation through ``cmtp.trainer.evaluation``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cmtp.schemas.errors import CmtpError
+
+from .proxy_stats import Summary, difference, verdict
+from .proxy_variants import (Variant, count_available, holdout_table, input_variant, sample_input, sample_variants,
+                             write_pairs)
+
+PROXY_MODEL = "builtin:me5-small-l2"
+DEFAULT_KEEP_RATES = (0.9, 0.8, 0.6)
+NO_FILTER = "no filter"
+HOLDOUT_TASK = "holdout"
+CACHE_VERSION = 1  # raised when a cached run's meaning changes
+# Used only for the estimate printed before the first run (then each finished run refines it): training rate of
+# the proxy at the default recipe, measured on a 2-core CPU (README, "Choosing a threshold with a proxy model").
+PRIOR_SAMPLES_PER_SECOND = 40.0
+
+
+@dataclass
+class ProxyConfig:
+    """The proxy audit's options (``cmtp audit --proxy-*``); the recipe defaults were chosen by measurement (README)."""
+
+    thresholds: list[float] = field(default_factory=list)  # cuts to compare, as scores
+    keep_rates: list[float] = field(default_factory=list)  # cuts to compare, as shares kept (default 0.9, 0.8, 0.6)
+    inputs: list[str] = field(default_factory=list)  # other training sets as NAME=PATH (e.g. before dedup)
+    controls: bool = True  # a random subset of each threshold's size
+    model: str = PROXY_MODEL
+    steps: int = 60
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    temperature: float = 0.05
+    seeds: int = 3
+    pairs: int = 20_000  # distinct pairs a variant samples at most (a seeded sample)
+    holdout: int = 500  # unfiltered pairs held out of every variant and evaluated as retrieval
+    tasks: list[str] = field(default_factory=list)  # evaluation task folders / YAML (besides the suite)
+    suite: str | None = "dev"
+    max_per_task: int | None = 300
+    query_max_len: int = 48
+    passage_max_len: int = 128
+    eval_max_len: int = 256
+    eval_batch_size: int = 64
+    device: str | None = None
+
+    def __post_init__(self):
+        if not self.thresholds and not self.keep_rates:
+            self.keep_rates = list(DEFAULT_KEEP_RATES)
+        for t in self.thresholds:
+            if not -1 <= t <= 1:
+                raise CmtpError(f"--proxy-thresholds: {t:g} is outside [-1, 1] (scores are cosines)")
+        for r in self.keep_rates:
+            if not 0 < r < 1:
+                raise CmtpError(f"--proxy-keep-rates: {r:g} is outside (0, 1) (1 keeps everything: that is "
+                                "'no filter', always included)")
+        checks = [("--proxy-steps", self.steps, 1), ("--proxy-batch-size", self.batch_size, 2),
+                  ("--proxy-seeds", self.seeds, 1), ("--proxy-pairs", self.pairs, 2), ("--proxy-holdout", self.holdout, 0),
+                  ("--proxy-query-max-len", self.query_max_len, 4), ("--proxy-passage-max-len", self.passage_max_len, 4),
+                  ("--proxy-eval-max-len", self.eval_max_len, 8), ("--proxy-eval-batch-size", self.eval_batch_size, 1)]
+        for flag, value, low in checks:
+            if value < low:
+                raise CmtpError(f"{flag} must be >= {low}, got {value}")
+        if not self.learning_rate > 0 or not self.temperature > 0:
+            raise CmtpError("--proxy-lr and --proxy-temperature must be > 0")
+        if self.max_per_task is not None and self.max_per_task < 1:
+            raise CmtpError("--max-per-task must be >= 1")
+        if self.holdout and self.holdout < 10:
+            raise CmtpError("--proxy-holdout must be 0 (none) or >= 10 pairs")
+        for spec in self.inputs:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise CmtpError(f"--proxy-input {spec!r}: use NAME=PATH")
+        if not self.tasks and not self.suite and not self.holdout:
+            raise CmtpError("the proxy audit needs an evaluation: --tasks, --suite or --proxy-holdout")
+
+    def recipe(self) -> dict:
+        """What every run of the audit shares and its cache key includes."""
+        keys = ["model", "steps", "batch_size", "learning_rate", "temperature", "query_max_len", "passage_max_len",
+                "eval_max_len", "max_per_task"]
+        return {k: getattr(self, k) for k in keys}
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunResult:
+    variant: str
+    seed: int
+    pairs: int  # distinct training pairs
+    scores: dict[str, float]  # task -> main score x 100
+    dev_average: float  # the average over the evaluation tasks (the held-out slice apart)
+    train_seconds: float
+    eval_seconds: float
+    samples_per_second: float
+    final_loss: float | None = None
+    cached: bool = False
+
+
+@dataclass
+class ProxyReport:
+    config: dict
+    variants: list[Variant]
+    floor: RunResult
+    runs: list[RunResult]
+    seconds: float = 0.0
+
+    def summary(self, variant: str, key: str = "dev_average") -> Summary:
+        runs = [r for r in self.runs if r.variant == variant]
+        return Summary(tuple(r.dev_average if key == "dev_average" else r.scores[key] for r in runs))
+
+    def rows(self) -> list[dict]:
+        """One row per variant: mean ± sd of the dev average and of the held-out retrieval, deltas judged by the
+        significance rule against the floor and against no filter."""
+        base = self.summary(NO_FILTER)
+        floor = Summary((self.floor.dev_average,))
+        rows = []
+        for v in self.variants:
+            s = self.summary(v.name)
+            runs = [r for r in self.runs if r.variant == v.name]
+            vs_floor, vs_all = difference(s, floor), difference(s, base)
+            row = {**v.to_dict(), "pairs": min((r.pairs for r in runs), default=0), "seeds": s.n,
+                   "dev_mean": s.mean, "dev_sd": s.sd, "vs_floor": asdict(vs_floor),
+                   "vs_no_filter": asdict(vs_all) if v.name != NO_FILTER else None,
+                   "tasks": {t: float(np.mean([r.scores[t] for r in runs])) for t in (runs[0].scores if runs else {})}}
+            if runs and HOLDOUT_TASK in runs[0].scores:
+                h = self.summary(v.name, HOLDOUT_TASK)
+                row.update(holdout_mean=h.mean, holdout_sd=h.sd)
+            rows.append(row)
+        return rows
+
+    def verdict(self) -> str:
+        filtered = [v for v in self.variants if v.kind == "threshold"]
+        if not filtered:
+            return "no threshold variant to judge"
+        best = max(filtered, key=lambda v: self.summary(v.name).mean)
+        control = next((v for v in self.variants if v.kind == "random" and v.threshold == best.threshold), None)
+        return verdict(best.name, self.summary(best.name), self.summary(NO_FILTER),
+                       self.summary(control.name) if control else None)
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "floor": asdict(self.floor), "rows": self.rows(), "verdict": self.verdict(),
+                "runs": [asdict(r) for r in self.runs], "seconds": round(self.seconds, 1)}
+
+
+def _threshold_name(v_threshold: float, rate: float, by_rate: float | None) -> str:
+    if by_rate is not None:
+        return f"keep {by_rate:.2f} (>= {v_threshold:.4f})"
+    return f">= {v_threshold:.4f} (keeps {rate:.1%})"
+
+
+def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]:
+    """No filter, each cut with its random same-size control, and the named inputs."""
+    from .stats import collect
+
+    cuts: list[tuple[float, float | None]] = [(float(t), None) for t in config.thresholds]
+    if config.keep_rates:
+        stats = collect(dataset, np.array([0.0], np.float32))["(all)"]
+        cuts += [(stats.threshold_for_keep_rate(r), r) for r in config.keep_rates]
+    total, kept = count_available(dataset, [t for t, _ in cuts], held)
+    if total < config.batch_size:
+        raise CmtpError(f"only {total} scored pairs outside the held-out slice: fewer than one batch")
+    variants = [Variant(NO_FILTER, "all", total, keep_rate=1.0)]
+    for (t, by_rate), k in sorted(zip(cuts, kept, strict=True), key=lambda c: c[0][0]):
+        name = _threshold_name(t, k / total, by_rate)
+        if k < config.batch_size:
+            raise CmtpError(f"the cut {name} keeps {k} pairs: fewer than one batch of {config.batch_size}")
+        variants.append(Variant(name, "threshold", k, threshold=t, keep_rate=k / total))
+        if config.controls:
+            variants.append(Variant(f"random {k / total:.0%} (control of {name.split(' (')[0]})", "random", k,
+                                    threshold=t, keep_rate=k / total))
+    for spec in config.inputs:
+        name, _, path = spec.partition("=")
+        variants.append(input_variant(name, path, held))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise CmtpError(f"two variants share a name: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    return variants
+
+
+def _holdout_task(table):
+    from cmtp.trainer.evaluation import EvalTask
+
+    titles, passages = table.column("title").to_pylist(), table.column("passage").to_pylist()
+    corpus, ids = {}, {}
+    for p in passages:
+        ids.setdefault(p, f"d{len(ids)}")
+        corpus[ids[p]] = p
+    queries = {f"q{i}": t for i, t in enumerate(titles)}
+    qrels = {f"q{i}": {ids[p]: 1} for i, p in enumerate(passages)}
+    return EvalTask(HOLDOUT_TASK, "retrieval", {"corpus": corpus, "queries": queries, "qrels": qrels},
+                    "held-out unfiltered pairs")
+
+
+class ProxyAudit:
+    """One audit's work folder, tasks and runs."""
+
+    def __init__(self, dataset, config: ProxyConfig, work: str | Path, log=print):
+        from cmtp.pipelines.stages import eval_task_paths
+        from cmtp.trainer.evaluation import load_tasks
+        from cmtp.transforms.embedding import resolve_model, weights_fingerprint
+
+        self.dataset, self.config, self.work, self.log = dataset, config, Path(work), log
+        self.work.mkdir(parents=True, exist_ok=True)
+        held = holdout_table(dataset, config.holdout) if config.holdout else None
+        self.held_ids = set(held.column("pair_id").to_pylist()) if held is not None else set()
+        self.held_texts = set(held.column("passage").to_pylist()) if held is not None else set()
+        paths = eval_task_paths(config.tasks, config.suite)
+        self.tasks = load_tasks(paths, config.max_per_task, 0) if paths else []
+        if held is not None and held.num_rows:
+            self.tasks.append(_holdout_task(held))
+        self.model_path = str(resolve_model(config.model).path)
+        self.eval_key = _digest(paths, config.max_per_task, sorted(self.held_ids), config.eval_max_len)
+        self.base_key = _digest(CACHE_VERSION, weights_fingerprint(self.model_path), config.recipe(), self.eval_key)
+        self.variants = plan_variants(dataset, config, self.held_ids)
+
+    # --- evaluation and training of one run -------------------------------------------------------------------
+    def _evaluate(self, model) -> tuple[dict[str, float], float, float]:
+        from cmtp.trainer.evaluation import EvalOptions, evaluate
+
+        options = EvalOptions(batch_size=self.config.eval_batch_size, max_seq_length=self.config.eval_max_len,
+                              progress=False, device=self.config.device)
+        report = evaluate(model, self.tasks, options)
+        scores = {t.name: 100 * t.main_score for t in report.tasks}
+        dev = [v for k, v in scores.items() if k != HOLDOUT_TASK] or list(scores.values())
+        return scores, float(np.mean(dev)), report.seconds
+
+    def floor(self) -> RunResult:
+        path = self.work / "runs" / f"floor-{self.base_key}.json"
+        if path.exists():
+            return RunResult(**{**json.loads(path.read_text(encoding="utf-8")), "cached": True})
+        scores, dev, seconds = self._evaluate(self.model_path)
+        result = RunResult("untrained proxy", -1, 0, scores, dev, 0.0, seconds, 0.0)
+        _write_json(path, asdict(result))
+        return result
+
+    def _train(self, data: Path, out: Path, seed: int) -> dict:
+        from cmtp.trainer.config import TrainConfig
+        from cmtp.trainer.loop import train
+
+        c = self.config
+        config = TrainConfig(stage="contrastive", model=self.model_path, data=[{"name": "proxy", "paths": [str(data)]}],
+                             output_dir=str(out), max_steps=c.steps, batch_size=c.batch_size,
+                             learning_rate=c.learning_rate, temperature=c.temperature, query_max_len=c.query_max_len,
+                             passage_max_len=c.passage_max_len, freeze_embeddings=True, save_steps=0, seed=seed,
+                             logging_steps=max(1, c.steps // 5), resume=False, device=c.device, warmup_ratio=0.1)
+        return train(config)
+
+    def run(self, variant: Variant, seed: int, table) -> RunResult:
+        """Train and evaluate one variant x seed, or return its cached result."""
+        data_key = _digest(table.column("pair_id").to_pylist())
+        key = _digest(self.base_key, data_key, seed)
+        path = self.work / "runs" / f"{key}.json"
+        if path.exists():
+            return RunResult(**{**json.loads(path.read_text(encoding="utf-8")), "variant": variant.name,
+                                "cached": True})
+        data = self.work / "data" / f"{data_key}.parquet"
+        if not data.exists():
+            write_pairs(table, data)
+        out = self.work / "runs" / f".{key}.training"
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        try:
+            summary = self._train(data, out, seed)
+            trained = time.perf_counter() - started
+            scores, dev, eval_seconds = self._evaluate(str(Path(summary["model"])))
+        finally:
+            shutil.rmtree(out, ignore_errors=True)  # a 2-layer model is still a 390 MB token table: results only
+        result = RunResult(variant.name, seed, table.num_rows, scores, dev, round(trained, 1), round(eval_seconds, 1),
+                           round(summary["samples_per_second"], 2), summary["final_loss"])
+        _write_json(path, asdict(result))
+        return result
+
+    def samples(self, seed: int) -> dict:
+        tables = sample_variants(self.dataset, self.variants, self.config.pairs, seed, self.held_ids)
+        for v in self.variants:
+            if v.kind == "input":
+                tables[v.name] = sample_input(v, self.config.pairs, seed, self.held_ids, self.held_texts)
+        return tables
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_proxy_audit(dataset, config: ProxyConfig, work: str | Path, log=print) -> ProxyReport:
+    """Every variant x seed (cached ones reused), the untrained floor once; returns the report."""
+    started = time.perf_counter()
+    audit = ProxyAudit(dataset, config, work, log)
+    total = len(audit.variants) * config.seeds
+    log(f"proxy audit: {len(audit.variants)} variants x {config.seeds} seeds = {total} runs of {config.steps} steps x "
+        f"{config.batch_size} pairs on {config.model}; evaluated on {len(audit.tasks)} tasks; work folder {audit.work}")
+    floor = audit.floor()
+    budget = config.steps * config.batch_size
+    estimate = total * (budget / PRIOR_SAMPLES_PER_SECOND + floor.eval_seconds)
+    log(f"untrained proxy: dev average {floor.dev_average:.2f}; estimated {estimate / 60:.0f} min for {total} runs "
+        "before cached runs are counted (refined after each run)")
+    runs: list[RunResult] = []
+    spent, trained = 0.0, 0
+    for seed in range(config.seeds):
+        tables = audit.samples(seed)
+        for variant in audit.variants:
+            result = audit.run(variant, seed, tables[variant.name])
+            runs.append(result)
+            if not result.cached:
+                spent += result.train_seconds + result.eval_seconds
+                trained += 1
+            left = total - len(runs)
+            eta = f", about {left * spent / trained / 60:.0f} min left" if trained and left else ""
+            log(f"[{len(runs)}/{total}] {variant.name}, seed {seed}: dev average {result.dev_average:.2f}"
+                + (" (cached)" if result.cached else
+                   f" ({result.pairs:,} pairs, {result.samples_per_second:.1f} samples/s, "
+                   f"{result.train_seconds + result.eval_seconds:.0f} s){eta}"))
+    return ProxyReport({**asdict(config), "work": str(audit.work)}, audit.variants, floor, runs,
+                       time.perf_counter() - started)

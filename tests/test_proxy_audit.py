@@ -1,0 +1,160 @@
+"""``cmtp audit --proxy``: seeded equal-sized variant samples, the significance rule, cached and resumed runs, and
+bad options as one ``error:`` line. The proxy here is the tiny test model, trained 2 steps a run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cmtp.pipelines.audit.proxy import NO_FILTER, ProxyAudit, ProxyConfig, run_proxy_audit
+from cmtp.pipelines.audit.proxy_stats import Summary, difference, pooled_sd, verdict
+from cmtp.pipelines.audit.proxy_variants import Variant, holdout_table, sample_variants
+from cmtp.pipelines.audit.stats import open_scored
+from tests.test_cli import cli_error
+
+RAW_LCSTS = __import__("pathlib").Path(__file__).parent / "data" / "raw" / "lcsts" / "clge_train_head30.tsv"
+
+
+def _scored_dir(tmp_path, n=120):
+    """n pairs with real Chinese titles and passages (LCSTS), scores spread over [0.1, 0.9], as cmtp score writes."""
+    import pyarrow.parquet as pq
+
+    from cmtp.schemas import SCORED_PAIR, rows_to_table
+
+    lines = RAW_LCSTS.read_text(encoding="utf-8").splitlines()
+    scores = np.random.default_rng(0).uniform(0.1, 0.9, n).astype(np.float32)
+    rows = [{"pair_id": f"p{i}", "source": "lcsts", "source_file": "f", "record_key": str(i),
+             "title": lines[i % len(lines)].split("\t")[0] + f" {i}",
+             "passage": lines[i % len(lines)].split("\t")[1] + f" 第{i}条", "meta": "{}", "cluster_id": None,
+             "cluster_size": None, "score": float(s), "scorer": "m", "scorer_hash": "h", "threshold": 0.0,
+             "kept": True} for i, s in enumerate(scores)]
+    directory = tmp_path / "score"
+    (directory / "kept").mkdir(parents=True)
+    pq.write_table(rows_to_table(rows, SCORED_PAIR), directory / "kept" / "part-00000-of-00001.parquet")
+    return directory
+
+
+# --- the significance rule ---------------------------------------------------------------------------------------
+
+def test_difference_is_measurable_only_beyond_two_pooled_sds():
+    a, b = Summary((10.0, 11.0, 12.0)), Summary((8.0, 9.0, 10.0))  # sd 1 each, delta 2 = 2 pooled sds
+    assert pooled_sd(a, b) == pytest.approx(1.0)
+    d = difference(a, b)
+    assert d.delta == pytest.approx(2.0) and d.measurable
+    close = difference(Summary((10.0, 11.0, 12.0)), Summary((9.2, 10.2, 11.2)))  # delta 0.8 < 2
+    assert not close.measurable and "no measurable difference" in close.describe()
+    # against the floor (one value): the spread is the variant's own seeds
+    assert difference(Summary((5.0, 6.0, 7.0)), Summary((1.0,))).measurable
+    assert not difference(Summary((5.0, 6.0, 7.0)), Summary((4.5,))).measurable
+    # one seed each: no spread to judge by, nothing is measurable
+    assert not difference(Summary((5.0,)), Summary((1.0,))).measurable
+
+
+def test_verdict_names_the_cut_and_the_control():
+    good, base, control = Summary((12.0, 12.1, 11.9)), Summary((10.0, 10.1, 9.9)), Summary((10.0, 10.2, 9.8))
+    line = verdict("keep 0.80", good, base, control)
+    assert line.startswith("keep 0.80 beats no filter by +2.00") and "control by +2.00" in line
+    assert verdict("keep 0.80", base, base, control).startswith("no filter variant measurably better")
+    same_as_control = verdict("keep 0.80", good, base, Summary((12.0, 12.1, 11.9)))
+    assert "fewer pairs, not the selection" in same_as_control
+
+
+# --- variants -----------------------------------------------------------------------------------------------------
+
+def test_variant_samples_are_seeded_equal_sized_and_leave_the_holdout_out(tmp_path):
+    dataset = open_scored([str(_scored_dir(tmp_path))])
+    held = set(holdout_table(dataset, 20).column("pair_id").to_pylist())
+    assert len(held) == 20 and held == set(holdout_table(dataset, 20).column("pair_id").to_pylist())
+    scores = dict(zip(*[dataset.to_table().column(c).to_pylist() for c in ["pair_id", "score"]], strict=True))
+    kept = sum(1 for i, s in scores.items() if s >= np.float32(0.5) and i not in held)
+    variants = [Variant(NO_FILTER, "all", 100), Variant("cut", "threshold", kept, threshold=0.5),
+                Variant("control", "random", kept, threshold=0.5)]
+    first = sample_variants(dataset, variants, 40, seed=0, held=held)
+    again = sample_variants(dataset, variants, 40, seed=0, held=held)
+    other = sample_variants(dataset, variants, 40, seed=1, held=held)
+    for name, table in first.items():
+        ids = table.column("pair_id").to_pylist()
+        assert ids == again[name].column("pair_id").to_pylist()  # seeded: the same pairs, in the same order
+        assert len(ids) == 40 == len(set(ids)) and not set(ids) & held  # equal-sized, no held-out pair
+        assert set(ids) != set(other[name].column("pair_id").to_pylist())  # another seed draws others
+    assert all(scores[i] >= np.float32(0.5) for i in first["cut"].column("pair_id").to_pylist())
+    assert any(scores[i] < np.float32(0.5) for i in first["control"].column("pair_id").to_pylist())
+    # a variant smaller than the budget gives what it has (reported as its pair count), never padded
+    small = sample_variants(dataset, variants, 10_000, seed=0, held=held)
+    assert small["cut"].num_rows == kept and small["control"].num_rows == kept and small[NO_FILTER].num_rows == 100
+
+
+# --- runs: cached, resumed ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def proxy_setup(tmp_path, tiny_model_path):
+    dataset = open_scored([str(_scored_dir(tmp_path))])
+    config = ProxyConfig(model=str(tiny_model_path), keep_rates=[0.6], steps=2, batch_size=8, seeds=2, pairs=200,
+                         holdout=20, suite=None, max_per_task=None, query_max_len=16, passage_max_len=32,
+                         eval_max_len=32)
+    return dataset, config, tmp_path / "work"
+
+
+def _counting_train(monkeypatch, fail_at=None):
+    calls = []
+    original = ProxyAudit._train
+
+    def train(self, data, out, seed):
+        calls.append(seed)
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt  # the user's Ctrl-C in the middle of a run
+        return original(self, data, out, seed)
+
+    monkeypatch.setattr(ProxyAudit, "_train", train)
+    return calls
+
+
+def test_runs_are_cached_and_a_new_threshold_trains_only_itself(proxy_setup, monkeypatch):
+    dataset, config, work = proxy_setup
+    calls = _counting_train(monkeypatch)
+    report = run_proxy_audit(dataset, config, work, log=lambda _: None)
+    assert len(calls) == 3 * 2  # no filter, the cut, its control; 2 seeds
+    assert {r.variant for r in report.runs} == {v.name for v in report.variants}
+    rows = {r["name"]: r for r in report.rows()}
+    assert rows[NO_FILTER]["seeds"] == 2 and rows[NO_FILTER]["pairs"] == 100  # all outside the holdout
+    json.dumps(report.to_dict())  # the JSON output is serialisable
+    calls.clear()
+    again = run_proxy_audit(dataset, config, work, log=lambda _: None)
+    assert calls == [] and all(r.cached for r in again.runs) and again.floor.cached
+    assert [r.dev_average for r in again.runs] == [r.dev_average for r in report.runs]
+    config.keep_rates = [0.6, 0.3]
+    run_proxy_audit(dataset, config, work, log=lambda _: None)
+    assert len(calls) == 2 * 2  # the new cut and its control, per seed
+
+
+def test_a_killed_audit_resumes_at_the_run_it_was_in(proxy_setup, monkeypatch):
+    dataset, config, work = proxy_setup
+    calls = _counting_train(monkeypatch, fail_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        run_proxy_audit(dataset, config, work, log=lambda _: None)
+    assert not list((work / "runs").glob(".*"))  # the interrupted run left no half-written folder
+    monkeypatch.undo()
+    calls = _counting_train(monkeypatch)
+    report = run_proxy_audit(dataset, config, work, log=lambda _: None)
+    assert len(calls) == 3  # 3 of 6 runs had finished
+    assert sum(r.cached for r in report.runs) == 3
+
+
+# --- options ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--proxy-keep-rates", "1.5"], "outside (0, 1)"),
+    (["--proxy-thresholds", "2"], "outside [-1, 1]"),
+    (["--proxy-steps", "0"], "--proxy-steps must be >= 1"),
+    (["--proxy-lr", "-1e-4"], "must be > 0"),
+    (["--proxy-input", "no-equals-sign"], "NAME=PATH"),
+    (["--proxy-keep-rates", "abc"], "comma list"),
+])
+def test_a_bad_proxy_option_is_one_error_line(tmp_path, args, fragment):
+    directory = _scored_dir(tmp_path, n=20)
+    assert fragment in cli_error("audit", directory, "--proxy", *args)
+
+
+def test_proxy_options_without_proxy_are_refused(tmp_path):
+    directory = _scored_dir(tmp_path, n=20)
+    assert "need --proxy" in cli_error("audit", directory, "--proxy-keep-rates", "0.8")
