@@ -78,6 +78,8 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
         raise CmtpError(f"{path}: needs a stages: mapping of NAME: {{options}} (see cmtp build --help)")
     stages = []
     for name, options in data["stages"].items():
+        if options is not None and not isinstance(options, dict):
+            raise CmtpError(f"{path}: stage {name!r} must be a mapping of options, not {type(options).__name__}")
         options = dict(options or {})
         kind = options.pop("kind", name)
         if kind not in KINDS:
@@ -166,6 +168,20 @@ def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> N
         run(STAGES[plan.kind], inputs, str(out), options, beam_args, overwrite=True)
     except CmtpError as exc:
         raise CmtpError(f"stage {plan.name}: {exc}") from exc
+
+
+def validate(build: BuildFile, plans: list[StagePlan]) -> None:
+    """Every stage's options turned into its config before the first stage runs (unknown names, wrong types,
+    values out of range), so a typo in the last stage is not found after hours of the first ones."""
+    from .stages import STAGES, prepare
+
+    for plan in plans:
+        options = {k: _resolve(v, build.work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
+        options.pop("input", None)
+        try:
+            prepare(STAGES[plan.kind], options)
+        except CmtpError as exc:
+            raise CmtpError(f"stage {plan.name}: {exc}") from None
 
 
 def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, log=print) -> list[dict]:

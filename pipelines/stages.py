@@ -47,9 +47,35 @@ def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        known = ", ".join(sorted(names | set(stage.runner_options)))
-        raise CmtpError(f"unknown {stage.kind} option(s): {', '.join(unknown)}; known: {known}")
+        import difflib
+
+        known = sorted(names | set(stage.runner_options))
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, known, 1)) else u
+                 for u in unknown]
+        raise CmtpError(f"unknown {stage.kind} option(s): {', '.join(hints)}; known: {', '.join(known)}")
+    check_types(cls, values)
     return cls(**values), extras
+
+
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def check_types(cls: type, values: dict[str, Any]) -> None:
+    """Scalar options (int, float, bool, str, or None where the field allows it) have the field's type, so that
+    ``threshold: "high"`` in a YAML file is one error naming the option, not a TypeError deep in a stage."""
+    annotations = {f.name: str(f.type) for f in fields(cls)}
+    for name, value in values.items():
+        parts = [p.strip() for p in annotations.get(name, "").split("|")]
+        scalars = [p for p in parts if p in _SCALARS]
+        if not scalars or len(scalars) + ("None" in parts) != len(parts):
+            continue  # lists, mappings and other types are checked by the config itself
+        if value is None and "None" in parts:
+            continue
+        allowed = tuple(t for p in scalars for t in _SCALARS[p])
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            want = " or ".join({"int": "an integer", "float": "a number", "bool": "true/false", "str": "a string"}[p]
+                               for p in scalars)
+            raise CmtpError(f"option {name} must be {want}, got {value!r}")
 
 
 def _is_remote(path: str) -> bool:
@@ -95,8 +121,19 @@ def _commit(stage: Stage, tmp: Path, out: Path) -> None:
 
 def run_stage(stage: Stage, inputs: list[str], out: str, options: dict[str, Any], beam_args: list[str] | None = None,
               overwrite: bool = False) -> Manifest | None:
-    """Run one stage by the contract above; returns its (checked) manifest, None for a stage without one."""
-    config, extras = prepare(stage, options)
+    """Run one stage by the contract above; returns its (checked) manifest, None for a stage without one. The
+    output is locked for the whole run (``pipelines/locking.py``; under torchrun by rank 0 alone)."""
+    from .locking import hold
+
+    config, extras = prepare(stage, options)  # a mistake in the options is found before anything is touched
+    if os.environ.get("RANK", "0") != "0":
+        return _run_stage(stage, inputs, out, config, extras, beam_args, overwrite)
+    with hold(out):
+        return _run_stage(stage, inputs, out, config, extras, beam_args, overwrite)
+
+
+def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[str, Any], beam_args: list[str] | None,
+               overwrite: bool) -> Manifest | None:
     if stage.inputs == "one" and len(inputs) != 1:
         raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
     if stage.inputs == "optional" and len(inputs) > 1:

@@ -145,8 +145,8 @@ def test_a_killed_audit_resumes_at_the_run_it_was_in(proxy_setup, monkeypatch):
 @pytest.mark.parametrize("args, fragment", [
     (["--proxy-keep-rates", "1.5"], "outside (0, 1)"),
     (["--proxy-thresholds", "2"], "outside [-1, 1]"),
-    (["--proxy-steps", "0"], "--proxy-steps must be >= 1"),
-    (["--proxy-lr", "-1e-4"], "must be > 0"),
+    (["--proxy-steps", "0"], "option steps must be in [1, inf)"),
+    (["--proxy-lr", "-1e-4"], "option learning_rate must be in (0, inf)"),
     (["--proxy-input", "no-equals-sign"], "NAME=PATH"),
     (["--proxy-keep-rates", "abc"], "comma list"),
 ])

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.schemas.ranges import check_ranges, within
 
 from .data.stream import SourceSpec as DataSource  # one dataset of the mix: name, paths, weight
 
@@ -30,31 +31,31 @@ class TrainConfig:
     model: str = "builtin:me5-small"
     data: list[DataSource] = field(default_factory=list)
     output_dir: str = "out/train"
-    max_steps: int = 1000
+    max_steps: int = field(default=1000, metadata=within(ge=1))
     epochs: float | None = None  # when set: the steps that cover the data this many times (replaces max_steps)
-    batch_size: int = 32  # queries per rank per step
-    learning_rate: float | None = None
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    temperature: float | None = None
+    batch_size: int = field(default=32, metadata=within(ge=1))  # queries per rank per step
+    learning_rate: float | None = field(default=None, metadata=within(gt=0))
+    weight_decay: float = field(default=0.01, metadata=within(ge=0))
+    warmup_ratio: float = field(default=0.1, metadata=within(ge=0, lt=1))
+    temperature: float | None = field(default=None, metadata=within(gt=0))
     train_group_size: int | None = None  # passages per query: 1 positive + (n - 1) hard negatives
     cross_device: bool | None = None
-    gradcache_chunk: int = 0  # >0: gradient caching with chunks of this many texts
-    query_max_len: int = 64
-    passage_max_len: int = 256
+    gradcache_chunk: int = field(default=0, metadata=within(ge=0))  # >0: gradient caching with chunks of this many texts
+    query_max_len: int = field(default=64, metadata=within(ge=2))
+    passage_max_len: int = field(default=256, metadata=within(ge=2))
     pooling: str | None = None  # cls | mean (default: the model's)
     query_prompt: str | None = None  # default: the example's instruction, else the model's query prompt
     passage_prompt: str | None = None  # default: the model's passage prompt
-    distill_weight: float = 0.0  # > 0: KL to softmax(pos_scores + neg_scores)
-    distill_temperature: float = 0.02
+    distill_weight: float = field(default=0.0, metadata=within(ge=0))  # > 0: KL to softmax(pos_scores + neg_scores)
+    distill_temperature: float = field(default=0.02, metadata=within(gt=0))
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (half precisions on GPU)
     gradient_checkpointing: bool = False
     freeze_embeddings: bool = False  # keep the token-embedding table fixed (most parameters of a multilingual model)
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = field(default=1.0, metadata=within(gt=0))
     save_steps: int = 500  # 0: no checkpoints (only the final model)
     logging_steps: int = 10
     seed: int = 42
-    workers: int = 0  # dataloader worker processes per rank
+    workers: int = field(default=0, metadata=within(ge=0))  # dataloader worker processes per rank
     shuffle_units: int = 4
     same_source_batches: bool = True
     resume: bool = True  # continue from the newest checkpoint in output_dir
@@ -69,11 +70,12 @@ class TrainConfig:
     eval_holdout: float = 0.0  # share of the training rows kept out of training and evaluated as retrieval
     eval_steps: int = 0  # also evaluate every N steps (0: at the start and the end only)
     eval_max_per_task: int | None = 500  # seeded subsample per task, so an evaluation costs minutes at most
-    eval_batch_size: int = 64
+    eval_batch_size: int = field(default=64, metadata=within(ge=1))
     keep_best: bool = False  # save the best evaluated model to OUT/best_model
     saturation_steps: int = 20  # warn when in-batch accuracy has been 1.0 for this many steps in a row
 
     def __post_init__(self):
+        check_ranges(self)
         if self.stage not in STAGES:
             raise CmtpError(f"stage must be one of {', '.join(STAGES)}")
         if self.stage == "retromae" and self.gradcache_chunk:

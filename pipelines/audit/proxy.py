@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.schemas.ranges import check_ranges, within
 
 from .proxy_stats import Summary, difference, verdict
 from .proxy_variants import (Variant, count_available, holdout_table, input_variant, sample_input, sample_variants,
@@ -49,23 +50,25 @@ class ProxyConfig:
     inputs: list[str] = field(default_factory=list)  # other training sets as NAME=PATH (e.g. before dedup)
     controls: bool = True  # a random subset of each threshold's size
     model: str = PROXY_MODEL
-    steps: int = 60
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    temperature: float = 0.05
-    seeds: int = 3
-    pairs: int = 20_000  # distinct pairs a variant samples at most (a seeded sample)
-    holdout: int = 500  # unfiltered pairs held out of every variant and evaluated as retrieval
+    steps: int = field(default=60, metadata=within(ge=1))
+    batch_size: int = field(default=32, metadata=within(ge=2))
+    learning_rate: float = field(default=1e-4, metadata=within(gt=0))
+    temperature: float = field(default=0.05, metadata=within(gt=0))
+    seeds: int = field(default=3, metadata=within(ge=1))
+    pairs: int = field(default=20_000, metadata=within(ge=2))  # distinct pairs a variant samples at most
+    # unfiltered pairs held out of every variant and evaluated as retrieval (0: none)
+    holdout: int = field(default=500, metadata=within(ge=0))
     tasks: list[str] = field(default_factory=list)  # evaluation task folders / YAML (besides the suite)
     suite: str | None = "dev"
-    max_per_task: int | None = 300
-    query_max_len: int = 48
-    passage_max_len: int = 128
-    eval_max_len: int = 256
-    eval_batch_size: int = 64
+    max_per_task: int | None = field(default=300, metadata=within(ge=1))
+    query_max_len: int = field(default=48, metadata=within(ge=4))
+    passage_max_len: int = field(default=128, metadata=within(ge=4))
+    eval_max_len: int = field(default=256, metadata=within(ge=8))
+    eval_batch_size: int = field(default=64, metadata=within(ge=1))
     device: str | None = None
 
     def __post_init__(self):
+        check_ranges(self)
         if not self.thresholds and not self.keep_rates:
             self.keep_rates = list(DEFAULT_KEEP_RATES)
         for t in self.thresholds:
@@ -75,17 +78,6 @@ class ProxyConfig:
             if not 0 < r < 1:
                 raise CmtpError(f"--proxy-keep-rates: {r:g} is outside (0, 1) (1 keeps everything: that is "
                                 "'no filter', always included)")
-        checks = [("--proxy-steps", self.steps, 1), ("--proxy-batch-size", self.batch_size, 2),
-                  ("--proxy-seeds", self.seeds, 1), ("--proxy-pairs", self.pairs, 2), ("--proxy-holdout", self.holdout, 0),
-                  ("--proxy-query-max-len", self.query_max_len, 4), ("--proxy-passage-max-len", self.passage_max_len, 4),
-                  ("--proxy-eval-max-len", self.eval_max_len, 8), ("--proxy-eval-batch-size", self.eval_batch_size, 1)]
-        for flag, value, low in checks:
-            if value < low:
-                raise CmtpError(f"{flag} must be >= {low}, got {value}")
-        if not self.learning_rate > 0 or not self.temperature > 0:
-            raise CmtpError("--proxy-lr and --proxy-temperature must be > 0")
-        if self.max_per_task is not None and self.max_per_task < 1:
-            raise CmtpError("--max-per-task must be >= 1")
         if self.holdout and self.holdout < 10:
             raise CmtpError("--proxy-holdout must be 0 (none) or >= 10 pairs")
         for spec in self.inputs:

@@ -200,9 +200,13 @@ def audit(
         proxy_config = ProxyConfig(**{k: v for k, v in options.items() if v is not None})
     elif any(v for v in [proxy_thresholds, proxy_keep_rates, proxy_input, proxy_plot, tasks, suite]):
         raise CmtpError("--proxy-* options, --tasks and --suite need --proxy")
+    grid = threshold_grid(thresholds)
+    for value in [*grid.tolist(), *([threshold] if threshold is not None else [])]:
+        if not -1 <= value <= 1:
+            raise CmtpError(f"threshold {value:g} is outside [-1, 1]: scores are cosines")
     dataset = open_scored(inputs)
     threshold = _default_threshold(dataset) if threshold is None else threshold
-    grid = np.unique(np.append(threshold_grid(thresholds), np.float32(threshold)))
+    grid = np.unique(np.append(grid, np.float32(threshold)))
     stats = collect(dataset, grid)
     summary = _summary(stats, threshold, target_keep_rate)
     if "suggested_threshold" in summary:

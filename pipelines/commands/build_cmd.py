@@ -38,25 +38,46 @@ def build(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (what runs, what is reused, why) only"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace stage folders not written by cmtp build"),
 ) -> None:
-    from ..build import execute, funnel, load_build_file, plan_build, write_funnel_html
+    from ..build import execute, load_build_file
 
     files, beam_args = split_beam_args(args, ctx.args)
     if len(files) != 1:
         raise CmtpError(f"give exactly one pipeline file, got {len(files)}")
     spec = load_build_file(files[0], work)
     spec.beam_args = beam_args or spec.beam_args
+    if dry_run:
+        _plan(spec, start, until)
+        return
+    from ..build import validate
+    from ..locking import hold
+
+    validate(spec, spec.stages)  # before the work folder is created or locked
+
+    with hold(spec.work, own=True, log=lambda line: err.print(line)):
+        plans = _plan(spec, start, until)
+        if all(p.action == "reuse" for p in plans):
+            out.print("nothing to run: every stage is up to date")
+        execute(spec, plans, overwrite, log=lambda line: err.print(line))
+    _report(spec, plans)
+
+
+def _plan(spec, start, until):
+    from ..build import plan_build, validate
+
     plans = plan_build(spec, start, until)
+    validate(spec, plans)
     table = Table(title=f"plan for {spec.work}")
     for column in ["stage", "kind", "action", "why"]:
         table.add_column(column)
     for p in plans:
         table.add_row(p.name, p.kind, p.action, p.reason, style="green" if p.action == "reuse" else None)
     out.print(table)
-    if dry_run:
-        return
-    if all(p.action == "reuse" for p in plans):
-        out.print("nothing to run: every stage is up to date")
-    execute(spec, plans, overwrite, log=lambda line: err.print(line))
+    return plans
+
+
+def _report(spec, plans) -> None:
+    from ..build import funnel, write_funnel_html
+
     rows = funnel(spec, plans)
     if rows:
         summary = Table(title="funnel: rows at every stage")

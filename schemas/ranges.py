@@ -1,0 +1,42 @@
+"""Ranges of numeric options, declared once on the config dataclass field and checked when the config is built.
+
+    batch_size: int = field(default=64, metadata=within(ge=1))
+    threshold: float = field(default=0.43, metadata=within(ge=-1, le=1, why="scores are cosines"))
+
+:func:`check_ranges` (called from a config's ``__post_init__``) turns a value outside its range into one
+:class:`CmtpError` naming the option, its flag and the range, before any work starts. ``None`` is left to the
+field's own meaning (a default chosen later).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from .errors import CmtpError
+
+
+def within(ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+           why: str = "") -> dict[str, Any]:
+    """Field metadata declaring the option's range (inclusive ``ge``/``le``, exclusive ``gt``/``lt``)."""
+    return {"range": {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None},
+            "range_why": why}
+
+
+def describe(bounds: dict[str, float]) -> str:
+    low = f"[{bounds['ge']:g}" if "ge" in bounds else f"({bounds['gt']:g}" if "gt" in bounds else "(-inf"
+    high = f"{bounds['le']:g}]" if "le" in bounds else f"{bounds['lt']:g})" if "lt" in bounds else "inf)"
+    return f"{low}, {high}"
+
+
+def check_ranges(config: Any) -> None:
+    for f in fields(config):
+        bounds = f.metadata.get("range")
+        value = getattr(config, f.name)
+        if not bounds or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        ok = all([value >= bounds.get("ge", value), value > bounds["gt"] if "gt" in bounds else True,
+                  value <= bounds.get("le", value), value < bounds["lt"] if "lt" in bounds else True])
+        if not ok:
+            why = f" ({f.metadata['range_why']})" if f.metadata.get("range_why") else ""
+            raise CmtpError(f"option {f.name} must be in {describe(bounds)}{why}, got {value:g}")

@@ -1,0 +1,105 @@
+"""Reliability (issue #20): one writer per work folder, the whole build file checked before the first stage runs,
+numeric options checked against their declared ranges, each mistake one ``error:`` line with nothing left behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import cli_error
+
+RAW = Path(__file__).parent / "data" / "raw"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _holder(folder: Path, own: bool) -> subprocess.Popen:
+    """Another process holding the lock on ``folder`` until killed."""
+    code = ("import sys, time; from cmtp.pipelines.locking import hold\n"
+            f"with hold({str(folder)!r}, own={own}):\n    print('held', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _build_file(tmp_path: Path, mine_options: str = "negatives: 3") -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"""
+work: {tmp_path / 'work'}
+stages:
+  extract: {{sources: ["lcsts={RAW / 'lcsts' / '*.tsv'}"], workers: 1}}
+  dedup: {{input: extract}}
+  mine: {{input: dedup, {mine_options}}}
+""", encoding="utf-8")
+    return path
+
+
+def test_a_second_build_on_a_locked_work_folder_is_refused_naming_the_holder(tmp_path):
+    build_file = _build_file(tmp_path)
+    holder = _holder(tmp_path / "work", own=True)
+    try:
+        line = cli_error("build", build_file)
+        assert "in use by another cmtp run" in line and f"pid {holder.pid}" in line
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "work" / "extract").exists()  # the refused build ran nothing
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    from cmtp.pipelines.locking import hold
+
+    holder = _holder(tmp_path / "out", own=False)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    notes = []
+    with hold(tmp_path / "out", log=notes.append):
+        pass
+    assert notes and f"pid {holder.pid}" in notes[0] and "no longer running" in notes[0]
+
+
+def test_two_stage_commands_on_one_output_one_refuses(tmp_path):
+    out = tmp_path / "extract"
+    holder = _holder(out, own=False)
+    try:
+        line = cli_error("extract", f"lcsts={RAW / 'lcsts' / '*.tsv'}", "--out", out)
+        assert "in use by another cmtp run" in line
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("mine_options, fragment", [
+    ("negatvies: 3", "negatvies (did you mean negatives?)"),
+    ("negatives: many", "option negatives must be an integer, got 'many'"),
+])
+def test_the_whole_build_file_is_checked_before_the_first_stage(tmp_path, mine_options, fragment):
+    line = cli_error("build", _build_file(tmp_path, mine_options))
+    assert line.startswith("error: stage mine:") and fragment in line
+    assert not (tmp_path / "work" / "extract").exists()  # found before extract ran
+
+
+def test_a_stage_that_is_not_a_mapping_is_one_error(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"work: {tmp_path / 'work'}\nstages:\n  extract: [a, b]\n", encoding="utf-8")
+    assert "stage 'extract' must be a mapping of options, not list" in cli_error("build", path)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["score", "IN", "--out", "OUT", "--batch-size", "0"], "option batch_size must be in [1, inf)"),
+    (["score", "IN", "--out", "OUT", "--threshold", "5"], "option threshold must be in [-1, 1]"),
+    (["train", "--data", "IN", "--out", "OUT", "--lr", "-0.001"], "option learning_rate must be in (0, inf)"),
+    (["train", "--data", "IN", "--out", "OUT", "--temperature", "0"], "option temperature must be in (0, inf)"),
+    (["audit", "IN", "--threshold", "2"], "threshold 2 is outside [-1, 1]"),
+    (["audit", "IN", "--thresholds", "1.2:1.5:0.1"], "threshold 1.2 is outside [-1, 1]"),
+])
+def test_an_option_out_of_range_is_one_error_before_any_work(tmp_path, args, fragment):
+    (tmp_path / "in").mkdir()
+    args = [str(tmp_path / "in") if a == "IN" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    started = time.perf_counter()
+    assert fragment in cli_error(*args)
+    assert time.perf_counter() - started < 60  # refused before a model is loaded or a pipeline starts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing written beside the input
