@@ -112,8 +112,16 @@ def _external_files(plan: StagePlan) -> list[str]:
     return sorted(described)
 
 
+# options that change how a stage runs, never what it writes (outputs are byte-identical for any worker count,
+# tested per stage): left out of the fingerprint, so changing them re-runs nothing
+OUTPUT_INVARIANT = {"extract": {"workers"}, "dedup": {"workers"}, "score": {"workers"},
+                    "mine": {"workers", "search_partitions"}}
+
+
 def fingerprint(plan: StagePlan, upstream: dict[str, str], beam_args: list[str]) -> str:
-    record = {"kind": plan.kind, "options": plan.options, "inputs": {d: upstream[d] for d in plan.depends},
+    invariant = OUTPUT_INVARIANT.get(plan.kind, set())
+    options = {k: v for k, v in plan.options.items() if k not in invariant}
+    record = {"kind": plan.kind, "options": options, "inputs": {d: upstream[d] for d in plan.depends},
               "files": _external_files(plan), "cmtp": cmtp_version(),
               "beam_args": beam_args if plan.kind in ("extract", "dedup", "score") else []}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -138,12 +146,45 @@ def plan_build(build: BuildFile, start: str | None = None, until: str | None = N
         elif previous.get("fingerprint") != plan.fingerprint:
             why = "an input stage changed" if set(plan.depends) & changed else "its options or input files changed"
             plan.action, plan.reason = "run", why
+        elif problem := _damaged(build.work / plan.name, previous.get("files")):
+            plan.action, plan.reason = "run", problem
         else:
-            plan.action, plan.reason = "reuse", "fingerprint matches"
+            plan.action, plan.reason = "reuse", "fingerprint and files match"
         if plan.action == "run":
             changed.add(plan.name)
         plans.append(plan)
     return plans
+
+
+def output_files(folder: Path) -> dict[str, list]:
+    """[size, sha256] of every file a finished stage left in ``folder`` (``_build.json`` and hidden files apart),
+    recorded at commit so that a later build reuses the stage only if its output is still what it wrote."""
+    import hashlib
+
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or rel.name == BUILD_FILE or any(part.startswith(".") for part in rel.parts):
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+        files[str(rel)] = [path.stat().st_size, digest.hexdigest()]
+    return files
+
+
+def _damaged(folder: Path, recorded: dict | None) -> str:
+    """Why a finished stage's output cannot be reused (a file missing, resized or rewritten), or ''."""
+    if recorded is None:
+        return "output not verifiable (written by an older cmtp)"
+    now = output_files(folder)
+    for name, (size, digest) in recorded.items():
+        if name not in now:
+            return f"output file {name} is missing"
+        if now[name][0] != size or now[name][1] != digest:
+            return f"output file {name} changed since it was written"
+    return ""
 
 
 # -- running stages --------------------------------------------------------------------------------------------
@@ -208,7 +249,8 @@ def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, l
         seconds = time.perf_counter() - started
         (final / BUILD_FILE).write_text(json.dumps({"stage": plan.name, "kind": plan.kind,
                                                     "fingerprint": plan.fingerprint, "seconds": round(seconds, 2),
-                                                    "options": plan.options}, indent=2, default=str))
+                                                    "options": plan.options, "files": output_files(final)},
+                                                   indent=2, default=str, ensure_ascii=False), encoding="utf-8")
         running.unlink()
         records.append({"stage": plan.name, "action": "run", "seconds": round(seconds, 2)})
     return records

@@ -103,3 +103,27 @@ def test_an_option_out_of_range_is_one_error_before_any_work(tmp_path, args, fra
     assert fragment in cli_error(*args)
     assert time.perf_counter() - started < 60  # refused before a model is loaded or a pipeline starts
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing written beside the input
+
+
+def test_a_deleted_shard_reruns_its_stage_and_workers_change_nothing(tmp_path):
+    from cmtp.pipelines.build import load_build_file, plan_build
+    from tests.test_build import build
+
+    path = tmp_path / "pipeline.yaml"
+    text = f"""
+work: {tmp_path / 'work'}
+stages:
+  extract: {{sources: ["lcsts={RAW / 'lcsts' / '*.tsv'}"], workers: 1}}
+  dedup: {{input: extract, workers: 1}}
+"""
+    path.write_text(text, encoding="utf-8")
+    build(path)
+    path.write_text(text.replace("workers: 1}", "workers: 2}"), encoding="utf-8")  # output-invariant
+    assert [p.action for p in plan_build(load_build_file(str(path)))] == ["reuse", "reuse"]
+    shard = sorted((tmp_path / "work" / "dedup" / "pairs").glob("*.parquet"))[0]
+    shard.unlink()
+    plans = plan_build(load_build_file(str(path)))
+    assert [p.action for p in plans] == ["reuse", "run"]
+    assert plans[1].reason == f"output file pairs/{shard.name} is missing"
+    build(path)
+    assert shard.exists() and [p.action for p in plan_build(load_build_file(str(path)))] == ["reuse", "reuse"]
