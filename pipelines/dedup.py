@@ -10,7 +10,7 @@ import apache_beam as beam
 from cmtp.schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
-from cmtp.transforms.common.parquet_read import ReadParquetRowGroups
+from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.dedup.lsh import collision_probability
@@ -26,7 +26,7 @@ STAGE_DATA = ("pairs",)  # the data subfolder of an extract or dedup output
 
 
 def _build(p, files: list[str], out: str, config: DedupConfig, bands: int, rows: int, shards: ShardOptions):
-    pairs = p | "ReadPairs" >> ReadParquetRowGroups(files)
+    pairs = p | "ReadPairs" >> ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
     result = pairs | "NearDedup" >> NearDedup(config, bands, rows)
     writes = (result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
               result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key))

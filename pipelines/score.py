@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from cmtp.schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
-from cmtp.transforms.common.parquet_read import ReadParquetRowGroups
+from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.embedding import resolve_model, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
@@ -73,7 +73,7 @@ def run_score(
     files = parquet_files(input_path, ("pairs",))
     resolved = resolve_model(config.model, allow_network=config.allow_network)
     scorer_hash = weights_fingerprint(resolved.path)
-    read = ReadParquetRowGroups(files)
+    read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
     # progress bar on the local runner with one worker process, where one process sees every pair; Beam's
     # counter cmtp score/pairs_scored shows the same on other runners
     total = read.rows if is_local(beam_args) and workers == 1 else None

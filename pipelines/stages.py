@@ -143,7 +143,9 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     if stage.in_place and overwrite and not _is_remote(out) and (Path(out) / "manifest.json").exists() \
             and os.environ.get("RANK", "0") == "0":
         shutil.rmtree(out)  # replace a finished run: start afresh, not from its checkpoints
-    if stage.in_place or _is_remote(out):
+    if stage.in_place and not _is_remote(out):
+        result = _run_in_place(stage, inputs, out, config, beam_args, extras)
+    elif _is_remote(out):
         result = stage.run(inputs, out, config, beam_args, **extras)
     else:
         final = Path(out.removeprefix("file://"))
@@ -162,6 +164,19 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     if isinstance(result, Manifest):
         result.check()
     return result
+
+
+def _run_in_place(stage: Stage, inputs: list[str], out: str, config, beam_args: list[str], extras: dict):
+    """A stage that works in its output folder (training resumes from its checkpoints there). A run that fails
+    before its first checkpoint leaves nothing: a folder it created is removed, so a mistake leaves no trace."""
+    folder = Path(out.removeprefix("file://"))
+    existed = folder.exists()
+    try:
+        return stage.run(inputs, out, config, beam_args, **extras)
+    except BaseException:
+        if not existed and not (folder / "checkpoints").exists() and os.environ.get("RANK", "0") == "0":
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 # -- the stages ---------------------------------------------------------------------------------------------------

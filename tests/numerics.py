@@ -11,8 +11,9 @@ by element,
     |got - want| <= rtol * |want| + atol,   rtol = safety * gamma_n,   atol = rtol * max|want|
 
 where ``n`` is the summed length of the reductions behind the values and ``safety`` (default 4) covers the
-constants the first-order bound leaves out. A real bug (a missing all-gather, a loss scaled by the world size, a wrong temperature)
-moves results by a share of their scale, orders of magnitude above this; the tests show that it still fails.
+constants the first-order bound leaves out. A real bug (a missing all-gather, a loss scaled by the world size, a
+wrong temperature) moves results by a share of their scale, orders of magnitude above this; the tests show that
+it still fails.
 """
 
 from __future__ import annotations

@@ -127,3 +127,28 @@ stages:
     assert plans[1].reason == f"output file pairs/{shard.name} is missing"
     build(path)
     assert shard.exists() and [p.action for p in plan_build(load_build_file(str(path)))] == ["reuse", "reuse"]
+
+
+@pytest.mark.parametrize("content, fragment", [(b"", "not a readable Parquet file"),
+                                               (b"PAR1\x00\x00garbage", "not a readable Parquet file")])
+def test_a_broken_parquet_input_is_one_error_naming_it(tmp_path, content, fragment):
+    (tmp_path / "in").mkdir()
+    bad = tmp_path / "in" / "part-0.parquet"
+    bad.write_bytes(content)
+    for args in (["score", tmp_path / "in", "--out", tmp_path / "s", "--model", "builtin:me5-small"],
+                 ["dedup", tmp_path / "in", "--out", tmp_path / "d"],
+                 ["mine", tmp_path / "in", "--out", tmp_path / "m"],
+                 ["train", "--data", tmp_path / "in", "--out", tmp_path / "t", "--max-steps", "1"]):
+        line = cli_error(*args)
+        assert str(bad) in line and fragment in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_wrong_schema_names_the_expected_schema_and_the_missing_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "title": ["t"], "passage": ["p"]}), tmp_path / "in" / "x.parquet")
+    line = cli_error("dedup", tmp_path / "in", "--out", tmp_path / "d")
+    assert "expected schema pair: the file lacks column(s) pair_id (it has id, title, passage)" in line

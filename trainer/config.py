@@ -40,7 +40,8 @@ class TrainConfig:
     temperature: float | None = field(default=None, metadata=within(gt=0))
     train_group_size: int | None = None  # passages per query: 1 positive + (n - 1) hard negatives
     cross_device: bool | None = None
-    gradcache_chunk: int = field(default=0, metadata=within(ge=0))  # >0: gradient caching with chunks of this many texts
+    # > 0: gradient caching with chunks of this many texts
+    gradcache_chunk: int = field(default=0, metadata=within(ge=0))
     query_max_len: int = field(default=64, metadata=within(ge=2))
     passage_max_len: int = field(default=256, metadata=within(ge=2))
     pooling: str | None = None  # cls | mean (default: the model's)

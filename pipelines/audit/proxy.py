@@ -28,8 +28,15 @@ from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.ranges import check_ranges, within
 
 from .proxy_stats import Summary, difference, verdict
-from .proxy_variants import (Variant, count_available, holdout_table, input_variant, sample_input, sample_variants,
-                             write_pairs)
+from .proxy_variants import (
+    Variant,
+    count_available,
+    holdout_table,
+    input_variant,
+    sample_input,
+    sample_variants,
+    write_pairs,
+)
 
 PROXY_MODEL = "builtin:me5-small-l2"
 DEFAULT_KEEP_RATES = (0.9, 0.8, 0.6)

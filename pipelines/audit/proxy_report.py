@@ -97,7 +97,8 @@ def proxy_html(report: ProxyReport) -> str:
         for r in rows)
     c = report.config
     return (f"<h2>Proxy-model ablation</h2><p><b>{html.escape(report.verdict())}</b></p>"
-            f"<p>{html.escape(c['model'])} trained {c['steps']} steps x {c['batch_size']} pairs (lr {c['learning_rate']:g}, "
+            f"<p>{html.escape(c['model'])} trained {c['steps']} steps x {c['batch_size']} pairs "
+            f"(lr {c['learning_rate']:g}, "
             f"temperature {c['temperature']:g}) on each variant, {c['seeds']} seeds; untrained: "
             f"{report.floor.dev_average:.2f}. A difference below twice the pooled standard deviation is marked "
             "n.s. (no measurable difference).</p>"

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from cmtp.schemas.errors import CmtpError
 
-from ..audit.stats import ALL, collect, open_scored, sample_near_threshold, threshold_grid
 from ..audit.proxy import ProxyConfig
+from ..audit.stats import ALL, collect, open_scored, sample_near_threshold, threshold_grid
 from ..console import err, out
 
 PROXY_DEFAULTS = {f.name: f.default for f in fields(ProxyConfig)}

@@ -18,7 +18,7 @@ from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.validate import training_example_problems
 from cmtp.transforms.common.dead_letters import dead_letter
 from cmtp.transforms.common.ids import stable_id
-from cmtp.transforms.common.paths import parquet_files
+from cmtp.transforms.common.paths import parquet_files, row_groups
 
 STAGE = "mine"
 
@@ -48,6 +48,7 @@ def _as_texts(value, name: str) -> list[str]:
 def read_pairs(path: str) -> list[Example]:
     """Examples from scored (``kept/``) or plain pair Parquet: query = title, positive = passage."""
     files = parquet_files(path, ("kept", "pairs"))
+    row_groups(files, ("pair_id", "title", "passage", "source"), "pair")  # every footer and column checked first
     examples = []
     for f in files:
         with fsspec.open(f, "rb") as fh:

@@ -15,6 +15,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from .paths import RowGroup, row_groups
 
+PAIR_COLUMNS = ("pair_id", "title", "passage")  # what dedup and score read of a ``pair`` file
+
 
 def _read_row_group(unit: RowGroup):
     with FileSystems.open(unit.path) as fh:
@@ -24,9 +26,9 @@ def _read_row_group(unit: RowGroup):
 class ReadParquetRowGroups(beam.PTransform):
     """``rows``: how many rows the files hold, known from their footers before the pipeline runs."""
 
-    def __init__(self, files: list[str]):
+    def __init__(self, files: list[str], columns: tuple[str, ...] = (), schema: str = ""):
         super().__init__()
-        self.units = row_groups(files)
+        self.units = row_groups(files, columns, schema)
         self.rows = sum(u.rows for u in self.units)
 
     def expand(self, pbegin):

@@ -59,14 +59,25 @@ class RowGroup:
     rows: int
 
 
-def row_groups(files: list[str]) -> list[RowGroup]:
-    """Every row group of the files, in file order, from their footers (any fsspec URL)."""
+def row_groups(files: list[str], columns: tuple[str, ...] = (), schema: str = "") -> list[RowGroup]:
+    """Every row group of the files, in file order, from their footers (any fsspec URL). A file that is not
+    (complete) Parquet, or lacks one of ``columns`` (of the named ``schema``), is one error naming it, before any
+    pipeline starts."""
     import fsspec
     import pyarrow.parquet as pq
 
     out: list[RowGroup] = []
     for path in files:
-        with fsspec.open(path, "rb") as fh:
-            meta = pq.ParquetFile(fh).metadata
+        try:
+            with fsspec.open(path, "rb") as fh:
+                parquet = pq.ParquetFile(fh)
+                meta, names = parquet.metadata, parquet.schema_arrow.names
+        except Exception as exc:  # ArrowInvalid (empty or truncated file), OSError: not readable Parquet
+            raise CmtpError(f"{path}: not a readable Parquet file ({exc})") from None
+        missing = [c for c in columns if c not in names]
+        if missing:
+            expected = f"expected schema {schema}: " if schema else ""
+            raise CmtpError(f"{path}: {expected}the file lacks column(s) {', '.join(missing)} "
+                            f"(it has {', '.join(names) or 'none'})")
         out += [RowGroup(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     return out
