@@ -27,7 +27,7 @@ Examples:
 
   cmtp eval work/stage3/model --compare builtin:me5-small --suite dev --max-per-task 300
 
-  cmtp eval /models/bge-base-zh --tasks my-tasks/ --instruction --format json --output results.json
+  cmtp eval /models/bge-base-zh --tasks my-tasks/ --instruction bge --format json --output results.json
 """
 
 class OutputFormat(StrEnum):
