@@ -8,6 +8,8 @@ from first trying to download Prism. Any other runner (``--runner DataflowRunner
 
 from __future__ import annotations
 
+import re
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -39,10 +41,24 @@ def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.
         raise CmtpError(f"cannot create the Beam pipeline: {exc}") from exc
 
 
+_EXCEPTION_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit)): (.+)$")
+
+
+def root_cause(text: str) -> str | None:
+    """The root cause in a (worker) traceback's text: the last ``SomeError: message`` line, preferring one with an
+    OS error number (``[Errno 28] No space left on device``), which Beam wraps in several layers of RuntimeError."""
+    causes = [m for line in text.splitlines() if (m := _EXCEPTION_LINE.match(line))]
+    with_errno = [m for m in causes if "[Errno" in m.group(2)]
+    pick = (with_errno or causes or [None])[-1]
+    return f"{pick.group(1)}: {pick.group(2).strip()[:400]}" if pick else None
+
+
 def failure(what: str, exc: Exception) -> CmtpError:
-    """One error line for a pipeline that raised: Beam's exceptions carry worker tracebacks over many lines."""
-    first = (str(exc).strip().splitlines() or [""])[0][:400]
-    return CmtpError(f"{what} failed ({type(exc).__name__}: {first})")
+    """One error line for a pipeline that raised: Beam's exceptions carry worker tracebacks over many lines, and
+    their first line ("Traceback (most recent call last):") says nothing; the root cause is named instead."""
+    text = str(exc).strip()
+    cause = root_cause(text) or f"{type(exc).__name__}: {(text.splitlines() or [''])[0][:400]}"
+    return CmtpError(f"{what} failed ({cause})")
 
 
 def run_to_completion(pipeline: beam.Pipeline, what: str) -> None:

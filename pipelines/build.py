@@ -245,7 +245,12 @@ def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, l
         running.touch()
         (final / BUILD_FILE).unlink(missing_ok=True)
         started = time.perf_counter()
-        run_stage(plan, build.work, final, build.beam_args)
+        try:
+            run_stage(plan, build.work, final, build.beam_args)
+        except BaseException:
+            if not final.exists():  # nothing committed: no marker either (a resumable training folder keeps it)
+                running.unlink(missing_ok=True)
+            raise
         seconds = time.perf_counter() - started
         (final / BUILD_FILE).write_text(json.dumps({"stage": plan.name, "kind": plan.kind,
                                                     "fingerprint": plan.fingerprint, "seconds": round(seconds, 2),

@@ -14,6 +14,8 @@ def main() -> None:
     # Beam logs import-time notices (e.g. missing GCP clients) on the root logger: quiet them before the
     # command modules import it. The CLI shows errors only.
     logging.getLogger().setLevel(logging.ERROR)
+    from rich.markup import escape
+
     from cmtp.schemas import CmtpError
 
     from .app import app
@@ -22,11 +24,23 @@ def main() -> None:
     try:
         app()
     except CmtpError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(1)
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        err.print(f"[red]error:[/red] {exc.strerror or exc}: {exc.filename}", highlight=False)
+    except OSError as exc:  # a missing or unwritable path, a full disk, a read-only file system
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"[red]error:[/red] {escape(str(exc.strerror or exc) + where)}", highlight=False)
         sys.exit(1)
+    except Exception as exc:
+        # libraries that wrap an OS error in their own type (safetensors' SafetensorError on a full disk): the
+        # user's problem, not a bug, when the cause is the file system
+        cause = next((c for c in OS_CAUSES if c in str(exc)), None)
+        if cause is None:
+            raise
+        err.print(f"[red]error:[/red] {escape(cause)} ({type(exc).__name__})", highlight=False)
+        sys.exit(1)
+
+
+OS_CAUSES = ("No space left on device", "Read-only file system", "Disk quota exceeded")
 
 
 if __name__ == "__main__":

@@ -68,3 +68,45 @@ def removed_on_failure(out: str, subdirs: list[str]):
         if isinstance(exc, CmtpError) or not isinstance(exc, Exception):
             raise
         raise CmtpError(f"{failure('the pipeline', exc)}; nothing was left in {out}") from exc
+
+
+def check_writable(path: str, what: str = "output") -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder where a file is meant, a parent
+    that is a file or cannot be written (a read-only file system, no permission). Remote URLs are left to their
+    store. The parent may not exist yet: its nearest existing ancestor must be writable."""
+    import os
+    from pathlib import Path
+
+    if "://" in path and not path.startswith("file://"):
+        return
+    target = Path(path.removeprefix("file://"))
+    if target.is_dir():
+        raise CmtpError(f"{what} {path} is a folder; give a file path")
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CmtpError(f"{what} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK):
+        raise CmtpError(f"{what} {path}: {ancestor} is not writable (read-only file system or no permission)")
+
+
+def check_stage_output(out: str, inputs: list[str]) -> None:
+    """A stage's output folder before any work: not a file, not one of its inputs, and writable."""
+    import os
+    from pathlib import Path
+
+    if "://" in out and not out.startswith("file://"):
+        return
+    target = Path(out.removeprefix("file://"))
+    if target.exists() and not target.is_dir():
+        raise CmtpError(f"--out {out} is a file; a stage writes a folder")
+    for given in inputs:
+        source = Path(given.removeprefix("file://"))
+        if "://" not in given and source.exists() and target.resolve() == source.resolve():
+            raise CmtpError(f"--out {out} is the stage's input; write to another folder")
+    ancestor = target if target.exists() else target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise CmtpError(f"--out {out}: {ancestor} is not a writable folder (read-only file system or no permission)")

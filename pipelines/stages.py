@@ -138,6 +138,9 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
         raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
     if stage.inputs == "optional" and len(inputs) > 1:
         raise CmtpError(f"give at most one INPUT, got {len(inputs)}")
+    from .outputs import check_stage_output
+
+    check_stage_output(out, inputs)
     refuse_existing(stage, out, overwrite)
     beam_args = list(beam_args or [])
     if stage.in_place and overwrite and not _is_remote(out) and (Path(out) / "manifest.json").exists() \

@@ -54,7 +54,7 @@ def test_verdict_names_the_cut_and_the_control():
     good, base, control = Summary((12.0, 12.1, 11.9)), Summary((10.0, 10.1, 9.9)), Summary((10.0, 10.2, 9.8))
     line = verdict("keep 0.80", good, base, control)
     assert line.startswith("keep 0.80 beats no filter by +2.00") and "control by +2.00" in line
-    assert verdict("keep 0.80", base, base, control).startswith("no filter variant measurably better")
+    assert verdict("keep 0.80", base, base, control).startswith("no cut measurably better than no filter")
     same_as_control = verdict("keep 0.80", good, base, Summary((12.0, 12.1, 11.9)))
     assert "fewer pairs, not the selection" in same_as_control
 

@@ -152,3 +152,68 @@ def test_a_wrong_schema_names_the_expected_schema_and_the_missing_column(tmp_pat
     pq.write_table(pa.table({"id": ["a"], "title": ["t"], "passage": ["p"]}), tmp_path / "in" / "x.parquet")
     line = cli_error("dedup", tmp_path / "in", "--out", tmp_path / "d")
     assert "expected schema pair: the file lacks column(s) pair_id (it has id, title, passage)" in line
+
+
+def test_the_root_cause_of_a_beam_failure_is_named():
+    from cmtp.pipelines.beam_runner import failure
+
+    worker = ("Traceback (most recent call last):\n  File \"apache_beam/runners/common.py\", line 1498, in process\n"
+              "RuntimeError: Traceback (most recent call last):\n  File \"transforms/common/parquet_shards.py\", "
+              "line 43, in write_table\nOSError: [Errno 28] No space left on device: '/data/work/.extract.tmp/pairs'"
+              "\n\nDuring handling of the above exception, another exception occurred:\nRuntimeError: bundle failed")
+    line = str(failure("extract pipeline", RuntimeError(worker)))
+    assert line == ("extract pipeline failed (OSError: [Errno 28] No space left on device: "
+                    "'/data/work/.extract.tmp/pairs')")
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (OSError(28, "No space left on device", "/data/out/model.tmp/model.safetensors"),
+     "error: No space left on device: /data/out/model.tmp/model.safetensors"),
+    (OSError(30, "Read-only file system", "/ro/report.html"), "error: Read-only file system: /ro/report.html"),
+    (RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on "
+                  "device\" })"), "error: No space left on device (RuntimeError)"),
+])
+def test_a_full_or_read_only_disk_is_one_error_line(monkeypatch, capsys, exc, expected):
+    """A disk-full write (the patched writer raises as the OS and safetensors do) ends in one line with the
+    cause, whichever command hit it."""
+    import cmtp.pipelines.app as app_module
+    from cmtp.pipelines import cli
+
+    def full_disk():
+        raise exc
+
+    monkeypatch.setattr(app_module, "app", full_disk)
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert stop.value.code == 1 and lines == [expected]
+
+
+def test_an_output_that_is_a_file_or_the_input_is_refused_before_work(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert "is a file; a stage writes a folder" in cli_error("extract", f"lcsts={RAW / 'lcsts' / '*.tsv'}", "--out",
+                                                             taken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no .taken.tmp left behind
+    assert "is the stage's input" in cli_error("dedup", RAW / "lcsts", "--out", RAW / "lcsts", "--overwrite")
+
+
+def test_an_unwritable_report_path_is_refused_before_work(tmp_path, monkeypatch):
+    from cmtp.pipelines.outputs import check_writable
+    from cmtp.schemas import CmtpError
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as on a read-only file system
+    with pytest.raises(CmtpError, match="is not writable"):
+        check_writable(str(tmp_path / "sub" / "audit.html"), "--report")
+    monkeypatch.undo()
+    with pytest.raises(CmtpError, match="is a folder"):
+        check_writable(str(tmp_path), "--report")
+
+
+def test_a_model_path_that_does_not_exist_is_not_taken_for_a_hub_id(monkeypatch):
+    from cmtp.transforms.embedding import resolve_model
+    from cmtp.transforms.embedding.registry import ModelNotFoundError
+
+    monkeypatch.chdir(ROOT)  # "tests/nonexistent" looks like ORG/NAME, but tests/ is a folder here
+    with pytest.raises(ModelNotFoundError, match="no such model folder: tests/nonexistent"):
+        resolve_model("tests/nonexistent")

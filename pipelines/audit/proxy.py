@@ -188,7 +188,7 @@ def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]
             raise CmtpError(f"the cut {name} keeps {k} pairs: fewer than one batch of {config.batch_size}")
         variants.append(Variant(name, "threshold", k, threshold=t, keep_rate=k / total))
         if config.controls:
-            variants.append(Variant(f"random {k / total:.0%} (control of {name.split(' (')[0]})", "random", k,
+            variants.append(Variant(f"random {k / total:.0%} (control)", "random", k,
                                     threshold=t, keep_rate=k / total))
     for spec in config.inputs:
         name, _, path = spec.partition("=")

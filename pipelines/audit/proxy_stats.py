@@ -68,7 +68,7 @@ def verdict(best_name: str, best: Summary, no_filter: Summary, control: Summary 
     """The one-line answer: does the best filtered variant beat no filter (and its random same-size control)?"""
     vs_all = difference(best, no_filter)
     if not (vs_all.measurable and vs_all.delta > 0):
-        return "no filter variant measurably better than no filter at this budget"
+        return f"no cut measurably better than no filter at this budget (best: {best_name}, {vs_all.describe()})"
     line = f"{best_name} beats no filter by {vs_all.delta:+.2f} ± {vs_all.spread:.2f}"
     if control is not None:
         vs_control = difference(best, control)

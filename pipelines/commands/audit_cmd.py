@@ -200,6 +200,11 @@ def audit(
         proxy_config = ProxyConfig(**{k: v for k, v in options.items() if v is not None})
     elif any(v for v in [proxy_thresholds, proxy_keep_rates, proxy_input, proxy_plot, tasks, suite]):
         raise CmtpError("--proxy-* options, --tasks and --suite need --proxy")
+    from ..outputs import check_writable
+
+    for path, what in [(report, "--report"), (plot, "--plot"), (proxy_plot, "--proxy-plot")]:
+        if path:
+            check_writable(path, what)
     grid = threshold_grid(thresholds)
     for value in [*grid.tolist(), *([threshold] if threshold is not None else [])]:
         if not -1 <= value <= 1:

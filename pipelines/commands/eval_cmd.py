@@ -100,6 +100,10 @@ def eval_model(
     paths = eval_task_paths(extras.get("tasks"), extras.get("suite"))
     if not paths:
         raise CmtpError("give --tasks PATH or --suite NAME")
+    if output:
+        from ..outputs import check_writable
+
+        check_writable(output, "--output")  # before minutes of evaluation, not after
     compare_with, max_per_task = extras.get("compare"), extras.get("max_per_task")
     loaded = load_tasks(paths, max_per_task, options.seed)
     for task in loaded:

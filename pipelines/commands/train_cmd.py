@@ -43,7 +43,7 @@ def train(
                                            "--max-steps)"),
     batch_size: int = typer.Option(None, help="queries per device per step"),
     learning_rate: float = typer.Option(None, "--lr", help="peak learning rate"),
-    temperature: float = typer.Option(None, help="InfoNCE temperature (default 0.01 for stages 2 and 3, 0.02 for retromae)"),
+    temperature: float = typer.Option(None, help="InfoNCE temperature (default 0.01; retromae 0.02)"),
     group_size: int = typer.Option(None, help="passages per query: 1 positive + hard negatives"),
     cross_device: bool = typer.Option(None, "--cross-device/--no-cross-device", help="gather all devices' passages"),
     gradcache_chunk: int = typer.Option(None, help="gradient caching with chunks of this many texts (0: off)"),

@@ -118,8 +118,10 @@ def resolve_model(name: str, allow_network: bool = False, prepare: bool = True) 
         if not local.is_dir():
             raise ModelNotFoundError(f"model path {name} is a file; pass the model's directory")
         return ResolvedModel(name, local.resolve(), "local")
-    if _looks_like_hub_id(name):
+    if _looks_like_hub_id(name) and not Path(name.split("/")[0]).expanduser().is_dir():
         return ResolvedModel(name, _hub_snapshot(name, allow_network), "hub")
+    if "/" in name or name.startswith((".", "~")):  # a path (its first folder exists here): not a hub id
+        raise ModelNotFoundError(f"no such model folder: {name}")
     raise ModelNotFoundError(f"model {name!r} is neither a built-in name, an existing directory nor a hub id")
 
 
