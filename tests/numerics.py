@@ -35,20 +35,30 @@ def _array(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def rounding_excess(got, want, terms: int, safety: float = 4.0) -> float:
-    """max(|got - want| / allowed): <= 1 when the two differ by float32 rounding alone."""
+def rounding_excess(got, want, terms: int, safety: float = 4.0, scale: float | None = None) -> float:
+    """max(|got - want| / allowed): <= 1 when the two differ by float32 rounding alone. ``scale`` is the magnitude
+    of the terms the values are sums of (default: the largest |want|). A value that cancels to about zero (the
+    gradient of an attention key bias, which softmax's shift invariance makes zero in exact arithmetic) still
+    carries the rounding of its terms: compare gradients with the model's largest gradient as the scale."""
     got, want = _array(got), _array(want)
     if got.shape != want.shape:
         raise AssertionError(f"shapes differ: {got.shape} vs {want.shape}")
     rtol = float32_rtol(terms, safety)
-    scale = float(np.abs(want).max()) if want.size else 0.0
+    if scale is None:
+        scale = float(np.abs(want).max()) if want.size else 0.0
     allowed = rtol * np.abs(want) + rtol * scale + np.finfo(np.float32).tiny
     return float((np.abs(got - want) / allowed).max()) if want.size else 0.0
 
 
-def assert_float32_close(got, want, terms: int, safety: float = 4.0, what: str = "") -> None:
+def gradient_scale(grads) -> float:
+    """The largest |gradient| over all of a model's gradients: the scale of the terms each gradient sums."""
+    return max(float(_array(g).__abs__().max()) for g in grads if g is not None)
+
+
+def assert_float32_close(got, want, terms: int, safety: float = 4.0, what: str = "", scale: float | None = None
+                         ) -> None:
     """Fail unless ``got`` equals ``want`` up to the rounding of float32 reductions over ``terms`` terms."""
-    excess = rounding_excess(got, want, terms, safety)
+    excess = rounding_excess(got, want, terms, safety, scale)
     if excess > 1:
         worst = float(np.abs(_array(got) - _array(want)).max())
         raise AssertionError(f"{what or 'values'} differ by {worst:.3g}, {excess:.1f}x the float32 rounding bound "

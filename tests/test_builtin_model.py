@@ -83,7 +83,7 @@ def test_registry_resolution(tmp_path, builtin_model_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     with pytest.raises(ModelNotFoundError, match="--allow-network"):
         resolve_model("shibing624/text2vec-base-chinese")
-    with pytest.raises(ModelNotFoundError, match="neither"):
+    with pytest.raises(ModelNotFoundError, match="no such model folder"):
         resolve_model("no/such/thing/here")
 
 
