@@ -164,10 +164,11 @@ class ProxyReport:
                 "runs": [asdict(r) for r in self.runs], "seconds": round(self.seconds, 1)}
 
 
-def _threshold_name(v_threshold: float, rate: float, by_rate: float | None) -> str:
-    if by_rate is not None:
-        return f"keep {by_rate:.2f} (>= {v_threshold:.4f})"
-    return f">= {v_threshold:.4f} (keeps {rate:.1%})"
+def _cut_names(threshold: float, share: float, by_rate: float | None) -> tuple[str, str]:
+    """(the cut's name, its random control's name): "keep 0.80 (>= 0.8919)" / "random, size of keep 0.80"."""
+    short = f"keep {by_rate:.2f}" if by_rate is not None else f">= {threshold:.4f}"
+    long = f"{short} (>= {threshold:.4f})" if by_rate is not None else f"{short} (keeps {share:.1%})"
+    return long, f"random, size of {short}"
 
 
 def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]:
@@ -182,14 +183,17 @@ def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]
     if total < config.batch_size:
         raise CmtpError(f"only {total} scored pairs outside the held-out slice: fewer than one batch")
     variants = [Variant(NO_FILTER, "all", total, keep_rate=1.0)]
+    seen: set[float] = set()
     for (t, by_rate), k in sorted(zip(cuts, kept, strict=True), key=lambda c: c[0][0]):
-        name = _threshold_name(t, k / total, by_rate)
+        if t in seen:  # the same cut asked twice (a rate and a threshold that coincide)
+            continue
+        seen.add(t)
+        name, control = _cut_names(t, k / total, by_rate)
         if k < config.batch_size:
             raise CmtpError(f"the cut {name} keeps {k} pairs: fewer than one batch of {config.batch_size}")
         variants.append(Variant(name, "threshold", k, threshold=t, keep_rate=k / total))
         if config.controls:
-            variants.append(Variant(f"random {k / total:.0%} (control)", "random", k,
-                                    threshold=t, keep_rate=k / total))
+            variants.append(Variant(control, "random", k, threshold=t, keep_rate=k / total))
     for spec in config.inputs:
         name, _, path = spec.partition("=")
         variants.append(input_variant(name, path, held))
