@@ -82,13 +82,18 @@ def check_writable(path: str, what: str = "output") -> None:
     target = Path(path.removeprefix("file://"))
     if target.is_dir():
         raise CmtpError(f"{what} {path} is a folder; give a file path")
-    ancestor = target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = _existing_ancestor(target.parent)
     if not ancestor.is_dir():
         raise CmtpError(f"{what} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK):
         raise CmtpError(f"{what} {path}: {ancestor} is not writable (read-only file system or no permission)")
+
+
+def _existing_ancestor(path):
+    """``path`` or its nearest ancestor that exists: where a not-yet-created output would be made."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def check_stage_output(out: str, inputs: list[str]) -> None:
@@ -105,8 +110,6 @@ def check_stage_output(out: str, inputs: list[str]) -> None:
         source = Path(given.removeprefix("file://"))
         if "://" not in given and source.exists() and target.resolve() == source.resolve():
             raise CmtpError(f"--out {out} is the stage's input; write to another folder")
-    ancestor = target if target.exists() else target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = _existing_ancestor(target)
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
         raise CmtpError(f"--out {out}: {ancestor} is not a writable folder (read-only file system or no permission)")
