@@ -22,6 +22,7 @@ from cmtp.pipelines.mine.run import run_mine
 from cmtp.pipelines.mine.sampling import choose_negatives, rng_for
 from cmtp.schemas import PAIR, TRAINING_EXAMPLE, Manifest, rows_to_table, validate_table
 from tests.numerics import assert_float32_close
+from tests.test_reliability import assert_every_listed_output_opens
 
 
 def _store(tmp_path, vectors, texts=None, clusters=None, shard_rows=1000):
@@ -187,8 +188,9 @@ def test_mine_end_to_end_output_validates(tmp_path, tiny_model_path):
                                   ensure_ascii=False) + "\n", encoding="utf-8")
     config = MineConfig(model=str(tiny_model_path), range_start=2, range_end=20, negatives=5, max_neg_ratio=1.5,
                         labeled=[str(labeled)], train_instruction="为这个句子生成表示以用于检索相关文章：",
-                        num_shards=2, rows_per_group=8, pad_random=True)
+                        num_shards=40, rows_per_group=8, pad_random=True)
     manifest = run_mine(str(tmp_path / "in"), str(tmp_path / "out"), config)
+    assert_every_listed_output_opens(tmp_path / "out")  # 31 rows in 40 shards: the empty ones are not written
     table = pq.read_table(tmp_path / "out" / "examples")
     validate_table(table, TRAINING_EXAMPLE)
     assert table.num_rows == 31 == Manifest.read(str(tmp_path / "out")).check().count_out

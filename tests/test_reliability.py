@@ -217,3 +217,33 @@ def test_a_model_path_that_does_not_exist_is_not_taken_for_a_hub_id(monkeypatch)
     monkeypatch.chdir(ROOT)  # "tests/nonexistent" looks like ORG/NAME, but tests/ is a folder here
     with pytest.raises(ModelNotFoundError, match="no such model folder: tests/nonexistent"):
         resolve_model("tests/nonexistent")
+
+
+def assert_every_listed_output_opens(out: Path) -> None:
+    """Every output the manifest lists exists; no zero-row shard beside non-empty ones; an output empty as a
+    whole is one zero-row file carrying the schema (issue #20, item 7)."""
+    import pyarrow.parquet as pq
+
+    from cmtp.schemas.manifest import Manifest
+
+    manifest = Manifest.read(str(out))
+    for name, entry in manifest.outputs.items():
+        files = sorted(Path(entry["path"]).glob("part-*.parquet"))
+        assert files, f"{name}: listed in the manifest but no file at {entry['path']}"
+        rows = [pq.ParquetFile(f).metadata.num_rows for f in files]
+        assert sum(rows) == entry["rows"] and len(files) == entry["files"], name
+        if sum(rows) == 0:
+            assert [f.name for f in files] == ["part-00000-of-00001.parquet"], name
+        else:
+            assert 0 not in rows, f"{name}: a zero-row shard beside non-empty ones"
+
+
+def test_many_shards_over_few_rows_write_no_zero_row_files(tmp_path):
+    from cmtp.pipelines.extract import ShardOptions, run_extract
+    from cmtp.transforms.extract.config import ExtractConfig
+    from cmtp.transforms.extract.dofns import SourceSpec
+
+    run_extract([SourceSpec("lcsts", "lcsts", str(RAW / "lcsts" / "*.tsv"))], str(tmp_path / "out"), ExtractConfig(),
+                shards=ShardOptions(num_shards=40), workers=1)
+    assert_every_listed_output_opens(tmp_path / "out")
+    assert len(list((tmp_path / "out" / "pairs").glob("*.parquet"))) < 40  # 30 rows cannot fill 40 shards

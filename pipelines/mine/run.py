@@ -65,9 +65,18 @@ class _ShardWriters:
             self.buffers[shard] = []
 
     def close(self) -> None:
+        """Flush and close; shards that got no row are removed (the shared shard writer's rule: no zero-row
+        file beside non-empty ones, an output empty as a whole is one zero-row file)."""
         for shard, writer in enumerate(self.writers):
             self._flush(shard)
             writer.close()
+        empty = [p for p in self.paths if pq.ParquetFile(p).metadata.num_rows == 0]
+        if self.rows == 0:
+            empty[0].rename(self.paths[0].with_name("part-00000-of-00001.parquet"))
+            empty = empty[1:]
+        for path in empty:
+            path.unlink()
+        self.paths = sorted(self.paths[0].parent.glob("part-*.parquet"))
 
 
 def _read_examples(input_path: str | None, config: MineConfig) -> tuple[list[Example], list[dict]]:
@@ -173,16 +182,15 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
     finally:  # a failed run leaves no work folder (and no examples: the manifest is written last)
         shutil.rmtree(work, ignore_errors=True)
     tally, prompts = mined.tally, spec_prompts(spec)
-    if dead:
-        (out_dir / "dead_letters").mkdir(parents=True, exist_ok=True)
-        pq.write_table(rows_to_table(dead, DEAD_LETTER), out_dir / "dead_letters" / "part-00000-of-00001.parquet")
+    (out_dir / "dead_letters").mkdir(parents=True, exist_ok=True)  # listed in the manifest, so always there
+    pq.write_table(rows_to_table(dead, DEAD_LETTER), out_dir / "dead_letters" / "part-00000-of-00001.parquet")
     manifest = Manifest(
         stage="mine",
         config={**config.to_dict(), "model": model_name, "input": input_path},
         inputs=[p for p in [input_path, *config.labeled, config.pool] if p],
         outputs={"examples": {"path": str(out_dir / "examples"), "files": len(mined.shard_paths), "rows": mined.rows,
                               "schema": "training_example"},
-                 "dead_letters": {"path": str(out_dir / "dead_letters"), "files": int(bool(dead)), "rows": len(dead),
+                 "dead_letters": {"path": str(out_dir / "dead_letters"), "files": 1, "rows": len(dead),
                                   "schema": "dead_letter"}},
         count_in=len(examples) + len(dead), count_out=mined.rows,
         dropped=dict(Counter(d["reason"] for d in dead)), per_source=_per_source(examples, dead),

@@ -3,8 +3,12 @@
 Beam's ``WriteToParquet`` writes rows in bundle order into runner-chosen shards, so two runs give different
 files. Our contract is that a re-run gives the same output, and the trainer wants predictable row groups, so
 rows are assigned to a shard by a hash of their id, each shard is sorted by id and written whole with pyarrow
-(``row_group_size`` rows per group, zstd) through Beam's ``FileSystems`` (local, gs://, s3://). Every shard
-``part-XXXXX-of-NNNNN.parquet`` exists, empty ones included, so readers see a complete set.
+(``row_group_size`` rows per group, zstd) through Beam's ``FileSystems`` (local, gs://, s3://).
+
+Only shards that hold rows are written: readers such as Hugging Face ``datasets`` refuse a zero-row Parquet
+file beside non-empty ones ("BatchSize must be greater than 0"). An output that is empty as a whole is one
+zero-row file ``part-00000-of-00001.parquet`` carrying the schema, so it still opens (``datasets`` alone
+refuses it, as it refuses any zero-row file); readers list ``part-*.parquet`` rather than assume every index.
 """
 
 from __future__ import annotations
@@ -88,16 +92,17 @@ class WriteParquetShards(beam.PTransform):
         fixed, target = self.num_shards, self.target_shard_rows
 
         def shard_count(total: int) -> int:
+            if total == 0:  # an empty output is one zero-row file
+                return 1
             return fixed or max(1, math.ceil(total / target))
 
         count = rows | "CountRows" >> beam.combiners.Count.Globally()
         keyed = rows | "AssignShard" >> beam.ParDo(
             _AssignShardFn(self.key, shard_count), total=beam.pvalue.AsSingleton(count))
-        every_shard = count | "EveryShard" >> beam.FlatMap(
-            lambda total: [((i, shard_count(total)), None) for i in range(shard_count(total))]
-        )
+        schema_only = count | "SchemaOnlyIfEmpty" >> beam.FlatMap(
+            lambda total: [((0, 1), None)] if total == 0 else [])
         return (
-            (keyed, every_shard)
+            (keyed, schema_only)
             | "Merge" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(_WriteShardFn(self.directory, self.schema, self.key, self.row_group_size))
