@@ -94,11 +94,17 @@ def test_a_stage_that_is_not_a_mapping_is_one_error(tmp_path):
     (["train", "--data", "IN", "--out", "OUT", "--lr", "-0.001"], "option learning_rate must be in (0, inf)"),
     (["train", "--data", "IN", "--out", "OUT", "--temperature", "0"], "option temperature must be in (0, inf)"),
     (["audit", "IN", "--threshold", "2"], "threshold 2 is outside [-1, 1]"),
+    (["extract", "lcsts=IN", "--out", "OUT", "--min-cjk-ratio", "2"], "option min_cjk_ratio must be in [0, 1]"),
+    (["dedup", "IN", "--out", "OUT", "--threshold", "0"], "option threshold must be in (0, 1]"),
+    (["dedup", "IN", "--out", "OUT", "--num-perm", "0"], "option num_perm must be in [2, inf)"),
+    (["mine", "IN", "--out", "OUT", "--negatives", "-1"], "option negatives must be in [0, inf)"),
+    (["mine", "IN", "--out", "OUT", "--target-recall", "1.5"], "option target_recall must be in (0, 1]"),
     (["audit", "IN", "--thresholds", "1.2:1.5:0.1"], "threshold 1.2 is outside [-1, 1]"),
 ])
 def test_an_option_out_of_range_is_one_error_before_any_work(tmp_path, args, fragment):
     (tmp_path / "in").mkdir()
-    args = [str(tmp_path / "in") if a == "IN" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    args = [a.replace("IN", str(tmp_path / "in")) if "IN" in a else str(tmp_path / "out") if a == "OUT" else a
+            for a in args]
     started = time.perf_counter()
     assert fragment in cli_error(*args)
     assert time.perf_counter() - started < 60  # refused before a model is loaded or a pipeline starts

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from dataclasses import field as option  # "field" is one of the options
+
+from cmtp.schemas.ranges import check_ranges, within
 
 FIELDS = ("passage", "title_passage", "title")
 POLICIES = ("longest", "lowest_id")
@@ -12,20 +15,25 @@ POLICIES = ("longest", "lowest_id")
 class DedupConfig:
     field: str = "passage"  # what is compared: passage, title_passage or title
     shingle: str = "char"  # char n-grams, or jieba "word" n-grams
-    ngram: int = 5  # n of the shingles (characters, or words with shingle="word")
-    num_perm: int = 128
+    # n of the shingles (characters, or words with shingle="word")
+    ngram: int = option(default=5, metadata=within(ge=1))
+    num_perm: int = option(default=128, metadata=within(ge=2))
     seed: int = 1
-    threshold: float = 0.8  # Jaccard threshold of a near duplicate
-    bands: int | None = None  # LSH bands/rows; default: datasketch's optimum for threshold and num_perm
-    rows: int | None = None
+    # Jaccard threshold of a near duplicate
+    threshold: float = option(default=0.8, metadata=within(gt=0, le=1, why="a Jaccard similarity"))
+    # LSH bands/rows; default: datasketch's optimum for threshold and num_perm
+    bands: int | None = option(default=None, metadata=within(ge=1))
+    rows: int | None = option(default=None, metadata=within(ge=1))
     # weights of false positives and negatives in that optimum; default (0.05, 0.95) with verify (false
     # positives are removed by the exact check, so only misses cost), (0.5, 0.5) without
-    fp_weight: float | None = None
-    fn_weight: float | None = None
+    fp_weight: float | None = option(default=None, metadata=within(ge=0))
+    fn_weight: float | None = option(default=None, metadata=within(ge=0))
     verify: bool = True  # exact Jaccard check of candidate pairs (removes LSH false positives)
-    max_bucket_all_pairs: int = 32  # buckets up to this size give all pairs; larger ones a star + chain
+    # buckets up to this size give all pairs; larger ones a star + chain
+    max_bucket_all_pairs: int = option(default=32, metadata=within(ge=2))
     policy: str = "longest"  # representative: longest passage (lowest id breaks ties) or lowest id
-    cc_rounds: int = 8  # large-star/small-star rounds per pass; more passes run until converged
+    # large-star/small-star rounds per pass; more passes run until converged
+    cc_rounds: int = option(default=8, metadata=within(ge=1))
 
     def __post_init__(self):
         from cmtp.schemas.errors import CmtpError
@@ -36,8 +44,7 @@ class DedupConfig:
             raise CmtpError(f"dedup policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
         if self.shingle not in ("char", "word"):
             raise CmtpError(f"shingle must be char or word, not {self.shingle!r}")
-        if not 0 < self.threshold <= 1:
-            raise CmtpError(f"threshold must be in (0, 1], not {self.threshold}")
+        check_ranges(self)
         if (self.bands is None) != (self.rows is None):
             raise CmtpError("give both bands and rows, or neither")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
