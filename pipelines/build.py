@@ -94,16 +94,40 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
 
 
 # -- fingerprints ----------------------------------------------------------------------------------------------
-def _external_files(plan: StagePlan) -> list[str]:
-    """Files a stage reads from outside the build (extract's sources, mine's labeled files, eval tasks)."""
+def external_inputs(plan: StagePlan) -> list[str]:
+    """Paths or globs a stage reads from outside the build: extract's sources, mine's labeled files and pool,
+    training data and evaluation task files (``@STAGE`` references and built-in suites are the build's own)."""
+    options = plan.options
+    paths = [s.split("=", 1)[1] for s in options.get("sources", []) if "=" in s] if plan.kind == "extract" else []
+    paths += list(options.get("labeled") or []) + [options.get("pool")]
+    if plan.kind == "train":
+        from .stages import data_spec
+
+        paths += [p for i, d in enumerate(options.get("data") or []) for p in data_spec(d, i)["paths"]]
+        paths += [options["eval"]] if isinstance(options.get("eval"), str) else list(options.get("eval") or [])
+    if plan.kind == "eval":
+        paths += list(options.get("tasks") or [])
+    return [p for p in paths if isinstance(p, str) and p and not p.startswith(("@", "suite:"))]
+
+
+def check_external_inputs(plan: StagePlan) -> None:
+    """Local inputs must match a file before anything runs (object-store paths are the stage's to check:
+    listing them may need credentials only the workers have)."""
     from apache_beam.io.filesystems import FileSystems
 
-    patterns = []
-    if plan.kind == "extract":
-        patterns = [s.split("=", 1)[1] for s in plan.options.get("sources", []) if "=" in s]
-    patterns += [v for v in plan.options.get("labeled", []) or [] if isinstance(v, str)]
+    for pattern in external_inputs(plan):
+        if "://" in pattern:
+            continue
+        if not [m for r in FileSystems.match([pattern]) for m in r.metadata_list] and not Path(pattern).is_dir():
+            raise CmtpError(f"stage {plan.name}: input {pattern} matches no file")
+
+
+def _external_files(plan: StagePlan) -> list[str]:
+    """Path, size and time of every file the stage reads from outside the build (part of its fingerprint)."""
+    from apache_beam.io.filesystems import FileSystems
+
     described = []
-    for pattern in patterns:
+    for pattern in external_inputs(plan):
         try:
             for result in FileSystems.match([pattern]):
                 described += [f"{m.path}:{m.size_in_bytes}:{m.last_updated_in_seconds}" for m in result.metadata_list]
@@ -217,6 +241,7 @@ def validate(build: BuildFile, plans: list[StagePlan]) -> None:
     from .stages import STAGES, prepare
 
     for plan in plans:
+        check_external_inputs(plan)
         options = {k: _resolve(v, build.work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
         options.pop("input", None)
         try:

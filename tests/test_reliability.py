@@ -253,3 +253,22 @@ def test_many_shards_over_few_rows_write_no_zero_row_files(tmp_path):
                 shards=ShardOptions(num_shards=40), workers=1)
     assert_every_listed_output_opens(tmp_path / "out")
     assert len(list((tmp_path / "out" / "pairs").glob("*.parquet"))) < 40  # 30 rows cannot fill 40 shards
+
+
+@pytest.mark.parametrize("mine_options, missing", [
+    ("labeled: [LABELED]", "labeled.jsonl"),
+    ("pool: LABELED", "labeled.jsonl"),
+])
+def test_an_external_input_that_matches_nothing_is_one_error_before_the_first_stage(tmp_path, mine_options,
+                                                                                     missing):
+    options = mine_options.replace("LABELED", str(tmp_path / "labeled.jsonl"))
+    line = cli_error("build", _build_file(tmp_path, options))
+    assert line == f"error: stage mine: input {tmp_path / missing} matches no file"
+    assert not (tmp_path / "work").exists()
+
+
+def test_an_extract_source_that_matches_nothing_is_one_error(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"work: {tmp_path / 'work'}\nstages:\n  extract: {{sources: ['lcsts={tmp_path}/no/*.tsv']}}\n",
+                    encoding="utf-8")
+    assert cli_error("build", path) == f"error: stage extract: input {tmp_path}/no/*.tsv matches no file"
