@@ -112,7 +112,7 @@ class Killed(Exception):
 def assert_kill_and_resume_is_exact(make_config, tmp_path, steps: int, save_steps: int, kill_at: int) -> None:
     """A run killed after step ``kill_at`` and resumed from its last checkpoint ends with the weights of an
     uninterrupted run. ``make_config(out, **kw)`` builds the run's TrainConfig."""
-    whole = train(make_config(tmp_path / "whole", max_steps=steps, save_steps=save_steps))
+    whole = train(make_config(tmp_path / "whole", max_steps=steps, save_steps=save_steps, logging_steps=1))
 
     def kill(step, loss):
         if step == kill_at:
@@ -120,15 +120,27 @@ def assert_kill_and_resume_is_exact(make_config, tmp_path, steps: int, save_step
 
     out = tmp_path / "interrupted"
     with pytest.raises(Killed):
-        train(make_config(out, max_steps=steps, save_steps=save_steps), on_step=kill)
+        train(make_config(out, max_steps=steps, save_steps=save_steps, logging_steps=1), on_step=kill)
     last = kill_at // save_steps * save_steps
     assert (out / "checkpoints" / f"step-{last}" / "trainer_state.pt").exists()
-    resumed = train(make_config(out, max_steps=steps, save_steps=save_steps))
+    resumed = train(make_config(out, max_steps=steps, save_steps=save_steps, logging_steps=1))
     assert resumed["steps"] == steps
     w1 = load_file(Path(whole["model"]) / "model.safetensors")
     w2 = load_file(Path(resumed["model"]) / "model.safetensors")
     for key in w1:
         assert torch.equal(w1[key], w2[key]), key
+    # the killed run's events after its checkpoint are hidden: each step's loss shows once, as uninterrupted
+    assert _logged_steps(out) == _logged_steps(tmp_path / "whole")
+    train(make_config(out, max_steps=steps, save_steps=save_steps, logging_steps=1, resume=False))  # a fresh start
+    assert len(list((out / "tensorboard").iterdir())) == 1  # the earlier runs' event files are gone
+
+
+def _logged_steps(out: Path) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    return [e.step for e in events.Scalars("train/loss")]
 
 
 def test_kill_and_resume_gives_the_same_weights(tiny_model_path, examples_dir, tmp_path):

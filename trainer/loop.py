@@ -304,7 +304,12 @@ def _start(config: TrainConfig) -> _Session:
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
+        board = Path(config.output_dir) / "tensorboard"
+        if not resume_from:  # a fresh run's curves are its own: event files of a killed or earlier run go
+            shutil.rmtree(board, ignore_errors=True)
+        # a resumed run hides what the killed run logged after its checkpoint (TensorBoard's purge_step), so
+        # each step shows once
+        writer = SummaryWriter(str(board), purge_step=run.step + 1 if resume_from else None)
         if resume_from:
             evaluator.restore(eval_state)
     return _Session(config, rank, world, own_group, device, max_steps, st, run, module, parameters, optimizer,
@@ -352,6 +357,7 @@ def _log(s: _Session, loss: float, stats: dict, rate: float) -> None:
     s.writer.add_scalar("train/lr", s.scheduler.get_last_lr()[0], step)
     s.writer.add_scalar("train/samples_per_s", rate, step)
     s.writer.add_scalar("data/malformed_rows", s.run.malformed, step)
+    s.writer.flush()  # as HF's TensorBoard callback does: a killed run's curve reaches its last logged step
 
 
 def _finish(s: _Session) -> tuple[Path, dict | None]:
