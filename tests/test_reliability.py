@@ -272,3 +272,34 @@ def test_an_extract_source_that_matches_nothing_is_one_error(tmp_path):
     path.write_text(f"work: {tmp_path / 'work'}\nstages:\n  extract: {{sources: ['lcsts={tmp_path}/no/*.tsv']}}\n",
                     encoding="utf-8")
     assert cli_error("build", path) == f"error: stage extract: input {tmp_path}/no/*.tsv matches no file"
+
+
+@pytest.mark.parametrize("same_options", [True, False])
+def test_two_builds_started_together_one_refuses_and_the_outputs_match_their_fingerprints(tmp_path, same_options):
+    import shutil
+
+    from cmtp.pipelines.build import load_build_file, plan_build
+
+    exe = shutil.which("cmtp") or str(Path(sys.executable).parent / "cmtp")
+    files = []
+    for i, min_chars in enumerate([20, 20 if same_options else 40]):
+        path = tmp_path / f"pipeline{i}.yaml"
+        path.write_text(f"""
+work: {tmp_path / 'work'}
+stages:
+  extract: {{sources: ["lcsts={RAW / 'lcsts' / '*.tsv'}"], workers: 1, passage_min_chars: {min_chars}}}
+  dedup: {{input: extract, workers: 1}}
+""", encoding="utf-8")
+        files.append(path)
+    procs = [subprocess.Popen([exe, "build", str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for f in files]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    refused = [i for i, (code, err) in enumerate(results) if code == 1 and "in use by another cmtp run" in err]
+    finished = [i for i, (code, _) in enumerate(results) if code == 0]
+    assert len(refused) == 1 and len(finished) == 1, results
+    # the winner's committed outputs are complete and carry its fingerprints: its plan reuses every stage
+    plans = plan_build(load_build_file(str(files[finished[0]])))
+    assert [p.action for p in plans] == ["reuse", "reuse"], [p.reason for p in plans]
+    assert_every_listed_output_opens(tmp_path / "work" / "dedup")
+    if not same_options:  # the loser's options differ, so its plan re-runs from extract
+        assert plan_build(load_build_file(str(files[refused[0]])))[0].action == "run"
