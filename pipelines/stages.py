@@ -159,6 +159,9 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
             result = stage.run(inputs, str(tmp), config, beam_args, **extras)
             if isinstance(result, Manifest):
                 result.check()  # an output whose counts do not reconcile is never committed
+        except CmtpError as exc:  # the user named ``out``, not the folder it is written in
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CmtpError(str(exc).replace(str(tmp), str(final))) from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -303,3 +303,40 @@ stages:
     assert_every_listed_output_opens(tmp_path / "work" / "dedup")
     if not same_options:  # the loser's options differ, so its plan re-runs from extract
         assert plan_build(load_build_file(str(files[refused[0]])))[0].action == "run"
+
+
+def test_an_error_names_the_users_output_not_the_folder_it_is_written_in(tmp_path):
+    from dataclasses import replace
+
+    from cmtp.pipelines.stages import STAGES, run_stage
+    from cmtp.schemas.errors import CmtpError
+
+    def failing(inputs, out, config, beam_args, **extras):
+        raise CmtpError(f"No space left on device: {out}/pairs/part-00000-of-00001.parquet")
+
+    (tmp_path / "in").mkdir()
+    with pytest.raises(CmtpError) as err:
+        run_stage(replace(STAGES["dedup"], run=failing), [str(tmp_path / "in")], str(tmp_path / "out"), {})
+    assert str(err.value) == f"No space left on device: {tmp_path / 'out'}/pairs/part-00000-of-00001.parquet"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_model_save_that_fails_leaves_no_half_written_folder(tiny_model_path, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    from cmtp.trainer.config import TrainConfig
+    from cmtp.trainer.loop import _save_model
+
+    st = SentenceTransformer(str(tiny_model_path), device="cpu")
+
+    def full_disk(path, **kwargs):
+        (Path(path) / "model.safetensors").parent.mkdir(parents=True, exist_ok=True)
+        (Path(path) / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(st, "save", full_disk)
+    config = TrainConfig.from_mapping({"model": str(tiny_model_path), "data": [{"name": "s", "paths": ["x"]}],
+                                       "output_dir": str(tmp_path)})
+    with pytest.raises(OSError, match="No space left"):
+        _save_model(st, tmp_path / "model", config, ("", ""), __import__("collections").Counter())
+    assert list(tmp_path.iterdir()) == []

@@ -492,9 +492,12 @@ def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, s
         if base_max_len:
             st.max_seq_length = base_max_len
         st.save(str(tmp), create_model_card=False, safe_serialization=True)
+        (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
+                                                           default=str))
+    except BaseException:  # a full disk or a kill while saving leaves no half-written model.tmp
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         st.max_seq_length = training_len
-    (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
-                                                       default=str))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
