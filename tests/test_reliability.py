@@ -340,3 +340,29 @@ def test_a_model_save_that_fails_leaves_no_half_written_folder(tiny_model_path, 
     with pytest.raises(OSError, match="No space left"):
         _save_model(st, tmp_path / "model", config, ("", ""), __import__("collections").Counter())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_archive_and_an_empty_file_are_named_for_what_they_are(tmp_path):
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    from cmtp.pipelines.extract import run_extract
+    from cmtp.transforms.extract.dofns import SourceSpec
+
+    body = (RAW / "news" / "inews_head30.jsonl").read_bytes()
+    (tmp_path / "news").mkdir()
+    packed = gzip.compress(body)
+    (tmp_path / "news" / "whole.jsonl.gz").write_bytes(packed)
+    (tmp_path / "news" / "cut_early.jsonl.gz").write_bytes(packed[:2000])  # damaged inside the first 64 KiB
+    (tmp_path / "news" / "cut_late.jsonl.gz").write_bytes(packed[:int(len(packed) * 0.9)])
+    (tmp_path / "news" / "empty.txt").write_bytes(b"")
+    manifest = run_extract([SourceSpec("news", "news", str(tmp_path / "news" / "*"))], str(tmp_path / "out"),
+                           workers=1)
+    dead = pq.read_table(tmp_path / "out" / "dead_letters").to_pylist()
+    truncated = sorted(d["source_file"].rsplit("/", 1)[-1] for d in dead if d["reason"] == "truncated_archive")
+    assert truncated == ["cut_early.jsonl.gz", "cut_late.jsonl.gz"]
+    assert not [d for d in dead if d["reason"] in ("undecodable", "no_title", "read_error")], dead
+    # the late cut keeps the records before the damage (read as exact duplicates of whole.jsonl.gz's)
+    lines = body.count(b"\n")
+    assert manifest.count_in > lines + 2 and "truncated_archive" in manifest.dropped

@@ -21,7 +21,7 @@ from .adapters import get_adapter
 from .cleaning import Cleaner
 from .config import ExtractConfig
 from .filters import PairFilter
-from .source_file import Extracted, Rejected, SourceFile
+from .source_file import ARCHIVE_ERRORS, Extracted, Rejected, SourceFile, archive_problem, open_source
 
 STAGE = "extract"
 PRETRAIN_ONLY = "pretrain_only"
@@ -69,7 +69,14 @@ class ReadRecordsFn(beam.DoFn):
     def process(self, readable_file):
         path = readable_file.metadata.path
         rel = self.spec.rel_name(path)
-        yield from self.read_file(SourceFile(path, rel, readable_file.open))
+        try:
+            f = SourceFile(path, rel, lambda: open_source(path, lambda kind: readable_file.open(compression_type=kind)))
+        except ARCHIVE_ERRORS as exc:  # damaged within the first 64 KiB
+            self.dead_counter.inc()
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(STAGE, archive_problem(exc), self.spec.name, path,
+                                                             "file", detail=f"{type(exc).__name__}: {exc}"))
+            return
+        yield from self.read_file(f)
 
     def read_file(self, f: SourceFile):
         """Shared with the single-process benchmark baseline: everything but Beam's file matching."""
@@ -88,6 +95,10 @@ class ReadRecordsFn(beam.DoFn):
                     continue
                 self.read_counter.inc()
                 yield raw_document(name, f, record)
+        except ARCHIVE_ERRORS as exc:  # the records before the damage were read; the rest is lost
+            self.dead_counter.inc()
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(STAGE, archive_problem(exc), name, f.path, "file",
+                                                             detail=f"{type(exc).__name__}: {exc}"))
         except Exception as exc:  # a reader bug or an I/O failure must not take the pipeline down
             self.dead_counter.inc()
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(

@@ -1,6 +1,9 @@
 """Reading one raw file: compression, per-file encoding detection, binary detection, lines and JSON records.
 
-Compression comes from Beam's ``FileSystems`` (by extension: .gz, .bz2, .zst, ...). Encoding: Chinese dumps
+Compression is by extension. Beam's ``FileSystems`` decompresses a truncated .gz/.bz2/.xz silently (it stops
+at the last whole block), so those three are read with the standard library's readers, which raise at a missing
+end of stream: a truncated or corrupt archive is a ``truncated_archive``/``corrupt_archive`` dead letter, not a
+half-read file or a misleading "undecodable". Other codecs (.zst, .deflate) stay with Beam. Encoding: Chinese dumps
 are UTF-8 or GB18030/GBK; general detectors (charset-normalizer, chardet) guess slowly and often call GBK
 text Big5 or Latin-1, while the question here is narrow: does a sample decode strictly as UTF-8, else as
 GB18030? That test is written here. Bytes that still do not decode become dead letters, never a crash.
@@ -8,8 +11,12 @@ GB18030? That test is written here. Bytes that still do not decode become dead l
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
+import lzma
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -18,6 +25,40 @@ import ijson
 
 SNIFF_BYTES = 1 << 16
 BINARY = "binary"
+
+
+_ARCHIVES = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile, ".lzma": lzma.LZMAFile}
+# what the standard library's readers raise for a damaged archive (BadGzipFile is an OSError)
+ARCHIVE_ERRORS = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+def archive_problem(exc: BaseException) -> str:
+    return "truncated_archive" if isinstance(exc, EOFError) else "corrupt_archive"
+
+
+class _Decompressed(io.BufferedReader):
+    """An archive reader that also closes the raw file under it."""
+
+    def __init__(self, archive, raw):
+        super().__init__(archive)
+        self._raw = raw
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def open_source(path: str, open_as: Callable[[str], IO[bytes]]) -> IO[bytes]:
+    """``path``'s bytes, decompressed by extension; ``open_as(compression_type)`` opens it through Beam."""
+    from apache_beam.io.filesystems import CompressionTypes
+
+    reader = next((cls for ext, cls in _ARCHIVES.items() if path.lower().endswith(ext)), None)
+    if reader is None:
+        return open_as(CompressionTypes.AUTO)
+    raw = open_as(CompressionTypes.UNCOMPRESSED)
+    return _Decompressed(reader(fileobj=raw) if reader is gzip.GzipFile else reader(raw), raw)
 
 
 @dataclass
@@ -84,7 +125,8 @@ class SourceFile:
         """Open through Beam's FileSystems: any scheme it knows, compression from the extension."""
         from apache_beam.io.filesystems import FileSystems
 
-        return cls(path, rel_name or path.rsplit("/", 1)[-1], lambda: FileSystems.open(path))
+        return cls(path, rel_name or path.rsplit("/", 1)[-1],
+                   lambda: open_source(path, lambda kind: FileSystems.open(path, compression_type=kind)))
 
     @property
     def is_binary(self) -> bool:

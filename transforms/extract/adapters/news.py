@@ -23,7 +23,7 @@ class NewsAdapter(JsonRecordAdapter):
         text, clean = f.text()
         if "<doc>" in text:
             yield from self._sogou(text, clean)
-        else:
+        elif text.strip():  # an empty file holds no record
             title, _, body = text.strip().partition("\n")
             yield _checked(Extracted("file", title, body, {}), clean)
 
