@@ -366,3 +366,118 @@ def test_a_truncated_archive_and_an_empty_file_are_named_for_what_they_are(tmp_p
     # the late cut keeps the records before the damage (read as exact duplicates of whole.jsonl.gz's)
     lines = body.count(b"\n")
     assert manifest.count_in > lines + 2 and "truncated_archive" in manifest.dropped
+
+
+# -- the mistake matrix: each mistake of issue #20 through the command line ------------------------------------
+def _scored(folder: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from cmtp.schemas import SCORED_PAIR, rows_to_table
+
+    rows = [{"pair_id": f"p{i}", "source": "s", "source_file": "f", "record_key": str(i), "title": f"标题{i}",
+             "passage": "正文" * 10, "meta": "{}", "score": 0.5 + i / 100, "cluster_id": None, "cluster_size": None,
+             "scorer": "m", "scorer_hash": "h", "threshold": 0.4, "kept": True} for i in range(20)]
+    (folder / "kept").mkdir(parents=True)
+    pq.write_table(rows_to_table(rows, SCORED_PAIR), folder / "kept" / "part-00000-of-00001.parquet")
+
+
+def _parquet(folder: Path, content: bytes | None = None, wrong_schema: bool = False) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    if wrong_schema:
+        pq.write_table(pa.table({"id": ["a"], "title": ["t"], "passage": ["p"]}), folder / "x.parquet")
+    else:
+        _scored(folder / "_good")  # a valid file whose tail is cut off, or an empty one
+        good = (folder / "_good" / "kept" / "part-00000-of-00001.parquet").read_bytes()
+        __import__("shutil").rmtree(folder / "_good")
+        (folder / "x.parquet").write_bytes(good[: len(good) // 2] if content is None else content)
+
+
+def _readonly(tmp: Path) -> Path:
+    (tmp / "ro").mkdir()  # the test makes it a read-only file system
+    return tmp / "ro"
+
+
+def _build(tmp: Path, stages: str) -> Path:
+    (tmp / "pipeline.yaml").write_text(f"work: {tmp / 'work'}\nstages:\n{stages}", encoding="utf-8")
+    return tmp / "pipeline.yaml"
+
+
+LCSTS = f"lcsts={RAW / 'lcsts' / '*.tsv'}"
+MISTAKES = {
+    # (set-up of tmp returning the arguments, a fragment of the error line)
+    "zero-byte parquet to score": (lambda t: _parquet(t / "in", b"") or
+                                   ["score", t / "in", "--out", t / "out", "--model", "builtin:me5-small"],
+                                   "not a readable Parquet file"),
+    "zero-byte parquet to mine": (lambda t: _parquet(t / "in", b"") or ["mine", t / "in", "--out", t / "out"],
+                                  "not a readable Parquet file"),
+    "zero-byte parquet to train": (lambda t: _parquet(t / "in", b"") or
+                                   ["train", "--data", t / "in", "--out", t / "out", "--max-steps", "1"],
+                                   "not a readable Parquet file"),
+    "truncated parquet to mine": (lambda t: _parquet(t / "in") or ["mine", t / "in", "--out", t / "out"],
+                                  "not a readable Parquet file"),
+    "wrong-schema parquet to mine": (lambda t: _parquet(t / "in", wrong_schema=True) or
+                                     ["mine", t / "in", "--out", t / "out"], "lacks column"),
+    "a stage that is a list": (lambda t: ["build", _build(t, "  extract: [a, b]\n")], "must be a mapping"),
+    "threshold: high": (lambda t: ["build", _build(t, f"  extract: {{sources: ['{LCSTS}']}}\n  dedup: "
+                                                      "{input: extract}\n  score: {input: dedup, threshold: high}\n")],
+                        "option threshold must be a number, got 'high'"),
+    "a typo in the last stage": (lambda t: ["build", _build(t, f"  extract: {{sources: ['{LCSTS}']}}\n  mine: "
+                                                               "{input: extract, negatvies: 3}\n")],
+                                 "did you mean negatives?"),
+    "a source that matches nothing": (lambda t: ["build", _build(t, "  extract: {sources: ['news=/nowhere/*.gz']}\n")],
+                                      "matches no file"),
+    "train --lr -0.001": (lambda t: ["train", "--data", RAW, "--out", t / "out", "--lr", "-0.001"],
+                          "option learning_rate must be in (0, inf)"),
+    "extract --out FILE": (lambda t: (t / "out").write_text("x") and ["extract", LCSTS, "--out", t / "out"],
+                           "is a file"),
+    "dedup D --out D": (lambda t: _parquet(t / "in") or ["dedup", t / "in", "--out", t / "in", "--overwrite"],
+                        "is the stage's input"),
+    "score --batch-size 0": (lambda t: _scored(t / "in") or ["score", t / "in", "--out", t / "out", "--batch-size",
+                                                             "0"], "option batch_size must be in [1, inf)"),
+    "score --threshold 5": (lambda t: _scored(t / "in") or ["score", t / "in", "--out", t / "out", "--threshold", "5"],
+                            "option threshold must be in [-1, 1]"),
+    "audit --threshold 2": (lambda t: _scored(t / "in") or ["audit", t / "in", "--threshold", "2"],
+                            "threshold 2 is outside [-1, 1]"),
+    "audit --thresholds 1.2:1.5": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds", "1.2:1.5:0.1"],
+                                   "threshold 1.2 is outside [-1, 1]"),
+    "build --work on a read-only disk": (lambda t: ["build", _build(t, f"  extract: {{sources: ['{LCSTS}']}}\n"),
+                                                    "--work", _readonly(t) / "work"], "Read-only file system"),
+    "audit --report on a read-only disk": (lambda t: _scored(t / "in") or ["audit", t / "in", "--report",
+                                                                           _readonly(t) / "a.html"], "is not writable"),
+    "eval --output on a read-only disk": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev", "--output",
+                                                     _readonly(t) / "e.json"], "is not writable"),
+}
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_every_mistake_is_one_error_line_and_leaves_nothing(name, tmp_path, monkeypatch, capsys):
+    """Exit 1, exactly one ``error:`` line, no traceback, and the output's parent as it was. ``ro/`` is a
+    read-only file system (patched: the tests run as root, for whom permissions do not stop a write)."""
+    import errno
+
+    from cmtp.pipelines import cli
+
+    setup, fragment = MISTAKES[name]
+    args = [str(a) for a in setup(tmp_path)]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    readonly = str(tmp_path / "ro")
+    real_mkdir, real_access = os.mkdir, os.access
+
+    def mkdir(path, *a, **kw):
+        if str(path).startswith(readonly):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_mkdir(path, *a, **kw)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "access", lambda p, m, **kw: not str(p).startswith(readonly) and real_access(p, m))
+    monkeypatch.setattr(sys, "argv", ["cmtp", *args])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert stop.value.code == 1 and "Traceback" not in err, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], lines
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing committed, nothing left behind
