@@ -43,6 +43,9 @@ def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]
     """(config, runner options) from a stage's options mapping; unknown names are an error naming them."""
     values = stage.normalize(dict(options)) if stage.normalize else dict(options)
     extras = {name: values.pop(name) for name in stage.runner_options if name in values}
+    workers = extras.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise CmtpError(f"option workers must be an integer in [1, inf), got {workers!r}")
     cls = stage.config()
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)

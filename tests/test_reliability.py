@@ -96,6 +96,8 @@ def test_a_stage_that_is_not_a_mapping_is_one_error(tmp_path):
     (["audit", "IN", "--threshold", "2"], "threshold 2 is outside [-1, 1]"),
     (["extract", "lcsts=IN", "--out", "OUT", "--min-cjk-ratio", "2"], "option min_cjk_ratio must be in [0, 1]"),
     (["dedup", "IN", "--out", "OUT", "--threshold", "0"], "option threshold must be in (0, 1]"),
+    (["dedup", "IN", "--out", "OUT", "--num-shards", "0"], "option num_shards must be in [1, inf)"),
+    (["dedup", "IN", "--out", "OUT", "--workers", "0"], "option workers must be an integer in [1, inf)"),
     (["dedup", "IN", "--out", "OUT", "--num-perm", "0"], "option num_perm must be in [2, inf)"),
     (["mine", "IN", "--out", "OUT", "--negatives", "-1"], "option negatives must be in [0, inf)"),
     (["mine", "IN", "--out", "OUT", "--target-recall", "1.5"], "option target_recall must be in (0, 1]"),
