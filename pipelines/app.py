@@ -49,5 +49,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="show the libraries' logs (Beam, transformers, jieba); also CMTP_LOG=debug"),
 ) -> None:
     """cmtp: extract -> dedup -> score -> mine -> train, each stage Parquet in, Parquet + manifest out."""
+    if verbose:
+        from .logs import configure
+
+        configure(be_verbose=True)

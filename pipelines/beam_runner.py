@@ -23,6 +23,19 @@ def is_local(beam_args: list[str] | None) -> bool:
     return PipelineOptions(list(beam_args or [])).view_as(StandardOptions).runner in LOCAL_RUNNERS
 
 
+def _worker_environment(workers: int):
+    """In this process for one worker; else ``workers`` processes of Beam's SDK harness started through
+    ``pipelines/beam_worker.py`` (the harness with quiet logs), as ``direct_running_mode=multi_processing``
+    would start them."""
+    if workers <= 1:
+        return None  # the runner's embedded (in-memory) environment
+    import sys
+
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    return SubprocessSDKEnvironment.from_command_string(f"{sys.executable} -m cmtp.pipelines.beam_worker")
+
+
 def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.Pipeline:
     """A pipeline for ``beam_args`` (Beam's own flags); local FnApiRunner unless ``--runner`` says otherwise."""
     args = list(beam_args or [])
@@ -30,11 +43,9 @@ def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.
     if is_local(args):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        mode = "multi_processing" if workers > 1 else "in_memory"
-        local = PipelineOptions(args + [f"--direct_running_mode={mode}", f"--direct_num_workers={max(1, workers)}",
-                                        "--default_sdk_harness_log_level=WARNING"])
+        local = PipelineOptions(args + [f"--direct_num_workers={max(1, workers)}"])
         local.view_as(StandardOptions).runner = None
-        return beam.Pipeline(runner=FnApiRunner(), options=local)
+        return beam.Pipeline(runner=FnApiRunner(default_environment=_worker_environment(workers)), options=local)
     try:
         return beam.Pipeline(options=options)
     except ValueError as exc:  # unknown runner name and similar option mistakes

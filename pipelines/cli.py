@@ -6,14 +6,14 @@ prints them as one ``error:`` line and exits 1. Anything else is a bug and keeps
 
 from __future__ import annotations
 
-import logging
 import sys
+
+from .logs import configure
 
 
 def main() -> None:
-    # Beam logs import-time notices (e.g. missing GCP clients) on the root logger: quiet them before the
-    # command modules import it. The CLI shows errors only.
-    logging.getLogger().setLevel(logging.ERROR)
+    # before the command modules import Beam (import-time notices about missing GCP clients) or transformers
+    configure()
     from rich.markup import escape
 
     from cmtp.schemas import CmtpError

@@ -1,0 +1,37 @@
+"""The local runner's worker process: Beam's SDK harness with the logs that matter to a user only.
+
+Beam's ``sdk_worker_main`` logs its start-up and shut-down at INFO to the stderr it shares with the ``cmtp``
+command (about 20 lines per worker per pipeline), and the pipeline options that would set its level never reach
+a local worker. This entry point installs a stderr handler at WARNING (DEBUG with ``CMTP_LOG=debug``) before
+the harness starts, drops Beam's import-time notice about optional GCP clients, and runs the harness unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+class _DropNotices(logging.Filter):
+    NOTICES = ("apitools not found", "No semi_persistent_directory found")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOTICES)
+
+
+def main() -> None:
+    from .logs import configure, verbose
+
+    configure()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.DEBUG if verbose() else logging.WARNING)
+    handler.addFilter(_DropNotices())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    from apache_beam.runners.worker import sdk_worker_main
+
+    sdk_worker_main.main(sys.argv)
+
+
+if __name__ == "__main__":
+    main()
