@@ -21,9 +21,10 @@ from cmtp.transforms.embedding import resolve_model, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
 from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs, ScoreResult
 
-from .beam_runner import is_local, join_ends, make_pipeline
+from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions
 from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .progress import watch
 
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
 
@@ -74,15 +75,13 @@ def run_score(
     resolved = resolve_model(config.model, allow_network=config.allow_network)
     scorer_hash = weights_fingerprint(resolved.path)
     read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
-    # progress bar on the local runner with one worker process, where one process sees every pair; Beam's
-    # counter cmtp score/pairs_scored shows the same on other runners
-    total = read.rows if is_local(beam_args) and workers == 1 else None
     started = time.perf_counter()
     with removed_on_failure(out, list(OUTPUTS)):
         prepare_output(out, list(OUTPUTS))
-        with make_pipeline(beam_args, workers) as p:
+        # the workers' counts drawn as one bar here (local runner); Beam's counter cmtp score/pairs_scored elsewhere
+        with watch("score", read.rows, "pair", beam_args) as progress, make_pipeline(beam_args, workers) as p:
             pairs = p | "ReadPairs" >> read
-            _write_outputs(pairs | "Score" >> ScorePairs(config, scorer_hash, total), out, shards, pairs)
+            _write_outputs(pairs | "Score" >> ScorePairs(config, scorer_hash, progress), out, shards, pairs)
     return _manifest(
         out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
               "beam_args": beam_args or []}, files,

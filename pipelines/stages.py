@@ -323,13 +323,12 @@ def _class(module: str, name: str) -> Callable[[], type]:
 
 
 def _eval_options(values: dict) -> dict:
-    """No progress bars unless asked (a build prints its own lines); ``instruction: bge`` is BGE's Chinese
-    retrieval instruction."""
+    """``instruction: bge`` is BGE's Chinese retrieval instruction."""
     if values.get("instruction") == "bge":
         from cmtp.trainer.evaluation.runner import BGE_ZH_INSTRUCTION
 
         values["instruction"] = BGE_ZH_INSTRUCTION
-    return {"progress": False, **values}
+    return values
 
 
 STAGES: dict[str, Stage] = {

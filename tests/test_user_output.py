@@ -24,3 +24,79 @@ def test_a_two_row_extract_prints_at_most_ten_lines_unless_verbose(tmp_path):
     assert not [line for line in lines if "INFO" in line or "WARNING" in line], lines
     loud = _run("-v", "extract", f"myset:generic={tmp_path / 'qa.csv'}", "--out", tmp_path / "b", "--workers", "2")
     assert loud.returncode == 0 and "harness starting" in loud.stderr  # the workers' logs, when asked
+
+
+def in_terminal(args, timeout: float = 300) -> tuple[int, str, float | None]:
+    """Run ``cmtp ARGS`` on a pseudo-terminal (120 columns): its exit code, everything it wrote, and the seconds
+    until the first progress line with a rate appeared (None if none did)."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    started = time.perf_counter()
+    proc = subprocess.Popen([CMTP, *map(str, args)], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    data, first_rate = b"", None
+    rate = re.compile(rb"\d+/\d+ \[[^\]]*(?:\d+\.\d+|\?)\w*/s\]|\d+/\d+ \[[^\]]*s/\w+\]")
+    while time.perf_counter() - started < timeout:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            data += chunk
+            if first_rate is None and rate.search(data):
+                first_rate = time.perf_counter() - started
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=30)
+    os.close(master)
+    return proc.returncode, data.decode("utf-8", "replace"), first_rate
+
+
+def _pairs(folder: Path, count: int) -> None:
+    import pyarrow.parquet as pq
+
+    from cmtp.schemas import PAIR, rows_to_table
+
+    lines = (Path(__file__).parent / "data" / "raw" / "lcsts" / "clge_train_head30.tsv").read_text(
+        encoding="utf-8").splitlines()
+    rows = []
+    for i in range(count):
+        title, passage = lines[i % len(lines)].split("\t")[:2]
+        rows.append({"pair_id": f"p{i:05d}", "source": "lcsts", "source_file": "f", "record_key": str(i),
+                     "title": f"{title}{i}", "passage": passage, "meta": "{}"})
+    folder.mkdir(parents=True)
+    pq.write_table(rows_to_table(rows, PAIR), folder / "part-00000-of-00001.parquet")
+
+
+def test_score_shows_a_progress_line_with_a_rate_in_a_terminal(tmp_path, tiny_model_path):
+    _pairs(tmp_path / "in", 3000)
+    code, text, first_rate = in_terminal(["score", tmp_path / "in", "--out", tmp_path / "out", "--model",
+                                          tiny_model_path, "--workers", "2", "--batch-size", "16"])
+    assert code == 0, text[-2000:]
+    assert first_rate is not None and "score:" in text and "pair/s" in text, text[-2000:]
+    assert "3000/3000" in text  # the bar reaches the total: every worker's count reached the driver
+
+
+def test_score_prints_one_line_with_its_rate_when_not_a_terminal(tmp_path, tiny_model_path):
+    _pairs(tmp_path / "in", 50)
+    proc = _run("score", tmp_path / "in", "--out", tmp_path / "out", "--model", tiny_model_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("score: 50 pairs in ")], proc.stderr
+    assert "\r" not in proc.stderr  # no bar
+
+
+def test_eval_shows_per_task_progress_in_a_terminal(tmp_path, tiny_model_path):
+    code, text, first_rate = in_terminal(["eval", tiny_model_path, "--suite", "dev", "--max-per-task", "20"])
+    assert code == 0, text[-2000:]
+    assert first_rate is not None and "eval " in text and "text/s" in text, text[-2000:]

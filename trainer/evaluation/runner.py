@@ -78,15 +78,16 @@ class TextEncoder:
     """Normalised float32 embeddings of texts with a prompt; each distinct text is encoded once per call
     (STS sets repeat sentences), sorted by length by sentence-transformers."""
 
-    def __init__(self, model, options: EvalOptions):
-        self.model, self.options = model, options
+    def __init__(self, model, options: EvalOptions, bar=None):
+        self.model, self.options, self.bar = model, options, bar
         self.count = 0
 
     def __call__(self, texts: list[str], prompt: str) -> np.ndarray:
         unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-        progress = self.options.progress and len(unique) > self.options.batch_size
-        vectors = encode(self.model, list(unique), prompt, self.options.batch_size, progress)
+        vectors = encode(self.model, list(unique), prompt, self.options.batch_size)
         self.count += len(unique)
+        if self.bar is not None:
+            self.bar.update(len(texts))
         return vectors[inverse.reshape(-1)]
 
 
@@ -130,9 +131,9 @@ def _search(encode: TextEncoder, queries: np.ndarray, corpus: dict[str, str], pr
     return best_s, best_i, ids
 
 
-def run_task(model, task: EvalTask, options: EvalOptions) -> TaskResult:
+def run_task(model, task: EvalTask, options: EvalOptions, bar=None) -> TaskResult:
     started = time.perf_counter()
-    encode = TextEncoder(model, options)
+    encode = TextEncoder(model, options, bar)
     prompts = resolve_task_prompts(model, task, options)
     d = task.data
     if task.type in ("sts", "pair_classification"):
@@ -192,7 +193,7 @@ def evaluate(model, tasks: list[EvalTask], options: EvalOptions | None = None, n
         model.max_seq_length = options.max_seq_length
     started = time.perf_counter()
     try:
-        results = [run_task(model, task, options) for task in tasks]
+        results = [_run_with_progress(model, task, options) for task in tasks]
     finally:
         model.max_seq_length = length
         model.train(was_training)
@@ -224,3 +225,22 @@ def evaluate_with_baseline(model, tasks: list[EvalTask], options: EvalOptions,
     base = evaluate(baseline, tasks, options)
     record["compare"] = {"baseline": base.model, "results": base.to_dict(), "rows": compare_reports(base, report)}
     return report, base, record
+
+
+def _run_with_progress(model, task: EvalTask, options: EvalOptions) -> TaskResult:
+    """One task with a bar on stderr (texts encoded / total, rate, ETA) when it is a terminal; otherwise one
+    line when the task is done. ``options.progress=False`` (evaluations during training) shows neither."""
+    if not options.progress:
+        return run_task(model, task, options)
+    import sys
+
+    from tqdm import tqdm
+
+    if not sys.stderr.isatty():
+        result = run_task(model, task, options)
+        print(f"eval {task.name}: {result.texts_encoded:,} texts in {result.seconds:.1f} s "
+              f"({result.texts_encoded / max(result.seconds, 1e-9):.3g} texts/s)", file=sys.stderr, flush=True)
+        return result
+    with tqdm(total=task.text_count(), desc=f"eval {task.name}", unit="text", file=sys.stderr,
+              dynamic_ncols=True, smoothing=0.1) as bar:
+        return run_task(model, task, options, bar)

@@ -64,6 +64,19 @@ class EvalTask:
     def main_metric(self) -> str:
         return MAIN_METRIC[self.type]
 
+    def text_count(self) -> int:
+        """Texts the evaluation encodes (repeats included): the unit of its progress bar."""
+        d = self.data
+        if self.type == "retrieval":
+            return len(d["queries"]) + len(d["corpus"])
+        if self.type == "reranking":
+            return sum(1 + len(s[1]) + len(s[2]) for s in d["samples"])
+        if self.type == "classification":
+            return len(d["train"][0]) + len(d["test"][0])
+        if self.type == "clustering":
+            return len(d["texts"])
+        return 2 * len(d["sentence1"])
+
     def size(self) -> int:
         d = self.data
         if self.type == "retrieval":

@@ -32,6 +32,9 @@ class _AsTaggedPairs(beam.DoFn):
         for out in self.fn.process(element) or ():
             yield (out.tag, out.value) if isinstance(out, TaggedOutput) else (MAIN, out)
 
+    def finish_bundle(self):
+        return self.fn.finish_bundle()
+
     def teardown(self):
         self.fn.teardown()
 

@@ -18,6 +18,7 @@ from apache_beam.ml.inference.base import RunInference
 from cmtp.transforms.common.dead_letters import DEAD, pair_dead_letter
 from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.common.multi_output import MultiOutput
+from cmtp.transforms.common.progress import ProgressCounter
 from cmtp.transforms.embedding.handler import InferenceError
 
 from .config import ScoreConfig
@@ -54,21 +55,16 @@ class _ToScoredRowFn(beam.DoFn):
     """A prediction -> the scored row (score as float32, the scorer's identity), counted for progress; a pair
     whose batch raised goes to the dead letters."""
 
-    def __init__(self, scorer: str, scorer_hash: str, progress_total: int | None = None):
-        self.scorer, self.scorer_hash, self.progress_total = scorer, scorer_hash, progress_total
+    def __init__(self, scorer: str, scorer_hash: str, progress_dir: str | None = None):
+        self.scorer, self.scorer_hash, self.progress_dir = scorer, scorer_hash, progress_dir
         self.counter = Metrics.counter(STAGE, "pairs_scored")
 
     def setup(self):
-        self.bar = None
-        if self.progress_total is not None:  # the local runner: one process sees every pair
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.progress_total, desc="score", unit="pair", mininterval=2.0, smoothing=0.1)
+        self.progress = ProgressCounter(self.progress_dir)
 
     def process(self, prediction):
         self.counter.inc()
-        if self.bar is not None:
-            self.bar.update(1)
+        self.progress.add()
         if isinstance(prediction.inference, InferenceError):
             yield beam.pvalue.TaggedOutput(DEAD, pair_dead_letter(STAGE, "inference_error", prediction.example,
                                                                   str(prediction.inference)))
@@ -76,9 +72,8 @@ class _ToScoredRowFn(beam.DoFn):
         yield {**prediction.example, "score": float(np.float32(prediction.inference)), "scorer": self.scorer,
                "scorer_hash": self.scorer_hash}
 
-    def teardown(self):
-        if getattr(self, "bar", None) is not None:
-            self.bar.close()
+    def finish_bundle(self):
+        self.progress.flush()
 
 
 class _SplitAtThresholdFn(beam.DoFn):
@@ -103,12 +98,12 @@ class ApplyThreshold(beam.PTransform):
 
 
 class ScorePairs(beam.PTransform):
-    def __init__(self, config: ScoreConfig, scorer_hash: str, progress_total: int | None = None,
+    def __init__(self, config: ScoreConfig, scorer_hash: str, progress_dir: str | None = None,
                  group_count: int = 64):
         """``group_count``: hash groups the pairs are batched in (each group is cut into ``inference_batch``
         batches; more groups spread the scoring over more workers)."""
         super().__init__()
-        self.config, self.scorer_hash, self.progress_total = config, scorer_hash, progress_total
+        self.config, self.scorer_hash, self.progress_dir = config, scorer_hash, progress_dir
         self.group_count = group_count
 
     def expand(self, pairs):
@@ -123,7 +118,7 @@ class ScorePairs(beam.PTransform):
             | "RunInference" >> RunInference(SentencePairModelHandler(c))
         )
         scored = predictions | "ToRow" >> MultiOutput(
-            _ToScoredRowFn(c.model, self.scorer_hash, self.progress_total), DEAD, main="rows")
+            _ToScoredRowFn(c.model, self.scorer_hash, self.progress_dir), DEAD, main="rows")
         kept, rejected = scored.rows | "Threshold" >> ApplyThreshold(c.threshold)
         dead = (checked[DEAD], scored[DEAD]) | "AllDead" >> beam.Flatten()
         return ScoreResult(kept, rejected, dead)
