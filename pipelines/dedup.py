@@ -19,15 +19,17 @@ from cmtp.transforms.dedup.ptransform import NearDedup
 from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions
 from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .progress import watch
 
 OUTPUTS = {"pairs": "pair", "dead_letters": "dead_letter"}
 MAX_PASSES = 4
 STAGE_DATA = ("pairs",)  # the data subfolder of an extract or dedup output
 
 
-def _build(p, files: list[str], out: str, config: DedupConfig, bands: int, rows: int, shards: ShardOptions):
-    pairs = p | "ReadPairs" >> ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
-    result = pairs | "NearDedup" >> NearDedup(config, bands, rows)
+def _build(p, read: ReadParquetRowGroups, out: str, config: DedupConfig, bands: int, rows: int,
+           shards: ShardOptions, progress: str | None):
+    pairs = p | "ReadPairs" >> read
+    result = pairs | "NearDedup" >> NearDedup(config, bands, rows, progress)
     writes = (result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
               result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key))
     facts = (
@@ -55,8 +57,10 @@ def run_dedup(
         passes += 1
         with removed_on_failure(out, list(OUTPUTS)):
             prepare_output(out, list(OUTPUTS))
-            with make_pipeline(beam_args, workers) as p:
-                _build(p, files, out, config, bands, rows, shards)
+            read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
+            with watch("dedup: minhash", read.rows, "pair", beam_args) as progress, \
+                    make_pipeline(beam_args, workers) as p:
+                _build(p, read, out, config, bands, rows, shards, progress)
         outcomes = pop_outcomes(out)
         facts = outcomes.pop("facts")
         violations = int(next(iter(facts.get("cc_violations", {"0": 1}))))

@@ -19,6 +19,7 @@ from cmtp.transforms.extract.ptransform import ExtractPairs
 
 from .beam_runner import join_ends, make_pipeline
 from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .progress import watch
 
 OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_letter"}
 
@@ -37,9 +38,9 @@ class ShardOptions:
                                   self.row_group_size)
 
 
-def _run(sources, out, config, shards, beam_args, workers) -> None:
-    with make_pipeline(beam_args, workers) as p:
-        result = p | "Extract" >> ExtractPairs(sources, config)
+def _run(sources, out, config, shards, beam_args, workers, files: int) -> None:
+    with watch("extract", files, "file", beam_args) as progress, make_pipeline(beam_args, workers) as p:
+        result = p | "Extract" >> ExtractPairs(sources, config, progress)
         writes = (
             result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
             result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT,
@@ -105,7 +106,7 @@ def run_extract(
     with removed_on_failure(out, list(OUTPUTS)):
         prepare_output(out, list(OUTPUTS))
         started = time.perf_counter()
-        _run(sources, out, config, shards, beam_args, workers)
+        _run(sources, out, config, shards, beam_args, workers, sum(map(len, matched.values())))
     seconds = time.perf_counter() - started
     outcomes = pop_outcomes(out)
     facts = outcomes.pop("facts", {})

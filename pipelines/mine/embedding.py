@@ -18,6 +18,7 @@ from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.embedding.blocks import EmbedderSpec, EmbedTextBlocks, TextBlock, blocks_of
 
 from ..beam_runner import is_local, make_pipeline, run_to_completion
+from ..progress import watch
 from .config import MineConfig
 
 
@@ -36,11 +37,12 @@ def embed_blocks(blocks: list[TextBlock], spec: EmbedderSpec, config: MineConfig
         return 0.0
     workers = config.workers if is_local(beam_args) else 1
     started = time.perf_counter()
-    pipeline = make_pipeline(beam_args, workers)
-    _ = (pipeline
-         | "Blocks" >> beam.Create(blocks, reshuffle=False)
-         | "Embed" >> EmbedTextBlocks(spec, config.share_model))
-    run_to_completion(pipeline, "the embedding pipeline")
+    with watch("mine: embed", sum(b.end - b.start for b in blocks), "text", beam_args) as progress:
+        pipeline = make_pipeline(beam_args, workers)
+        _ = (pipeline
+             | "Blocks" >> beam.Create(blocks, reshuffle=False)
+             | "Embed" >> EmbedTextBlocks(spec, config.share_model, progress))
+        run_to_completion(pipeline, "the embedding pipeline")
     folders = sorted({block.out_dir for block in blocks})
     errors = sorted(e for folder in folders for e in Path(folder).glob("emb-*.error"))
     if errors:

@@ -21,9 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cmtp.schemas import TRAINING_EXAMPLE, CmtpError, rows_to_table
+from cmtp.transforms.common.progress import ProgressCounter
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 
 from ..beam_runner import is_local, make_pipeline, run_to_completion
+from ..progress import watch
 from .config import MineConfig
 from .embed import PoolStore, VectorShards
 from .index import load_search, save_search
@@ -63,10 +65,11 @@ def save_for_workers(miner: Miner, examples: list[Example], work: Path) -> None:
 class _SearchPartitionFn(beam.DoFn):
     """Opens the pool, index and examples once per worker; mines one partition per element."""
 
-    def __init__(self, work: str, config: MineConfig, spec: EmbedderSpec):
-        self.work, self.config, self.spec = work, config, spec
+    def __init__(self, work: str, config: MineConfig, spec: EmbedderSpec, progress_dir: str | None = None):
+        self.work, self.config, self.spec, self.progress_dir = work, config, spec, progress_dir
 
     def setup(self):
+        self.progress = ProgressCounter(self.progress_dir)
         work = Path(self.work)
         store = PoolStore.open(work / "pool")
         self.examples = read_examples(work / "examples.parquet")
@@ -80,26 +83,33 @@ class _SearchPartitionFn(beam.DoFn):
     def process(self, element):
         number, blocks = element
         self.miner.tally = MinerTally()
-        rows = list(mine_blocks(self.miner, self.examples, self.queries, blocks))
+        rows = []
+        for row in mine_blocks(self.miner, self.examples, self.queries, blocks):
+            rows.append(row)
+            self.progress.add()
         out = Path(self.work) / "rows"
         pq.write_table(rows_to_table(rows, TRAINING_EXAMPLE), out / f"part-{number:05d}.parquet")
         (out / f"part-{number:05d}.json").write_text(json.dumps(self.miner.tally.to_dict()))
         yield number
 
+    def finish_bundle(self):
+        self.progress.flush()
+
 
 def search_partitions(partitions: list[list[int]], work: Path, config: MineConfig, spec: EmbedderSpec,
-                      beam_args: list[str] | None, add_row, tally: MinerTally) -> float:
+                      beam_args: list[str] | None, add_row, tally: MinerTally, total_queries: int) -> float:
     """Mine every partition on Beam workers, then hand their rows to ``add_row`` in partition order and add
     their tallies to ``tally``; returns the seconds the workers took."""
     (work / "rows").mkdir(parents=True, exist_ok=True)
     workers = min(config.workers, len(partitions)) if is_local(beam_args) else 1
     started = time.perf_counter()
-    pipeline = make_pipeline(beam_args, workers)
-    _ = (pipeline
-         | "Partitions" >> beam.Create(list(enumerate(partitions)), reshuffle=False)
-         | "Spread" >> beam.Reshuffle()
-         | "Search" >> beam.ParDo(_SearchPartitionFn(str(work), config, spec)))
-    run_to_completion(pipeline, "the search pipeline")
+    with watch("mine: search", total_queries, "query", beam_args) as progress:
+        pipeline = make_pipeline(beam_args, workers)
+        _ = (pipeline
+             | "Partitions" >> beam.Create(list(enumerate(partitions)), reshuffle=False)
+             | "Spread" >> beam.Reshuffle()
+             | "Search" >> beam.ParDo(_SearchPartitionFn(str(work), config, spec, progress)))
+        run_to_completion(pipeline, "the search pipeline")
     seconds = time.perf_counter() - started
     for number in range(len(partitions)):
         rows_path = work / "rows" / f"part-{number:05d}.parquet"

@@ -18,6 +18,7 @@ from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, row
 from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder, spec_prompts
 
+from ..progress import bar
 from .config import MineConfig
 from .embed import PoolStore, VectorShards, write_text_file
 from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
@@ -152,13 +153,15 @@ def _embed_and_search(examples: list[Example], config: MineConfig, spec: Embedde
     partitions = partition_blocks(len(queries.shards), config.search_partitions)
     t_search = time.perf_counter()
     if len(partitions) == 1:  # in this process, with the index already built
-        for row in mine_blocks(miner, examples, queries, partitions[0]):
-            writers.add(row)
+        with bar("mine: search", len(examples), "query") as progress:
+            for row in mine_blocks(miner, examples, queries, partitions[0]):
+                writers.add(row)
+                progress.update()
         tally = miner.tally
     else:
         save_for_workers(miner, examples, work)
         tally = MinerTally()
-        search_partitions(partitions, work, config, spec, beam_args, writers.add, tally)
+        search_partitions(partitions, work, config, spec, beam_args, writers.add, tally, len(examples))
     writers.close()
     return _Mined(pool_size, k, miner.search.describe(), miner.baseline, tally, len(partitions), writers.paths,
                   writers.rows, embed_seconds, time.perf_counter() - t_search)

@@ -9,6 +9,7 @@ import apache_beam as beam
 import numpy as np
 
 from cmtp.transforms.common.dead_letters import DEAD, pair_dead_letter
+from cmtp.transforms.common.progress import ProgressCounter
 
 from .config import DedupConfig
 from .lsh import band_keys
@@ -21,11 +22,18 @@ STAGE = "dedup"
 class BandKeysFn(beam.DoFn):
     """A batch of (id, text) -> (band key, id) for every band of every text's MinHash signature."""
 
-    def __init__(self, config: DedupConfig, bands: int, rows: int):
-        self.config, self.bands, self.rows = config, bands, rows
+    def __init__(self, config: DedupConfig, bands: int, rows: int, progress_dir: str | None = None):
+        self.config, self.bands, self.rows, self.progress_dir = config, bands, rows, progress_dir
+
+    def setup(self):
+        self.progress = ProgressCounter(self.progress_dir)
+
+    def finish_bundle(self):
+        self.progress.flush()
 
     def process(self, batch):
         c = self.config
+        self.progress.add(len(batch))
         ids = [i for i, _ in batch]
         texts = [t for _, t in batch]
         if c.shingle == "char":

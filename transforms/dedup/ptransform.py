@@ -34,9 +34,9 @@ class DedupResult(NamedTuple):
 
 
 class NearDedup(beam.PTransform):
-    def __init__(self, config: DedupConfig, bands: int, rows: int):
+    def __init__(self, config: DedupConfig, bands: int, rows: int, progress_dir: str | None = None):
         super().__init__()
-        self.config, self.bands, self.rows = config, bands, rows
+        self.config, self.bands, self.rows, self.progress_dir = config, bands, rows, progress_dir
 
     def expand(self, pairs):
         c = self.config
@@ -44,7 +44,7 @@ class NearDedup(beam.PTransform):
         edges = (
             texts
             | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
-            | "BandKeys" >> beam.ParDo(BandKeysFn(c, self.bands, self.rows))
+            | "BandKeys" >> beam.ParDo(BandKeysFn(c, self.bands, self.rows, self.progress_dir))
             | "Buckets" >> beam.GroupByKey()
             | "BucketEdges" >> beam.FlatMap(bucket_edges, all_pairs_up_to=c.max_bucket_all_pairs)
             | "DistinctEdges" >> beam.Distinct()

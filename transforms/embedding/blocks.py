@@ -19,6 +19,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import RunInference
 
+from cmtp.transforms.common.progress import ProgressCounter
+
 from .handler import BatchInferenceHandler, InferenceError
 
 
@@ -137,25 +139,39 @@ class TextBlockHandler(BatchInferenceHandler):
         return sum(len(t) for _, texts in batch for t in texts) * 3
 
 
-def _write_block(prediction) -> str:
-    import fsspec
+class _WriteBlockFn(beam.DoFn):
+    """A block's vectors -> its shard (or an ``.error`` file), its texts counted for the driver's progress."""
 
-    block, _texts = prediction.example
-    if isinstance(prediction.inference, InferenceError):
-        with fsspec.open(block.error_path, "w", encoding="utf-8") as fh:
-            fh.write(f"rows {block.start}-{block.end} of {block.texts}: {prediction.inference}")
-        return block.error_path
-    with fsspec.open(block.shard_path, "wb") as fh:
-        np.save(fh, prediction.inference.astype(block.dtype))
-    return block.shard_path
+    def __init__(self, progress_dir: str | None):
+        self.progress_dir = progress_dir
+
+    def setup(self):
+        self.progress = ProgressCounter(self.progress_dir)
+
+    def process(self, prediction):
+        import fsspec
+
+        block, _texts = prediction.example
+        self.progress.add(block.end - block.start)
+        if isinstance(prediction.inference, InferenceError):
+            with fsspec.open(block.error_path, "w", encoding="utf-8") as fh:
+                fh.write(f"rows {block.start}-{block.end} of {block.texts}: {prediction.inference}")
+            yield block.error_path
+            return
+        with fsspec.open(block.shard_path, "wb") as fh:
+            np.save(fh, prediction.inference.astype(block.dtype))
+        yield block.shard_path
+
+    def finish_bundle(self):
+        self.progress.flush()
 
 
 class EmbedTextBlocks(beam.PTransform):
     """Block specs -> the paths written (a shard, or an ``.error`` file for a block that failed)."""
 
-    def __init__(self, spec: EmbedderSpec, share_model: bool = False):
+    def __init__(self, spec: EmbedderSpec, share_model: bool = False, progress_dir: str | None = None):
         super().__init__()
-        self.spec, self.share_model = spec, share_model
+        self.spec, self.share_model, self.progress_dir = spec, share_model, progress_dir
 
     def expand(self, blocks):
         return (
@@ -163,5 +179,5 @@ class EmbedTextBlocks(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
             | "ReadTexts" >> beam.Map(lambda block: [(block, read_block_texts(block))])
             | "Embed" >> RunInference(TextBlockHandler(self.spec, self.share_model))
-            | "WriteShard" >> beam.Map(_write_block)
+            | "WriteShard" >> beam.ParDo(_WriteBlockFn(self.progress_dir))
         )

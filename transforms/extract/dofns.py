@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 
 from cmtp.transforms.common.dead_letters import DEAD, dead_letter
 from cmtp.transforms.common.ids import stable_id
+from cmtp.transforms.common.progress import ProgressCounter
 
 from .adapters import get_adapter
 from .cleaning import Cleaner
@@ -54,8 +55,8 @@ class SourceSpec:
 class ReadRecordsFn(beam.DoFn):
     """A matched file -> raw documents (main output) and dead letters (``dead``)."""
 
-    def __init__(self, spec: SourceSpec):
-        self.spec = spec
+    def __init__(self, spec: SourceSpec, progress_dir: str | None = None):
+        self.spec, self.progress_dir = spec, progress_dir
         self.read_counter = Metrics.counter(STAGE, f"read_{spec.name}")
         self.dead_counter = Metrics.counter(STAGE, f"dead_read_{spec.name}")
 
@@ -65,10 +66,18 @@ class ReadRecordsFn(beam.DoFn):
         for module in self.spec.plugins:  # a worker process has only the built-in adapters registered
             importlib.import_module(module)
         self.adapter = get_adapter(self.spec.adapter, self.spec.options)
+        self.progress = ProgressCounter(self.progress_dir)
+
+    def finish_bundle(self):
+        self.progress.flush()
 
     def process(self, readable_file):
         path = readable_file.metadata.path
         rel = self.spec.rel_name(path)
+        yield from self._read(readable_file, path, rel)
+        self.progress.add()  # a file read
+
+    def _read(self, readable_file, path: str, rel: str):
         try:
             f = SourceFile(path, rel, lambda: open_source(path, lambda kind: readable_file.open(compression_type=kind)))
         except ARCHIVE_ERRORS as exc:  # damaged within the first 64 KiB

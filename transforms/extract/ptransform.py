@@ -30,9 +30,9 @@ class ExtractResult(NamedTuple):
 
 
 class ExtractPairs(beam.PTransform):
-    def __init__(self, sources: list[SourceSpec], config: ExtractConfig):
+    def __init__(self, sources: list[SourceSpec], config: ExtractConfig, progress_dir: str | None = None):
         super().__init__()
-        self.sources, self.config = sources, config
+        self.sources, self.config, self.progress_dir = sources, config, progress_dir
 
     def expand(self, pbegin):
         documents, read_dead = [], []
@@ -41,7 +41,8 @@ class ExtractPairs(beam.PTransform):
                 pbegin
                 | f"Match[{i}:{spec.name}]" >> fileio.MatchFiles(spec.pattern)
                 | f"Open[{i}:{spec.name}]" >> fileio.ReadMatches()
-                | f"Read[{i}:{spec.name}]" >> MultiOutput(ReadRecordsFn(spec), DEAD, main="docs")
+                | f"Read[{i}:{spec.name}]" >> MultiOutput(ReadRecordsFn(spec, self.progress_dir), DEAD,
+                                                                 main="docs")
             )
             documents.append(read.docs)
             read_dead.append(read[DEAD])
