@@ -42,14 +42,16 @@ def _write_outputs(result, out: str, shards: ShardOptions, inputs) -> None:
     join_ends(*writes, counted)
 
 
-def _manifest(out: str, config: dict, inputs: list[str], extra: dict, seconds: float) -> Manifest:
+def _manifest(out: str, config: dict, inputs: list[str], extra: dict, seconds: float, work: str) -> Manifest:
+    """The stage's manifest; its rate names the work it timed (``pairs_scored_per_second`` for a scoring run,
+    ``pairs_replayed_per_second`` for a re-cut of existing scores)."""
     outcomes = pop_outcomes(out)
     outcomes.pop("facts", None)
     manifest = Manifest(
         stage="score", config=config, inputs=inputs,
         outputs={name: summarize_output(out, name, schema) for name, schema in OUTPUTS.items()},
         extra={**extra, "seconds": round(seconds, 2),
-               "pairs_per_second": round(outcomes["count_in"] / max(seconds, 1e-9), 2)},
+               f"pairs_{work}_per_second": round(outcomes["count_in"] / max(seconds, 1e-9), 2)},
         **outcomes,
     )
     manifest.write(out)
@@ -87,7 +89,7 @@ def run_score(
               "beam_args": beam_args or []}, files,
         {"scorer": {"name": config.model, "path": str(resolved.path), "weights_sha256": scorer_hash},
          "threshold": config.threshold},
-        time.perf_counter() - started)
+        time.perf_counter() - started, "scored")
 
 
 def run_rethreshold(
@@ -133,7 +135,7 @@ def run_rethreshold(
     return _manifest(out, config, files,
                      {**{k: v for k, v in source.extra.items() if k == "scorer"}, "threshold": threshold,
                       "replayed_from": {"path": scored, "threshold": source.extra.get("threshold")}, **(extra or {})},
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, "replayed")
 
 
 def _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, rate) -> Manifest:
@@ -145,9 +147,13 @@ def _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, rat
     first = run_score(input_path, scratch, config, shards, beam_args, workers)
     stats = collect(open_scored([scratch]), np.array([config.threshold], dtype=np.float32))
     threshold = float(stats[ALL].threshold_for_keep_rate(rate))
-    manifest = run_rethreshold(scratch, out, threshold, shards, beam_args, workers,
-                               {"target_keep_rate": rate, "scoring_seconds": first.extra["seconds"]})
+    manifest = run_rethreshold(scratch, out, threshold, shards, beam_args, workers, {"target_keep_rate": rate})
     FileSystems.delete([scratch])
+    # the scoring run's time and rate, the replay's, and the two together
+    replay = manifest.extra["seconds"]
+    manifest.extra.update(scoring_seconds=first.extra["seconds"], replay_seconds=replay,
+                          pairs_scored_per_second=first.extra["pairs_scored_per_second"],
+                          seconds=round(first.extra["seconds"] + replay, 2))
     manifest.config.update(rethreshold_of=None, input=input_path, target_keep_rate=rate)
     manifest.extra.pop("replayed_from")  # the scratch scores are gone: this output is the only copy
     manifest.inputs = first.inputs

@@ -17,6 +17,24 @@ from .datasets import SCHEMA_VERSION
 from .errors import CmtpError
 
 MANIFEST_NAME = "manifest.json"
+SIGNIFICANT_DIGITS = 6
+
+
+def for_people(value: Any, key: str = "") -> Any:
+    """Floats rounded for reading: 6 significant digits (``0.8997999999999999`` -> ``0.8998``), except values
+    that are part of a rule: a ``*threshold`` is written as the shortest decimal of the float32 it is applied as
+    (scores and thresholds are compared in float32), so reading it back applies the same cut."""
+    if isinstance(value, dict):
+        return {k: for_people(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [for_people(v, key) for v in value]
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        if key.endswith("threshold"):
+            import numpy as np
+
+            return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    return value
 
 # (field, type, description) - printed by `cmtp schema show manifest`
 MANIFEST_FIELDS = [
@@ -95,7 +113,7 @@ class Manifest:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=False)
+        return json.dumps(for_people(self.to_dict()), indent=2, ensure_ascii=False, sort_keys=False)
 
     def write(self, directory: str) -> str:
         """Check and write ``manifest.json`` into ``directory`` (any fsspec URL); returns its path."""

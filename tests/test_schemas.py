@@ -153,3 +153,15 @@ def test_manifest_read_errors(tmp_path):
     (tmp_path / "manifest.json").write_text('{"stage": "x"}')
     with pytest.raises(ManifestError, match="lacks count_in"):
         Manifest.read(str(tmp_path))
+
+
+def test_manifest_floats_are_rounded_for_people_and_thresholds_keep_their_float32():
+    import numpy as np
+
+    from cmtp.schemas.manifest import for_people
+
+    out = for_people({"rate": 193.59123456, "share": 0.8997999999999999, "threshold": 0.8997999999999999,
+                      "nested": [{"suggested_threshold": 0.87823456789}], "n": 3, "name": "x"})
+    assert out["rate"] == 193.591 and out["share"] == 0.8998 and out["n"] == 3 and out["name"] == "x"
+    assert np.float32(out["threshold"]) == np.float32(0.8997999999999999)
+    assert np.float32(out["nested"][0]["suggested_threshold"]) == np.float32(0.87823456789)

@@ -141,6 +141,9 @@ def test_score_with_a_target_keep_rate(pairs_dir, tiny_model_path, tmp_path):
     scored = len(PAIRS) - 1
     assert 0.75 <= m.count_out / scored < 0.75 + 2 / scored
     assert m.extra["target_keep_rate"] == 0.75 and not (tmp_path / "_all_scores").exists()
+    # each rate names the work it timed: the scoring run's, and the replay's at the chosen cut
+    assert m.extra["pairs_scored_per_second"] > 0 and "pairs_replayed_per_second" in m.extra
+    assert m.extra["seconds"] == pytest.approx(m.extra["scoring_seconds"] + m.extra["replay_seconds"], abs=0.02)
 
 
 def test_a_batch_whose_inference_fails_goes_to_dead_letters(pairs_dir, tiny_model_path, tmp_path, monkeypatch):
