@@ -103,7 +103,8 @@ def external_inputs(plan: StagePlan) -> list[str]:
     if plan.kind == "train":
         from .stages import data_spec
 
-        paths += [p for i, d in enumerate(options.get("data") or []) for p in data_spec(d, i)["paths"]]
+        paths += [p for i, d in enumerate(options.get("data") or []) if not str(d).startswith("@")
+                  for p in data_spec(d, i)["paths"]]
         paths += [options["eval"]] if isinstance(options.get("eval"), str) else list(options.get("eval") or [])
     if plan.kind == "eval":
         paths += list(options.get("tasks") or [])
@@ -288,16 +289,29 @@ def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, l
 
 # -- the funnel ------------------------------------------------------------------------------------------------
 def funnel(build: BuildFile, plans: list[StagePlan]) -> list[dict]:
-    """Rows in and out of every data stage and its drops by reason, read from the manifests."""
+    """Rows in and out of every stage and its drops by reason, read from the manifests; a training stage's rows
+    are the samples it read and trained on, an eval stage's the items it evaluated; ``note`` says what the
+    stage made of them (steps and loss, the average and its delta against the baseline)."""
     rows = []
     for plan in plans:
         path = build.work / plan.name / "manifest.json"
-        if plan.kind in ("train", "eval") or not path.exists():
+        if not path.exists():
             continue
         m = Manifest.read(str(path))
         rows.append({"stage": plan.name, "kind": plan.kind, "in": m.count_in, "out": m.count_out,
-                     "dropped": dict(sorted(m.dropped.items(), key=lambda kv: -kv[1]))})
+                     "dropped": dict(sorted(m.dropped.items(), key=lambda kv: -kv[1])), "note": _note(m)})
     return rows
+
+
+def _note(m: Manifest) -> str:
+    e = m.extra
+    if m.stage == "train":
+        loss = f", loss {e['first_loss']:.3g} -> {e['final_loss']:.3g}" if e.get("final_loss") is not None else ""
+        return f"{e.get('steps', 0)} steps{loss}"
+    if m.stage == "eval":
+        delta = f" ({100 * e['delta']:+.2f} vs {e['baseline']})" if e.get("delta") is not None else ""
+        return f"average {100 * e['average']:.2f}{delta}"
+    return ""
 
 
 def write_funnel_html(rows: list[dict], path: Path) -> None:
@@ -317,11 +331,14 @@ def write_funnel_html(rows: list[dict], path: Path) -> None:
     height = len(rows) * (bar_h + gap) + 20
     table = "".join(
         f"<tr><td>{html.escape(r['stage'])}</td><td>{r['in']:,}</td><td>{r['out']:,}</td><td>"
-        + ", ".join(f"{html.escape(k)}: {v:,}" for k, v in r["dropped"].items()) + "</td></tr>" for r in rows)
+        + ", ".join(f"{html.escape(k)}: {v:,}" for k, v in r["dropped"].items())
+        + f"</td><td>{html.escape(r.get('note', ''))}</td></tr>" for r in rows)
     path.write_text(
         "<!doctype html><meta charset='utf-8'><title>cmtp build funnel</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:left}</style>"
         "<h1>cmtp build: rows at every stage</h1>"
         f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>{''.join(bars)}</svg>"
         "<p>Dark: rows out; outline: rows in.</p><table><tr><th>stage</th><th>in</th><th>out</th>"
-        f"<th>dropped by reason</th></tr>{table}</table>", encoding="utf-8")
+        f"<th>dropped by reason</th><th>result</th></tr>{table}</table>"
+        "<p>Training stages count samples read and trained on; eval stages count the items evaluated.</p>",
+        encoding="utf-8")

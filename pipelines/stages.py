@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -309,10 +309,27 @@ def _run_eval(inputs, out, config, beam_args, *, model=None, compare=None, tasks
     if not model or not paths:
         raise CmtpError("an eval stage needs model: and tasks: or suite:")
     loaded = load_tasks(paths, max_per_task, config.seed)
-    _, _, record = evaluate_with_baseline(model, loaded, config, compare)
+    report, base, record = evaluate_with_baseline(model, loaded, config, compare)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "eval.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    return None
+    # like every stage: items read, evaluated and skipped (rows a task file could not use), and the result
+    skipped = sum(t.skipped_rows for t in loaded)
+    evaluated = sum(t.size() for t in loaded)
+    manifest = Manifest(
+        stage="eval", config={**asdict(config), "model": model, "compare": compare, "tasks": paths,
+                              "max_per_task": max_per_task},
+        inputs=paths, outputs={"eval": {"path": str(Path(out) / "eval.json"), "files": 1, "rows": len(loaded),
+                                        "schema": "eval"}},
+        count_in=evaluated + skipped, count_out=evaluated,
+        dropped={"unusable_row": skipped} if skipped else {},
+        extra={"average": report.average, "baseline": base.model if base else None,
+               "baseline_average": base.average if base else None,
+               "delta": report.average - base.average if base else None,
+               "seconds": round(report.seconds + (base.seconds if base else 0.0), 2),
+               "texts_per_second": report.texts_per_second()},
+    )
+    manifest.write(out)
+    return manifest
 
 
 def _class(module: str, name: str) -> Callable[[], type]:

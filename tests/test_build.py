@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cmtp.pipelines.app import app
 from cmtp.pipelines.build import execute, funnel, load_build_file, plan_build
+from cmtp.schemas import Manifest
 
 RAW = Path(__file__).parent / "data" / "raw"
 
@@ -111,3 +112,26 @@ def test_a_folder_not_written_by_the_build_needs_overwrite(tmp_path, tiny_model_
     build(path, "--until", "extract", "--overwrite")
     assert not (tmp_path / "work" / "extract" / "mine.txt").exists()
     assert (tmp_path / "work" / "extract" / "_build.json").exists()
+
+
+def test_the_funnel_covers_training_and_evaluation(tmp_path, tiny_model_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"""
+work: {tmp_path / 'work'}
+stages:
+  extract: {{sources: ["lcsts={RAW / 'lcsts' / '*.tsv'}"], workers: 1}}
+  stage2: {{kind: train, stage: contrastive, model: "{tiny_model_path}", data: ["@extract/pairs"], max_steps: 2,
+            batch_size: 4, query_max_len: 32, passage_max_len: 64, save_steps: 0}}
+  eval: {{kind: eval, model: "@stage2", compare: "{tiny_model_path}", suite: dev, max_per_task: 10}}
+""", encoding="utf-8")
+    output = build(path)
+    spec = load_build_file(str(path))
+    rows = {r["stage"]: r for r in funnel(spec, plan_build(spec))}
+    assert set(rows) == {"extract", "stage2", "eval"}
+    assert rows["stage2"]["out"] == 8 and rows["stage2"]["note"].startswith("2 steps, loss ")  # 2 steps x 4
+    evaluated = Manifest.read(str(tmp_path / "work" / "eval")).check()
+    assert rows["eval"]["out"] == evaluated.count_out > 0 and " vs " in rows["eval"]["note"]
+    # the manifest rounds to 6 significant digits
+    assert evaluated.extra["delta"] == pytest.approx(
+        evaluated.extra["average"] - evaluated.extra["baseline_average"], abs=2e-6)
+    assert "result" in output

@@ -81,11 +81,11 @@ def _report(spec, plans) -> None:
     rows = funnel(spec, plans)
     if rows:
         summary = Table(title="funnel: rows at every stage")
-        for column in ["stage", "in", "out", "dropped by reason"]:
+        for column in ["stage", "in", "out", "dropped by reason", "result"]:
             summary.add_column(column, justify="right" if column in ("in", "out") else "left")
         for r in rows:
             summary.add_row(r["stage"], f"{r['in']:,}", f"{r['out']:,}",
-                            ", ".join(f"{k}={v:,}" for k, v in r["dropped"].items()))
+                            ", ".join(f"{k}={v:,}" for k, v in r["dropped"].items()), r["note"])
         out.print(summary)
         write_funnel_html(rows, spec.work / "funnel.html")
         out.print(f"funnel page: {spec.work / 'funnel.html'}")
