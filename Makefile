@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cmtp-installed
 
-.PHONY: install demo test lint
+.PHONY: install demo demo-clean test lint
 
 install: $(STAMP)
 
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
+
+demo-clean:
+	rm -rf demo-out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
