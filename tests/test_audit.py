@@ -71,7 +71,27 @@ def test_csv_and_table_output(run_dir):
     lines = result.output.strip().splitlines()
     assert lines[0] == "source,threshold,kept,rate" and "(all),0.4300,6,0.750000" in lines
     result = runner.invoke(app, ["audit", str(run_dir), "--thresholds", "0.30:0.50:0.10"])
-    assert result.exit_code == 0 and "keep rate by threshold" in result.output and "0.430 *" in result.output
+    assert result.exit_code == 0 and "keep rate by threshold" in result.output and "0.43 (current)" in result.output
+
+
+def test_the_default_grid_spans_the_scores_quantiles_and_no_two_rows_look_alike(tmp_path):
+    import re
+
+    from cmtp.pipelines.audit.stats import grid_from_quantiles, label
+
+    rng = np.random.default_rng(0)
+    scores = np.clip(rng.normal(0.88, 0.03, 2000), 0.78, 0.97).astype(np.float32)  # e5-like
+    write_run(tmp_path / "run", [("s", float(x)) for x in scores], threshold=0.8998)
+    result = runner.invoke(app, ["audit", str(tmp_path / "run")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    labels = re.findall(r"^│ *([0-9.]+(?: \(current\))?) *│", result.output, re.M)
+    assert "0.8998 (current)" in labels and "0.9" in labels  # the cut beside the grid's 0.9, told apart
+    rows = [x for x in labels if "current" not in x]
+    assert 10 <= len(rows) <= 31 and float(rows[0]) >= 0.78 and float(rows[-1]) <= 0.97  # not 31 rows of 100%
+    assert len(set(labels)) == len(labels)
+    assert label(0.8997999999999999) == "0.8998"
+    s = type("S", (), {"quantile": lambda self, q: {0.01: 0.2134, 0.99: 0.8871}[q]})()
+    assert grid_from_quantiles(s) == "0.2:0.9:0.05"
 
 
 def test_report_and_plot(run_dir, tmp_path):

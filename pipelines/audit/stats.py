@@ -118,6 +118,26 @@ def stream(dataset: ds.Dataset, columns: list[str], batch_rows: int = 1 << 18, f
     )
 
 
+GRID_ROWS = 30  # at most this many rows in a grid chosen from the data
+NICE_STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def grid_from_quantiles(stats: SourceStats, low: float = 0.01, high: float = 0.99) -> str:
+    """A ``START:STOP:STEP`` grid over the scores' own 1st-99th percentile, on a round step giving at most
+    ``GRID_ROWS`` rows: e5 scores (0.80-0.97) get 0.80:0.97:0.01, Text2Vec's (0.2-0.9) 0.20:0.90:0.05."""
+    lo, hi = stats.quantile(low), stats.quantile(high)
+    for step in NICE_STEPS:
+        start, stop = np.floor(lo / step) * step, np.ceil(hi / step) * step
+        if (stop - start) / step <= GRID_ROWS:
+            break
+    return f"{max(start, -1.0):.4g}:{min(stop, 1.0):.4g}:{step:g}"
+
+
+def label(threshold: float) -> str:
+    """A threshold as the shortest decimal of its float32 (0.8998, 0.9): two different cuts never print alike."""
+    return np.format_float_positional(np.float32(threshold), unique=True, trim="-")
+
+
 def threshold_grid(spec: str) -> np.ndarray:
     """``"0.30:0.60:0.01"`` (start:stop:step, stop included) or ``"0.4,0.43,0.5"``, as float32."""
     try:

@@ -15,7 +15,7 @@ from rich.table import Table
 from cmtp.schemas.errors import CmtpError
 
 from ..audit.proxy import ProxyConfig
-from ..audit.stats import ALL, collect, open_scored, sample_near_threshold, threshold_grid
+from ..audit.stats import ALL, collect, grid_from_quantiles, label, open_scored, sample_near_threshold, threshold_grid
 from ..console import err, out
 
 PROXY_DEFAULTS = {f.name: f.default for f in fields(ProxyConfig)}
@@ -120,8 +120,8 @@ def _print_tables(stats, summary: dict, threshold: float) -> None:
         keep.add_column(f"{name}\n(n={stats[name].count:,})", justify="right")
     first = stats[ALL]
     for i, t in enumerate(first.thresholds):
-        marker = " *" if abs(float(t) - threshold) < 1e-6 else ""
-        keep.add_row(f"{t:.3f}{marker}", *[
+        marker = " (current)" if np.float32(t) == np.float32(threshold) else ""
+        keep.add_row(f"{label(t)}{marker}", *[
             f"{stats[n].at_or_above[i] / max(stats[n].count, 1):6.1%} ({stats[n].at_or_above[i]:,})" for n in names])
     out.print(keep)
     quant = Table(title="score quantiles (resolution 1e-4)")
@@ -154,7 +154,8 @@ def _print_comparison(c) -> None:
 def audit(
     inputs: list[str] = typer.Argument(..., help="scored Parquet: cmtp score output directory, files or globs"),
     threshold: float = typer.Option(None, help="the threshold to audit (default: the one the scores were cut at)"),
-    thresholds: str = typer.Option("0.30:0.60:0.01", help="START:STOP:STEP or a comma list"),
+    thresholds: str = typer.Option(None, help="START:STOP:STEP or a comma list (default: the scores' 1st to 99th "
+                                              "percentile on a round step, at most 30 rows)"),
     report: str = typer.Option(None, help="write a self-contained HTML report here"),
     plot: str = typer.Option(None, help="write the score histogram as PNG here"),
     samples: int = typer.Option(20, help="pairs shown just above and just below the threshold in the report"),
@@ -205,12 +206,14 @@ def audit(
     for path, what in [(report, "--report"), (plot, "--plot"), (proxy_plot, "--proxy-plot")]:
         if path:
             check_writable(path, what)
-    grid = threshold_grid(thresholds)
+    grid = threshold_grid(thresholds) if thresholds else np.zeros(0, np.float32)
     for value in [*grid.tolist(), *([threshold] if threshold is not None else [])]:
         if not -1 <= value <= 1:
             raise CmtpError(f"threshold {value:g} is outside [-1, 1]: scores are cosines")
     dataset = open_scored(inputs)
     threshold = _default_threshold(dataset) if threshold is None else threshold
+    if not thresholds:  # a first pass for the quantiles, the grid from them, then exact counts on it
+        grid = threshold_grid(grid_from_quantiles(collect(dataset, np.array([threshold], np.float32))[ALL]))
     grid = np.unique(np.append(grid, np.float32(threshold)))
     stats = collect(dataset, grid)
     summary = _summary(stats, threshold, target_keep_rate)
