@@ -58,7 +58,7 @@ def run_dedup(
         with removed_on_failure(out, list(OUTPUTS)):
             prepare_output(out, list(OUTPUTS))
             read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
-            with watch("dedup: minhash", read.rows, "pair", beam_args) as progress, \
+            with watch("dedup", read.rows, "pair", beam_args) as progress, \
                     make_pipeline(beam_args, workers) as p:
                 _build(p, read, out, config, bands, rows, shards, progress)
         outcomes = pop_outcomes(out)

@@ -100,3 +100,13 @@ def test_markdown_residue_is_stripped_and_counted():
     text, steps = Cleaner(ExtractConfig()).clean("《红楼梦》**作者**是曹雪芹")
     assert text == "《红楼梦》作者是曹雪芹" and steps == ["markdown"]
     assert Cleaner(ExtractConfig(strip_markdown=False))("**作者**") == "**作者**"
+
+
+def test_escaped_newlines_and_tabs_become_whitespace_and_are_counted():
+    from cmtp.transforms.extract.cleaning import Cleaner
+    from cmtp.transforms.extract.config import ExtractConfig
+
+    text, steps = Cleaner(ExtractConfig()).clean("记者报道：\\n\\n今天上午，\\t会议召开。\\r\\n会议持续两个小时。")
+    assert text == "记者报道:\n今天上午, 会议召开。\n会议持续两个小时。" and "escaped_whitespace" in steps
+    kept, steps = Cleaner(ExtractConfig(unescape_whitespace=False)).clean("用\\n表示换行")
+    assert kept == "用\\n表示换行" and "escaped_whitespace" not in steps

@@ -88,6 +88,15 @@ def remove_control_chars(text: str) -> str:
     return _control_chars().sub("", text)
 
 
+_ESCAPED = re.compile(r"\\r\\n|\\[nrt]")
+
+
+def unescape_whitespace(text: str) -> str:
+    """Literal ``\\n``, ``\\r\\n``, ``\\r`` and ``\\t`` sequences (text JSON-encoded twice, common in news
+    dumps) become the newline or space they stood for."""
+    return _ESCAPED.sub(lambda m: " " if m.group(0) == "\\t" else "\n", text)
+
+
 def collapse_whitespace(text: str, keep_newlines: bool = True) -> str:
     text = _SPACES.sub(" ", text)
     text = _NEWLINES.sub("\n", text) if keep_newlines else re.sub(r"\s+", " ", text)
@@ -135,6 +144,8 @@ class Cleaner:
             text = step("html", strip_html, text)
         if c.nfkc:
             text = step("nfkc", lambda t: unicodedata.normalize("NFKC", t), text)
+        if c.unescape_whitespace:
+            text = step("escaped_whitespace", unescape_whitespace, text)
         if c.strip_markdown:
             text = step("markdown", strip_markdown, text)
         if c.strip_urls:

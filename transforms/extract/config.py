@@ -16,6 +16,8 @@ class ExtractConfig:
     strip_urls: bool = True
     strip_emails: bool = True
     t2s: bool = True  # traditional -> simplified (OpenCC t2s)
+    # literal "\n", "\t" sequences (text JSON-encoded twice) -> whitespace; off for corpora about code
+    unescape_whitespace: bool = True
     collapse_repeated_passage: bool = True  # "X X" (a body pasted twice) -> "X"
     # length bounds, in characters after cleaning
     title_min_chars: int = field(default=4, metadata=within(ge=0))
