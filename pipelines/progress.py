@@ -67,7 +67,9 @@ def bar(desc: str, total: int | None, unit: str):
 
 @contextmanager
 def watch(desc: str, total: int | None, unit: str, beam_args: list[str] | None = None):
-    if not is_local(beam_args):
+    if not is_local(beam_args):  # workers on other machines: the runner's UI shows Beam's counters
+        print(f"{desc}: running on the runner given by --runner; its job page shows the progress (Beam counters "
+              f"of this step)", file=sys.stderr, flush=True)
         yield None
         return
     folder = tempfile.mkdtemp(prefix="cmtp-progress-")

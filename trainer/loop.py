@@ -18,6 +18,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -392,7 +393,9 @@ def train(config: TrainConfig, on_step=None) -> dict:
 
     s = _start(config)
     run = s.run
-    progress = tqdm(total=s.max_steps, initial=run.step, disable=s.rank != 0, desc=f"train {config.stage}")
+    # a bar on a terminal only (its lines would fill a log); the command prints the summary line either way
+    progress = tqdm(total=s.max_steps, initial=run.step, disable=s.rank != 0 or not sys.stderr.isatty(),
+                    desc=f"train {config.stage}")
     if run.step == 0:
         _evaluate(s, progress)
     started, samples, losses, saturated = time.perf_counter(), 0, [], 0
