@@ -23,6 +23,10 @@ from .beam_runner import is_local
 POLL_SECONDS = 0.5
 
 
+def plural(unit: str) -> str:
+    return unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+
+
 class Bar:
     """A count towards ``total``: drawn on a terminal, summarised in one line when closed otherwise."""
 
@@ -51,9 +55,9 @@ class Bar:
             self._tqdm.close()
         elif self.done:
             seconds = time.perf_counter() - self.started
-            units = self.unit if self.done == 1 else f"{self.unit}s"
+            units = self.unit if self.done == 1 else plural(self.unit)
             print(f"{self.desc}: {self.done:,} {units} in {seconds:.1f} s "
-                  f"({self.done / max(seconds, 1e-9):.3g} {self.unit}s/s)", file=sys.stderr, flush=True)
+                  f"({self.done / max(seconds, 1e-9):.3g} {plural(self.unit)}/s)", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGrou
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.embedding import resolve_model, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
-from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs, ScoreResult
+from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs, ScoreResult, group_count
 
 from .beam_runner import join_ends, make_pipeline
 from .extract import ShardOptions
@@ -83,7 +83,9 @@ def run_score(
         # the workers' counts drawn as one bar here (local runner); Beam's counter cmtp score/pairs_scored elsewhere
         with watch("score", read.rows, "pair", beam_args) as progress, make_pipeline(beam_args, workers) as p:
             pairs = p | "ReadPairs" >> read
-            _write_outputs(pairs | "Score" >> ScorePairs(config, scorer_hash, progress), out, shards, pairs)
+            scored = pairs | "Score" >> ScorePairs(config, scorer_hash, progress,
+                                                   group_count(read.rows, config.batch_size))
+            _write_outputs(scored, out, shards, pairs)
     return _manifest(
         out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
               "beam_args": beam_args or []}, files,

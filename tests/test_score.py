@@ -172,3 +172,11 @@ def test_the_local_runner_shows_progress(pairs_dir, tiny_model_path, tmp_path, c
     # not a terminal: no bar, one line with the count and the scoring rate
     scorable = sum(1 for title, passage in PAIRS if title.strip() and passage.strip())  # the empty one is dead
     assert f"score: {scorable} pairs in " in err and "pairs/s)" in err and "\r" not in err
+
+
+def test_groups_are_sized_for_full_forward_passes():
+    from cmtp.transforms.score.ptransform import PASSES_PER_GROUP, group_count
+
+    assert group_count(0, 64) == group_count(500, 64) == 1  # 500 pairs: one group, 8 passes, the last partial
+    assert group_count(100_000, 64) == -(-100_000 // (PASSES_PER_GROUP * 64))
+    assert group_count(1000, 16) == 8  # the batch size sets the group size

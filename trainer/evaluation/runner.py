@@ -193,7 +193,9 @@ def evaluate(model, tasks: list[EvalTask], options: EvalOptions | None = None, n
         model.max_seq_length = options.max_seq_length
     started = time.perf_counter()
     try:
-        results = [_run_with_progress(model, task, options) for task in tasks]
+        parts = str(name or "model").rstrip("/").split("/")  # which model, when a baseline follows
+        label = parts[-2] if len(parts) > 1 and parts[-1] == "model" else parts[-1]  # .../stage3/model: stage3
+        results = [_run_with_progress(model, task, options, label) for task in tasks]
     finally:
         model.max_seq_length = length
         model.train(was_training)
@@ -227,7 +229,7 @@ def evaluate_with_baseline(model, tasks: list[EvalTask], options: EvalOptions,
     return report, base, record
 
 
-def _run_with_progress(model, task: EvalTask, options: EvalOptions) -> TaskResult:
+def _run_with_progress(model, task: EvalTask, options: EvalOptions, label: str) -> TaskResult:
     """One task with a bar on stderr (texts encoded / total, rate, ETA) when it is a terminal; otherwise one
     line when the task is done. ``options.progress=False`` (evaluations during training) shows neither."""
     if not options.progress:
@@ -238,9 +240,9 @@ def _run_with_progress(model, task: EvalTask, options: EvalOptions) -> TaskResul
 
     if not sys.stderr.isatty():
         result = run_task(model, task, options)
-        print(f"eval {task.name}: {result.texts_encoded:,} texts in {result.seconds:.1f} s "
+        print(f"eval {label} {task.name}: {result.texts_encoded:,} texts in {result.seconds:.1f} s "
               f"({result.texts_encoded / max(result.seconds, 1e-9):.3g} texts/s)", file=sys.stderr, flush=True)
         return result
-    with tqdm(total=task.text_count(), desc=f"eval {task.name}", unit="text", file=sys.stderr,
+    with tqdm(total=task.text_count(), desc=f"eval {label} {task.name}", unit="text", file=sys.stderr,
               dynamic_ncols=True, smoothing=0.1) as bar:
         return run_task(model, task, options, bar)
