@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-def test_the_example_config_parses_with_both_sources():
+def test_the_example_config_parses():
     config = TrainConfig.from_mapping(yaml.safe_load((ROOT / "examples" / "train_finetune.yaml").read_text()))
-    assert config.stage == "finetune" and [d.weight for d in config.data] == [1.0, 0.5]
-    assert config.train_group_size == 8 and config.gradcache_chunk == 128
+    assert config.stage == "finetune" and [d.paths for d in config.data] == [["demo-out/mine/examples"]]
+    assert config.train_group_size == 4 and config.gradcache_chunk == 16
 
 
 @pytest.mark.parametrize("values, fragment", [
