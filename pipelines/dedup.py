@@ -11,13 +11,13 @@ from cmtp.schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
+from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.dedup.lsh import collision_probability
 from cmtp.transforms.dedup.ptransform import NearDedup
 
 from .beam_runner import join_ends, make_pipeline
-from .extract import ShardOptions
 from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
 from .progress import watch
 

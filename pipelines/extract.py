@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import apache_beam as beam
 
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, CmtpError, Manifest
-from cmtp.schemas.ranges import check_ranges, within
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
-from cmtp.transforms.common.parquet_shards import DEFAULT_ROW_GROUP_SIZE, DEFAULT_TARGET_SHARD_ROWS, WriteParquetShards
+from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.extract.adapters import ADAPTERS
 from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
@@ -22,20 +20,6 @@ from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failu
 from .progress import watch
 
 OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_letter"}
-
-
-@dataclass
-class ShardOptions:
-    num_shards: int | None = field(default=None, metadata=within(ge=1))
-    target_shard_rows: int = field(default=DEFAULT_TARGET_SHARD_ROWS, metadata=within(ge=1))
-    row_group_size: int = field(default=DEFAULT_ROW_GROUP_SIZE, metadata=within(ge=1))
-
-    def __post_init__(self):
-        check_ranges(self)
-
-    def writer(self, directory, schema, key):
-        return WriteParquetShards(directory, schema, key, self.num_shards, self.target_shard_rows,
-                                  self.row_group_size)
 
 
 def _run(sources, out, config, shards, beam_args, workers, files: int) -> None:

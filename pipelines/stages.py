@@ -190,7 +190,7 @@ def _run_in_place(stage: Stage, inputs: list[str], out: str, config, beam_args: 
 
 # -- the stages ---------------------------------------------------------------------------------------------------
 def _shards(num_shards=None, target_shard_rows=None, row_group_size=None):
-    from .extract import ShardOptions
+    from cmtp.transforms.common.parquet_shards import ShardOptions
 
     given = {"num_shards": num_shards, "target_shard_rows": target_shard_rows, "row_group_size": row_group_size}
     return ShardOptions(**{k: v for k, v in given.items() if v is not None})

@@ -8,8 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cmtp.pipelines.extract import ShardOptions, run_extract
+from cmtp.pipelines.extract import run_extract
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, Manifest, validate_table
+from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
 

@@ -247,7 +247,8 @@ def assert_every_listed_output_opens(out: Path) -> None:
 
 
 def test_many_shards_over_few_rows_write_no_zero_row_files(tmp_path):
-    from cmtp.pipelines.extract import ShardOptions, run_extract
+    from cmtp.pipelines.extract import run_extract
+    from cmtp.transforms.common.parquet_shards import ShardOptions
     from cmtp.transforms.extract.config import ExtractConfig
     from cmtp.transforms.extract.dofns import SourceSpec
 

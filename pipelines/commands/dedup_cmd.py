@@ -14,7 +14,7 @@ from .common import (
     split_beam_args,
     stage_options,
 )
-from .extract_cmd import print_manifest_summary
+from .manifest_summary import print_manifest_summary
 
 HELP = f"""Remove near-duplicate pairs (MinHash LSH on character n-grams, exact Jaccard check, connected
 components in Beam); one representative per cluster is kept, the rest go to the dead letters.

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from cmtp.transforms.extract.adapters import ADAPTERS
 
-from ..console import out
 from .common import (
     BEAM_ARGS_HELP,
     OVERWRITE_HELP,
@@ -18,10 +16,11 @@ from .common import (
     split_beam_args,
     stage_options,
 )
+from .manifest_summary import print_manifest_summary
 
 HELP = f"""Extract clean (title, passage) pairs from raw dumps with Apache Beam.
 
-SOURCE is ADAPTER=GLOB or NAME:ADAPTER=GLOB (local, gs://, s3://; .gz/.bz2/.zst read transparently).
+SOURCE is ADAPTER=GLOB or NAME:ADAPTER=GLOB (local, gs://, s3://; .gz/.bz2/.xz/.zst read transparently).
 Adapters: {', '.join(sorted(ADAPTERS))}.
 
 Examples:
@@ -84,15 +83,3 @@ def extract(
                  row_group_size=row_group_size)
     manifest = run_stage(STAGES["extract"], [], out_dir, stage_options(config_file, flags), beam_args, overwrite)
     print_manifest_summary(manifest)
-
-
-def print_manifest_summary(manifest) -> None:
-    table = Table(title=f"{manifest.stage}: in {manifest.count_in}, out {manifest.count_out}")
-    for column in ["source", "in", "out", "dropped"]:
-        table.add_column(column)
-    for source, c in manifest.per_source.items():
-        dropped = ", ".join(f"{r}={n}" for r, n in sorted(c["dropped"].items(), key=lambda kv: -kv[1]))
-        table.add_row(source, str(c["in"]), str(c["out"]), dropped)
-    out.print(table)
-    for name, o in manifest.outputs.items():
-        out.print(f"  {name}: {o['rows']} rows in {o['files']} file(s) at {o['path']}")

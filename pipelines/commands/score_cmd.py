@@ -15,7 +15,7 @@ from .common import (
     split_beam_args,
     stage_options,
 )
-from .extract_cmd import print_manifest_summary
+from .manifest_summary import print_manifest_summary
 
 HELP = f"""Score (title, passage) pairs with an embedding model and keep those at or above the threshold.
 

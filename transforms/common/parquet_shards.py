@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from cmtp.schemas.ranges import check_ranges, within
 from cmtp.schemas.validate import rows_to_table
 
 from .ids import shard_of
@@ -107,3 +109,19 @@ class WriteParquetShards(beam.PTransform):
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(_WriteShardFn(self.directory, self.schema, self.key, self.row_group_size))
         )
+
+
+@dataclass
+class ShardOptions:
+    """How a stage's outputs are cut into Parquet files: the runner options every Beam stage shares."""
+
+    num_shards: int | None = field(default=None, metadata=within(ge=1))
+    target_shard_rows: int = field(default=DEFAULT_TARGET_SHARD_ROWS, metadata=within(ge=1))
+    row_group_size: int = field(default=DEFAULT_ROW_GROUP_SIZE, metadata=within(ge=1))
+
+    def __post_init__(self):
+        check_ranges(self)
+
+    def writer(self, directory, schema, key):
+        return WriteParquetShards(directory, schema, key, self.num_shards, self.target_shard_rows,
+                                  self.row_group_size)

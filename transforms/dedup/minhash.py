@@ -79,7 +79,9 @@ def text_signatures(texts: list[str], n: int = 5, num_perm: int = 128, seed: int
     Equal to ``signatures([shingle_hashes(t, n) for t in texts])``: the normalised texts are joined, the
     n-gram hashes computed over the whole array at once, and the n-grams that cross a text boundary skipped.
     """
-    from .shingles import char_ngram_hashes, normalize, shingle_hashes
+    from cmtp.transforms.common.text import char_ngram_hashes
+
+    from .shingles import normalize, shingle_hashes
 
     norms = [normalize(t) for t in texts]
     lens = np.array([len(t) for t in norms], dtype=np.int64)

@@ -8,15 +8,12 @@ shingle, so short texts still compare equal to their exact copies.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from functools import lru_cache
 
 import numpy as np
 
-_NOT_WORD = re.compile(r"[\W_]+", re.U)
-_HASH_BASE = np.uint64(1099511628211)
-_HASH_OFFSET = np.uint64(14695981039346656037)
+from cmtp.transforms.common.text import char_ngram_hashes, compare_form
 
 
 def _nfkc(text: str) -> str:
@@ -36,7 +33,7 @@ def _rust_nfkc():
 
 def normalize(text: str) -> str:
     """NFKC, lower case, without punctuation or whitespace."""
-    return _NOT_WORD.sub("", _nfkc(text).lower())
+    return compare_form(_nfkc(text))
 
 
 def char_shingles(text: str, n: int = 5) -> list[str]:
@@ -70,19 +67,6 @@ def shingle_hashes(text: str, n: int = 5, mode: str = "char") -> np.ndarray:
     if not t:
         return np.zeros(0, dtype=np.uint64)
     return np.unique(char_ngram_hashes(t, min(n, len(t))))
-
-
-def char_ngram_hashes(t: str, n: int) -> np.ndarray:
-    """64-bit hash of every character n-gram of ``t`` (FNV-1a over code points), vectorised; len(t) >= n."""
-    cps = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    m = len(cps) - n + 1
-    h = np.full(m, _HASH_OFFSET, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            h ^= cps[k : k + m]
-            h *= _HASH_BASE
-        h ^= np.uint64(n)  # a short text's single shingle differs from an n-gram with the same prefix
-    return h
 
 
 def _hash_str(s: str) -> int:

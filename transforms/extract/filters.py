@@ -14,12 +14,12 @@ from importlib import resources
 
 import numpy as np
 
+from cmtp.transforms.common.text import char_ngram_hashes, compare_form, without_punctuation
+
 from .config import ExtractConfig
 
 _NOT_CJK = re.compile(r"[^\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]+")
 _SPACE = re.compile(r"\s+")
-_NOT_WORD = re.compile(r"[\W_]+", re.U)
-_HASH_BASE = np.uint64(1099511628211)
 
 
 _ID_LIKE = re.compile(r"[A-Za-z0-9]+(?:[-_.:/#=][A-Za-z0-9]+)*")
@@ -60,29 +60,24 @@ def dup_ngram_ratio(text: str, n: int) -> float:
     Vectorised: a 64-bit polynomial hash of every n-gram (collisions are negligible at passage sizes), the
     repeated ones found with ``np.unique``, and their coverage by a difference array.
     """
-    compact = _NOT_WORD.sub("", text)
+    compact = without_punctuation(text)
     if len(compact) < 2 * n:
         return 0.0
-    cps = np.frombuffer(compact.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    m = len(cps) - n + 1
-    hashes = np.zeros(m, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            hashes = hashes * _HASH_BASE + cps[k : k + m]
+    hashes = char_ngram_hashes(compact, n)
     _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     starts = np.flatnonzero(counts[inverse] > 1)
     if not len(starts):
         return 0.0
-    delta = np.zeros(len(cps) + 1, dtype=np.int32)
+    delta = np.zeros(len(compact) + 1, dtype=np.int32)
     np.add.at(delta, starts, 1)
     np.add.at(delta, starts + n, -1)
-    return float(np.count_nonzero(np.cumsum(delta[:-1]))) / len(cps)
+    return float(np.count_nonzero(np.cumsum(delta[:-1]))) / len(compact)
 
 
 def normalize_for_match(text: str) -> str:
-    """Lower-cased, without spaces and punctuation: the form duplicate checks and blocklists compare.
-    (Cleaned text is NFKC already; blocklist terms are NFKC-normalised when loaded.)"""
-    return _NOT_WORD.sub("", text.lower())
+    """The compare form (``transforms/common/text.py``). Cleaned text is NFKC already; blocklist terms are
+    NFKC-normalised when loaded."""
+    return compare_form(text)
 
 
 def load_blocklist(extra_paths: list[str] | None = None) -> list[str]:
