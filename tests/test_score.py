@@ -180,3 +180,31 @@ def test_groups_are_sized_for_full_forward_passes():
     assert group_count(0, 64) == group_count(500, 64) == 1  # 500 pairs: one group, 8 passes, the last partial
     assert group_count(100_000, 64) == -(-100_000 // (PASSES_PER_GROUP * 64))
     assert group_count(1000, 16) == 8  # the batch size sets the group size
+
+
+def test_every_forward_pass_but_the_last_of_a_group_is_full(tiny_model_path, tmp_path, monkeypatch):
+    """500 pairs at batch 16: 4 groups of ~125 pairs, so 32-35 passes of 16 pairs (with 64 fixed groups they
+    were ~64 calls of ~8 pairs, every pass half empty)."""
+    import math
+
+    import cmtp.transforms.score.scoring as scoring
+    from cmtp.transforms.score.ptransform import group_count
+
+    usable = [(t, p) for t, p in PAIRS if t.strip() and p.strip()]
+    rows = [{"pair_id": f"p{i:04d}", "source": "s", "source_file": "f", "record_key": str(i),
+             "title": f"{usable[i % len(usable)][0]}{i}", "passage": usable[i % len(usable)][1], "meta": "{}"}
+            for i in range(500)]
+    (tmp_path / "in").mkdir()
+    pq.write_table(rows_to_table(rows, PAIR), tmp_path / "in" / "pairs.parquet")
+    sizes, real = [], scoring.encode
+
+    def counted(model, texts, prompt, batch_size, *args, **kwargs):
+        sizes.append(len(texts))
+        return real(model, texts, prompt, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "encode", counted)
+    run_score(str(tmp_path / "in"), str(tmp_path / "out"), ScoreConfig(model=str(tiny_model_path), batch_size=16))
+    titles = sizes[::2]  # each call encodes the titles, then the passages
+    assert sum(titles) == 500 and len(titles) == group_count(500, 16) == 4
+    passes = sum(math.ceil(n / 16) for n in titles)
+    assert passes <= math.ceil(500 / 16) + len(titles) - 1  # at most one partial pass per group
