@@ -223,7 +223,7 @@ def _resolve(value: Any, work: Path, as_model: bool = False) -> Any:
     return value
 
 
-def run_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> None:
+def run_planned_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> None:
     """The stage through the one stage runner (pipelines/stages.py), its ``@STAGE`` references resolved."""
     from .stages import STAGES
     from .stages import run_stage as run
@@ -272,7 +272,7 @@ def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, l
         (final / BUILD_FILE).unlink(missing_ok=True)
         started = time.perf_counter()
         try:
-            run_stage(plan, build.work, final, build.beam_args)
+            run_planned_stage(plan, build.work, final, build.beam_args)
         except BaseException:
             if not final.exists():  # nothing committed: no marker either (a resumable training folder keeps it)
                 running.unlink(missing_ok=True)

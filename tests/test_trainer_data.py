@@ -5,7 +5,7 @@ import pytest
 
 from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
 from cmtp.trainer.batches import build_step
-from cmtp.trainer.data.stream import ParquetStream, SourceSpec, StreamConfig, make_loader
+from cmtp.trainer.data.stream import DataSource, ParquetStream, StreamConfig, make_loader
 
 
 def write_examples(directory, prefix, n, files=3, row_group=7):
@@ -30,18 +30,18 @@ def read_all(config, ranks, workers):
 
 def test_two_ranks_two_workers_see_every_row_exactly_once(tmp_path):
     ids = write_examples(tmp_path / "a", "a", 200)
-    config = StreamConfig([SourceSpec("a", [str(tmp_path / "a")])], batch_size=8, epochs=1, seed=3)
+    config = StreamConfig([DataSource("a", [str(tmp_path / "a")])], batch_size=8, epochs=1, seed=3)
     seen = read_all(config, ranks=2, workers=2)
     assert len(seen) == len(set(seen)) == 200 and set(seen) == ids
     # a second epoch reshuffles: same rows, another order
-    two = StreamConfig([SourceSpec("a", [str(tmp_path / "a")])], batch_size=8, epochs=2, seed=3)
+    two = StreamConfig([DataSource("a", [str(tmp_path / "a")])], batch_size=8, epochs=2, seed=3)
     seen2 = read_all(two, ranks=2, workers=2)
     assert sorted(seen2) == sorted(seen * 2)
 
 
 def test_resume_continues_at_the_exact_row(tmp_path):
     write_examples(tmp_path / "a", "a", 120)
-    config = StreamConfig([SourceSpec("a", [str(tmp_path / "a")])], batch_size=5, epochs=1, seed=1)
+    config = StreamConfig([DataSource("a", [str(tmp_path / "a")])], batch_size=5, epochs=1, seed=1)
     stream = ParquetStream(config)
     full = [e["example_id"] for b in stream for e in b["examples"]]
     it = iter(ParquetStream(config))
@@ -58,7 +58,7 @@ def test_resume_continues_at_the_exact_row(tmp_path):
 def test_mixing_by_weight_with_one_source_per_global_batch(tmp_path):
     write_examples(tmp_path / "a", "a", 300)
     write_examples(tmp_path / "b", "b", 300)
-    sources = [SourceSpec("a", [str(tmp_path / "a")], 3.0), SourceSpec("b", [str(tmp_path / "b")], 1.0)]
+    sources = [DataSource("a", [str(tmp_path / "a")], 3.0), DataSource("b", [str(tmp_path / "b")], 1.0)]
     config = StreamConfig(sources, batch_size=4, seed=5, same_source_batches=True)
     per_rank = []
     for rank in range(2):
@@ -77,7 +77,7 @@ def test_pair_shards_become_examples(tmp_path):
     rows = [{"pair_id": f"p{i}", "source": "s", "source_file": "f", "record_key": str(i), "title": f"标题{i}",
              "passage": f"正文{i}", "meta": "{}"} for i in range(10)]
     pq.write_table(rows_to_table(rows, PAIR), tmp_path / "pairs.parquet")
-    config = StreamConfig([SourceSpec("p", [str(tmp_path / "pairs.parquet")])], batch_size=10, epochs=1)
+    config = StreamConfig([DataSource("p", [str(tmp_path / "pairs.parquet")])], batch_size=10, epochs=1)
     (batch,) = list(ParquetStream(config))
     assert {e["query"] for e in batch["examples"]} == {f"标题{i}" for i in range(10)}
     assert all(len(e["pos"]) == 1 and e["neg"] == [] for e in batch["examples"])
@@ -106,7 +106,7 @@ def test_streams_from_an_fsspec_url_like_a_bucket(tmp_path):
     fs = fsspec.filesystem("memory")
     for f in sorted((tmp_path / "local").iterdir()):
         fs.pipe(f"/bucket/train/{f.name}", f.read_bytes())
-    config = StreamConfig([SourceSpec("m", ["memory://bucket/train/*.parquet"])], batch_size=8, epochs=1, seed=0)
+    config = StreamConfig([DataSource("m", ["memory://bucket/train/*.parquet"])], batch_size=8, epochs=1, seed=0)
     seen = [e["example_id"] for b in ParquetStream(config) for e in b["examples"]]
     assert sorted(seen) == sorted(ids)
 
@@ -131,7 +131,7 @@ def write_with_bad_rows(directory):
 
 def test_unusable_rows_are_skipped_and_counted_once(tmp_path):
     good = write_with_bad_rows(tmp_path / "a")
-    config = StreamConfig([SourceSpec("a", [str(tmp_path / "a")])], batch_size=4, epochs=1, seed=2)
+    config = StreamConfig([DataSource("a", [str(tmp_path / "a")])], batch_size=4, epochs=1, seed=2)
     seen, malformed = [], 0
     for rank in range(2):
         for batch in make_loader(config, rank, 2, 2):
@@ -159,5 +159,5 @@ def test_a_file_without_training_columns_is_named(tmp_path):
 
     pq.write_table(pa.table({"text": ["长江"]}), tmp_path / "other.parquet")
     with pytest.raises(CmtpError, match="other.parquet has neither"):
-        list(ParquetStream(StreamConfig([SourceSpec("x", [str(tmp_path / "other.parquet")])], batch_size=2,
+        list(ParquetStream(StreamConfig([DataSource("x", [str(tmp_path / "other.parquet")])], batch_size=2,
                                         epochs=1)))

@@ -304,11 +304,11 @@ def test_training_evaluates_start_steps_and_end_and_keeps_the_best(tiny_model_pa
 
 
 def test_held_out_rows_are_never_trained_on(examples_dir):
-    from cmtp.trainer.data.stream import SourceSpec, StreamConfig, holdout_rows, in_holdout, make_loader
+    from cmtp.trainer.data.stream import DataSource, StreamConfig, holdout_rows, in_holdout, make_loader
 
     held = holdout_rows([str(examples_dir)], 0.2, 1000)
     assert 3 <= len(held) <= 20 and all(in_holdout(r, 0.2) for r in held)
-    stream = StreamConfig([SourceSpec("s", [str(examples_dir)])], batch_size=10, holdout=0.2, epochs=1)
+    stream = StreamConfig([DataSource("s", [str(examples_dir)])], batch_size=10, holdout=0.2, epochs=1)
     seen = {ex["example_id"] for item in make_loader(stream, 0, 1, 0) for ex in item["examples"]}
     assert seen and not seen & {r["example_id"] for r in held}
     assert len(seen) + len(held) == pq.read_metadata(next(examples_dir.glob("*.parquet"))).num_rows

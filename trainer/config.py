@@ -8,7 +8,7 @@ from typing import Any
 from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.ranges import check_ranges, within
 
-from .data.stream import SourceSpec as DataSource  # one dataset of the mix: name, paths, weight
+from .data.stream import DataSource  # one dataset of the mix: name, paths, weight
 
 STAGES = ("contrastive", "finetune", "retromae")
 # Measured with benchmarks/quality.py (me5-small, 20 steps of batch 32 on the shared sample, eval-dev sets): stage 2

@@ -11,11 +11,11 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.ids import shard_of
+from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder, spec_prompts
 
 from ..progress import bar
@@ -26,8 +26,6 @@ from .inputs import Example, read_labeled, read_pairs, read_pool
 from .miner import Miner, MinerTally, same_query_positives
 from .partitions import mine_blocks, partition_blocks, save_for_workers, search_partitions
 from .sampling import GUARDS
-
-DEFAULT_MODEL = "builtin:me5-small"
 
 
 def _default_model(input_path: str | None) -> str:
@@ -214,7 +212,3 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
     )
     manifest.write(str(out_dir))
     return manifest
-
-
-def read_examples(out: str) -> pa.Table:
-    return pq.read_table(Path(out) / "examples")

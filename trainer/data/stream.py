@@ -43,7 +43,7 @@ COLUMNS_TEXT = ["text_id", "text", "source"]
 
 
 @dataclass
-class SourceSpec:
+class DataSource:
     """One dataset of the mix: Parquet files (paths or globs, any fsspec URL) and its sampling weight."""
 
     name: str
@@ -180,7 +180,7 @@ class SourceReader:
 
 @dataclass
 class StreamConfig:
-    sources: list[SourceSpec]
+    sources: list[DataSource]
     batch_size: int  # examples per rank per step
     seed: int = 0
     shuffle_units: int = 4  # row groups shuffled together
