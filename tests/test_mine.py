@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from cmtp.pipelines.mine.config import MineConfig
-from cmtp.pipelines.mine.embed import PoolStore
 from cmtp.pipelines.mine.index import (
     SearchIndex,
     build_index,
@@ -18,6 +17,7 @@ from cmtp.pipelines.mine.index import (
     tune_nprobe,
 )
 from cmtp.pipelines.mine.inputs import read_labeled
+from cmtp.pipelines.mine.pool_store import PoolStore
 from cmtp.pipelines.mine.run import run_mine
 from cmtp.pipelines.mine.sampling import choose_negatives, rng_for
 from cmtp.schemas import PAIR, TRAINING_EXAMPLE, Manifest, rows_to_table, validate_table

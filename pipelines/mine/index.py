@@ -23,7 +23,7 @@ import numpy as np
 from cmtp.transforms.common.topk import merge_topk
 
 from .config import MineConfig
-from .embed import PoolStore
+from .pool_store import PoolStore
 
 PQ_MIN_POOL = 10_000
 TRAIN_MAX_VECTORS = 200_000

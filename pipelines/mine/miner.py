@@ -16,9 +16,9 @@ import numpy as np
 from cmtp.transforms.embedding.blocks import TextEmbedder
 
 from .config import MineConfig
-from .embed import PoolStore, text_key
 from .index import SearchIndex, build_index, tune_nprobe
 from .inputs import Example
+from .pool_store import PoolStore, text_key
 from .sampling import GUARDS, Chosen, choose_negatives, random_padding
 
 

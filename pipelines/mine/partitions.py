@@ -27,10 +27,10 @@ from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 from ..beam_runner import is_local, make_pipeline, run_to_completion
 from ..progress import watch
 from .config import MineConfig
-from .embed import PoolStore, VectorShards
 from .index import load_search, save_search
 from .inputs import Example
 from .miner import Miner, MinerTally, same_query_positives
+from .pool_store import PoolStore, VectorShards
 
 
 def partition_blocks(blocks: int, partitions: int) -> list[list[int]]:

@@ -20,11 +20,11 @@ from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder, spec_pr
 
 from ..progress import bar
 from .config import MineConfig
-from .embed import PoolStore, VectorShards, write_text_file
 from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
 from .inputs import Example, read_labeled, read_pairs, read_pool
 from .miner import Miner, MinerTally, same_query_positives
 from .partitions import mine_blocks, partition_blocks, save_for_workers, search_partitions
+from .pool_store import PoolStore, VectorShards, write_text_file
 from .sampling import GUARDS
 
 

@@ -20,7 +20,7 @@ from cmtp.transforms.common.ids import stable_id
 from cmtp.transforms.dedup.shingles import jaccard, shingle_hashes
 
 from .config import MineConfig
-from .embed import PoolStore, text_key
+from .pool_store import PoolStore, text_key
 
 GUARDS = ("is_positive", "positive_of_same_query", "equals_query", "labeled_negative", "same_cluster_as_positive",
           "too_close_to_positive", "near_duplicate_of_positive")
