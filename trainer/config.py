@@ -10,7 +10,7 @@ from cmtp.schemas.ranges import check_ranges, within
 
 from .data.stream import DataSource  # one dataset of the mix: name, paths, weight
 
-STAGES = ("contrastive", "finetune", "retromae")
+TRAINING_STAGES = ("contrastive", "finetune", "retromae")
 # Measured with benchmarks/quality.py (me5-small, 20 steps of batch 32 on the shared sample, eval-dev sets): stage 2
 # at lr 2e-5 / temperature 0.02 cost STS-B -1.36, OCNLI -0.67, CMRC2018 nDCG@10 -0.68, reranking MAP -0.96; at
 # lr 5e-6 / temperature 0.01 (e5's own) the same run is neutral (STS-B -0.01, CMRC2018 +0.12). Starting from a
@@ -77,8 +77,8 @@ class TrainConfig:
 
     def __post_init__(self):
         check_ranges(self)
-        if self.stage not in STAGES:
-            raise CmtpError(f"stage must be one of {', '.join(STAGES)}")
+        if self.stage not in TRAINING_STAGES:
+            raise CmtpError(f"stage must be one of {', '.join(TRAINING_STAGES)}")
         if self.stage == "retromae" and self.gradcache_chunk:
             raise CmtpError("gradient caching applies to the contrastive stages, not to retromae")
         if not (0 < self.encoder_mask_ratio < 1 and 0 <= self.decoder_mask_ratio < 1):
