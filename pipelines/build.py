@@ -114,13 +114,15 @@ def external_inputs(plan: StagePlan) -> list[str]:
 def check_external_inputs(plan: StagePlan) -> None:
     """Local inputs must match a file before anything runs (object-store paths are the stage's to check:
     listing them may need credentials only the workers have)."""
-    from apache_beam.io.filesystems import FileSystems
+    from .outputs import match_files
 
     for pattern in external_inputs(plan):
-        if "://" in pattern:
+        if "://" in pattern or Path(pattern).is_dir():
             continue
-        if not [m for r in FileSystems.match([pattern]) for m in r.metadata_list] and not Path(pattern).is_dir():
-            raise CmtpError(f"stage {plan.name}: input {pattern} matches no file")
+        try:
+            match_files(pattern)
+        except CmtpError:
+            raise CmtpError(f"stage {plan.name}: input {pattern} matches no file") from None
 
 
 def _external_files(plan: StagePlan) -> list[str]:

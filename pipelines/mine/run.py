@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.ids import shard_of
+from cmtp.transforms.common.progress import bar
 from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder, spec_prompts
 
-from ..progress import bar
 from .config import MineConfig
 from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
 from .inputs import Example, read_labeled, read_pairs, read_pool
@@ -47,12 +47,14 @@ class _ShardWriters:
         self.paths = [directory / f"part-{i:05d}-of-{num_shards:05d}.parquet" for i in range(num_shards)]
         self.writers = [pq.ParquetWriter(p, TRAINING_EXAMPLE, compression="zstd") for p in self.paths]
         self.buffers: list[list[dict]] = [[] for _ in range(num_shards)]
+        self.shard_rows = [0] * num_shards
         self.rows_per_group = rows_per_group
         self.rows = 0
 
     def add(self, row: dict) -> None:
         shard = shard_of(row["example_id"], len(self.writers))
         self.buffers[shard].append(row)
+        self.shard_rows[shard] += 1
         self.rows += 1
         if len(self.buffers[shard]) >= self.rows_per_group:
             self._flush(shard)
@@ -69,7 +71,7 @@ class _ShardWriters:
         for shard, writer in enumerate(self.writers):
             self._flush(shard)
             writer.close()
-        empty = [p for p in self.paths if pq.ParquetFile(p).metadata.num_rows == 0]
+        empty = [p for p, rows in zip(self.paths, self.shard_rows, strict=True) if rows == 0]
         if self.rows == 0:
             empty[0].rename(self.paths[0].with_name("part-00000-of-00001.parquet"))
             empty = empty[1:]

@@ -234,15 +234,7 @@ def _run_with_progress(model, task: EvalTask, options: EvalOptions, label: str) 
     line when the task is done. ``options.progress=False`` (evaluations during training) shows neither."""
     if not options.progress:
         return run_task(model, task, options)
-    import sys
+    from cmtp.transforms.common.progress import bar
 
-    from tqdm import tqdm
-
-    if not sys.stderr.isatty():
-        result = run_task(model, task, options)
-        print(f"eval {label} {task.name}: {result.texts_encoded:,} texts in {result.seconds:.1f} s "
-              f"({result.texts_encoded / max(result.seconds, 1e-9):.3g} texts/s)", file=sys.stderr, flush=True)
-        return result
-    with tqdm(total=task.text_count(), desc=f"eval {label} {task.name}", unit="text", file=sys.stderr,
-              dynamic_ncols=True, smoothing=0.1) as bar:
-        return run_task(model, task, options, bar)
+    with bar(f"eval {label} {task.name}", task.text_count(), "text") as progress:
+        return run_task(model, task, options, progress)

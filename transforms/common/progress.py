@@ -6,15 +6,21 @@ pipeline has finished. On the local runner the driver and its workers share a di
 count in a small file of its own in a folder the driver chose (rewritten atomically at most twice a second) and
 the driver's bar (``pipelines/progress.py``) sums them. Without a folder (another runner) this does nothing;
 Beam's counters (``cmtp <stage>/<counter>``) show the same counts in that runner's UI.
+
+:func:`bar` is what the user sees, for work in this process and (through ``pipelines/progress.py``) in the
+workers: a ``tqdm`` bar on stderr when it is a terminal, otherwise one line with the final count and rate.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
+from contextlib import contextmanager
 
 FLUSH_SECONDS = 0.5
+REFRESH_SECONDS = 0.5
 
 
 class ProgressCounter:
@@ -50,3 +56,49 @@ def total_done(directory: str) -> int:
             except (OSError, ValueError):  # replaced while read: counted at the next poll
                 continue
     return done
+
+
+def plural(unit: str) -> str:
+    return unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+
+
+class Bar:
+    """A count towards ``total``: drawn on a terminal, summarised in one line when closed otherwise."""
+
+    def __init__(self, desc: str, total: int | None, unit: str):
+        self.desc, self.total, self.unit, self.done = desc, total, unit, 0
+        self.started = time.perf_counter()
+        self._tqdm = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=REFRESH_SECONDS,
+                              smoothing=0.1, dynamic_ncols=True)
+
+    def update_to(self, done: int) -> None:
+        done = min(done, self.total) if self.total else done
+        if done > self.done:
+            if self._tqdm is not None:
+                self._tqdm.update(done - self.done)
+            self.done = done
+
+    def update(self, n: int = 1) -> None:
+        self.update_to(self.done + n)
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+        elif self.done:
+            seconds = time.perf_counter() - self.started
+            units = self.unit if self.done == 1 else plural(self.unit)
+            print(f"{self.desc}: {self.done:,} {units} in {seconds:.1f} s "
+                  f"({self.done / max(seconds, 1e-9):.3g} {plural(self.unit)}/s)", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def bar(desc: str, total: int | None, unit: str):
+    progress = Bar(desc, total, unit)
+    try:
+        yield progress
+    finally:
+        progress.close()
