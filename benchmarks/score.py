@@ -1,8 +1,9 @@
-"""Score throughput: ``run_score`` (Beam RunInference) against a plain ``SentenceTransformer.encode`` loop over
-the same pairs, same model, same batch size; and the former fixed 64 hash groups (forward passes of ~8 pairs on
-a small input) against today's groups sized from the data. Runs are interleaved (loop, cmtp, cmtp-64, loop, ...)
-and the medians compared, so a busy moment of the machine does not decide the result. Target: cmtp <= 1.1x the
-loop.
+"""Score throughput: ``run_score`` (Beam RunInference) against a plain torch fp32 ``SentenceTransformer.encode``
+loop over the same pairs, same model, same batch size: default ``cmtp score`` (the ``auto`` engine, ONNX int8 on
+CPU) and ``cmtp score --engine torch``. Runs are interleaved (loop, cmtp, cmtp torch, loop, ...) and the medians
+compared, so a busy moment of the machine does not decide the result. Target: default cmtp <= 0.8x the loop;
+then the default engine's agreement with torch fp32 on the same pairs (Spearman, kept set at the 80% keep-rate
+cut, recall@210) is printed beside it (benchmarks/engines.py measures every engine).
 
     python benchmarks/score.py [--pairs 500] [--model builtin:me5-small] [--batch-size 64] [--rounds 3]
 """
@@ -13,17 +14,19 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-from unittest import mock
 
 import pyarrow.parquet as pq
 from common import lcsts_pairs
+from engines import agreement
 
-import cmtp.pipelines.score as score_pipeline
 from cmtp.pipelines.score import run_score
 from cmtp.schemas import PAIR, rows_to_table
+from cmtp.transforms.embedding import encode
+from cmtp.transforms.embedding.engines import engine_used
 from cmtp.transforms.score.config import ScoreConfig
-from cmtp.transforms.score.scoring import load_scoring_model, score_pairs
+from cmtp.transforms.score.scoring import load_scoring_model, resolve_prompts, score_pairs
 
 
 def main() -> None:
@@ -36,24 +39,23 @@ def main() -> None:
     args = parser.parse_args()
     data = lcsts_pairs(args.pairs)
     config = ScoreConfig(model=args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length)
-    load_scoring_model(config)  # warm the file cache for every variant
+    torch_config = replace(config, engine="torch")
+    load_scoring_model(config)  # warm the file cache (and the ONNX export) for every variant
 
     def loop() -> None:
-        model = load_scoring_model(config)
-        score_pairs(model, [t for t, _ in data], [p for _, p in data], config)
+        model = load_scoring_model(torch_config)
+        score_pairs(model, [t for t, _ in data], [p for _, p in data], torch_config)
 
-    def cmtp(groups: int | None) -> None:
+    def cmtp(config: ScoreConfig) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows = [{"pair_id": f"p{i:06d}", "source": "lcsts", "source_file": "f", "record_key": str(i),
                      "title": t, "passage": p, "meta": "{}"} for i, (t, p) in enumerate(data)]
             (Path(tmp) / "in").mkdir()
             pq.write_table(rows_to_table(rows, PAIR), Path(tmp) / "in" / "pairs.parquet")
-            fixed = mock.patch.object(score_pipeline, "group_count", lambda rows, batch: groups) if groups else \
-                mock.patch.object(score_pipeline, "group_count", score_pipeline.group_count)
-            with fixed:
-                run_score(str(Path(tmp) / "in"), str(Path(tmp) / "out"), config)
+            run_score(str(Path(tmp) / "in"), str(Path(tmp) / "out"), config)
 
-    variants = {"plain encode loop": loop, "cmtp score": lambda: cmtp(None), "cmtp score, 64 groups": lambda: cmtp(64)}
+    variants = {"plain encode loop": loop, "cmtp score": lambda: cmtp(config),
+                "cmtp score --engine torch": lambda: cmtp(torch_config)}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, run in variants.items():
@@ -65,7 +67,18 @@ def main() -> None:
           f"medians of {args.rounds} interleaved runs (model load included everywhere)")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:24s}: {median:7.1f} s  {len(data) / median:6.1f} pairs/s  {median / base:5.2f}x the loop")
+        print(f"{name:26s}: {median:7.1f} s  {len(data) / median:6.1f} pairs/s  {median / base:5.2f}x the loop")
+    titles, passages = [t for t, _ in data], [p for _, p in data]
+    vectors = []
+    for variant in (torch_config, config):
+        model = load_scoring_model(variant)
+        query, passage = resolve_prompts(model, variant)
+        batch = args.batch_size
+        vectors.append((encode(model, titles, query, batch), encode(model, passages, passage, batch)))
+    agree = agreement(*vectors)
+    print(f"default engine ({engine_used(config.engine, config.device)}) vs torch fp32: spearman "
+          f"{agree['spearman']:.4f}, kept at the cut {agree['kept_agreement']:.4f}, "
+          f"recall@210 {agree['recall_at_k']:.4f}")
 
 
 if __name__ == "__main__":

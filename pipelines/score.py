@@ -89,7 +89,8 @@ def run_score(
     return _manifest(
         out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
               "beam_args": beam_args or []}, files,
-        {"scorer": {"name": config.model, "path": str(resolved.path), "weights_sha256": scorer_hash},
+        {"scorer": {"name": config.model, "path": str(resolved.path), "weights_sha256": scorer_hash,
+                    "engine": config.engine},
          "threshold": config.threshold},
         time.perf_counter() - started, "scored")
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.embedding.engines import ENGINE_HELP
 
 from ..console import err, out
 from .common import stage_options
@@ -85,6 +86,7 @@ def eval_model(
                                     "为这个句子生成表示以用于检索相关文章："),
     seed: int = typer.Option(None, help="seed of subsamples, classifiers and k-means (default 0)"),
     device: str = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)"),
+    engine: str = typer.Option(None, help=ENGINE_HELP),
     allow_network: bool = typer.Option(None, "--allow-network", help="may fetch a hub model"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
@@ -94,7 +96,7 @@ def eval_model(
 
     flags = dict(tasks=list(tasks) if tasks else None, suite=suite, compare=compare_with, max_per_task=max_per_task,
                  batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
-                 passage_prompt=passage_prompt, instruction=instruction, seed=seed, device=device,
+                 passage_prompt=passage_prompt, instruction=instruction, seed=seed, device=device, engine=engine,
                  allow_network=allow_network, progress=not quiet)
     options, extras = prepare(STAGES["eval"], stage_options(config_file, flags))  # the build's eval stage's rule
     paths = eval_task_paths(extras.get("tasks"), extras.get("suite"))

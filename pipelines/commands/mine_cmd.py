@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from cmtp.transforms.embedding.engines import ENGINE_HELP
+
 from ..console import out
 from .common import (
     BEAM_ARGS_HELP,
@@ -69,6 +71,7 @@ def mine(
     target_recall: float = typer.Option(None, help="recall@k of exact search the tuned nprobe must reach (0.99)"),
     batch_size: int = typer.Option(None, help="sentences per forward pass (default 64)"),
     max_seq_length: int = typer.Option(None, help="tokens per text (default 256)"),
+    engine: str = typer.Option(None, help=ENGINE_HELP),
     rows_per_group: int = typer.Option(None, help="Parquet row-group size (the trainer streams row groups)"),
     num_shards: int = typer.Option(None, help="output shards (default 1)"),
     allow_network: bool = typer.Option(None, "--allow-network", help="may fetch a hub model"),
@@ -86,7 +89,7 @@ def mine(
                  train_instruction=train_instruction, negatives=negatives, seed=seed, max_neg_ratio=max_neg_ratio,
                  near_dup_jaccard=near_dup_jaccard, pad_random=pad_random, flat_max=flat_max, ivf_pq=ivf_pq,
                  rerank=rerank, pq_bytes=pq_bytes, nprobe=nprobe, target_recall=target_recall, batch_size=batch_size,
-                 max_seq_length=max_seq_length, rows_per_group=rows_per_group, num_shards=num_shards,
+                 max_seq_length=max_seq_length, engine=engine, rows_per_group=rows_per_group, num_shards=num_shards,
                  allow_network=allow_network, workers=workers, search_partitions=search_partitions,
                  share_model=share_model, labeled=list(labeled) if labeled else None, pool=pool, range=rank_range)
     manifest = run_stage(STAGES["mine"], inputs, out_dir, stage_options(config_file, flags), beam_args, overwrite)

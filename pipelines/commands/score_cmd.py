@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import typer
 
+from cmtp.transforms.embedding.engines import ENGINE_HELP
+
 from .common import (
     BEAM_ARGS_HELP,
     OVERWRITE_HELP,
@@ -56,6 +58,7 @@ def score(
     query_prompt: str = typer.Option(None, help="prefix for titles (default: the model's query prompt)"),
     passage_prompt: str = typer.Option(None, help="prefix for passages (default: the model's passage prompt)"),
     device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when present)"),
+    engine: str = typer.Option(None, help=ENGINE_HELP),
     share_model: bool = typer.Option(None, "--share-model/--no-share-model",
                                      help="one model per machine for all workers (default on)"),
     allow_network: bool = typer.Option(None, "--allow-network/--offline", help="may fetch a hub model"),
@@ -71,8 +74,8 @@ def score(
 
     inputs, beam_args = split_beam_args(inputs, ctx.args)
     flags = dict(model=model, threshold=threshold, batch_size=batch_size, max_seq_length=max_seq_length,
-                 query_prompt=query_prompt, passage_prompt=passage_prompt, device=device, share_model=share_model,
-                 allow_network=allow_network, workers=workers, num_shards=num_shards,
+                 query_prompt=query_prompt, passage_prompt=passage_prompt, device=device, engine=engine,
+                 share_model=share_model, allow_network=allow_network, workers=workers, num_shards=num_shards,
                  target_shard_rows=target_shard_rows, row_group_size=row_group_size, rethreshold=rethreshold,
                  target_keep_rate=target_keep_rate)
     manifest = run_stage(STAGES["score"], inputs, out_dir, stage_options(config_file, flags), beam_args, overwrite)

@@ -45,6 +45,7 @@ class MineConfig:
     share_model: bool = False  # one model per machine for all workers (right for one GPU; CPU workers need their own)
     use_gpu: bool | None = None  # default: when faiss sees a GPU
     device: str | None = None
+    engine: str = "torch"  # or on CPU: onnx | onnx-int8 (embedding.engines, with their measured agreement)
     allow_network: bool = False
     rows_per_group: int = field(default=8192, metadata=within(ge=1))  # Parquet row-group size of the output
     num_shards: int = field(default=1, metadata=within(ge=1))
@@ -53,8 +54,10 @@ class MineConfig:
 
     def __post_init__(self):
         from cmtp.schemas.errors import CmtpError
+        from cmtp.transforms.embedding.engines import check_engine
 
         check_ranges(self)
+        check_engine(self.engine)
         if self.range_end <= self.range_start:
             raise CmtpError("--range must be START-END with 0 <= START < END")
 

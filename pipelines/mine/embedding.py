@@ -26,7 +26,8 @@ def embedder_spec(config: MineConfig, model_name: str, workers: int) -> Embedder
     """The model and prompts mining embeds with; local worker processes split the cores between them."""
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     return EmbedderSpec(model_name, config.query_instruction, config.passage_prompt, config.batch_size,
-                        config.max_seq_length, config.device, config.allow_network, threads)
+                        config.max_seq_length, config.device, config.allow_network, threads,
+                        engine=config.engine)
 
 
 def embed_blocks(blocks: list[TextBlock], spec: EmbedderSpec, config: MineConfig,

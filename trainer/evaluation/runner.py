@@ -31,6 +31,7 @@ class EvalOptions:
     top_k: int = 100
     seed: int = 0
     device: str | None = None
+    engine: str = "torch"  # or on CPU: onnx | onnx-int8 (embedding.engines, with their measured agreement)
     progress: bool = True
     allow_network: bool = False
 
@@ -178,7 +179,7 @@ def run_task(model, task: EvalTask, options: EvalOptions, bar=None) -> TaskResul
 def load_eval_model(name: str, options: EvalOptions):
     """The model for evaluation: the registry's inference loading (cuda + fp16 when present), at its own length
     unless ``options.max_seq_length`` (applied by :func:`evaluate`)."""
-    return load_embedding_model(name, options.device, allow_network=options.allow_network)
+    return load_embedding_model(name, options.device, allow_network=options.allow_network, engine=options.engine)
 
 
 def evaluate(model, tasks: list[EvalTask], options: EvalOptions | None = None, name: str | None = None) -> Report:

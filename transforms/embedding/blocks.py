@@ -37,6 +37,7 @@ class EmbedderSpec:
     allow_network: bool = False
     threads: int | None = None  # torch threads per worker (None: torch's default, every core)
     fp16: bool = True  # half precision on cuda (never on cpu)
+    engine: str = "torch"  # see embedding.engines
 
 
 def spec_prompts(spec: EmbedderSpec) -> dict[str, str]:
@@ -64,7 +65,7 @@ class TextEmbedder:
             torch.set_num_threads(spec.threads)
         self.spec = spec
         self.model = load_embedding_model(spec.model, spec.device, spec.max_seq_length, spec.fp16,
-                                          spec.allow_network)
+                                          spec.allow_network, spec.engine)
         self.prompts = spec_prompts(spec)
 
     def embed(self, texts: list[str], kind: str) -> np.ndarray:

@@ -25,15 +25,18 @@ def choose_prompts(prompts: dict[str, str], query_prompt: str | None = None,
 
 
 def load_embedding_model(name: str, device: str | None = None, max_seq_length: int | None = None,
-                         fp16: bool = True, allow_network: bool = False):
+                         fp16: bool = True, allow_network: bool = False, engine: str = "torch"):
     """A model from the registry for inference: on its device (cuda + fp16 when available), in eval mode, with
-    ``max_seq_length`` (never above the model's own limit)."""
+    ``max_seq_length`` (never above the model's own limit), its transformer run by ``engine`` (:mod:`.engines`)."""
     import torch
 
-    from .registry import load_sentence_transformer, set_max_seq_length
+    from .engines import resolve_engine, use_engine
+    from .registry import load_sentence_transformer, resolve_model, set_max_seq_length
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    engine = resolve_engine(engine, device)
     model = load_sentence_transformer(name, device=device, allow_network=allow_network)
+    use_engine(model, resolve_model(name, allow_network).path, engine)
     if max_seq_length:
         set_max_seq_length(model, max_seq_length)
     if device.startswith("cuda") and fp16:

@@ -21,12 +21,16 @@ class ScoreConfig:
     query_prompt: str | None = None  # default: the model's "query" prompt, if it has one
     passage_prompt: str | None = None  # default: the model's "passage" / "document" prompt, if it has one
     device: str | None = None  # default: cuda when available, else cpu
+    engine: str = "torch"  # or on CPU: onnx | onnx-int8 (embedding.engines, with their measured agreement)
     fp16: bool = True  # on cuda only
     share_model: bool = True  # one model per machine, shared by the worker processes
     allow_network: bool = False
 
     def __post_init__(self):
+        from cmtp.transforms.embedding.engines import check_engine
+
         check_ranges(self)
+        check_engine(self.engine)
 
     def to_dict(self) -> dict:
         return asdict(self)

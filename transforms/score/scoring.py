@@ -22,7 +22,7 @@ def resolve_prompts(model, config: ScoreConfig) -> tuple[str, str]:
 def load_scoring_model(config: ScoreConfig):
     """The scorer on its device (cuda + fp16 when available), with the configured max sequence length."""
     return embedding.load_embedding_model(config.model, config.device, config.max_seq_length, config.fp16,
-                                          config.allow_network)
+                                          config.allow_network, config.engine)
 
 
 def score_pairs(model, titles: list[str], passages: list[str], config: ScoreConfig,
@@ -39,7 +39,8 @@ class PairScorer(TextEmbedder):
 
     def __init__(self, config: ScoreConfig):
         super().__init__(EmbedderSpec(config.model, config.query_prompt, config.passage_prompt, config.batch_size,
-                                      config.max_seq_length, config.device, config.allow_network, fp16=config.fp16))
+                                      config.max_seq_length, config.device, config.allow_network, fp16=config.fp16,
+                                      engine=config.engine))
         self.config = config
 
     def score(self, titles: list[str], passages: list[str]) -> np.ndarray:
