@@ -63,7 +63,8 @@ def run_dedup(
                 _build(p, read, out, config, bands, rows, shards, progress)
         outcomes = pop_outcomes(out)
         facts = outcomes.pop("facts")
-        violations = int(next(iter(facts.get("cc_violations", {"0": 1}))))
+        # tallied as {value: times}: the one value is the count of edges still joining two labels (0: converged)
+        violations = max((int(value) for value in facts.get("cc_violations", {})), default=0)
         if violations == 0:
             break
         if passes == MAX_PASSES:

@@ -21,7 +21,6 @@ become query = title, pos = [passage]; ``pretrain_text`` rows (stage 1) query = 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,7 +268,3 @@ def make_loader(config: StreamConfig, rank: int, world_size: int, workers: int) 
                                        persistent_workers=False,
                                        generator=torch.Generator().manual_seed(config.seed))
 
-
-def steps_per_epoch(stream: ParquetStream, batch_size: int) -> int:
-    total = sum(stream.rows_per_epoch().values())
-    return max(1, math.ceil(total / (batch_size * stream.world_size)))

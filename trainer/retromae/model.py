@@ -122,7 +122,6 @@ class RetroMAE(nn.Module):
         eps = getattr(config, "layer_norm_eps", 1e-12)
         self.head = MLMHead(config.hidden_size, self.encoder.get_input_embeddings(), eps)
         loaded = self.head.load_from_checkpoint(model_dir) if model_dir else None
-        self.head_source = f"pretrained ({loaded}*)" if loaded else "new, tied to the input embeddings"
         if not loaded:
             log.warning("%s has no MLM head: a new one, tied to the input embeddings, is trained", model_dir)
         self.decoder = EnhancedDecoder(config.hidden_size, config.num_attention_heads, config.intermediate_size,

@@ -46,9 +46,6 @@ class E5File:
     _buf: bytes = field(repr=False, default=b"")
     _dir: dict[str, tuple[int, int, int]] = field(repr=False, default_factory=dict)
 
-    def tensor_names(self) -> list[str]:
-        return list(self._dir)
-
     def tensor(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """Return tensor ``name`` as float32 with ``shape`` (Q4_0 tensors are dequantised)."""
         if name not in self._dir:
