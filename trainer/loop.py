@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.embedding import set_max_seq_length
+from cmtp.transforms.embedding.registry import max_seq_length_as
 
 from .batches import build_step
 from .config import TrainConfig
@@ -490,17 +491,13 @@ def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, s
     st.prompts = prompts
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    training_len = st.max_seq_length
     try:
-        if base_max_len:
-            st.max_seq_length = base_max_len
-        st.save(str(tmp), create_model_card=False, safe_serialization=True)
+        with max_seq_length_as(st, base_max_len):
+            st.save(str(tmp), create_model_card=False, safe_serialization=True)
         (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
                                                            default=str))
     except BaseException:  # a full disk or a kill while saving leaves no half-written model.tmp
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        st.max_seq_length = training_len
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
+from cmtp.transforms.embedding.registry import max_seq_length_as
 
 from . import metrics
 from .tasks import EvalTask
@@ -188,17 +189,15 @@ def evaluate(model, tasks: list[EvalTask], options: EvalOptions | None = None, n
     options = options or EvalOptions()
     if isinstance(model, str):
         name, model = name or model, load_eval_model(model, options)
-    was_training, length = model.training, model.max_seq_length
+    was_training = model.training
     model.eval()
-    if options.max_seq_length:
-        model.max_seq_length = options.max_seq_length
     started = time.perf_counter()
     try:
         parts = str(name or "model").rstrip("/").split("/")  # which model, when a baseline follows
         label = parts[-2] if len(parts) > 1 and parts[-1] == "model" else parts[-1]  # .../stage3/model: stage3
-        results = [_run_with_progress(model, task, options, label) for task in tasks]
+        with max_seq_length_as(model, options.max_seq_length):
+            results = [_run_with_progress(model, task, options, label) for task in tasks]
     finally:
-        model.max_seq_length = length
         model.train(was_training)
     return Report(name or "model", results, time.perf_counter() - started)
 
