@@ -12,13 +12,9 @@ import numpy as np
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
 from cmtp.transforms.embedding.registry import max_seq_length_as
 
-from . import metrics
 from .tasks import EvalTask
 
 BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
-SYMMETRIC = ("sts", "pair_classification", "classification", "clustering")
-MTEB_TASK_TYPES = {"sts": "STS", "pair_classification": "PairClassification", "classification": "Classification",
-                   "clustering": "Clustering", "retrieval": "Retrieval", "reranking": "Reranking"}
 
 
 @dataclass
@@ -100,79 +96,24 @@ def resolve_task_prompts(model, task: EvalTask, options: EvalOptions) -> dict[st
     query, passage = resolve_prompts(
         model, options.query_prompt if options.query_prompt is not None else task.prompts.get("query"),
         options.passage_prompt if options.passage_prompt is not None else task.prompts.get("passage"))
-    if task.type in ("retrieval", "reranking") and options.instruction:
+    if not task.kind.symmetric and options.instruction:
         query = options.instruction if isinstance(options.instruction, str) else \
             (task.instruction or BGE_ZH_INSTRUCTION)
-    if task.type in SYMMETRIC:
+    if task.kind.symmetric:
         # a model saved with a retrieval instruction as its query prompt keeps the prompt for symmetric tasks
         # under mteb's task-type names (STS, PairClassification, ...), as mteb reads them
-        own = (getattr(model, "prompts", None) or {}).get(MTEB_TASK_TYPES[task.type])
+        own = (getattr(model, "prompts", None) or {}).get(task.kind.mteb_name)
         if own is not None and options.query_prompt is None and task.prompts.get("query") is None:
             query = own
         return {"text": query}
     return {"query": query, "passage": passage}
 
 
-def _search(encode: TextEncoder, queries: np.ndarray, corpus: dict[str, str], prompt: str, k: int, chunk: int
-            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Exact inner-product top-k over the corpus, encoded and searched ``chunk`` passages at a time."""
-    import faiss
-
-    from cmtp.transforms.common.topk import merge_topk
-
-    ids = list(corpus)
-    k = min(k, len(ids))
-    best_s, best_i = np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.int64)
-    for start in range(0, len(ids), chunk):
-        block = ids[start : start + chunk]
-        vectors = encode([corpus[d] for d in block], prompt)
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
-        s, i = index.search(np.ascontiguousarray(queries), min(k, len(block)))
-        best_s, best_i = merge_topk([best_s, s], [best_i, np.where(i >= 0, i + start, -1)], k)
-    return best_s, best_i, ids
-
-
 def run_task(model, task: EvalTask, options: EvalOptions, bar=None) -> TaskResult:
     started = time.perf_counter()
     encode = TextEncoder(model, options, bar)
     prompts = resolve_task_prompts(model, task, options)
-    d = task.data
-    if task.type in ("sts", "pair_classification"):
-        a = encode(d["sentence1"], prompts["text"])
-        b = encode(d["sentence2"], prompts["text"])
-        cosine = np.einsum("ij,ij->i", a, b).astype(np.float64)
-        if task.type == "sts":
-            values = {"cosine_spearman": metrics.spearman(cosine, d["score"]),
-                      "cosine_pearson": metrics.pearson(cosine, d["score"])}
-        else:
-            accuracy, threshold = metrics.best_accuracy(cosine, d["label"])
-            values = {"cosine_ap": metrics.average_precision(cosine, d["label"]), "cosine_accuracy": accuracy,
-                      "cosine_accuracy_threshold": threshold}
-    elif task.type == "retrieval":
-        qids = list(d["queries"])
-        q = encode([d["queries"][i] for i in qids], prompts["query"])
-        scores, index, doc_ids = _search(encode, q, d["corpus"], prompts["passage"], options.top_k,
-                                         options.corpus_chunk)
-        run = {qid: metrics.ranked([doc_ids[j] for j in row[row >= 0]], s[row >= 0])
-               for qid, s, row in zip(qids, scores, index, strict=True)}
-        values = metrics.retrieval_scores(run, d["qrels"])
-    elif task.type == "reranking":
-        q = encode([s[0] for s in d["samples"]], prompts["query"])
-        candidates = [s[1] + s[2] for s in d["samples"]]
-        flat = encode([t for c in candidates for t in c], prompts["passage"])
-        samples, offset = [], 0
-        for row, (sample, cand) in enumerate(zip(d["samples"], candidates, strict=True)):
-            scores = flat[offset : offset + len(cand)] @ q[row]
-            offset += len(cand)
-            samples.append((scores, np.array([1] * len(sample[1]) + [0] * len(sample[2]))))
-        values = metrics.reranking_scores(samples)
-    elif task.type == "classification":
-        train_x = encode(d["train"][0], prompts["text"])
-        test_x = encode(d["test"][0], prompts["text"])
-        values = metrics.classification_accuracy(train_x, d["train"][1], test_x, d["test"][1], options.seed)
-    else:
-        values = metrics.clustering_v_measure(encode(d["texts"], prompts["text"]), d["labels"], options.seed)
+    values = task.kind.evaluate(task.data, encode, prompts, options)
     return TaskResult(task.name, task.type, task.main_metric, values[task.main_metric], values, task.size(),
                       encode.count, round(time.perf_counter() - started, 3), prompts, task.skipped_rows)
 
