@@ -99,7 +99,7 @@ def refuse_existing(stage: Stage, out: str, overwrite: bool) -> None:
 
 
 def _commit(stage: Stage, tmp: Path, out: Path) -> None:
-    """Move everything the stage wrote into ``out`` and record the final place in its manifest. The stage's
+    """Move everything the stage wrote into ``out``. The stage's
     previous outputs go first (an output this run did not write must not survive from the last one); other
     files in ``out`` are left alone."""
     out.mkdir(parents=True, exist_ok=True)
@@ -116,10 +116,7 @@ def _commit(stage: Stage, tmp: Path, out: Path) -> None:
         elif target.exists():
             target.unlink()
         entry.rename(target)
-    tmp.rmdir()
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        manifest.write_text(manifest.read_text(encoding="utf-8").replace(str(tmp), str(out)), encoding="utf-8")
+    tmp.rmdir()  # the manifest moves as it is: its outputs are relative to its folder
 
 
 def run_stage(stage: Stage, inputs: list[str], out: str, options: dict[str, Any], beam_args: list[str] | None = None,

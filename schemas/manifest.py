@@ -112,8 +112,13 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(for_people(self.to_dict()), indent=2, ensure_ascii=False, sort_keys=False)
+    def to_json(self, directory: str | None = None) -> str:
+        """The manifest as JSON; outputs inside ``directory`` (the manifest's folder) as paths relative to it, so
+        the folder can be moved (a stage's commit from its temporary folder) without rewriting the file."""
+        data = self.to_dict()
+        data["outputs"] = {name: {**o, "path": _relative(o.get("path"), directory)} if directory else o
+                           for name, o in data["outputs"].items()}
+        return json.dumps(for_people(data), indent=2, ensure_ascii=False, sort_keys=False)
 
     def write(self, directory: str) -> str:
         """Check and write ``manifest.json`` into ``directory`` (any fsspec URL); returns its path."""
@@ -122,7 +127,7 @@ class Manifest:
         self.check()
         path = directory.rstrip("/") + "/" + MANIFEST_NAME
         with fsspec.open(path, "w", encoding="utf-8", auto_mkdir=True) as fh:
-            fh.write(self.to_json())
+            fh.write(self.to_json(directory))
         return path
 
     @classmethod
@@ -142,11 +147,27 @@ class Manifest:
             path = path.rstrip("/") + "/" + MANIFEST_NAME
         try:
             with fsspec.open(path, "r", encoding="utf-8") as fh:
-                return cls.from_dict(json.load(fh))
+                manifest = cls.from_dict(json.load(fh))
+            folder = path.rsplit("/", 1)[0] if "/" in path else "."
+            manifest.outputs = {name: {**o, "path": _resolved(o.get("path"), folder)}
+                                for name, o in manifest.outputs.items()}
+            return manifest
         except FileNotFoundError as exc:
             raise ManifestError(f"no manifest at {path}") from exc
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _relative(path: str | None, directory: str) -> str | None:
+    prefix = directory.rstrip("/") + "/"
+    return path[len(prefix):] if path and path.startswith(prefix) else path
+
+
+def _resolved(path: str | None, folder: str) -> str | None:
+    """An output path as written by :meth:`Manifest.write`: relative ones are inside the manifest's folder."""
+    if not path or "://" in path or path.startswith("/"):
+        return path
+    return f"{folder}/{path}"
 
 
 def _reconcile(stage: str, what: str, count_in: int, count_out: int, dropped: dict[str, int]) -> None:

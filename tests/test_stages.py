@@ -52,6 +52,10 @@ def test_a_successful_stage_is_committed_with_its_final_paths(tmp_path):
     assert (out / "rows" / "part.txt").read_text() == "5" and not (tmp_path / ".out.tmp").exists()
     assert manifest.count_out == 5 and manifest.outputs["rows"]["path"] == f"{out}/rows"
     assert ".tmp" not in (out / "manifest.json").read_text()
+    assert json.loads((out / "manifest.json").read_text())["outputs"]["rows"]["path"] == "rows"  # relative
+    moved = tmp_path / "elsewhere"
+    out.rename(moved)  # a folder moved as a whole still names its own outputs
+    assert Manifest.read(str(moved)).outputs["rows"]["path"] == f"{moved}/rows"
 
 
 def test_a_failed_stage_leaves_the_previous_output_and_no_temporary_folder(tmp_path):
