@@ -45,9 +45,9 @@ def check_scoring(pairs: list[tuple[str, str]]) -> None:
 def check_faiss(n: int = 200_000, dim: int = 384, queries: int = 2000) -> None:
     import faiss
 
-    from cmtp.pipelines.mine.config import MineConfig
-    from cmtp.pipelines.mine.index import build_index, exact_sharded_search, tune_nprobe
-    from cmtp.pipelines.mine.pool_store import PoolStore
+    from cmtp.transforms.mine.config import MineConfig
+    from cmtp.transforms.mine.index import build_index, exact_sharded_search, tune_nprobe
+    from cmtp.transforms.mine.pool_store import PoolStore
 
     if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
         print("faiss: no GPU build or no GPU visible (pip install 'cmtp[gpu]'): skipped")

@@ -55,10 +55,10 @@ def make_data(pool_size: int, queries: int) -> tuple[list[str], list[str], list[
 
 
 def run_cmtp(pool, queries, positives, work: Path, k: int, negatives: int, ivf_pq: bool) -> dict:
-    from cmtp.pipelines.mine.config import MineConfig
-    from cmtp.pipelines.mine.index import build_index, exact_sharded_search, tune_nprobe
-    from cmtp.pipelines.mine.pool_store import PoolStore
-    from cmtp.pipelines.mine.sampling import choose_negatives
+    from cmtp.transforms.mine.config import MineConfig
+    from cmtp.transforms.mine.index import build_index, exact_sharded_search, tune_nprobe
+    from cmtp.transforms.mine.pool_store import PoolStore
+    from cmtp.transforms.mine.sampling import choose_negatives
 
     config = MineConfig(range_start=10, range_end=k, negatives=negatives, flat_max=20_000, use_gpu=False,
                         ivf_pq=ivf_pq)

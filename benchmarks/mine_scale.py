@@ -16,9 +16,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from common import chinese_passages, lcsts_pairs
 
-from cmtp.pipelines.mine.config import MineConfig
 from cmtp.pipelines.mine.run import run_mine
 from cmtp.schemas import PAIR, rows_to_table
+from cmtp.transforms.mine.config import MineConfig
 
 
 def write_pairs(pairs: list[tuple[str, str]], directory: Path) -> str:

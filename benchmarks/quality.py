@@ -29,9 +29,9 @@ SOURCES = ["wudao=" + str(RAW / "wudao/*.json"), "zhihu=" + str(RAW / "zhihu/*.j
 def build_corpus(work: Path, pairs: int, seed: int) -> tuple[Path, Path]:
     from cmtp.pipelines.dedup import run_dedup
     from cmtp.pipelines.extract import parse_source, run_extract
-    from cmtp.pipelines.mine.config import MineConfig
     from cmtp.pipelines.mine.run import run_mine
     from cmtp.pipelines.score import run_score
+    from cmtp.transforms.mine.config import MineConfig
     from cmtp.transforms.score.config import ScoreConfig
 
     if not (work / "extract" / "manifest.json").exists():

@@ -353,7 +353,7 @@ STAGES: dict[str, Stage] = {
                    _run_dedup, runner_options=("workers", *SHARDS)),
     "score": Stage("score", _class("cmtp.transforms.score.config", "ScoreConfig"), ("kept", "rejected", "dead_letters"),
                    _run_score, runner_options=("workers", "target_keep_rate", "rethreshold", *SHARDS)),
-    "mine": Stage("mine", _class("cmtp.pipelines.mine.config", "MineConfig"), ("examples", "dead_letters"), _run_mine,
+    "mine": Stage("mine", _class("cmtp.transforms.mine.config", "MineConfig"), ("examples", "dead_letters"), _run_mine,
                   normalize=_mine_options, inputs="optional"),
     "train": Stage("train", _class("cmtp.trainer.config", "TrainConfig"), ("model",), _run_train,
                    normalize=_train_options, in_place=True, inputs="none"),

@@ -93,8 +93,8 @@ def test_a_failing_runner_is_one_error_line_and_leaves_no_output(tmp_path):
 def test_mine_embedding_and_partitioned_search_on_dask_equal_one_process(cluster, tmp_path, tiny_model_path):
     """Mining's two Beam pipelines (embedding blocks, search partitions) on the Dask workers give the same
     training examples as embedding and searching in this process."""
-    from cmtp.pipelines.mine.config import MineConfig
     from cmtp.pipelines.mine.run import run_mine
+    from cmtp.transforms.mine.config import MineConfig
     from tests.test_mine import _digest, _lcsts_pairs
 
     source = _lcsts_pairs(tmp_path, 60)

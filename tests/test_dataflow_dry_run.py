@@ -62,10 +62,10 @@ def _pairs(tmp_path) -> str:
 def test_extract_dedup_score_and_mine_translate_to_dataflow_jobs(dataflow_job, tmp_path, tiny_model_path):
     from cmtp.pipelines.dedup import run_dedup
     from cmtp.pipelines.extract import run_extract
-    from cmtp.pipelines.mine.config import MineConfig
     from cmtp.pipelines.mine.run import run_mine
     from cmtp.pipelines.score import run_score
     from cmtp.transforms.extract.dofns import SourceSpec
+    from cmtp.transforms.mine.config import MineConfig
     from cmtp.transforms.score.config import ScoreConfig
 
     pairs = _pairs(tmp_path)

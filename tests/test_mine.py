@@ -7,8 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cmtp.pipelines.mine.config import MineConfig
-from cmtp.pipelines.mine.index import (
+from cmtp.pipelines.mine.run import run_mine
+from cmtp.schemas import PAIR, TRAINING_EXAMPLE, Manifest, rows_to_table, validate_table
+from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.index import (
     SearchIndex,
     build_index,
     exact_sharded_search,
@@ -16,11 +18,9 @@ from cmtp.pipelines.mine.index import (
     rerank_exact,
     tune_nprobe,
 )
-from cmtp.pipelines.mine.inputs import read_labeled
-from cmtp.pipelines.mine.pool_store import PoolStore
-from cmtp.pipelines.mine.run import run_mine
-from cmtp.pipelines.mine.sampling import choose_negatives, rng_for
-from cmtp.schemas import PAIR, TRAINING_EXAMPLE, Manifest, rows_to_table, validate_table
+from cmtp.transforms.mine.inputs import read_labeled
+from cmtp.transforms.mine.pool_store import PoolStore
+from cmtp.transforms.mine.sampling import choose_negatives, rng_for
 from tests.numerics import assert_float32_close
 from tests.test_reliability import assert_every_listed_output_opens
 
@@ -207,7 +207,7 @@ def test_mine_end_to_end_output_validates(tmp_path, tiny_model_path):
 def test_the_false_negative_guard_is_measured_above_the_pools_baseline(tmp_path):
     """e5-like scores: random pairs near 0.8, the positive at 0.92. On raw cosines 0.95 x 0.92 = 0.874 would
     remove the genuine hard negative at 0.88; above the baseline only the 0.915 candidate is too close."""
-    from cmtp.pipelines.mine.sampling import false_negative_ceiling
+    from cmtp.transforms.mine.sampling import false_negative_ceiling
 
     assert false_negative_ceiling(0.92, 0.0, 0.95) == pytest.approx(0.874)
     assert false_negative_ceiling(0.92, 0.8, 0.95) == pytest.approx(0.914)
@@ -242,7 +242,7 @@ def test_labeled_negatives_and_other_answers_to_the_query_are_not_mined(tmp_path
         if r["query"] == "问题0":  # neither answer to 问题0 is a negative of the other
             assert not {answers[0], answers[3]} & set(r["neg"]), r
     guards = manifest.extra["guards_removed"]
-    from cmtp.pipelines.mine.sampling import GUARDS
+    from cmtp.transforms.mine.sampling import GUARDS
 
     assert list(guards) == list(GUARDS)  # every guard is reported, zeros included
     assert guards["labeled_negative"] == 3 and guards["positive_of_same_query"] == 2
@@ -250,7 +250,7 @@ def test_labeled_negatives_and_other_answers_to_the_query_are_not_mined(tmp_path
 
 
 def test_an_ivf_attempt_that_falls_back_to_exact_search_is_recorded(tmp_path):
-    from cmtp.pipelines.mine.miner import Miner
+    from cmtp.transforms.mine.miner import Miner
 
     rng = np.random.default_rng(6)
     pool = _unit(rng, 6000, 32)  # no cluster structure: IVF needs most of its lists

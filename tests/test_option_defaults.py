@@ -10,12 +10,12 @@ import re
 import pytest
 
 from cmtp.pipelines.commands import dedup_cmd, eval_cmd, extract_cmd, mine_cmd, score_cmd, train_cmd
-from cmtp.pipelines.mine.config import MineConfig
 from cmtp.trainer.config import STAGE_DEFAULTS, TrainConfig
 from cmtp.trainer.evaluation.runner import EvalOptions
 from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.extract.config import ExtractConfig
+from cmtp.transforms.mine.config import MineConfig
 from cmtp.transforms.score.config import ScoreConfig
 
 COMMANDS = {

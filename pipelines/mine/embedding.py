@@ -16,10 +16,10 @@ import apache_beam as beam
 
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.embedding.blocks import EmbedderSpec, EmbedTextBlocks, TextBlock, blocks_of
+from cmtp.transforms.mine.config import MineConfig
 
 from ..beam_runner import is_local, make_pipeline, run_to_completion
 from ..progress import watch
-from .config import MineConfig
 
 
 def embedder_spec(config: MineConfig, model_name: str, workers: int) -> EmbedderSpec:

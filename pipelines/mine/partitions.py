@@ -23,14 +23,14 @@ import pyarrow.parquet as pq
 from cmtp.schemas import TRAINING_EXAMPLE, CmtpError, rows_to_table
 from cmtp.transforms.common.progress import ProgressCounter
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
+from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.index import load_search, save_search
+from cmtp.transforms.mine.inputs import Example
+from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
+from cmtp.transforms.mine.pool_store import PoolStore, VectorShards
 
 from ..beam_runner import is_local, make_pipeline, run_to_completion
 from ..progress import watch
-from .config import MineConfig
-from .index import load_search, save_search
-from .inputs import Example
-from .miner import Miner, MinerTally, same_query_positives
-from .pool_store import PoolStore, VectorShards
 
 
 def partition_blocks(blocks: int, partitions: int) -> list[list[int]]:

@@ -18,14 +18,14 @@ from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.common.progress import bar
 from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder, spec_prompts
+from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.inputs import Example, read_labeled, read_pairs, read_pool
+from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
+from cmtp.transforms.mine.pool_store import PoolStore, VectorShards, write_text_file
+from cmtp.transforms.mine.sampling import GUARDS
 
-from .config import MineConfig
 from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
-from .inputs import Example, read_labeled, read_pairs, read_pool
-from .miner import Miner, MinerTally, same_query_positives
 from .partitions import mine_blocks, partition_blocks, save_for_workers, search_partitions
-from .pool_store import PoolStore, VectorShards, write_text_file
-from .sampling import GUARDS
 
 
 def _default_model(input_path: str | None) -> str:
