@@ -1,7 +1,9 @@
-"""Ranges of numeric options, declared once on the config dataclass field and checked when the config is built.
+"""Options declared once, on the config dataclass field: default, help, range, flag spellings. The command line
+(``pipelines/commands/options.py``), ``--config`` YAML and build files all read them from there.
 
-    batch_size: int = field(default=64, metadata=within(ge=1))
-    threshold: float = field(default=0.43, metadata=within(ge=-1, le=1, why="scores are cosines"))
+    batch_size: int = option(64, "sentences per forward pass", ge=1)
+    threshold: float = option(0.43, "keep pairs with score >= this", ge=-1, le=1, why="scores are cosines")
+    batch_size: int = field(default=64, metadata=within(ge=1))   # a range alone, for an option with no flag
 
 :func:`check_ranges` (called from a config's ``__post_init__``) turns a value outside its range into one
 :class:`CmtpError` naming the option, its flag and the range, before any work starts. ``None`` is left to the
@@ -10,7 +12,7 @@ field's own meaning (a default chosen later).
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, field, fields
 from typing import Any
 
 from .errors import CmtpError
@@ -21,6 +23,17 @@ def within(ge: float | None = None, gt: float | None = None, le: float | None = 
     """Field metadata declaring the option's range (inclusive ``ge``/``le``, exclusive ``gt``/``lt``)."""
     return {"range": {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None},
             "range_why": why}
+
+
+def option(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, flag: str | None = None,
+           aliases: tuple[str, ...] = (), why: str = "", **bounds: float) -> Any:
+    """A config field that is also a command-line option: ``help`` (the default is appended where the CLI shows
+    it), ``flag`` (default ``--field-name``; a bool is ``--name/--no-name``), older spellings in ``aliases``, and
+    the range as :func:`within` takes it."""
+    metadata = {"help": help, "flag": flag, "aliases": tuple(aliases), **(within(**bounds, why=why) if bounds else {})}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def describe(bounds: dict[str, float]) -> str:

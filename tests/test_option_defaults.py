@@ -76,3 +76,15 @@ def test_a_drifted_help_default_is_caught():
 
     (name, _text, number), = stated_defaults(command)
     assert STAGE_DEFAULTS["contrastive"][name] != number
+
+
+@pytest.mark.parametrize("command", ["dedup", "score"])
+def test_a_generated_command_declares_each_config_option_once(command):
+    """Commands built with ``config_options`` take their config's options from the dataclass alone: the
+    command's own parameters are only the ones no config holds (input, output, runner options)."""
+    function, configs = COMMANDS[command]
+    own = set(inspect.signature(function.__wrapped__).parameters)
+    declared = {f.name for config in configs for f in dataclasses.fields(config) if f.metadata.get("help")}
+    generated = set(inspect.signature(function).parameters) - own
+    assert not own & declared
+    assert generated == declared

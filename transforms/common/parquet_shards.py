@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from cmtp.schemas.ranges import check_ranges, within
+from cmtp.schemas.ranges import check_ranges, option
 from cmtp.schemas.validate import rows_to_table
 
 from .ids import shard_of
@@ -115,9 +115,11 @@ class WriteParquetShards(beam.PTransform):
 class ShardOptions:
     """How a stage's outputs are cut into Parquet files: the runner options every Beam stage shares."""
 
-    num_shards: int | None = field(default=None, metadata=within(ge=1))
-    target_shard_rows: int = field(default=DEFAULT_TARGET_SHARD_ROWS, metadata=within(ge=1))
-    row_group_size: int = field(default=DEFAULT_ROW_GROUP_SIZE, metadata=within(ge=1))
+    num_shards: int | None = option(None, "output shards (default: rows / target-shard-rows)", ge=1)
+    target_shard_rows: int = option(DEFAULT_TARGET_SHARD_ROWS, "rows per shard when --num-shards is not given",
+                                    ge=1)
+    row_group_size: int = option(DEFAULT_ROW_GROUP_SIZE, "Parquet row-group size (the trainer streams row groups)",
+                                 ge=1)
 
     def __post_init__(self):
         check_ranges(self)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from dataclasses import field as option  # "field" is one of the options
 
-from cmtp.schemas.ranges import check_ranges, within
+from cmtp.schemas.ranges import check_ranges, option
 
 FIELDS = ("passage", "title_passage", "title")
 POLICIES = ("longest", "lowest_id")
@@ -13,27 +12,25 @@ POLICIES = ("longest", "lowest_id")
 
 @dataclass
 class DedupConfig:
-    field: str = "passage"  # what is compared: passage, title_passage or title
-    shingle: str = "char"  # char n-grams, or jieba "word" n-grams
-    # n of the shingles (characters, or words with shingle="word")
-    ngram: int = option(default=5, metadata=within(ge=1))
-    num_perm: int = option(default=128, metadata=within(ge=2))
-    seed: int = 1
-    # Jaccard threshold of a near duplicate
-    threshold: float = option(default=0.8, metadata=within(gt=0, le=1, why="a Jaccard similarity"))
-    # LSH bands/rows; default: datasketch's optimum for threshold and num_perm
-    bands: int | None = option(default=None, metadata=within(ge=1))
-    rows: int | None = option(default=None, metadata=within(ge=1))
+    field: str = option("passage", "what is compared: passage, title_passage or title")
+    shingle: str = option("char", "shingles: char n-grams, or jieba word n-grams (word)")
+    ngram: int = option(5, "n of the shingles (characters, or words with --shingle word)", ge=1)
+    num_perm: int = option(128, "MinHash permutations", ge=2)
+    seed: int = option(1, "MinHash seed")
+    threshold: float = option(0.8, "Jaccard threshold of a near duplicate", gt=0, le=1, why="a Jaccard similarity")
+    bands: int | None = option(None, "LSH bands, with --rows (default: datasketch's optimum for the threshold)", ge=1)
+    rows: int | None = option(None, "LSH rows per band, with --bands", ge=1)
     # weights of false positives and negatives in that optimum; default (0.05, 0.95) with verify (false
     # positives are removed by the exact check, so only misses cost), (0.5, 0.5) without
-    fp_weight: float | None = option(default=None, metadata=within(ge=0))
-    fn_weight: float | None = option(default=None, metadata=within(ge=0))
-    verify: bool = True  # exact Jaccard check of candidate pairs (removes LSH false positives)
-    # buckets up to this size give all pairs; larger ones a star + chain
-    max_bucket_all_pairs: int = option(default=32, metadata=within(ge=2))
-    policy: str = "longest"  # representative: longest passage (lowest id breaks ties) or lowest id
-    # large-star/small-star rounds per pass; more passes run until converged
-    cc_rounds: int = option(default=8, metadata=within(ge=1))
+    fp_weight: float | None = option(None, "weight of false positives in the LSH optimum (default 0.05 with "
+                                     "--verify, else 0.5)", ge=0)
+    fn_weight: float | None = option(None, "weight of misses in the LSH optimum (default 0.95 with --verify, else "
+                                     "0.5)", ge=0)
+    verify: bool = option(True, "exact Jaccard check of candidate pairs (removes LSH false positives)")
+    max_bucket_all_pairs: int = option(32, "LSH buckets up to this size give all pairs; larger ones a star + chain",
+                                       ge=2)
+    policy: str = option("longest", "representative: longest passage (lowest id breaks ties) or lowest_id")
+    cc_rounds: int = option(8, "large-star/small-star rounds per pass (more passes run until converged)", ge=1)
 
     def __post_init__(self):
         from cmtp.schemas.errors import CmtpError

@@ -24,7 +24,7 @@ from pathlib import Path
 
 ENGINES = ("torch", "onnx", "onnx-int8")
 EXPORT_VERSION = 1  # raised when the export or the quantisation recipe changes, so cached graphs renew
-ENGINE_HELP = "embedding engine: torch (default), or on CPU onnx (ONNX Runtime fp32) or onnx-int8 (0.75x the time)"
+ENGINE_HELP = "embedding engine: torch, or on CPU onnx (ONNX Runtime fp32) or onnx-int8 (0.75x the time)"
 
 
 def check_engine(engine: str) -> None:

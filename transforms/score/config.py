@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from cmtp.schemas.ranges import check_ranges, within
+from cmtp.schemas.ranges import check_ranges, option
+from cmtp.transforms.embedding.engines import ENGINE_HELP
 
 DEFAULT_SCORER = "shibing624/text2vec-base-chinese"  # C-MTP's scorer; builtin:me5-small works offline
 DEFAULT_THRESHOLD = 0.43  # C-MTP's cut for Text2Vec-Chinese
@@ -12,19 +13,20 @@ DEFAULT_THRESHOLD = 0.43  # C-MTP's cut for Text2Vec-Chinese
 
 @dataclass
 class ScoreConfig:
-    model: str = DEFAULT_SCORER
-    threshold: float = field(default=DEFAULT_THRESHOLD, metadata=within(ge=-1, le=1, why="scores are cosines"))
-    batch_size: int = field(default=64, metadata=within(ge=1))  # sentences per forward pass
-    # pairs per RunInference call: sorted by length inside, then cut into batches
-    inference_batch: int = field(default=1024, metadata=within(ge=1))
-    max_seq_length: int | None = field(default=256, metadata=within(ge=2))
-    query_prompt: str | None = None  # default: the model's "query" prompt, if it has one
-    passage_prompt: str | None = None  # default: the model's "passage" / "document" prompt, if it has one
-    device: str | None = None  # default: cuda when available, else cpu
-    engine: str = "torch"  # or on CPU: onnx | onnx-int8 (embedding.engines, with their measured agreement)
-    fp16: bool = True  # on cuda only
-    share_model: bool = True  # one model per machine, shared by the worker processes
-    allow_network: bool = False
+    model: str = option(DEFAULT_SCORER, "scoring model: builtin:NAME, a local folder, or a hub id in the local cache")
+    threshold: float = option(DEFAULT_THRESHOLD, "keep pairs with score >= this", ge=-1, le=1,
+                              why="scores are cosines")
+    batch_size: int = option(64, "sentences per forward pass", ge=1)
+    inference_batch: int = option(1024, "pairs per RunInference call (sorted by length, then cut into batches)",
+                                  ge=1)
+    max_seq_length: int | None = option(256, "tokens per text", ge=2)
+    query_prompt: str | None = option(None, "prefix for titles (default: the model's query prompt)")
+    passage_prompt: str | None = option(None, "prefix for passages (default: the model's passage prompt)")
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present)")
+    engine: str = option("torch", ENGINE_HELP)
+    fp16: bool = option(True, "half precision on cuda (never on cpu)")
+    share_model: bool = option(True, "one model per machine, shared by its worker processes")
+    allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
 
     def __post_init__(self):
         from cmtp.transforms.embedding.engines import check_engine
