@@ -78,7 +78,7 @@ def test_a_drifted_help_default_is_caught():
     assert STAGE_DEFAULTS["contrastive"][name] != number
 
 
-@pytest.mark.parametrize("command", ["dedup", "score"])
+@pytest.mark.parametrize("command", ["dedup", "extract", "mine", "score"])
 def test_a_generated_command_declares_each_config_option_once(command):
     """Commands built with ``config_options`` take their config's options from the dataclass alone: the
     command's own parameters are only the ones no config holds (input, output, runner options)."""

@@ -50,11 +50,6 @@ def stage_options(config_file: str | None, flags: dict[str, Any]) -> dict[str, A
     return {**load_yaml_config(config_file), **{k: v for k, v in flags.items() if v is not None}}
 
 
-# Runner options of the Beam stages, declared once; their defaults are the stage's (pipelines/stages.py).
-NumShards = Annotated[int | None, typer.Option(help="output shards (default: rows / target-shard-rows)")]
-TargetShardRows = Annotated[int | None, typer.Option(help="rows per shard when --num-shards is not given "
-                                                          "(default 100,000)")]
-RowGroupSize = Annotated[int | None, typer.Option(help="Parquet row-group size (the trainer streams row groups; "
-                                                       "default 8192)")]
+# the local worker count: a runner option of every Beam stage (its default is the stage's, pipelines/stages.py)
 Workers = Annotated[int | None, typer.Option(help="local worker processes (ignored by remote runners; default: "
                                                   "the stage's)")]

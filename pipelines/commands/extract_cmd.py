@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.extract.adapters import ADAPTERS
+from cmtp.transforms.extract.config import ExtractConfig
 
-from .common import (
-    BEAM_ARGS_HELP,
-    OVERWRITE_HELP,
-    NumShards,
-    RowGroupSize,
-    TargetShardRows,
-    Workers,
-    split_beam_args,
-    stage_options,
-)
+from .common import BEAM_ARGS_HELP, OVERWRITE_HELP, Workers, split_beam_args, stage_options
 from .manifest_summary import print_manifest_summary
+from .options import config_options
 
 HELP = f"""Extract clean (title, passage) pairs from raw dumps with Apache Beam.
 
@@ -40,6 +34,7 @@ Examples:
 """
 
 
+@config_options(ExtractConfig, ShardOptions)
 def extract(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(None, help="ADAPTER=GLOB or NAME:ADAPTER=GLOB, one or more (or sources: "
@@ -54,32 +49,16 @@ def extract(
                                              "have it, e.g. title_with_desc=true (zhihu), passage=text (xlsum)"),
     plugin: list[str] = typer.Option(None, "--plugin", help="module registering more adapters (importable on "
                                      "every worker)"),
-    title_min_chars: int = typer.Option(None, help="drop titles shorter than this (default 4)"),
-    title_max_chars: int = typer.Option(None, help="drop titles longer than this (default 128)"),
-    passage_min_chars: int = typer.Option(None, help="drop passages shorter than this (default 20)"),
-    passage_max_chars: int = typer.Option(None, help="drop passages longer than this (default 8192)"),
-    min_cjk_ratio: float = typer.Option(None, help="minimum share of Chinese characters (default 0.3)"),
-    t2s: bool = typer.Option(None, "--t2s/--no-t2s", help="traditional -> simplified (default on)"),
-    blocklist: list[str] = typer.Option(None, "--blocklist", help="extra blocklist file(s), one term per line"),
-    dedup_passage: bool = typer.Option(None, "--dedup-passage/--no-dedup-passage", help="exact passage dedup"),
-    rebalance: bool = typer.Option(None, "--rebalance/--no-rebalance",
-                                   help="reshuffle records after reading (few huge input files)"),
-    num_shards: NumShards = None,
-    target_shard_rows: TargetShardRows = None,
-    row_group_size: RowGroupSize = None,
     workers: Workers = None,
+    **flags,
 ) -> None:
     from ..stages import STAGES, run_stage
 
     sources, beam_args = split_beam_args(sources or [], ctx.args)
     generic = {"title_field": title_field, "passage_field": passage_field, "meta_fields": meta_fields}
     adapter_options = list(adapter_option or []) + [f"{k}={v}" for k, v in generic.items() if v is not None]
-    flags = dict(title_min_chars=title_min_chars, title_max_chars=title_max_chars,
-                 passage_min_chars=passage_min_chars, passage_max_chars=passage_max_chars,
-                 min_cjk_ratio=min_cjk_ratio, t2s=t2s, dedup_passage=dedup_passage, rebalance=rebalance,
-                 extra_blocklists=list(blocklist) if blocklist else None, sources=sources or None,
-                 adapter_options=adapter_options or None, plugins=list(plugin) if plugin else None,
-                 workers=workers, num_shards=num_shards, target_shard_rows=target_shard_rows,
-                 row_group_size=row_group_size)
+    flags.update(sources=sources or None, adapter_options=adapter_options or None,
+                 plugins=list(plugin) if plugin else None, workers=workers)
+    flags["extra_blocklists"] = list(flags["extra_blocklists"]) if flags["extra_blocklists"] else None
     manifest = run_stage(STAGES["extract"], [], out_dir, stage_options(config_file, flags), beam_args, overwrite)
     print_manifest_summary(manifest)

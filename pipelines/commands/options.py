@@ -46,7 +46,8 @@ def option_parameters(*configs: type, skip: tuple[str, ...] = ()) -> list[inspec
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             if tp is bool:
                 decls = [flag if "/" in flag else f"{flag}/--no-{flag.removeprefix('--')}"]
-                help_text = f.metadata["help"] + (" (default on)" if f.default is True else " (default off)")
+                on_off = {True: " (default on)", False: " (default off)"}.get(f.default, "")
+                help_text = f.metadata["help"] + on_off
             else:
                 decls = [flag, *f.metadata.get("aliases", ())]
                 help_text = f.metadata["help"] + _default_text(f)

@@ -2,51 +2,51 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from cmtp.schemas.ranges import check_ranges, within
+from cmtp.schemas.ranges import check_ranges, option
 
 
 @dataclass
 class ExtractConfig:
     # normalisation
-    nfkc: bool = True  # NFKC also maps full-width ASCII to half-width
-    strip_html: bool = True
-    strip_markdown: bool = True  # emphasis, heading, list and quote markers, links -> their text
-    strip_urls: bool = True
-    strip_emails: bool = True
-    t2s: bool = True  # traditional -> simplified (OpenCC t2s)
-    # literal "\n", "\t" sequences (text JSON-encoded twice) -> whitespace; off for corpora about code
-    unescape_whitespace: bool = True
-    collapse_repeated_passage: bool = True  # "X X" (a body pasted twice) -> "X"
+    nfkc: bool = option(True, "NFKC normalisation (also full-width ASCII to half-width)")
+    strip_html: bool = option(True, "remove HTML tags and entities")
+    strip_markdown: bool = option(True, "emphasis, heading, list and quote markers, links -> their text")
+    strip_urls: bool = option(True, "remove URLs")
+    strip_emails: bool = option(True, "remove e-mail addresses")
+    t2s: bool = option(True, "traditional -> simplified (OpenCC t2s)")
+    unescape_whitespace: bool = option(True, "literal \\n, \\t (text JSON-encoded twice) -> whitespace; off for "
+                                             "corpora about code")
+    collapse_repeated_passage: bool = option(True, '"X X" (a body pasted twice) -> "X"')
     # length bounds, in characters after cleaning
-    title_min_chars: int = field(default=4, metadata=within(ge=0))
-    title_max_chars: int = field(default=128, metadata=within(ge=1))
-    drop_placeholder_titles: bool = True  # ids and placeholders ("reserved-43243x1F", "untitled") are no titles
-    passage_min_chars: int = field(default=20, metadata=within(ge=0))
-    passage_max_chars: int = field(default=8192, metadata=within(ge=1))
+    title_min_chars: int = option(4, "drop titles shorter than this", ge=0)
+    title_max_chars: int = option(128, "drop titles longer than this", ge=1)
+    drop_placeholder_titles: bool = option(True, 'ids and placeholders ("reserved-43243x1F", "untitled") are no '
+                                                 "titles")
+    passage_min_chars: int = option(20, "drop passages shorter than this", ge=0)
+    passage_max_chars: int = option(8192, "drop passages longer than this", ge=1)
     # quality filters
-    # share of CJK characters among non-space characters of the passage
-    min_cjk_ratio: float = field(default=0.3, metadata=within(ge=0, le=1))
-    # share of characters in lines that occur more than once
-    max_dup_line_ratio: float = field(default=0.3, metadata=within(ge=0, le=1))
-    # long enough that a technical term used three times is not repetition
-    repetition_ngram: int = field(default=20, metadata=within(ge=1))
-    # share of characters covered by repeated character n-grams
-    max_dup_ngram_ratio: float = field(default=0.25, metadata=within(ge=0, le=1))
-    blocklist: bool = True
-    extra_blocklists: list[str] = field(default_factory=list)
-    # distinct terms in the passage (one in the title is enough)
-    blocklist_min_passage_hits: int = field(default=2, metadata=within(ge=1))
-    title_in_passage_head: bool = True
-    # the title may start this far in ("原标题:", "导语:")
-    passage_head_chars: int = field(default=16, metadata=within(ge=0))
+    min_cjk_ratio: float = option(0.3, "minimum share of Chinese characters among the passage's non-space ones",
+                                  ge=0, le=1)
+    max_dup_line_ratio: float = option(0.3, "maximum share of characters in lines that occur more than once",
+                                       ge=0, le=1)
+    repetition_ngram: int = option(20, "n of the repeated-n-gram filter (long enough that a term used three times "
+                                       "is not repetition)", ge=1)
+    max_dup_ngram_ratio: float = option(0.25, "maximum share of characters covered by repeated n-grams", ge=0, le=1)
+    blocklist: bool = True  # the bundled blocklist (YAML only: --blocklist adds files)
+    extra_blocklists: list[str] = option(help="extra blocklist file(s), one term per line", factory=list,
+                                         flag="--blocklist")
+    blocklist_min_passage_hits: int = option(2, "distinct blocklist terms that drop a passage (one in the title is "
+                                                "enough)", ge=1)
+    title_in_passage_head: bool = option(True, "drop a pair whose passage starts with its title (a trivial pair)")
+    passage_head_chars: int = option(16, "the title may start this far in (原标题:, 导语:)", ge=0)
     # parallelism: files are read whole by one worker each; rebalance reshuffles the documents so cleaning
     # spreads over all workers when a few huge files hold most records (costs one extra shuffle)
-    rebalance: bool = False
+    rebalance: bool = option(False, "reshuffle records after reading (few huge input files)")
     # exact dedup
-    dedup_pair: bool = True  # same normalised (title, passage)
-    dedup_passage: bool = True  # same normalised passage
+    dedup_pair: bool = option(True, "exact dedup of the same normalised (title, passage)")
+    dedup_passage: bool = option(True, "exact dedup of the same normalised passage")
 
     def __post_init__(self):
         from cmtp.schemas.errors import CmtpError
