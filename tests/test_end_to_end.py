@@ -43,7 +43,7 @@ def test_pipeline_from_raw_dumps_to_a_trained_model(tmp_path, tiny_model_path):
     cmtp("train", "--stage", "contrastive", "--model", tiny_model_path, "--data", work / "score" / "kept", "--out",
          work / "stage2", *common)
     out = cmtp("train", "--stage", "finetune", "--model", work / "stage2" / "model", "--data",
-               work / "mine" / "examples", "--out", work / "stage3", "--group-size", "3", *common)
+               work / "mine" / "examples", "--out", work / "stage3", "--train-group-size", "3", *common)
     assert "trained 3 steps" in out
 
     # every stage reconciles, and each one's input is the previous one's output

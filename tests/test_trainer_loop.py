@@ -154,7 +154,8 @@ def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
     port = free_port()
     cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "cmtp.pipelines", "train", "--stage",
            "finetune", "--model", str(tiny_model_path), "--data", str(examples_dir), "--out", str(out),
-           "--max-steps", "3", "--batch-size", "4", "--group-size", "2", "--gradcache-chunk", "4", "--save-steps", "2"]
+           "--max-steps", "3", "--batch-size", "4", "--train-group-size", "2", "--gradcache-chunk", "4",
+           "--save-steps", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model" / "model.safetensors").exists() and (out / "checkpoints" / "step-2").exists()

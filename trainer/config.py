@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cmtp.schemas.errors import CmtpError
-from cmtp.schemas.ranges import check_ranges, within
+from cmtp.schemas.ranges import check_ranges, option
 
 from .data.stream import DataSource  # one dataset of the mix: name, paths, weight
 
@@ -27,53 +27,60 @@ STAGE_DEFAULTS = {
 
 @dataclass
 class TrainConfig:
-    stage: str = "contrastive"
-    model: str = "builtin:me5-small"
-    data: list[DataSource] = field(default_factory=list)
-    output_dir: str = "out/train"
-    max_steps: int = field(default=1000, metadata=within(ge=1))
-    epochs: float | None = None  # when set: the steps that cover the data this many times (replaces max_steps)
-    batch_size: int = field(default=32, metadata=within(ge=1))  # queries per rank per step
-    learning_rate: float | None = field(default=None, metadata=within(gt=0))
-    weight_decay: float = field(default=0.01, metadata=within(ge=0))
-    warmup_ratio: float = field(default=0.1, metadata=within(ge=0, lt=1))
-    temperature: float | None = field(default=None, metadata=within(gt=0))
-    train_group_size: int | None = None  # passages per query: 1 positive + (n - 1) hard negatives
-    cross_device: bool | None = None
-    # > 0: gradient caching with chunks of this many texts
-    gradcache_chunk: int = field(default=0, metadata=within(ge=0))
-    query_max_len: int = field(default=64, metadata=within(ge=2))
-    passage_max_len: int = field(default=256, metadata=within(ge=2))
-    pooling: str | None = None  # cls | mean (default: the model's)
-    query_prompt: str | None = None  # default: the example's instruction, else the model's query prompt
-    passage_prompt: str | None = None  # default: the model's passage prompt
-    distill_weight: float = field(default=0.0, metadata=within(ge=0))  # > 0: KL to softmax(pos_scores + neg_scores)
-    distill_temperature: float = field(default=0.02, metadata=within(gt=0))
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (half precisions on GPU)
-    gradient_checkpointing: bool = False
-    freeze_embeddings: bool = False  # keep the token-embedding table fixed (most parameters of a multilingual model)
-    max_grad_norm: float = field(default=1.0, metadata=within(gt=0))
-    save_steps: int = 500  # 0: no checkpoints (only the final model)
-    logging_steps: int = 10
-    seed: int = 42
-    workers: int = field(default=0, metadata=within(ge=0))  # dataloader worker processes per rank
-    shuffle_units: int = 4
-    same_source_batches: bool = True
-    resume: bool = True  # continue from the newest checkpoint in output_dir
-    allow_network: bool = False
-    device: str | None = None
+    stage: str = option("contrastive", "retromae (stage 1), contrastive (stage 2) or finetune (stage 3)")
+    model: str = option("builtin:me5-small", "model to start from")
+    data: list[DataSource] = field(default_factory=list)  # the CLI's --data PATH | NAME=PATH | NAME=PATH@WEIGHT
+    output_dir: str = "out/train"  # the CLI's --out
+    max_steps: int = option(1000, "optimiser steps", ge=1)
+    epochs: float | None = option(None, "passes over the data; steps from the Parquet row counts (replaces "
+                                        "--max-steps)")
+    batch_size: int = option(32, "queries per device per step", ge=1)
+    learning_rate: float | None = option(None, "peak learning rate (default 5e-6; retromae 2e-5)", gt=0,
+                                         aliases=("--lr",))
+    weight_decay: float = option(0.01, "AdamW weight decay", ge=0)
+    warmup_ratio: float = option(0.1, "share of steps warming the learning rate up", ge=0, lt=1)
+    temperature: float | None = option(None, "InfoNCE temperature (default 0.01; retromae 0.02)", gt=0)
+    train_group_size: int | None = option(None, "passages per query: 1 positive + hard negatives (default 1; "
+                                                "finetune 8)", aliases=("--group-size",))
+    cross_device: bool | None = option(None, "gather all devices' passages as negatives (default on; retromae off)")
+    gradcache_chunk: int = option(0, "gradient caching with chunks of this many texts (0: off)", ge=0)
+    query_max_len: int = option(64, "tokens per query", ge=2)
+    passage_max_len: int = option(256, "tokens per passage", ge=2)
+    pooling: str | None = option(None, "cls or mean (default: the model's)")
+    query_prompt: str | None = option(None, "query prefix when examples carry no instruction (default: the model's)")
+    passage_prompt: str | None = option(None, "passage prefix (default: the model's)")
+    distill_weight: float = option(0.0, "weight of the KL loss to the teacher's pos/neg scores (0: off)", ge=0)
+    distill_temperature: float = option(0.02, "temperature of the teacher's scores", gt=0)
+    precision: str = option("auto", "auto, fp32, bf16 or fp16 (half precisions on GPU)")
+    gradient_checkpointing: bool = option(False, "trade compute for memory")
+    freeze_embeddings: bool = option(False, "keep the token-embedding table fixed (most parameters of a "
+                                            "multilingual model)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm", gt=0)
+    save_steps: int = option(500, "checkpoint every N steps (0: no checkpoints, only the model)")
+    logging_steps: int = option(10, "TensorBoard scalars every N steps")
+    seed: int = option(42, "seed")
+    workers: int = option(0, "dataloader worker processes per device", ge=0)
+    shuffle_units: int = option(4, "row groups a reader concatenates and shuffles together (a block shuffle)")
+    same_source_batches: bool = option(True, "each global batch from one --data source",
+                                       flag="--same-source-batches/--mixed-source-batches")
+    resume: bool = option(True, "continue from the newest checkpoint in --out")
+    allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present)")
     # stage 1, RetroMAE (trainer/retromae/)
-    encoder_mask_ratio: float = 0.3
-    decoder_mask_ratio: float = 0.5
-    whole_word_masking: bool = True  # jieba words; False: each token on its own
+    encoder_mask_ratio: float = option(0.3, "retromae: share of words masked for the encoder")
+    decoder_mask_ratio: float = option(0.5, "retromae: share of context hidden from each decoder position")
+    whole_word_masking: bool = option(True, "retromae: mask jieba words whole, or single tokens",
+                                      flag="--whole-word-masking/--per-token-masking")
     # evaluation during training (trainer/training_eval.py)
-    eval: list[str] = field(default_factory=list)  # task folders / tasks YAML / suite:dev
-    eval_holdout: float = 0.0  # share of the training rows kept out of training and evaluated as retrieval
-    eval_steps: int = 0  # also evaluate every N steps (0: at the start and the end only)
-    eval_max_per_task: int | None = 500  # seeded subsample per task, so an evaluation costs minutes at most
-    eval_batch_size: int = field(default=64, metadata=within(ge=1))
-    keep_best: bool = False  # save the best evaluated model to OUT/best_model
-    saturation_steps: int = 20  # warn when in-batch accuracy has been 1.0 for this many steps in a row
+    eval: list[str] = option(help="evaluate on these tasks (folder, tasks YAML, or suite:dev) at the start, every "
+                                  "--eval-steps and at the end", factory=list)
+    eval_holdout: float = option(0.0, "keep this share of the training rows out of training and evaluate "
+                                      "retrieval on it")
+    eval_steps: int = option(0, "also evaluate every N steps (0: at the start and the end only)")
+    eval_max_per_task: int | None = option(500, "seeded subsample per evaluation task")
+    eval_batch_size: int = option(64, "texts per forward pass when evaluating", ge=1)
+    keep_best: bool = option(False, "save the best evaluated model to OUT/best_model")
+    saturation_steps: int = option(20, "warn when in-batch accuracy has been 1.0 for this many steps in a row")
 
     def __post_init__(self):
         check_ranges(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import types
 import typing
 from dataclasses import MISSING, fields
@@ -56,6 +57,18 @@ def option_parameters(*configs: type, skip: tuple[str, ...] = ()) -> list[inspec
     return params
 
 
+def warn_old_spellings(configs, argv: list[str] | None = None) -> None:
+    """One warning line per old flag spelling (``aliases``) on the command line: they go in the next release."""
+    from ..console import err
+
+    given = {a.split("=", 1)[0] for a in (sys.argv[1:] if argv is None else argv)}
+    for config in configs:
+        for f in fields(config):
+            for alias in set(f.metadata.get("aliases", ())) & given:
+                new = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+                err.print(f"warning: {alias} is an old spelling of {new} and goes in the next release")
+
+
 def config_options(*configs: type, skip: tuple[str, ...] = ()):
     """Decorate a command ending in ``**flags`` with the options of ``configs`` (see the module docstring)."""
 
@@ -68,6 +81,7 @@ def config_options(*configs: type, skip: tuple[str, ...] = ()):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
             flags = {name: kwargs.pop(name, None) for name in names}
+            warn_old_spellings(configs)
             return command(*args, **kwargs, **flags)
 
         wrapper.__signature__ = own.replace(parameters=[*fixed, *generated])
