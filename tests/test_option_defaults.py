@@ -1,5 +1,7 @@
-"""Every default a command's --help states equals the default of the config field the flag sets, so help text
-and behaviour cannot drift apart (issue #22 found "temperature (default 0.02)" over a field of 0.01)."""
+"""Options are declared once, on the config dataclasses (``schemas.ranges.option``), and the commands' options are
+generated from them (``pipelines/commands/options.py``): each command declares none of its config's fields
+itself, every field with help becomes exactly one option, and every default a --help states equals the field's
+default (issue #22 found "temperature (default 0.02)" over a field of 0.01)."""
 
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ def test_a_drifted_help_default_is_caught():
     assert STAGE_DEFAULTS["contrastive"][name] != number
 
 
-@pytest.mark.parametrize("command", ["dedup", "extract", "mine", "score", "train"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_a_generated_command_declares_each_config_option_once(command):
     """Commands built with ``config_options`` take their config's options from the dataclass alone: the
     command's own parameters are only the ones no config holds (input, output, runner options)."""

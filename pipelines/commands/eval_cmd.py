@@ -10,10 +10,11 @@ import typer
 from rich.table import Table
 
 from cmtp.schemas.errors import CmtpError
-from cmtp.transforms.embedding.engines import ENGINE_HELP
+from cmtp.trainer.evaluation import EvalOptions
 
 from ..console import err, out
 from .common import stage_options
+from .options import config_options
 
 HELP = """Evaluate an embedding model on STS, pair-classification, retrieval, reranking, classification and
 clustering tasks read from local files (C-MTEB conventions: cosine Spearman, AP, nDCG@10, MAP, accuracy,
@@ -68,6 +69,7 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+@config_options(EvalOptions)
 def eval_model(
     model: str = typer.Argument(..., help="model: builtin:NAME, a local sentence-transformers folder, or a hub id"),
     tasks: list[str] = typer.Option(None, "--tasks", help="task folder, folder of tasks, or tasks YAML (repeatable)"),
@@ -77,27 +79,18 @@ def eval_model(
     output: str = typer.Option(None, help="also write the full JSON results here"),
     config_file: str = typer.Option(None, "--config", help="YAML file of these options (EvalOptions fields, tasks, "
                                     "suite, compare, max_per_task); flags override it"),
-    batch_size: int = typer.Option(None, help="texts per forward pass (default 64)"),
     max_per_task: int = typer.Option(None, help="seeded subsample: at most N rows / queries per task"),
-    max_seq_length: int = typer.Option(None, help="tokens per text (default: the model's limit)"),
-    query_prompt: str = typer.Option(None, help="prefix for queries and symmetric tasks (default: the model's)"),
-    passage_prompt: str = typer.Option(None, help="prefix for passages (default: the model's)"),
     instruction: str = typer.Option(None, help="instruction for retrieval/reranking queries; 'bge' = "
                                     "为这个句子生成表示以用于检索相关文章："),
-    seed: int = typer.Option(None, help="seed of subsamples, classifiers and k-means (default 0)"),
-    device: str = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)"),
-    engine: str = typer.Option(None, help=ENGINE_HELP),
-    allow_network: bool = typer.Option(None, "--allow-network", help="may fetch a hub model"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    **flags,
 ) -> None:
     from cmtp.trainer.evaluation import evaluate_with_baseline, load_tasks
 
     from ..stages import STAGES, eval_task_paths, prepare
 
-    flags = dict(tasks=list(tasks) if tasks else None, suite=suite, compare=compare_with, max_per_task=max_per_task,
-                 batch_size=batch_size, max_seq_length=max_seq_length, query_prompt=query_prompt,
-                 passage_prompt=passage_prompt, instruction=instruction, seed=seed, device=device, engine=engine,
-                 allow_network=allow_network, progress=not quiet)
+    flags.update(tasks=list(tasks) if tasks else None, suite=suite, compare=compare_with, max_per_task=max_per_task,
+                 instruction=instruction, progress=not quiet)
     options, extras = prepare(STAGES["eval"], stage_options(config_file, flags))  # the build's eval stage's rule
     paths = eval_task_paths(extras.get("tasks"), extras.get("suite"))
     if not paths:

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from cmtp.schemas.ranges import check_ranges, option
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
+from cmtp.transforms.embedding.engines import ENGINE_HELP
 from cmtp.transforms.embedding.registry import max_seq_length_as
 
 from .tasks import EvalTask
@@ -19,18 +21,26 @@ BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
 
 @dataclass
 class EvalOptions:
-    batch_size: int = 64
-    max_seq_length: int | None = None  # default: the model's own limit
-    query_prompt: str | None = None  # default: the task's, else the model's "query" prompt
-    passage_prompt: str | None = None  # default: the task's, else the model's "passage"/"document" prompt
-    instruction: bool | str = False  # retrieval/reranking queries: True = the task's or BGE's instruction
-    corpus_chunk: int = 50_000  # passages encoded and searched at a time (bounded memory at any corpus size)
-    top_k: int = 100
-    seed: int = 0
-    device: str | None = None
-    engine: str = "torch"  # or on CPU: onnx | onnx-int8 (embedding.engines, with their measured agreement)
-    progress: bool = True
-    allow_network: bool = False
+    batch_size: int = option(64, "texts per forward pass", ge=1)
+    max_seq_length: int | None = option(None, "tokens per text (default: the model's own limit)", ge=2)
+    query_prompt: str | None = option(None, "prefix for queries and symmetric tasks (default: the task's, else the "
+                                            "model's query prompt)")
+    passage_prompt: str | None = option(None, "prefix for passages (default: the task's, else the model's)")
+    instruction: bool | str = False  # retrieval/reranking queries: True = the task's or BGE's (the CLI's --instruction)
+    corpus_chunk: int = option(50_000, "passages encoded and searched at a time (bounded memory at any corpus "
+                                       "size)", ge=1)
+    top_k: int = option(100, "retrieval: documents ranked per query", ge=1)
+    seed: int = option(0, "seed of subsamples, classifiers and k-means")
+    device: str | None = option(None, "cpu, cuda, ... (default: cuda when present)")
+    engine: str = option("torch", ENGINE_HELP)
+    progress: bool = True  # the CLI's --quiet turns it off
+    allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
+
+    def __post_init__(self):
+        from cmtp.transforms.embedding.engines import check_engine
+
+        check_ranges(self)
+        check_engine(self.engine)
 
 
 @dataclass
