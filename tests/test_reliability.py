@@ -328,8 +328,8 @@ def test_an_error_names_the_users_output_not_the_folder_it_is_written_in(tmp_pat
 def test_a_model_save_that_fails_leaves_no_half_written_folder(tiny_model_path, tmp_path, monkeypatch):
     from sentence_transformers import SentenceTransformer
 
+    from cmtp.trainer.checkpoints import save_model as _save_model
     from cmtp.trainer.config import TrainConfig
-    from cmtp.trainer.loop import _save_model
 
     st = SentenceTransformer(str(tiny_model_path), device="cpu")
 

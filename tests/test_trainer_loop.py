@@ -245,8 +245,8 @@ def test_an_enabled_fp16_grad_scaler_gives_the_unscaled_step_with_and_without_gr
     scaling, so ``unscale_`` failed at step 1)."""
     from cmtp.trainer.batches import build_step
     from cmtp.trainer.encoder import Encoder, load_encoder
-    from cmtp.trainer.loop import train_step
     from cmtp.trainer.losses import info_nce
+    from cmtp.trainer.steps import train_step
 
     rows = pq.read_table(next(examples_dir.glob("*.parquet"))).to_pylist()[:6]
     batch = build_step(rows, 2, "", "", 0, 0)

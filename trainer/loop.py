@@ -1,5 +1,6 @@
 """The training loop: streamed batches -> (GradCache) InfoNCE -> AdamW with warm-up and linear decay, on one
-CPU, one GPU, or many GPUs under ``torchrun`` (DDP, NCCL or gloo).
+CPU, one GPU, or many GPUs under ``torchrun`` (DDP, NCCL or gloo). This module sets a run up and drives it;
+one optimiser step is ``steps.py``, checkpoints, resume and the saved model are ``checkpoints.py``.
 
 Written by hand rather than on HF ``Trainer`` / ``SentenceTransformerTrainer``: their resume replays or skips
 the data by re-reading it, while streaming from buckets needs the checkpoint to hold the stream's exact
@@ -13,16 +14,13 @@ DDP, TensorBoard's ``SummaryWriter``, tqdm. ``benchmarks/train.py`` compares spe
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import shutil
 import sys
 import time
-from collections import Counter
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +29,15 @@ import torch.distributed as dist
 
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.embedding import set_max_seq_length
-from cmtp.transforms.embedding.registry import max_seq_length_as
 
 from .batches import build_step
+from .checkpoints import RunState, Saver, latest_checkpoint, restore
 from .config import TrainConfig
-from .data.stream import StreamConfig, make_loader, saved_reader_counts
+from .data.stream import StreamConfig, make_loader
 from .encoder import Encoder, load_encoder
-from .gradcache import cached_backward
 from .losses import info_nce
+from .steps import adamw, grad_scaler, retromae_step, train_step
 from .training_eval import TrainingEval
-
-STATE_FILE = "trainer_state.pt"
-SYMMETRIC_PROMPT_NAMES = ("STS", "PairClassification", "Classification", "Clustering")  # mteb's task types
 
 
 def _dist_setup() -> tuple[int, int, int, bool]:
@@ -62,118 +57,10 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def latest_checkpoint(output_dir: str) -> Path | None:
-    ckpts = sorted(Path(output_dir, "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    complete = [c for c in ckpts if (c / STATE_FILE).exists()]
-    return complete[-1] if complete else None
-
-
 def _prompts(st_model, config: TrainConfig) -> tuple[str, str]:
     from cmtp.transforms.embedding import resolve_prompts
 
     return resolve_prompts(st_model, config.query_prompt, config.passage_prompt)
-
-
-def _check_readers(positions: dict, readers: int, checkpoint: Path) -> None:
-    """The stream position is per reader (rank x dataloader worker); another layout cannot continue it."""
-    saved = saved_reader_counts(positions)
-    if saved and saved != {readers}:
-        raise CmtpError(f"{checkpoint} was written with {', '.join(map(str, sorted(saved)))} data readers (processes x "
-                        f"--workers), this run has {readers}: resume with the same layout, or --no-resume")
-
-
-def _saved_query_prompt(config: TrainConfig, query_prompt: str, instructions: Counter) -> str:
-    """The query prompt the saved model carries: --query-prompt when given, else the instruction most of the
-    trained examples had (stage 3), else the model's own query prompt."""
-    if config.query_prompt is None:
-        seen = [(n, text) for text, n in instructions.items() if text is not None]
-        if seen:
-            return max(seen)[1]
-    return query_prompt
-
-
-def _autocast(config: TrainConfig, device: torch.device):
-    if device.type != "cuda" or config.precision == "fp32":
-        return nullcontext()
-    dtype = torch.float16 if config.precision == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def _adamw(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
-    """The fused AdamW kernel (CPU and CUDA): on me5-small (118M parameters, CPU) a step takes 0.32 s against
-    1.49 s for the default per-tensor loop, which had been the largest part of a CPU step."""
-    try:
-        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
-    except (RuntimeError, TypeError):  # a device or dtype the fused kernel does not support
-        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-
-
-def _grad_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler | None:
-    """fp16 needs loss scaling (bf16 and fp32 do not); autocast, and so fp16, is used on CUDA only."""
-    if config.precision == "fp16" and device.type == "cuda":
-        return torch.amp.GradScaler("cuda")
-    return None
-
-
-def train_step(module, batch, loss_fn, config: TrainConfig, device: torch.device, optimizer, scheduler,
-               scaler: torch.amp.GradScaler | None, parameters) -> torch.Tensor:
-    """One contrastive optimiser step: forward + backward (cached or plain, scaled under fp16), then
-    :func:`optimizer_step`."""
-    with _autocast(config, device):
-        if config.gradcache_chunk:
-            loss = cached_backward(module, batch.queries, batch.passages, loss_fn, config.gradcache_chunk, device,
-                                   scaler)
-        else:
-            loss = loss_fn(module(batch.queries, "query"), module(batch.passages, "passage"))
-            (scaler.scale(loss) if scaler else loss).backward()
-    optimizer_step(optimizer, scheduler, scaler, parameters, config)
-    return loss.detach()
-
-
-def retromae_step(module, aligner, examples: list[dict], config: TrainConfig, device: torch.device, step: int,
-                  optimizer, scheduler, scaler, parameters, stats: dict) -> torch.Tensor:
-    """One RetroMAE optimiser step on the texts of ``examples``; masks are keyed by row id and step."""
-    from .retromae.masking import EncodedBatch, row_seeds
-
-    encoded = aligner([ex["query"] for ex in examples])
-    batch = EncodedBatch(*(t.to(device) for t in (encoded.input_ids, encoded.attention_mask, encoded.word_ids)),
-                         encoded.max_length)
-    seeds = row_seeds([ex["example_id"] for ex in examples], step, config.seed, device)
-    with _autocast(config, device):
-        loss, values = module(batch, seeds)
-    stats.update(values)
-    (scaler.scale(loss) if scaler else loss).backward()
-    optimizer_step(optimizer, scheduler, scaler, parameters, config)
-    return loss.detach()
-
-
-def optimizer_step(optimizer, scheduler, scaler, parameters, config: TrainConfig) -> None:
-    """Unscale (fp16), clip, step, schedule, clear."""
-    if scaler:
-        scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-    if scaler:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
 
 
 def smoothed_losses(losses: list[float]) -> tuple[float | None, float | None, int]:
@@ -194,37 +81,6 @@ def planned_steps(config: TrainConfig, world: int) -> int:
 
     rows = sum(u.rows for d in config.data for u in list_units(d.paths))
     return max(1, math.ceil(config.epochs * rows / (config.batch_size * world)))
-
-
-@dataclass
-class RunState:
-    """What a checkpoint holds beyond the weights and the optimiser, and what resume restores."""
-
-    step: int = 0
-    positions: dict = field(default_factory=dict)
-    instructions: Counter = field(default_factory=Counter)
-    malformed: int = 0
-    prompts: tuple[str, str] = ("", "")
-    saturation_warnings: int = 0
-
-
-def _restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int,
-             retromae=None) -> dict | None:
-    """Restore the checkpoint's optimiser, schedule, stream positions and RNG into ``run``; returns its
-    evaluations so far (so a resumed run still compares with its start)."""
-    state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
-    if retromae is not None:
-        retromae.load_heads(state["retromae"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    run.step, run.positions = state["step"], state["positions"]
-    _check_readers(run.positions, readers, resume_from)
-    run.instructions = Counter(state.get("instructions", {}))
-    run.malformed = state.get("malformed_rows", [0] * (rank + 1))[rank]
-    # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
-    run.prompts = tuple(state.get("train_prompts", run.prompts))
-    _set_rng_state(state["rng"][rank])
-    return state.get("eval")
 
 
 def _retromae(config: TrainConfig, st, model_source: str, device: torch.device):
@@ -259,7 +115,7 @@ class _Session:
     scheduler: object
     scaler: torch.amp.GradScaler | None
     loader: object
-    save: _Saver
+    save: Saver
     evaluator: TrainingEval | None
     writer: object | None
     retromae: object | None = None
@@ -291,14 +147,14 @@ def _start(config: TrainConfig) -> _Session:
         module = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     parameters = [p for p in net.parameters() if p.requires_grad]
-    optimizer = _adamw(parameters, config)
+    optimizer = adamw(parameters, config)
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * max_steps), max_steps)
     evaluator = TrainingEval.create(config, run.prompts, base_max_len) if rank == 0 else None
     eval_state = None
     if resume_from:
-        eval_state = _restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1), retromae)
+        eval_state = restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1), retromae)
     stream = StreamConfig(list(config.data), config.batch_size, seed=config.seed, shuffle_units=config.shuffle_units,
                           same_source_batches=config.same_source_batches, state=run.positions,
                           holdout=config.eval_holdout)
@@ -315,8 +171,8 @@ def _start(config: TrainConfig) -> _Session:
         if resume_from:
             evaluator.restore(eval_state)
     return _Session(config, rank, world, own_group, device, max_steps, st, run, module, parameters, optimizer,
-                    scheduler, _grad_scaler(config, device), make_loader(stream, rank, world, config.workers),
-                    _Saver(config, st, base_max_len, optimizer, scheduler, rank, world, retromae, evaluator),
+                    scheduler, grad_scaler(config, device), make_loader(stream, rank, world, config.workers),
+                    Saver(config, st, base_max_len, optimizer, scheduler, rank, world, retromae, evaluator),
                     evaluator, writer, retromae, aligner)
 
 
@@ -437,67 +293,3 @@ def train(config: TrainConfig, on_step=None) -> dict:
             "saturation_warnings": run.saturation_warnings}
 
 
-class _Saver:
-    """Writes the final model and checkpoints of one run (rank 0 writes; every rank takes part in gathers)."""
-
-    def __init__(self, config: TrainConfig, st, base_max_len: int | None, optimizer, scheduler, rank: int,
-                 world: int, retromae=None, evaluator: TrainingEval | None = None):
-        self.config, self.st, self.base_max_len, self.retromae = config, st, base_max_len, retromae
-        self.evaluator = evaluator  # its evaluations so far go into each checkpoint
-        self.optimizer, self.scheduler, self.rank, self.world = optimizer, scheduler, rank, world
-
-    def model(self, path: Path, run: RunState) -> None:
-        _save_model(self.st, path, self.config, run.prompts, run.instructions, self.base_max_len)
-
-    def checkpoint(self, run: RunState) -> None:
-        all_positions, all_rng, all_malformed = [run.positions], [_rng_state()], [run.malformed]
-        if self.world > 1:
-            all_positions, all_rng, all_malformed = [None] * self.world, [None] * self.world, [None] * self.world
-            dist.all_gather_object(all_positions, run.positions)
-            dist.all_gather_object(all_rng, _rng_state())
-            dist.all_gather_object(all_malformed, run.malformed)
-        if self.rank == 0:
-            directory = Path(self.config.output_dir) / "checkpoints" / f"step-{run.step}"
-            directory.mkdir(parents=True, exist_ok=True)
-            self.model(directory / "model", run)
-            merged = {k: v for p in all_positions for k, v in p.items()}
-            torch.save({"step": run.step, "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "positions": merged, "rng": all_rng,
-                        "instructions": dict(run.instructions), "train_prompts": run.prompts,
-                        "malformed_rows": all_malformed,
-                        "eval": self.evaluator.state() if self.evaluator is not None else None,
-                        "retromae": self.retromae.heads_state() if self.retromae is not None else None},
-                       directory / (STATE_FILE + ".tmp"))
-            os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
-        if self.world > 1:
-            dist.barrier()
-
-
-def _save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter,
-                base_max_len: int | None = None) -> None:
-    """A sentence-transformers directory with the training prompts, and the base model's length limit: the
-    training lengths (--passage-max-len) are training settings, recorded in ``cmtp_training.json``, and a model
-    saved with them would silently cut every text at that length when used."""
-    prompts = dict(st.prompts or {})
-    query = _saved_query_prompt(config, train_prompts[0], instructions)
-    if query != prompts.get("query", ""):
-        # a retrieval instruction replaces the query prompt: symmetric tasks keep the model's own, under mteb's
-        # task-type prompt names (the STS drop was 10 points when they got the instruction instead)
-        for name in SYMMETRIC_PROMPT_NAMES:
-            prompts.setdefault(name, prompts.get("query", ""))
-    prompts["query"] = query
-    # encode_document() looks for "document" before "passage": both carry the passage prompt
-    prompts["passage"] = prompts["document"] = train_prompts[1]
-    st.prompts = prompts
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with max_seq_length_as(st, base_max_len):
-            st.save(str(tmp), create_model_card=False, safe_serialization=True)
-        (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
-                                                           default=str))
-    except BaseException:  # a full disk or a kill while saving leaves no half-written model.tmp
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)

@@ -1,0 +1,165 @@
+"""Checkpoints and saved models of a training run: what a checkpoint holds beyond the weights (``RunState``),
+writing it atomically on rank 0 after gathering every rank's stream position and RNG (``Saver``), restoring it
+(``restore``), and the final sentence-transformers folder with the training prompts (``save_model``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.embedding.registry import max_seq_length_as
+
+from .config import TrainConfig
+from .data.stream import saved_reader_counts
+from .training_eval import TrainingEval
+
+STATE_FILE = "trainer_state.pt"
+
+
+SYMMETRIC_PROMPT_NAMES = ("STS", "PairClassification", "Classification", "Clustering")  # mteb's task types
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(output_dir: str) -> Path | None:
+    ckpts = sorted(Path(output_dir, "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [c for c in ckpts if (c / STATE_FILE).exists()]
+    return complete[-1] if complete else None
+
+
+def check_readers(positions: dict, readers: int, checkpoint: Path) -> None:
+    """The stream position is per reader (rank x dataloader worker); another layout cannot continue it."""
+    saved = saved_reader_counts(positions)
+    if saved and saved != {readers}:
+        raise CmtpError(f"{checkpoint} was written with {', '.join(map(str, sorted(saved)))} data readers (processes x "
+                        f"--workers), this run has {readers}: resume with the same layout, or --no-resume")
+
+
+def saved_query_prompt(config: TrainConfig, query_prompt: str, instructions: Counter) -> str:
+    """The query prompt the saved model carries: --query-prompt when given, else the instruction most of the
+    trained examples had (stage 3), else the model's own query prompt."""
+    if config.query_prompt is None:
+        seen = [(n, text) for text, n in instructions.items() if text is not None]
+        if seen:
+            return max(seen)[1]
+    return query_prompt
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds beyond the weights and the optimiser, and what resume restores."""
+
+    step: int = 0
+    positions: dict = field(default_factory=dict)
+    instructions: Counter = field(default_factory=Counter)
+    malformed: int = 0
+    prompts: tuple[str, str] = ("", "")
+    saturation_warnings: int = 0
+
+
+def restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int,
+             retromae=None) -> dict | None:
+    """Restore the checkpoint's optimiser, schedule, stream positions and RNG into ``run``; returns its
+    evaluations so far (so a resumed run still compares with its start)."""
+    state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
+    if retromae is not None:
+        retromae.load_heads(state["retromae"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    run.step, run.positions = state["step"], state["positions"]
+    check_readers(run.positions, readers, resume_from)
+    run.instructions = Counter(state.get("instructions", {}))
+    run.malformed = state.get("malformed_rows", [0] * (rank + 1))[rank]
+    # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
+    run.prompts = tuple(state.get("train_prompts", run.prompts))
+    set_rng_state(state["rng"][rank])
+    return state.get("eval")
+
+
+class Saver:
+    """Writes the final model and checkpoints of one run (rank 0 writes; every rank takes part in gathers)."""
+
+    def __init__(self, config: TrainConfig, st, base_max_len: int | None, optimizer, scheduler, rank: int,
+                 world: int, retromae=None, evaluator: TrainingEval | None = None):
+        self.config, self.st, self.base_max_len, self.retromae = config, st, base_max_len, retromae
+        self.evaluator = evaluator  # its evaluations so far go into each checkpoint
+        self.optimizer, self.scheduler, self.rank, self.world = optimizer, scheduler, rank, world
+
+    def model(self, path: Path, run: RunState) -> None:
+        save_model(self.st, path, self.config, run.prompts, run.instructions, self.base_max_len)
+
+    def checkpoint(self, run: RunState) -> None:
+        all_positions, all_rng, all_malformed = [run.positions], [rng_state()], [run.malformed]
+        if self.world > 1:
+            all_positions, all_rng, all_malformed = [None] * self.world, [None] * self.world, [None] * self.world
+            dist.all_gather_object(all_positions, run.positions)
+            dist.all_gather_object(all_rng, rng_state())
+            dist.all_gather_object(all_malformed, run.malformed)
+        if self.rank == 0:
+            directory = Path(self.config.output_dir) / "checkpoints" / f"step-{run.step}"
+            directory.mkdir(parents=True, exist_ok=True)
+            self.model(directory / "model", run)
+            merged = {k: v for p in all_positions for k, v in p.items()}
+            torch.save({"step": run.step, "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "positions": merged, "rng": all_rng,
+                        "instructions": dict(run.instructions), "train_prompts": run.prompts,
+                        "malformed_rows": all_malformed,
+                        "eval": self.evaluator.state() if self.evaluator is not None else None,
+                        "retromae": self.retromae.heads_state() if self.retromae is not None else None},
+                       directory / (STATE_FILE + ".tmp"))
+            os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
+        if self.world > 1:
+            dist.barrier()
+
+
+def save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter,
+                base_max_len: int | None = None) -> None:
+    """A sentence-transformers directory with the training prompts, and the base model's length limit: the
+    training lengths (--passage-max-len) are training settings, recorded in ``cmtp_training.json``, and a model
+    saved with them would silently cut every text at that length when used."""
+    prompts = dict(st.prompts or {})
+    query = saved_query_prompt(config, train_prompts[0], instructions)
+    if query != prompts.get("query", ""):
+        # a retrieval instruction replaces the query prompt: symmetric tasks keep the model's own, under mteb's
+        # task-type prompt names (the STS drop was 10 points when they got the instruction instead)
+        for name in SYMMETRIC_PROMPT_NAMES:
+            prompts.setdefault(name, prompts.get("query", ""))
+    prompts["query"] = query
+    # encode_document() looks for "document" before "passage": both carry the passage prompt
+    prompts["passage"] = prompts["document"] = train_prompts[1]
+    st.prompts = prompts
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with max_seq_length_as(st, base_max_len):
+            st.save(str(tmp), create_model_card=False, safe_serialization=True)
+        (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
+                                                           default=str))
+    except BaseException:  # a full disk or a kill while saving leaves no half-written model.tmp
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
