@@ -37,16 +37,26 @@ def chinese_passages(limit: int, min_chars: int = 80, max_chars: int = 600) -> l
     return out
 
 
-def lcsts_pairs(limit: int) -> list[tuple[str, str]]:
-    """Up to ``limit`` real (summary, text) title-passage pairs from LCSTS in shared/data/raw."""
+def tsv_pairs(path: Path, limit: int) -> list[tuple[str, str]]:
+    """Up to ``limit`` (title, text) pairs from a two-column TSV, rows with an empty side skipped."""
     out = []
-    for line in (SHARED / "raw" / "lcsts" / "clge_train.tsv").read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         title, _, text = line.partition("\t")
         if title.strip() and text.strip():
             out.append((title.strip(), text.strip()))
         if len(out) >= limit:
             break
     return out
+
+
+def lcsts_pairs(limit: int) -> list[tuple[str, str]]:
+    """Up to ``limit`` real (summary, text) title-passage pairs from LCSTS in shared/data/raw."""
+    return tsv_pairs(SHARED / "raw" / "lcsts" / "clge_train.tsv", limit)
+
+
+def csl_pairs(limit: int) -> list[tuple[str, str]]:
+    """Up to ``limit`` (title, abstract) pairs from the CSL sample in shared/data/raw."""
+    return tsv_pairs(SHARED / "raw" / "csl" / "clge_csl_val.tsv", limit)
 
 
 class PeakMemory:

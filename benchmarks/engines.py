@@ -22,25 +22,13 @@ import statistics
 import time
 
 import numpy as np
-from common import SHARED, lcsts_pairs
+from common import csl_pairs, lcsts_pairs
 from scipy.stats import spearmanr
 
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
 
 TOP_K = 210  # MineConfig.range_end: mining samples its negatives from these ranks
 KEEP_RATE = 0.8
-
-
-def csl_pairs(limit: int) -> list[tuple[str, str]]:
-    """(title, abstract) pairs from the CSL sample in shared/data/raw."""
-    out = []
-    for line in (SHARED / "raw" / "csl" / "clge_csl_val.tsv").read_text(encoding="utf-8").splitlines():
-        title, _, text = line.partition("\t")
-        if title.strip() and text.strip():
-            out.append((title.strip(), text.strip()))
-        if len(out) >= limit:
-            break
-    return out
 
 
 def agreement(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
