@@ -15,6 +15,8 @@ agreement targets (0.995 / 99% / 0.98), so torch stays the default everywhere an
 int8 recipe: per-channel weights, reduced range, MatMuls only, and the feed-forward down-projections (weight rows
 > columns) left in fp32: their inputs carry the GELU outliers that per-tensor dynamic activation scales cannot
 hold (on 500 LCSTS pairs all MatMuls quantised gave Spearman 0.987 / kept 98.0%; this recipe 0.996 / 99.2%).
+OpenVINO was measured too (benchmarks/openvino_engines.py) and not adopted: fp32 0.90x, NNCF static int8 1.16x
+at Spearman 0.9906, weight-only int8 1.01x (this CPU has no VNNI).
 """
 
 from __future__ import annotations
