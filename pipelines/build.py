@@ -34,7 +34,8 @@ import yaml
 from cmtp.schemas import CmtpError, Manifest
 from cmtp.schemas.manifest import cmtp_version
 
-KINDS = ("extract", "dedup", "score", "mine", "train", "eval")
+from .stages import STAGES
+
 BUILD_FILE = "_build.json"
 
 
@@ -82,8 +83,8 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
             raise CmtpError(f"{path}: stage {name!r} must be a mapping of options, not {type(options).__name__}")
         options = dict(options or {})
         kind = options.pop("kind", name)
-        if kind not in KINDS:
-            raise CmtpError(f"{path}: stage {name!r} has kind {kind!r}; kinds: {', '.join(KINDS)}")
+        if kind not in STAGES:
+            raise CmtpError(f"{path}: stage {name!r} has kind {kind!r}; kinds: {', '.join(STAGES)}")
         depends = ([options["input"]] if "input" in options else []) + _refs(options)
         known = [s.name for s in stages]
         for dep in depends:
@@ -95,19 +96,9 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
 
 # -- fingerprints ----------------------------------------------------------------------------------------------
 def external_inputs(plan: StagePlan) -> list[str]:
-    """Paths or globs a stage reads from outside the build: extract's sources, mine's labeled files and pool,
-    training data and evaluation task files (``@STAGE`` references and built-in suites are the build's own)."""
-    options = plan.options
-    paths = [s.split("=", 1)[1] for s in options.get("sources", []) if "=" in s] if plan.kind == "extract" else []
-    paths += list(options.get("labeled") or []) + [options.get("pool")]
-    if plan.kind == "train":
-        from .stages import data_spec
-
-        paths += [p for i, d in enumerate(options.get("data") or []) if not str(d).startswith("@")
-                  for p in data_spec(d, i)["paths"]]
-        paths += [options["eval"]] if isinstance(options.get("eval"), str) else list(options.get("eval") or [])
-    if plan.kind == "eval":
-        paths += list(options.get("tasks") or [])
+    """Paths or globs a stage reads from outside the build, as the stage declares them (``@STAGE`` references
+    and built-in suites are the build's own)."""
+    paths = STAGES[plan.kind].external_inputs(plan.options)
     return [p for p in paths if isinstance(p, str) and p and not p.startswith(("@", "suite:"))]
 
 
@@ -139,18 +130,13 @@ def _external_files(plan: StagePlan) -> list[str]:
     return sorted(described)
 
 
-# options that change how a stage runs, never what it writes (outputs are byte-identical for any worker count,
-# tested per stage): left out of the fingerprint, so changing them re-runs nothing
-OUTPUT_INVARIANT = {"extract": {"workers"}, "dedup": {"workers"}, "score": {"workers"},
-                    "mine": {"workers", "search_partitions"}}
-
-
 def fingerprint(plan: StagePlan, upstream: dict[str, str], beam_args: list[str]) -> str:
-    invariant = OUTPUT_INVARIANT.get(plan.kind, set())
-    options = {k: v for k, v in plan.options.items() if k not in invariant}
+    """Options the stage declares output-invariant (worker counts: outputs are byte-identical for any, tested per
+    stage) are left out, so changing them re-runs nothing; Beam flags count for the stages that run Beam."""
+    stage = STAGES[plan.kind]
+    options = {k: v for k, v in plan.options.items() if k not in stage.output_invariant}
     record = {"kind": plan.kind, "options": options, "inputs": {d: upstream[d] for d in plan.depends},
-              "files": _external_files(plan), "cmtp": cmtp_version(),
-              "beam_args": beam_args if plan.kind in ("extract", "dedup", "score") else []}
+              "files": _external_files(plan), "cmtp": cmtp_version(), "beam_args": beam_args if stage.beam else []}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -227,7 +213,6 @@ def _resolve(value: Any, work: Path, as_model: bool = False) -> Any:
 
 def run_planned_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> None:
     """The stage through the one stage runner (pipelines/stages.py), its ``@STAGE`` references resolved."""
-    from .stages import STAGES
     from .stages import run_stage as run
 
     options = {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
@@ -241,7 +226,7 @@ def run_planned_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[st
 def validate(build: BuildFile, plans: list[StagePlan]) -> None:
     """Every stage's options turned into its config before the first stage runs (unknown names, wrong types,
     values out of range), so a typo in the last stage is not found after hours of the first ones."""
-    from .stages import STAGES, prepare
+    from .stages import prepare
 
     for plan in plans:
         check_external_inputs(plan)
@@ -301,19 +286,9 @@ def funnel(build: BuildFile, plans: list[StagePlan]) -> list[dict]:
             continue
         m = Manifest.read(str(path))
         rows.append({"stage": plan.name, "kind": plan.kind, "in": m.count_in, "out": m.count_out,
-                     "dropped": dict(sorted(m.dropped.items(), key=lambda kv: -kv[1])), "note": _note(m)})
+                     "dropped": dict(sorted(m.dropped.items(), key=lambda kv: -kv[1])),
+                     "note": STAGES[plan.kind].note(m)})
     return rows
-
-
-def _note(m: Manifest) -> str:
-    e = m.extra
-    if m.stage == "train":
-        loss = f", loss {e['first_loss']:.3g} -> {e['final_loss']:.3g}" if e.get("final_loss") is not None else ""
-        return f"{e.get('steps', 0)} steps{loss}"
-    if m.stage == "eval":
-        delta = f" ({100 * e['delta']:+.2f} vs {e['baseline']})" if e.get("delta") is not None else ""
-        return f"average {100 * e['average']:.2f}{delta}"
-    return ""
 
 
 def write_funnel_html(rows: list[dict], path: Path) -> None:

@@ -20,6 +20,7 @@ from cmtp.transforms.dedup.ptransform import NearDedup
 from .beam_runner import join_ends, make_pipeline
 from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
 from .progress import watch
+from .stages import SHARDS, Stage, shard_options
 
 OUTPUTS = {"pairs": "pair", "dead_letters": "dead_letter"}
 MAX_PASSES = 4
@@ -96,3 +97,11 @@ def run_dedup(
     )
     manifest.write(out)
     return manifest
+
+
+def _run_stage(inputs, out, config, beam_args, *, workers=1, **shards):
+    return run_dedup(inputs[0], out, config, shard_options(**shards), beam_args, workers)
+
+
+STAGE = Stage("dedup", lambda: DedupConfig, tuple(OUTPUTS), _run_stage, runner_options=("workers", *SHARDS),
+              output_invariant=frozenset({"workers"}), beam=True)

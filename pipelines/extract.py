@@ -18,6 +18,7 @@ from cmtp.transforms.extract.ptransform import ExtractPairs
 from .beam_runner import join_ends, make_pipeline
 from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
 from .progress import watch
+from .stages import SHARDS, Stage, shard_options
 
 OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_letter"}
 
@@ -107,3 +108,24 @@ def run_extract(
     )
     manifest.write(out)
     return manifest
+
+
+def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=None, plugins=(), workers=2, **shards):
+    load_plugins(list(plugins))
+    if isinstance(adapter_options, dict):  # a build file's mapping; --adapter-option gives KEY=VALUE strings
+        adapter_options = [f"{k}={v}" for k, v in adapter_options.items()]
+    options = parse_adapter_options(list(adapter_options or []))
+    specs = [parse_source(s, options, list(plugins)) for s in sources]
+    if not specs:
+        raise CmtpError("give at least one source: ADAPTER=GLOB or NAME:ADAPTER=GLOB")
+    return run_extract(specs, out, config, shard_options(**shards), beam_args, workers)
+
+
+def _source_files(options: dict) -> list[str]:
+    """The globs of ``sources: [NAME:ADAPTER=GLOB, ...]``."""
+    return [s.split("=", 1)[1] for s in options.get("sources", []) if "=" in s]
+
+
+STAGE = Stage("extract", lambda: ExtractConfig, tuple(OUTPUTS), _run_stage, inputs="none",
+              runner_options=("sources", "adapter_options", "plugins", "workers", *SHARDS),
+              output_invariant=frozenset({"workers"}), beam=True, external_inputs=_source_files)

@@ -25,6 +25,7 @@ from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs, ScoreRe
 from .beam_runner import join_ends, make_pipeline
 from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
 from .progress import watch
+from .stages import SHARDS, Stage, shard_options
 
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
 
@@ -162,3 +163,16 @@ def _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, rat
     manifest.inputs = first.inputs
     manifest.write(out)
     return manifest
+
+
+def _run_stage(inputs, out, config, beam_args, *, workers=1, target_keep_rate=None, rethreshold=None, **shards):
+    if rethreshold is not None:
+        if target_keep_rate is not None:
+            raise CmtpError("give --rethreshold or --target-keep-rate, not both")
+        return run_rethreshold(inputs[0], out, rethreshold, shard_options(**shards), beam_args, workers)
+    return run_score(inputs[0], out, config, shard_options(**shards), beam_args, workers, target_keep_rate)
+
+
+STAGE = Stage("score", lambda: ScoreConfig, tuple(OUTPUTS), _run_stage,
+              runner_options=("workers", "target_keep_rate", "rethreshold", *SHARDS),
+              output_invariant=frozenset({"workers"}), beam=True)

@@ -1,6 +1,6 @@
-"""The stage contract: each stage of the chain declares its config class, the outputs it commits and how it
-runs; one runner (:func:`run_stage`) does the rest for every stage, whether ``cmtp STAGE`` or ``cmtp build``
-calls it.
+"""The stage contract: each stage of the chain is one :class:`Stage`, declared as ``STAGE`` by its driver module
+(its config class, the outputs it commits, how it runs, and what ``cmtp build`` needs to know of it); one runner
+(:func:`run_stage`) does the rest for every stage, whether ``cmtp STAGE`` or ``cmtp build`` calls it.
 
 A stage's options are one mapping, the same wherever they come from: a ``--config`` YAML file overridden by
 the command's flags, or the stage's entry in a build file. The runner splits it into the config dataclass
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,11 @@ class Stage:
     normalize: Callable[[dict], dict] | None = None  # sugar in the options mapping (mine's "range: 10-210")
     in_place: bool = False
     inputs: str = "one"  # "one" INPUT, "optional" (mine: --labeled alone), or "none" (extract: sources)
+    # what ``cmtp build`` needs to know of a stage, declared with it rather than in build.py:
+    output_invariant: frozenset[str] = frozenset()  # options that change how it runs, never what it writes
+    beam: bool = False  # a Beam pipeline: the build's beam_args are part of its fingerprint
+    external_inputs: Callable[[dict], list[str]] = lambda options: []  # files it reads from outside the build
+    note: Callable[[Manifest], str] = lambda manifest: ""  # what it made of its rows, for the build's funnel
 
 
 def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -185,178 +190,44 @@ def _run_in_place(stage: Stage, inputs: list[str], out: str, config, beam_args: 
         raise
 
 
-# -- the stages ---------------------------------------------------------------------------------------------------
-def _shards(num_shards=None, target_shard_rows=None, row_group_size=None):
+# -- the stages -------------------------------------------------------------------------------------------------
+DRIVERS = {"extract": "cmtp.pipelines.extract", "dedup": "cmtp.pipelines.dedup", "score": "cmtp.pipelines.score",
+           "mine": "cmtp.pipelines.mine.run", "train": "cmtp.pipelines.train", "eval": "cmtp.pipelines.evaluate"}
+
+
+class _Stages(Mapping):
+    """kind -> the ``STAGE`` its driver module declares, imported when first asked for (so that ``cmtp --help``
+    and a build file's first checks load no pipeline)."""
+
+    def __getitem__(self, kind: str) -> Stage:
+        import importlib
+
+        return importlib.import_module(DRIVERS[kind]).STAGE
+
+    def __contains__(self, kind) -> bool:
+        return kind in DRIVERS
+
+    def __iter__(self):
+        return iter(DRIVERS)
+
+    def __len__(self) -> int:
+        return len(DRIVERS)
+
+
+STAGES: Mapping[str, Stage] = _Stages()
+SHARDS = ("num_shards", "target_shard_rows", "row_group_size")  # the Beam stages' shard runner options
+
+
+def shard_options(num_shards=None, target_shard_rows=None, row_group_size=None):
+    """The shard runner options as the shared writer's ``ShardOptions`` (its defaults for those not given)."""
     from cmtp.transforms.common.parquet_shards import ShardOptions
 
     given = {"num_shards": num_shards, "target_shard_rows": target_shard_rows, "row_group_size": row_group_size}
     return ShardOptions(**{k: v for k, v in given.items() if v is not None})
 
 
-SHARDS = ("num_shards", "target_shard_rows", "row_group_size")
-
-
-def _run_extract(inputs, out, config, beam_args, *, sources=(), adapter_options=None, plugins=(), workers=2,
-                 **shards):
-    from .extract import load_plugins, parse_adapter_options, parse_source, run_extract
-
-    load_plugins(list(plugins))
-    if isinstance(adapter_options, dict):  # a build file's mapping; --adapter-option gives KEY=VALUE strings
-        adapter_options = [f"{k}={v}" for k, v in adapter_options.items()]
-    options = parse_adapter_options(list(adapter_options or []))
-    specs = [parse_source(s, options, list(plugins)) for s in sources]
-    if not specs:
-        raise CmtpError("give at least one source: ADAPTER=GLOB or NAME:ADAPTER=GLOB")
-    return run_extract(specs, out, config, _shards(**shards), beam_args, workers)
-
-
-def _run_dedup(inputs, out, config, beam_args, *, workers=1, **shards):
-    from .dedup import run_dedup
-
-    return run_dedup(inputs[0], out, config, _shards(**shards), beam_args, workers)
-
-
-def _run_score(inputs, out, config, beam_args, *, workers=1, target_keep_rate=None, rethreshold=None, **shards):
-    from .score import run_rethreshold, run_score
-
-    if rethreshold is not None:
-        if target_keep_rate is not None:
-            raise CmtpError("give --rethreshold or --target-keep-rate, not both")
-        return run_rethreshold(inputs[0], out, rethreshold, _shards(**shards), beam_args, workers)
-    return run_score(inputs[0], out, config, _shards(**shards), beam_args, workers, target_keep_rate)
-
-
-def rank_range(text: str) -> tuple[int, int]:
-    try:
-        start, end = (int(x) for x in str(text).split("-"))
-    except ValueError as exc:
-        raise CmtpError(f"--range must be START-END, e.g. 10-210, not {text!r}") from exc
-    return start, end
-
-
-def _mine_options(values: dict) -> dict:
-    if "range" in values:
-        values["range_start"], values["range_end"] = rank_range(values.pop("range"))
-    return values
-
-
-def _run_mine(inputs, out, config, beam_args):
-    from .mine.run import run_mine
-
-    return run_mine(inputs[0] if inputs else None, out, config, beam_args)
-
-
-def data_spec(spec, index: int) -> dict:
-    """One training dataset: a {name, paths, weight} mapping, or PATH | NAME=PATH | NAME=PATH@WEIGHT."""
-    if isinstance(spec, dict):
-        return spec
-    spec = str(spec)
-    name, _, rest = spec.rpartition("=") if "=" in spec.split("://")[0] else ("", "", spec)
-    path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
-    try:
-        return {"name": name or f"data{index}", "paths": [path], "weight": float(weight)}
-    except ValueError as exc:
-        raise CmtpError(f"bad data {spec!r}: use PATH, NAME=PATH or NAME=PATH@WEIGHT") from exc
-
-
-def _train_options(values: dict) -> dict:
-    """``data``: datasets as :func:`data_spec` reads them; ``eval``: one task path or a list."""
-    values["data"] = [data_spec(d, i) for i, d in enumerate(values.get("data") or [])]
-    if isinstance(values.get("eval"), str):
-        values["eval"] = [values["eval"]]
-    return values
-
-
-def _run_train(inputs, out, config, beam_args):
-    """Train into ``out`` (resuming from its checkpoints) and write a manifest: samples trained, rows the
-    stream skipped as unusable, and the run's summary (losses, speed, evaluation against the start)."""
-    from dataclasses import replace
-
-    from cmtp.trainer.loop import train
-
-    config = replace(config, output_dir=out)
-    summary = train(config)
-    manifest = Manifest(
-        stage="train", config=config.to_dict(), inputs=[p for d in config.data for p in d.paths],
-        outputs={"model": {"path": summary["model"], "files": 1, "rows": 0, "schema": "model"}},
-        count_in=summary["samples"] + summary["malformed_rows"], count_out=summary["samples"],
-        dropped={"unusable_row": summary["malformed_rows"]} if summary["malformed_rows"] else {},
-        extra=summary,
-    )
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns here; one writes (the group is gone)
-        manifest.write(out)
-    return manifest
-
-
-EVAL_RUNNER_OPTIONS = ("model", "compare", "tasks", "suite", "max_per_task")
-
-
-def eval_task_paths(tasks=(), suite: str | None = None) -> list[str]:
-    """The task paths an eval reads: ``tasks`` and the named ``suite``."""
-    return list(tasks or []) + ([f"suite:{suite}"] if suite else [])
-
-
-def _run_eval(inputs, out, config, beam_args, *, model=None, compare=None, tasks=(), suite=None,
-              max_per_task=None):
-    import json
-
-    from cmtp.trainer.evaluation import evaluate_with_baseline, load_tasks
-
-    paths = eval_task_paths(tasks, suite)
-    if not model or not paths:
-        raise CmtpError("an eval stage needs model: and tasks: or suite:")
-    loaded = load_tasks(paths, max_per_task, config.seed)
-    report, base, record = evaluate_with_baseline(model, loaded, config, compare)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "eval.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    # like every stage: items read, evaluated and skipped (rows a task file could not use), and the result
-    skipped = sum(t.skipped_rows for t in loaded)
-    evaluated = sum(t.size() for t in loaded)
-    manifest = Manifest(
-        stage="eval", config={**asdict(config), "model": model, "compare": compare, "tasks": paths,
-                              "max_per_task": max_per_task},
-        inputs=paths, outputs={"eval": {"path": str(Path(out) / "eval.json"), "files": 1, "rows": len(loaded),
-                                        "schema": "eval"}},
-        count_in=evaluated + skipped, count_out=evaluated,
-        dropped={"unusable_row": skipped} if skipped else {},
-        extra={"average": report.average, "baseline": base.model if base else None,
-               "baseline_average": base.average if base else None,
-               "delta": report.average - base.average if base else None,
-               "seconds": round(report.seconds + (base.seconds if base else 0.0), 2),
-               "texts_per_second": report.texts_per_second()},
-    )
-    manifest.write(out)
-    return manifest
-
-
-def _class(module: str, name: str) -> Callable[[], type]:
+def lazy_class(module: str, name: str) -> Callable[[], type]:
     """A config class imported when first needed (training's pulls in torch)."""
     import importlib
 
     return lambda: getattr(importlib.import_module(module), name)
-
-
-def _eval_options(values: dict) -> dict:
-    """``instruction: bge`` is BGE's Chinese retrieval instruction."""
-    if values.get("instruction") == "bge":
-        from cmtp.trainer.evaluation.runner import BGE_ZH_INSTRUCTION
-
-        values["instruction"] = BGE_ZH_INSTRUCTION
-    return values
-
-
-STAGES: dict[str, Stage] = {
-    "extract": Stage("extract", _class("cmtp.transforms.extract.config", "ExtractConfig"),
-                     ("pairs", "pretrain", "dead_letters"), _run_extract,
-                     runner_options=("sources", "adapter_options", "plugins", "workers", *SHARDS), inputs="none"),
-    "dedup": Stage("dedup", _class("cmtp.transforms.dedup.config", "DedupConfig"), ("pairs", "dead_letters"),
-                   _run_dedup, runner_options=("workers", *SHARDS)),
-    "score": Stage("score", _class("cmtp.transforms.score.config", "ScoreConfig"), ("kept", "rejected", "dead_letters"),
-                   _run_score, runner_options=("workers", "target_keep_rate", "rethreshold", *SHARDS)),
-    "mine": Stage("mine", _class("cmtp.transforms.mine.config", "MineConfig"), ("examples", "dead_letters"), _run_mine,
-                  normalize=_mine_options, inputs="optional"),
-    "train": Stage("train", _class("cmtp.trainer.config", "TrainConfig"), ("model",), _run_train,
-                   normalize=_train_options, in_place=True, inputs="none"),
-    "eval": Stage("eval", _class("cmtp.trainer.evaluation", "EvalOptions"), ("eval.json",), _run_eval,
-                  runner_options=EVAL_RUNNER_OPTIONS, normalize=_eval_options, inputs="none"),
-}

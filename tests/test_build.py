@@ -79,21 +79,21 @@ def test_a_build_killed_inside_a_stage_resumes_to_identical_files(tmp_path, tiny
     path = pipeline_file(killed, tiny_model_path)
     import dataclasses
 
-    from cmtp.pipelines.stages import STAGES
+    from cmtp.pipelines import score
 
-    real = STAGES["score"]
+    real = score.STAGE
 
     def dies_in_score(inputs, out, config, beam_args, **options):  # the stage writes its files, then is killed
         real.run(inputs, out, config, beam_args, **options)
         (Path(out) / "kept" / "part-00000-of-00001.parquet").write_bytes(b"half a file")
         raise Killed
 
-    monkeypatch.setitem(STAGES, "score", dataclasses.replace(real, run=dies_in_score))
+    monkeypatch.setattr(score, "STAGE", dataclasses.replace(real, run=dies_in_score))
     spec = load_build_file(str(path))
     with pytest.raises(Killed):
         execute(spec, plan_build(spec), log=lambda line: None)
     assert not (killed / "work" / "score").exists() and not (killed / "work" / ".score.tmp").exists()
-    monkeypatch.setitem(STAGES, "score", real)
+    monkeypatch.setattr(score, "STAGE", real)
     assert actions(path) == {"extract": "reuse", "dedup": "reuse", "score": "run", "mine": "run"}
     build(path)
     assert digests(killed / "work") == digests(reference / "work")

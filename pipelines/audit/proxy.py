@@ -221,7 +221,7 @@ class ProxyAudit:
     """One audit's work folder, tasks and runs."""
 
     def __init__(self, dataset, config: ProxyConfig, work: str | Path, log=print):
-        from cmtp.pipelines.stages import eval_task_paths
+        from cmtp.pipelines.evaluate import eval_task_paths
         from cmtp.trainer.evaluation import load_tasks
         from cmtp.transforms.embedding import resolve_model
 

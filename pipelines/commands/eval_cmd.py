@@ -87,7 +87,8 @@ def eval_model(
 ) -> None:
     from cmtp.trainer.evaluation import evaluate_with_baseline, load_tasks
 
-    from ..stages import STAGES, eval_task_paths, prepare
+    from ..evaluate import eval_task_paths
+    from ..stages import STAGES, prepare
 
     flags.update(tasks=list(tasks) if tasks else None, suite=suite, compare=compare_with, max_per_task=max_per_task,
                  instruction=instruction, progress=not quiet)

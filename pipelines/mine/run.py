@@ -24,6 +24,7 @@ from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
 from cmtp.transforms.mine.pool_store import PoolStore, VectorShards, write_text_file
 from cmtp.transforms.mine.sampling import GUARDS
 
+from ..stages import Stage
 from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
 from .partitions import mine_blocks, partition_blocks, save_for_workers, search_partitions
 
@@ -214,3 +215,31 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
     )
     manifest.write(str(out_dir))
     return manifest
+
+
+def rank_range(text: str) -> tuple[int, int]:
+    try:
+        start, end = (int(x) for x in str(text).split("-"))
+    except ValueError as exc:
+        raise CmtpError(f"--range must be START-END, e.g. 10-210, not {text!r}") from exc
+    return start, end
+
+
+def _options(values: dict) -> dict:
+    """``range: 10-210`` is ``range_start`` and ``range_end``."""
+    if "range" in values:
+        values["range_start"], values["range_end"] = rank_range(values.pop("range"))
+    return values
+
+
+def _run_stage(inputs, out, config, beam_args):
+    return run_mine(inputs[0] if inputs else None, out, config, beam_args)
+
+
+def _outside_files(options: dict) -> list[str]:
+    return [*(options.get("labeled") or []), options.get("pool")]
+
+
+STAGE = Stage("mine", lambda: MineConfig, ("examples", "dead_letters"), _run_stage, normalize=_options,
+              inputs="optional", output_invariant=frozenset({"workers", "search_partitions"}), beam=True,
+              external_inputs=_outside_files)

@@ -1,0 +1,69 @@
+"""The train stage: the bundled trainer run in its output folder (it resumes from its own checkpoints there),
+with a manifest of the samples it trained on and what the run made of them."""
+
+from __future__ import annotations
+
+import os
+
+from cmtp.schemas import CmtpError, Manifest
+
+from .stages import Stage, lazy_class
+
+
+def data_spec(spec, index: int) -> dict:
+    """One training dataset: a {name, paths, weight} mapping, or PATH | NAME=PATH | NAME=PATH@WEIGHT."""
+    if isinstance(spec, dict):
+        return spec
+    spec = str(spec)
+    name, _, rest = spec.rpartition("=") if "=" in spec.split("://")[0] else ("", "", spec)
+    path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
+    try:
+        return {"name": name or f"data{index}", "paths": [path], "weight": float(weight)}
+    except ValueError as exc:
+        raise CmtpError(f"bad data {spec!r}: use PATH, NAME=PATH or NAME=PATH@WEIGHT") from exc
+
+
+def _options(values: dict) -> dict:
+    """``data``: datasets as :func:`data_spec` reads them; ``eval``: one task path or a list."""
+    values["data"] = [data_spec(d, i) for i, d in enumerate(values.get("data") or [])]
+    if isinstance(values.get("eval"), str):
+        values["eval"] = [values["eval"]]
+    return values
+
+
+def _run_stage(inputs, out, config, beam_args):
+    """Train into ``out`` (resuming from its checkpoints) and write a manifest: samples trained, rows the
+    stream skipped as unusable, and the run's summary (losses, speed, evaluation against the start)."""
+    from dataclasses import replace
+
+    from cmtp.trainer.loop import train
+
+    config = replace(config, output_dir=out)
+    summary = train(config)
+    manifest = Manifest(
+        stage="train", config=config.to_dict(), inputs=[p for d in config.data for p in d.paths],
+        outputs={"model": {"path": summary["model"], "files": 1, "rows": 0, "schema": "model"}},
+        count_in=summary["samples"] + summary["malformed_rows"], count_out=summary["samples"],
+        dropped={"unusable_row": summary["malformed_rows"]} if summary["malformed_rows"] else {},
+        extra=summary,
+    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns here; one writes (the group is gone)
+        manifest.write(out)
+    return manifest
+
+
+def _outside_files(options: dict) -> list[str]:
+    """Training data and evaluation task files (``@STAGE`` data is the build's own)."""
+    paths = [p for i, d in enumerate(options.get("data") or []) if not str(d).startswith("@")
+             for p in data_spec(d, i)["paths"]]
+    return paths + ([options["eval"]] if isinstance(options.get("eval"), str) else list(options.get("eval") or []))
+
+
+def _note(m: Manifest) -> str:
+    e = m.extra
+    loss = f", loss {e['first_loss']:.3g} -> {e['final_loss']:.3g}" if e.get("final_loss") is not None else ""
+    return f"{e.get('steps', 0)} steps{loss}"
+
+
+STAGE = Stage("train", lazy_class("cmtp.trainer.config", "TrainConfig"), ("model",), _run_stage, normalize=_options,
+              in_place=True, inputs="none", external_inputs=_outside_files, note=_note)
