@@ -23,9 +23,9 @@ from engines import agreement
 
 from cmtp.pipelines.score import run_score
 from cmtp.schemas import PAIR, rows_to_table
-from cmtp.transforms.embedding import encode
+from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
 from cmtp.transforms.score.config import ScoreConfig
-from cmtp.transforms.score.scoring import load_scoring_model, resolve_prompts, score_pairs
+from cmtp.transforms.score.scoring import PairScorer, score_pairs
 
 
 def main() -> None:
@@ -39,10 +39,10 @@ def main() -> None:
     data = lcsts_pairs(args.pairs)
     config = ScoreConfig(model=args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length)
     torch_config = replace(config, engine="torch")
-    load_scoring_model(config)  # warm the file cache (and the ONNX export) for every variant
+    PairScorer(replace(config, engine="onnx-int8"))  # warm the file cache (and the ONNX export) for every variant
 
     def loop() -> None:
-        model = load_scoring_model(torch_config)
+        model = load_embedding_model(args.model, "cpu", args.max_seq_length)
         score_pairs(model, [t for t, _ in data], [p for _, p in data], torch_config)
 
     def cmtp(config: ScoreConfig) -> None:
@@ -71,8 +71,8 @@ def main() -> None:
     titles, passages = [t for t, _ in data], [p for _, p in data]
     vectors = []
     for variant in (torch_config, int8_config):
-        model = load_scoring_model(variant)
-        query, passage = resolve_prompts(model, variant)
+        model = load_embedding_model(args.model, "cpu", args.max_seq_length, engine=variant.engine)
+        query, passage = resolve_prompts(model)
         batch = args.batch_size
         vectors.append((encode(model, titles, query, batch), encode(model, passages, passage, batch)))
     agree = agreement(*vectors)

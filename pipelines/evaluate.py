@@ -21,7 +21,7 @@ def eval_task_paths(tasks=(), suite: str | None = None) -> list[str]:
 def _options(values: dict) -> dict:
     """``instruction: bge`` is BGE's Chinese retrieval instruction."""
     if values.get("instruction") == "bge":
-        from cmtp.trainer.evaluation.runner import BGE_ZH_INSTRUCTION
+        from cmtp.transforms.embedding.prompts import BGE_ZH_INSTRUCTION
 
         values["instruction"] = BGE_ZH_INSTRUCTION
     return values

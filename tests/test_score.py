@@ -6,10 +6,10 @@ import pytest
 
 from cmtp.pipelines.score import run_score
 from cmtp.schemas import PAIR, SCORED_PAIR, Manifest, rows_to_table, validate_table
-from cmtp.transforms.embedding import weights_fingerprint
+from cmtp.transforms.embedding import resolve_prompts, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
 from cmtp.transforms.score.ptransform import REJECTED, _SplitAtThresholdFn
-from cmtp.transforms.score.scoring import is_kept, resolve_prompts, score_pairs
+from cmtp.transforms.score.scoring import is_kept, score_pairs
 from tests.numerics import assert_float32_close, rounding_excess
 
 # the reductions chained behind a tiny-model score, summed: per layer a 16-wide head, softmax and weighted sum over
@@ -79,10 +79,11 @@ class _FakeModel:
 
 def test_prompts_come_from_the_model_or_the_flags():
     e5 = _FakeModel({"query": "query: ", "passage": "passage: "})
-    assert resolve_prompts(e5, ScoreConfig()) == ("query: ", "passage: ")
-    assert resolve_prompts(_FakeModel({"query": "q: ", "document": "d: "}), ScoreConfig()) == ("q: ", "d: ")
-    assert resolve_prompts(_FakeModel({}), ScoreConfig()) == ("", "")  # text2vec: no prompts
-    assert resolve_prompts(e5, ScoreConfig(query_prompt="", passage_prompt="文档：")) == ("", "文档：")
+    assert resolve_prompts(e5) == ("query: ", "passage: ")
+    assert resolve_prompts(_FakeModel({"query": "q: ", "document": "d: "})) == ("q: ", "d: ")
+    assert resolve_prompts(_FakeModel({})) == ("", "")  # text2vec: no prompts
+    flags = ScoreConfig(query_prompt="", passage_prompt="文档：")
+    assert resolve_prompts(e5, flags.query_prompt, flags.passage_prompt) == ("", "文档：")
 
 
 def test_missing_model_is_a_clear_error(pairs_dir, tmp_path, monkeypatch):

@@ -246,7 +246,7 @@ def test_an_enabled_fp16_grad_scaler_gives_the_unscaled_step_with_and_without_gr
     from cmtp.trainer.batches import build_step
     from cmtp.trainer.encoder import Encoder, load_encoder
     from cmtp.trainer.losses import info_nce
-    from cmtp.trainer.steps import train_step
+    from cmtp.trainer.steps import Optimisation, train_step
 
     rows = pq.read_table(next(examples_dir.glob("*.parquet"))).to_pylist()[:6]
     batch = build_step(rows, 2, "", "", 0, 0)
@@ -261,7 +261,8 @@ def test_an_enabled_fp16_grad_scaler_gives_the_unscaled_step_with_and_without_gr
         params = [p for p in encoder.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=0.5)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        train_step(encoder, batch, loss_fn, run, torch.device("cpu"), optimizer, scheduler, scaler, params)
+        train_step(encoder, batch, loss_fn, config=run, device=torch.device("cpu"),
+                   optimisation=Optimisation(params, optimizer, scheduler, scaler))
         weights.append([p.detach().clone() for p in params])
         if scaler is not None:
             assert scaler.get_scale() == 2.0**12  # no inf/nan found: the step was taken, not skipped

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from cmtp.schemas.errors import CmtpError
-from cmtp.transforms.embedding import set_max_seq_length
+from cmtp.transforms.embedding import resolve_prompts, set_max_seq_length
 
 from .batches import build_step
 from .checkpoints import RunState, Saver, latest_checkpoint, restore
@@ -36,7 +36,7 @@ from .config import TrainConfig
 from .data.stream import StreamConfig, make_loader
 from .encoder import Encoder, load_encoder
 from .losses import info_nce
-from .steps import adamw, grad_scaler, retromae_step, train_step
+from .steps import Optimisation, adamw, grad_scaler, retromae_step, train_step
 from .training_eval import TrainingEval
 
 
@@ -55,12 +55,6 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _prompts(st_model, config: TrainConfig) -> tuple[str, str]:
-    from cmtp.transforms.embedding import resolve_prompts
-
-    return resolve_prompts(st_model, config.query_prompt, config.passage_prompt)
 
 
 def smoothed_losses(losses: list[float]) -> tuple[float | None, float | None, int]:
@@ -110,10 +104,7 @@ class _Session:
     st: object  # the SentenceTransformer being trained
     run: RunState
     module: torch.nn.Module  # the encoder or RetroMAE, wrapped in DDP on several processes
-    parameters: list
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    scaler: torch.amp.GradScaler | None
+    optimisation: Optimisation  # parameters, optimiser, schedule, fp16 scaler
     loader: object
     save: Saver
     evaluator: TrainingEval | None
@@ -135,7 +126,7 @@ def _start(config: TrainConfig) -> _Session:
                       str(device), config.allow_network, config.gradient_checkpointing)
     base_max_len = st.max_seq_length  # what the saved model keeps: training lengths are training settings
     set_max_seq_length(st, config.passage_max_len)
-    run = RunState(prompts=_prompts(st, config))
+    run = RunState(prompts=resolve_prompts(st, config.query_prompt, config.passage_prompt))
     encoder = Encoder(st, config.query_max_len).to(device)
     encoder.train()
     if config.freeze_embeddings:  # the word-embedding table is most of a multilingual model's parameters
@@ -170,8 +161,9 @@ def _start(config: TrainConfig) -> _Session:
         writer = SummaryWriter(str(board), purge_step=run.step + 1 if resume_from else None)
         if resume_from:
             evaluator.restore(eval_state)
-    return _Session(config, rank, world, own_group, device, max_steps, st, run, module, parameters, optimizer,
-                    scheduler, grad_scaler(config, device), make_loader(stream, rank, world, config.workers),
+    return _Session(config, rank, world, own_group, device, max_steps, st, run, module,
+                    Optimisation(parameters, optimizer, scheduler, grad_scaler(config, device)),
+                    make_loader(stream, rank, world, config.workers),
                     Saver(config, st, base_max_len, optimizer, scheduler, rank, world, retromae, evaluator),
                     evaluator, writer, retromae, aligner)
 
@@ -193,8 +185,8 @@ def _step(s: _Session, examples: list[dict], stats: dict) -> float:
     """One optimiser step on a batch of examples: RetroMAE's reconstruction, or InfoNCE (GradCache inside)."""
     config = s.config
     if s.retromae is not None:
-        return retromae_step(s.module, s.aligner, examples, config, s.device, s.run.step, s.optimizer, s.scheduler,
-                             s.scaler, s.parameters, stats)
+        return retromae_step(s.module, s.aligner, examples, config=config, device=s.device, step=s.run.step,
+                             optimisation=s.optimisation, stats=stats)
     batch = build_step(examples, config.train_group_size, *s.run.prompts, config.seed, s.run.step)
     teacher = torch.from_numpy(batch.teacher).to(s.device) if batch.teacher is not None else None
 
@@ -202,7 +194,7 @@ def _step(s: _Session, examples: list[dict], stats: dict) -> float:
         return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
                         config.distill_weight, config.distill_temperature, stats)
 
-    return train_step(s.module, batch, loss_fn, config, s.device, s.optimizer, s.scheduler, s.scaler, s.parameters)
+    return train_step(s.module, batch, loss_fn, config=config, device=s.device, optimisation=s.optimisation)
 
 
 def _log(s: _Session, loss: float, stats: dict, rate: float) -> None:
@@ -212,7 +204,7 @@ def _log(s: _Session, loss: float, stats: dict, rate: float) -> None:
     s.writer.add_scalar("train/loss", loss, step)
     for name, value in stats.items():
         s.writer.add_scalar(f"train/{'in_batch_' if name == 'accuracy' else ''}{name}", value, step)
-    s.writer.add_scalar("train/lr", s.scheduler.get_last_lr()[0], step)
+    s.writer.add_scalar("train/lr", s.optimisation.scheduler.get_last_lr()[0], step)
     s.writer.add_scalar("train/samples_per_s", rate, step)
     s.writer.add_scalar("data/malformed_rows", s.run.malformed, step)
     s.writer.flush()  # as HF's TensorBoard callback does: a killed run's curve reaches its last logged step

@@ -4,6 +4,7 @@ fused AdamW, fp16 loss scaling and gradient clipping."""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
@@ -34,10 +35,35 @@ def grad_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScal
     return None
 
 
-def train_step(module, batch, loss_fn, config: TrainConfig, device: torch.device, optimizer, scheduler,
-               scaler: torch.amp.GradScaler | None, parameters) -> torch.Tensor:
+@dataclass
+class Optimisation:
+    """What an optimiser step updates and with what: the trainable parameters, the optimiser, the learning-rate
+    schedule and the fp16 loss scaler (None unless fp16 on CUDA)."""
+
+    parameters: list
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler | None = None
+
+    def step(self, config: TrainConfig) -> None:
+        """Unscale (fp16), clip, step, schedule, clear."""
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.parameters, config.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def train_step(module, batch, loss_fn, *, config: TrainConfig, device: torch.device,
+               optimisation: Optimisation) -> torch.Tensor:
     """One contrastive optimiser step: forward + backward (cached or plain, scaled under fp16), then
-    :func:`optimizer_step`."""
+    :meth:`Optimisation.step`."""
+    scaler = optimisation.scaler
     with autocast(config, device):
         if config.gradcache_chunk:
             loss = cached_backward(module, batch.queries, batch.passages, loss_fn, config.gradcache_chunk, device,
@@ -45,12 +71,12 @@ def train_step(module, batch, loss_fn, config: TrainConfig, device: torch.device
         else:
             loss = loss_fn(module(batch.queries, "query"), module(batch.passages, "passage"))
             (scaler.scale(loss) if scaler else loss).backward()
-    optimizer_step(optimizer, scheduler, scaler, parameters, config)
+    optimisation.step(config)
     return loss.detach()
 
 
-def retromae_step(module, aligner, examples: list[dict], config: TrainConfig, device: torch.device, step: int,
-                  optimizer, scheduler, scaler, parameters, stats: dict) -> torch.Tensor:
+def retromae_step(module, aligner, examples: list[dict], *, config: TrainConfig, device: torch.device, step: int,
+                  optimisation: Optimisation, stats: dict) -> torch.Tensor:
     """One RetroMAE optimiser step on the texts of ``examples``; masks are keyed by row id and step."""
     from .retromae.masking import EncodedBatch, row_seeds
 
@@ -61,20 +87,6 @@ def retromae_step(module, aligner, examples: list[dict], config: TrainConfig, de
     with autocast(config, device):
         loss, values = module(batch, seeds)
     stats.update(values)
-    (scaler.scale(loss) if scaler else loss).backward()
-    optimizer_step(optimizer, scheduler, scaler, parameters, config)
+    (optimisation.scaler.scale(loss) if optimisation.scaler else loss).backward()
+    optimisation.step(config)
     return loss.detach()
-
-
-def optimizer_step(optimizer, scheduler, scaler, parameters, config: TrainConfig) -> None:
-    """Unscale (fp16), clip, step, schedule, clear."""
-    if scaler:
-        scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-    if scaler:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)

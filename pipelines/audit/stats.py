@@ -86,9 +86,6 @@ class SourceStats:
         self.minimum = min(self.minimum, float(scores.min()))
         self.maximum = max(self.maximum, float(scores.max()))
 
-    def keep_rates(self) -> np.ndarray:
-        return self.at_or_above / max(self.count, 1)
-
     def quantile(self, q: float) -> float:
         """Upper edge of the bin holding the q-quantile (resolution 1e-4)."""
         if not self.count:

@@ -17,7 +17,8 @@ from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, row
 from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.common.progress import bar
 from cmtp.transforms.embedding import DEFAULT_MODEL
-from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder, spec_prompts
+from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
+from cmtp.transforms.embedding.prompts import spec_prompts
 from cmtp.transforms.mine.config import MineConfig
 from cmtp.transforms.mine.inputs import Example, read_labeled, read_pairs, read_pool
 from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives

@@ -12,11 +12,10 @@ import numpy as np
 from cmtp.schemas.ranges import check_ranges, option
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
 from cmtp.transforms.embedding.engines import ENGINE_HELP
+from cmtp.transforms.embedding.prompts import BGE_ZH_INSTRUCTION
 from cmtp.transforms.embedding.registry import max_seq_length_as
 
 from .tasks import EvalTask
-
-BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
 
 
 @dataclass

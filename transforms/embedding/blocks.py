@@ -22,6 +22,7 @@ from apache_beam.ml.inference.base import RunInference
 from cmtp.transforms.common.progress import ProgressCounter
 
 from .handler import BatchInferenceHandler, InferenceError
+from .prompts import spec_prompts
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,6 @@ class EmbedderSpec:
     threads: int | None = None  # torch threads per worker (None: torch's default, every core)
     fp16: bool = True  # half precision on cuda (never on cpu)
     engine: str = "torch"  # see embedding.engines
-
-
-def spec_prompts(spec: EmbedderSpec) -> dict[str, str]:
-    """{"query": ..., "passage": ...}: the spec's prompts, else the ones the model was saved with (read from its
-    folder, so a process that only needs the prompts does not load the model)."""
-    from .encode import choose_prompts
-    from .registry import saved_prompts
-
-    chosen = choose_prompts(saved_prompts(spec.model, spec.allow_network), spec.query_prompt, spec.passage_prompt)
-    return dict(zip(("query", "passage"), chosen, strict=True))
 
 
 class TextEmbedder:

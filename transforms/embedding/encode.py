@@ -1,27 +1,9 @@
-"""Loading an embedding model for inference, its prompts, and encoding: the one place scoring, mining,
-evaluation and the trainer take these rules from."""
+"""Loading an embedding model for inference, and encoding: the one place scoring, mining, evaluation and the
+trainer take these rules from (prompts: :mod:`.prompts`)."""
 
 from __future__ import annotations
 
 import numpy as np
-
-PASSAGE_PROMPT_NAMES = ("passage", "document", "doc", "corpus")
-
-
-def resolve_prompts(model, query_prompt: str | None = None, passage_prompt: str | None = None) -> tuple[str, str]:
-    """(query prompt, passage prompt): the given ones when not None, else the model's own prompts, else none."""
-    return choose_prompts(getattr(model, "prompts", None) or {}, query_prompt, passage_prompt)
-
-
-def choose_prompts(prompts: dict[str, str], query_prompt: str | None = None,
-                   passage_prompt: str | None = None) -> tuple[str, str]:
-    """:func:`resolve_prompts` on a model's saved ``prompts`` mapping (``registry.saved_prompts``), for a process
-    that needs the prompts but not the model."""
-    query = query_prompt if query_prompt is not None else prompts.get("query", "")
-    passage = passage_prompt
-    if passage is None:
-        passage = next((prompts[n] for n in PASSAGE_PROMPT_NAMES if n in prompts), "")
-    return query, passage
 
 
 def load_embedding_model(name: str, device: str | None = None, max_seq_length: int | None = None,

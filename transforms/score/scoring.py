@@ -7,28 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from cmtp.transforms import embedding
-from cmtp.transforms.embedding import encode
+from cmtp.transforms.embedding import encode, resolve_prompts
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 
 from .config import ScoreConfig
 
 
-def resolve_prompts(model, config: ScoreConfig) -> tuple[str, str]:
-    """(query prompt, passage prompt): the config's flags when given, else the model's own prompts, else none."""
-    return embedding.resolve_prompts(model, config.query_prompt, config.passage_prompt)
-
-
-def load_scoring_model(config: ScoreConfig):
-    """The scorer on its device (cuda + fp16 when available), with the configured max sequence length."""
-    return embedding.load_embedding_model(config.model, config.device, config.max_seq_length, config.fp16,
-                                          config.allow_network, config.engine)
-
-
 def score_pairs(model, titles: list[str], passages: list[str], config: ScoreConfig,
                 prompts: tuple[str, str] | None = None) -> np.ndarray:
     """Cosine of each (title, passage), float32."""
-    query_prompt, passage_prompt = prompts or resolve_prompts(model, config)
+    query_prompt, passage_prompt = prompts or resolve_prompts(model, config.query_prompt, config.passage_prompt)
     q = encode(model, titles, query_prompt, config.batch_size)
     p = encode(model, passages, passage_prompt, config.batch_size)
     return np.einsum("ij,ij->i", q, p).astype(np.float32)
