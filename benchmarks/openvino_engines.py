@@ -15,13 +15,11 @@ measures and interleaved timing as benchmarks/engines.py.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 from common import SHARED, csl_pairs, lcsts_pairs, tsv_pairs
-from engines import agreement
+from engines import compare
 from transformers.modeling_outputs import BaseModelOutput
 
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
@@ -86,20 +84,9 @@ def main() -> None:
     titles, texts = [t for t, _ in pairs], [p for _, p in pairs]
     models = {"torch": load_embedding_model(MODEL, "cpu", 128), f"openvino {args.mode}": openvino_model(args.mode)}
     query, passage = resolve_prompts(models["torch"])
-    vectors, times = {}, {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            started = time.perf_counter()
-            vectors[name] = (encode(model, titles, query, 64), encode(model, texts, passage, 64))
-            times[name].append(time.perf_counter() - started)
-    base = statistics.median(times["torch"])
     print(f"{len(pairs)} pairs, medians of {args.rounds} interleaved rounds")
-    for name in models:
-        agree = agreement(vectors["torch"], vectors[name])
-        seconds = statistics.median(times[name])
-        print(f"{name:<18}{seconds:>8.1f}s {seconds / base:>6.2f}x  spearman {agree['spearman']:.4f}  "
-              f"kept {agree['kept_agreement']:.4f}  recall {agree['recall_at_k']:.4f}")
-
+    compare({name: (lambda titles, texts, m=model: (encode(m, titles, query, 64), encode(m, texts, passage, 64)))
+             for name, model in models.items()}, titles, texts, args.rounds)
 
 if __name__ == "__main__":
     main()

@@ -98,3 +98,16 @@ def test_an_old_flag_spelling_still_works_with_one_warning(capsys):
     assert sorted(lines) == ["warning: --group-size is an old spelling of --train-group-size and goes in the next "
                              "release", "warning: --lr is an old spelling of --learning-rate and goes in the next "
                              "release"]
+
+
+def test_the_readme_option_tables_are_the_generated_ones():
+    """The README's tables come from the same fields as the commands: a field edited without regenerating them
+    fails here (fix: python -m cmtp.pipelines.commands.options --write README.md)."""
+    from pathlib import Path
+
+    from cmtp.pipelines.commands.options import README_BEGIN, readme_with_options
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert README_BEGIN in text
+    assert readme_with_options(text) == text
+    assert "| `--num-perm` | `128` | [2, inf) |" in text  # a field's flag, default and range reach the table
