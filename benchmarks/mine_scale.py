@@ -18,7 +18,7 @@ from common import chinese_passages, lcsts_pairs
 
 from cmtp.pipelines.mine.run import run_mine
 from cmtp.schemas import PAIR, rows_to_table
-from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.config import MineConfig, MineRunOptions
 
 
 def write_pairs(pairs: list[tuple[str, str]], directory: Path) -> str:
@@ -46,7 +46,7 @@ def main() -> None:
         print(f"embedding: {args.embed_pairs} pairs, builtin:me5-small (pool passages float16, queries float32)")
         embed = {}
         for workers in (1, 2):
-            m = run_mine(source, str(tmp / f"embed{workers}"), MineConfig(**base, workers=workers))
+            m = run_mine(source, str(tmp / f"embed{workers}"), MineConfig(**base), run=MineRunOptions(workers=workers))
             embed[workers] = (m.extra["texts_embedded_per_second"], digest(tmp / f"embed{workers}"))
             print(f"  {workers} worker(s): {m.extra['pool_size'] + m.count_out} texts in {m.extra['embed_seconds']} s,"
                   f" {embed[workers][0]:.1f} texts/s")
@@ -66,7 +66,7 @@ def main() -> None:
         search = {}
         for partitions in (1, 2):
             m = run_mine(source, str(tmp / f"search{partitions}"),
-                         MineConfig(**base, workers=partitions, search_partitions=partitions))
+                         MineConfig(**base), run=MineRunOptions(workers=partitions, search_partitions=partitions))
             search[partitions] = (m.extra["queries_per_second"], digest(tmp / f"search{partitions}"))
             print(f"  {partitions} partition(s): {m.extra['search_and_sample_seconds']} s, "
                   f"{search[partitions][0]:.0f} queries/s")

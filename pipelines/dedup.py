@@ -104,4 +104,4 @@ def _run_stage(inputs, out, config, beam_args, *, workers=1, **shards):
 
 
 STAGE = Stage("dedup", lambda: DedupConfig, tuple(OUTPUTS), _run_stage, runner_options=("workers", *SHARDS),
-              output_invariant=frozenset({"workers"}), beam=True)
+              runner_config=lambda: ShardOptions, output_invariant=frozenset({"workers"}), beam=True)

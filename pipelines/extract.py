@@ -128,4 +128,5 @@ def _source_files(options: dict) -> list[str]:
 
 STAGE = Stage("extract", lambda: ExtractConfig, tuple(OUTPUTS), _run_stage, inputs="none",
               runner_options=("sources", "adapter_options", "plugins", "workers", *SHARDS),
-              output_invariant=frozenset({"workers"}), beam=True, external_inputs=_source_files)
+              runner_config=lambda: ShardOptions, output_invariant=frozenset({"workers"}), beam=True,
+              external_inputs=_source_files)

@@ -175,4 +175,4 @@ def _run_stage(inputs, out, config, beam_args, *, workers=1, target_keep_rate=No
 
 STAGE = Stage("score", lambda: ScoreConfig, tuple(OUTPUTS), _run_stage,
               runner_options=("workers", "target_keep_rate", "rethreshold", *SHARDS),
-              output_invariant=frozenset({"workers"}), beam=True)
+              runner_config=lambda: ShardOptions, output_invariant=frozenset({"workers"}), beam=True)

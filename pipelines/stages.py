@@ -34,6 +34,7 @@ class Stage:
     outputs: tuple[str, ...]  # what the stage commits into its folder, besides manifest.json
     run: Callable[..., Any]  # run(inputs, out, config, beam_args, **runner_options) -> Manifest | None
     runner_options: tuple[str, ...] = ()  # options that are the runner's, not the config's
+    runner_config: Callable[[], type] | None = None  # the dataclass declaring (and range-checking) most of them
     normalize: Callable[[dict], dict] | None = None  # sugar in the options mapping (mine's "range: 10-210")
     in_place: bool = False
     inputs: str = "one"  # "one" INPUT, "optional" (mine: --labeled alone), or "none" (extract: sources)
@@ -62,6 +63,11 @@ def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]
                  for u in unknown]
         raise CmtpError(f"unknown {stage.kind} option(s): {', '.join(hints)}; known: {', '.join(known)}")
     check_types(cls, values)
+    if stage.runner_config:  # checked now too, so that a build finds a bad value before its first stage runs
+        runner = stage.runner_config()
+        given = {f.name: extras[f.name] for f in fields(runner) if extras.get(f.name) is not None}
+        check_types(runner, given)
+        runner(**given)
     return cls(**values), extras
 
 

@@ -94,13 +94,14 @@ def test_mine_embedding_and_partitioned_search_on_dask_equal_one_process(cluster
     """Mining's two Beam pipelines (embedding blocks, search partitions) on the Dask workers give the same
     training examples as embedding and searching in this process."""
     from cmtp.pipelines.mine.run import run_mine
-    from cmtp.transforms.mine.config import MineConfig
+    from cmtp.transforms.mine.config import MineConfig, MineRunOptions
     from tests.test_mine import _digest, _lcsts_pairs
 
     source = _lcsts_pairs(tmp_path, 60)
     base = dict(model=str(tiny_model_path), range_start=2, range_end=30, negatives=3, embed_shard_rows=16,
                 search_batch=16)
     local = run_mine(source, str(tmp_path / "local"), MineConfig(**base))
-    dask = run_mine(source, str(tmp_path / "dask"), MineConfig(**base, search_partitions=2), dask_args(cluster))
+    dask = run_mine(source, str(tmp_path / "dask"), MineConfig(**base), dask_args(cluster),
+                    MineRunOptions(search_partitions=2))
     assert _digest(tmp_path / "dask" / "examples") == _digest(tmp_path / "local" / "examples") != {}
     assert dask.extra["guards_removed"] == local.extra["guards_removed"] and dask.count_out == 60

@@ -9,7 +9,7 @@ import pytest
 
 from cmtp.pipelines.mine.run import run_mine
 from cmtp.schemas import PAIR, TRAINING_EXAMPLE, Manifest, rows_to_table, validate_table
-from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.config import MineConfig, MineRunOptions
 from cmtp.transforms.mine.index import (
     SearchIndex,
     build_index,
@@ -188,8 +188,9 @@ def test_mine_end_to_end_output_validates(tmp_path, tiny_model_path):
                                   ensure_ascii=False) + "\n", encoding="utf-8")
     config = MineConfig(model=str(tiny_model_path), range_start=2, range_end=20, negatives=5, max_neg_ratio=1.5,
                         labeled=[str(labeled)], train_instruction="为这个句子生成表示以用于检索相关文章：",
-                        num_shards=40, rows_per_group=8, pad_random=True)
-    manifest = run_mine(str(tmp_path / "in"), str(tmp_path / "out"), config)
+                        pad_random=True)
+    manifest = run_mine(str(tmp_path / "in"), str(tmp_path / "out"), config,
+                        run=MineRunOptions(num_shards=40, rows_per_group=8))
     assert_every_listed_output_opens(tmp_path / "out")  # 31 rows in 40 shards: the empty ones are not written
     table = pq.read_table(tmp_path / "out" / "examples")
     validate_table(table, TRAINING_EXAMPLE)
@@ -321,9 +322,11 @@ def test_the_output_is_the_same_for_any_workers_and_partitions(tmp_path, tiny_mo
     process and one partition, and the tallies add up to the same manifest figures."""
     source = _lcsts_pairs(tmp_path)
     base = dict(model=str(tiny_model_path), range_start=2, range_end=40, negatives=4, pad_random=True,
-                embed_shard_rows=25, search_batch=20, num_shards=2, rows_per_group=16)
-    one = run_mine(source, str(tmp_path / "one"), MineConfig(**base))
-    many = run_mine(source, str(tmp_path / "many"), MineConfig(**base, workers=2, search_partitions=3))
+                embed_shard_rows=25, search_batch=20)
+    shards = dict(num_shards=2, rows_per_group=16)
+    one = run_mine(source, str(tmp_path / "one"), MineConfig(**base), run=MineRunOptions(**shards))
+    many = run_mine(source, str(tmp_path / "many"), MineConfig(**base),
+                    run=MineRunOptions(**shards, workers=2, search_partitions=3))
     assert _digest(tmp_path / "many" / "examples") == _digest(tmp_path / "one" / "examples") != {}
     assert many.extra["search_partitions"] == 3 and one.extra["search_partitions"] == 1
     for key in ("guards_removed", "random_padding", "rows_short_of_negatives", "score_baseline", "index"):

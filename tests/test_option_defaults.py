@@ -17,14 +17,14 @@ from cmtp.trainer.evaluation.runner import EvalOptions
 from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.extract.config import ExtractConfig
-from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.config import MineConfig, MineRunOptions
 from cmtp.transforms.score.config import ScoreConfig
 
 COMMANDS = {
     "extract": (extract_cmd.extract, [ExtractConfig, ShardOptions]),
     "dedup": (dedup_cmd.dedup, [DedupConfig, ShardOptions]),
     "score": (score_cmd.score, [ScoreConfig, ShardOptions]),
-    "mine": (mine_cmd.mine, [MineConfig]),
+    "mine": (mine_cmd.mine, [MineConfig, MineRunOptions]),
     "train": (train_cmd.train, [TrainConfig]),
     "eval": (eval_cmd.eval_model, [EvalOptions]),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.config import MineConfig, MineRunOptions
 
 from ..console import out
 from .common import (
@@ -42,7 +42,7 @@ Examples:
 """
 
 
-@config_options(MineConfig, skip=("range_start", "range_end"))
+@config_options(MineConfig, MineRunOptions, skip=("range_start", "range_end"))
 def mine(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(None, help="scored pairs directory or Parquet glob (optional with --labeled)"),

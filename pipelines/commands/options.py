@@ -108,16 +108,15 @@ def _default_cell(field) -> str:
 
 def options_markdown() -> str:
     """One table per stage (option, default, range, meaning), from the same fields the commands are built from:
-    the stage's config and, for the Beam stages, the shared ``ShardOptions``. The README holds its output."""
+    the stage's config and its runner options' (``ShardOptions``, ``MineRunOptions``). The README holds it."""
     from cmtp.schemas.ranges import describe
-    from cmtp.transforms.common.parquet_shards import ShardOptions
 
-    from ..stages import SHARDS, STAGES
+    from ..stages import STAGES
 
     parts = []
     for kind in STAGES:
         stage = STAGES[kind]
-        configs = [stage.config(), *([ShardOptions] if set(SHARDS) <= set(stage.runner_options) else [])]
+        configs = [stage.config(), *([stage.runner_config()] if stage.runner_config else [])]
         rows = [f"| `{f.metadata.get('flag') or '--' + f.name.replace('_', '-')}` | {_default_cell(f)} | "
                 f"{describe(f.metadata['range']) if f.metadata.get('range') else ''} | "
                 f"{f.metadata['help'].replace('|', '/')} |"

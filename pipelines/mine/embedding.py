@@ -31,12 +31,12 @@ def embedder_spec(config: MineConfig, model_name: str, workers: int) -> Embedder
 
 
 def embed_blocks(blocks: list[TextBlock], spec: EmbedderSpec, config: MineConfig,
-                 beam_args: list[str] | None = None) -> float:
+                 beam_args: list[str] | None = None, workers: int = 1) -> float:
     """Run ``EmbedTextBlocks`` over ``blocks``; returns the seconds it took. A block whose inference failed
     stops mining with its reason (a pool with holes cannot be searched)."""
     if not blocks:
         return 0.0
-    workers = config.workers if is_local(beam_args) else 1
+    workers = workers if is_local(beam_args) else 1
     started = time.perf_counter()
     with watch("mine: embed", sum(b.end - b.start for b in blocks), "text", beam_args) as progress:
         pipeline = make_pipeline(beam_args, workers)

@@ -97,11 +97,12 @@ class _SearchPartitionFn(beam.DoFn):
 
 
 def search_partitions(partitions: list[list[int]], work: Path, config: MineConfig, spec: EmbedderSpec,
-                      beam_args: list[str] | None, add_row, tally: MinerTally, total_queries: int) -> float:
+                      beam_args: list[str] | None, add_row, tally: MinerTally, total_queries: int,
+                      workers: int = 1) -> float:
     """Mine every partition on Beam workers, then hand their rows to ``add_row`` in partition order and add
     their tallies to ``tally``; returns the seconds the workers took."""
     (work / "rows").mkdir(parents=True, exist_ok=True)
-    workers = min(config.workers, len(partitions)) if is_local(beam_args) else 1
+    workers = min(workers, len(partitions)) if is_local(beam_args) else 1
     started = time.perf_counter()
     with watch("mine: search", total_queries, "query", beam_args) as progress:
         pipeline = make_pipeline(beam_args, workers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from itertools import chain
 from pathlib import Path
 
@@ -15,11 +15,12 @@ import pyarrow.parquet as pq
 
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.ids import shard_of
+from cmtp.transforms.common.outcomes import DROPPED, IN, OUT, summarize
 from cmtp.transforms.common.progress import bar
 from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 from cmtp.transforms.embedding.prompts import spec_prompts
-from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.config import RUN_OPTIONS, MineConfig, MineRunOptions
 from cmtp.transforms.mine.inputs import Example, read_labeled, read_pairs, read_pool
 from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
 from cmtp.transforms.mine.pool_store import PoolStore, VectorShards, write_text_file
@@ -52,12 +53,14 @@ class _ShardWriters:
         self.shard_rows = [0] * num_shards
         self.rows_per_group = rows_per_group
         self.rows = 0
+        self.per_source: Counter[str] = Counter()  # rows written per source, for the manifest
 
     def add(self, row: dict) -> None:
         shard = shard_of(row["example_id"], len(self.writers))
         self.buffers[shard].append(row)
         self.shard_rows[shard] += 1
         self.rows += 1
+        self.per_source[row["source"]] += 1
         if len(self.buffers[shard]) >= self.rows_per_group:
             self._flush(shard)
 
@@ -107,17 +110,16 @@ def _write_pool_texts(store: PoolStore, examples: list[Example], config: MineCon
     return pool_size
 
 
-def _per_source(examples: list[Example], dead: list[dict]) -> dict[str, dict]:
-    per_source: dict[str, dict] = {}
-    for e in examples:
-        entry = per_source.setdefault(e.source, {"in": 0, "out": 0, "dropped": {}})
-        entry["in"] += 1
-        entry["out"] += 1
-    for d in dead:
-        entry = per_source.setdefault(d["source"], {"in": 0, "out": 0, "dropped": {}})
-        entry["in"] += 1
-        entry["dropped"][d["reason"]] = entry["dropped"].get(d["reason"], 0) + 1
-    return per_source
+def _outcomes(examples: list[Example], dead: list[dict], written: Counter) -> dict:
+    """The manifest's counts by the shared rule (``outcomes.summarize``), from the data: examples and dead
+    letters read, rows written, per source."""
+    counted = Counter({(source, OUT, ""): n for source, n in written.items()})
+    counted.update((e.source, IN, "") for e in examples)
+    counted.update((d["source"], IN, "") for d in dead)
+    counted.update((d["source"], DROPPED, d["reason"]) for d in dead)
+    outcomes = summarize(list(counted.items()))
+    outcomes.pop("facts")
+    return outcomes
 
 
 @dataclass
@@ -130,19 +132,20 @@ class _Mined:
     partitions: int
     shard_paths: list[Path]
     rows: int
+    written: Counter  # rows per source
     embed_seconds: float
     search_seconds: float
 
 
-def _embed_and_search(examples: list[Example], config: MineConfig, spec: EmbedderSpec, work: Path, out_dir: Path,
-                      beam_args: list[str] | None) -> _Mined:
+def _embed_and_search(examples: list[Example], config: MineConfig, run: MineRunOptions, spec: EmbedderSpec,
+                      work: Path, out_dir: Path, beam_args: list[str] | None) -> _Mined:
     """Pool and queries embedded on Beam workers, the index built and tuned here, the queries searched in one
     or more partitions, the rows written to the output shards in example order."""
     store = PoolStore(work / "pool")
     pool_size = _write_pool_texts(store, examples, config)
     write_text_file(work / "queries.arrow", ((e.query,) for e in examples), ("text",))
     blocks = pool_and_query_blocks(store.texts_path, pool_size, work / "queries.arrow", len(examples), config, work)
-    embed_seconds = embed_blocks(blocks, spec, config, beam_args)
+    embed_seconds = embed_blocks(blocks, spec, config, beam_args, run.workers)
     store.attach_shards()
     queries = VectorShards(work / "queries")
     queries.attach_shards()
@@ -151,8 +154,8 @@ def _embed_and_search(examples: list[Example], config: MineConfig, spec: Embedde
     # the model is loaded here only for positives or labeled negatives that a separate --pool does not hold
     miner = Miner(config, lambda: TextEmbedder(replace(spec, threads=None)), store, same_query_positives(examples))
     miner.prepare_search(np.asarray(queries.shard(0), dtype=np.float32), k)
-    writers = _ShardWriters(out_dir / "examples", config.num_shards, config.rows_per_group)
-    partitions = partition_blocks(len(queries.shards), config.search_partitions)
+    writers = _ShardWriters(out_dir / "examples", run.num_shards, run.rows_per_group)
+    partitions = partition_blocks(len(queries.shards), run.search_partitions)
     t_search = time.perf_counter()
     if len(partitions) == 1:  # in this process, with the index already built
         with bar("mine: search", len(examples), "query") as progress:
@@ -163,27 +166,27 @@ def _embed_and_search(examples: list[Example], config: MineConfig, spec: Embedde
     else:
         save_for_workers(miner, examples, work)
         tally = MinerTally()
-        search_partitions(partitions, work, config, spec, beam_args, writers.add, tally, len(examples))
+        search_partitions(partitions, work, config, spec, beam_args, writers.add, tally, len(examples), run.workers)
     writers.close()
     return _Mined(pool_size, k, miner.search.describe(), miner.baseline, tally, len(partitions), writers.paths,
-                  writers.rows, embed_seconds, time.perf_counter() - t_search)
+                  writers.rows, writers.per_source, embed_seconds, time.perf_counter() - t_search)
 
 
 def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
-             beam_args: list[str] | None = None) -> Manifest:
+             beam_args: list[str] | None = None, run: MineRunOptions | None = None) -> Manifest:
     """examples (scored pairs and/or labeled rows) -> pool and query embeddings on Beam workers (disk shards)
     -> index -> search in partitions -> guarded, seeded negatives -> training-example shards + manifest."""
-    config = config or MineConfig()  # validated on construction
+    config, run = config or MineConfig(), run or MineRunOptions()  # validated on construction
     started = time.perf_counter()
     out_dir = Path(out)
     work = out_dir / "_work"
     shutil.rmtree(work, ignore_errors=True)
     examples, dead = _read_examples(input_path, config)
     model_name = config.model or _default_model(input_path)
-    spec = embedder_spec(config, model_name, config.workers)
+    spec = embedder_spec(config, model_name, run.workers)
 
     try:
-        mined = _embed_and_search(examples, config, spec, work, out_dir, beam_args)
+        mined = _embed_and_search(examples, config, run, spec, work, out_dir, beam_args)
     finally:  # a failed run leaves no work folder (and no examples: the manifest is written last)
         shutil.rmtree(work, ignore_errors=True)
     tally, prompts = mined.tally, spec_prompts(spec)
@@ -191,14 +194,13 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
     pq.write_table(rows_to_table(dead, DEAD_LETTER), out_dir / "dead_letters" / "part-00000-of-00001.parquet")
     manifest = Manifest(
         stage="mine",
-        config={**config.to_dict(), "model": model_name, "input": input_path},
+        config={**config.to_dict(), **asdict(run), "model": model_name, "input": input_path},
         inputs=[p for p in [input_path, *config.labeled, config.pool] if p],
         outputs={"examples": {"path": str(out_dir / "examples"), "files": len(mined.shard_paths), "rows": mined.rows,
                               "schema": "training_example"},
                  "dead_letters": {"path": str(out_dir / "dead_letters"), "files": 1, "rows": len(dead),
                                   "schema": "dead_letter"}},
-        count_in=len(examples) + len(dead), count_out=mined.rows,
-        dropped=dict(Counter(d["reason"] for d in dead)), per_source=_per_source(examples, dead),
+        **_outcomes(examples, dead, mined.written),
         extra={
             "pool_size": mined.pool_size, "index": mined.index, "k": mined.k,
             "query_prompt": prompts["query"], "passage_prompt": prompts["passage"],
@@ -206,7 +208,7 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
             "guards_removed": {name: tally.guards[name] for name in GUARDS},
             "rows_short_of_negatives": tally.short_rows, "missing_negatives": tally.missing,
             "random_padding": tally.padded,
-            "search_partitions": mined.partitions, "workers": config.workers,
+            "search_partitions": mined.partitions, "workers": run.workers,
             "embed_seconds": round(mined.embed_seconds, 2),
             "texts_embedded_per_second": round((mined.pool_size + len(examples)) / max(mined.embed_seconds, 1e-9), 1),
             "search_and_sample_seconds": round(mined.search_seconds, 2),
@@ -233,8 +235,9 @@ def _options(values: dict) -> dict:
     return values
 
 
-def _run_stage(inputs, out, config, beam_args):
-    return run_mine(inputs[0] if inputs else None, out, config, beam_args)
+def _run_stage(inputs, out, config, beam_args, **run_options):
+    run = MineRunOptions(**{k: v for k, v in run_options.items() if v is not None})
+    return run_mine(inputs[0] if inputs else None, out, config, beam_args, run)
 
 
 def _outside_files(options: dict) -> list[str]:
@@ -242,5 +245,5 @@ def _outside_files(options: dict) -> list[str]:
 
 
 STAGE = Stage("mine", lambda: MineConfig, ("examples", "dead_letters"), _run_stage, normalize=_options,
-              inputs="optional", output_invariant=frozenset({"workers", "search_partitions"}), beam=True,
-              external_inputs=_outside_files)
+              runner_options=RUN_OPTIONS, runner_config=lambda: MineRunOptions, inputs="optional",
+              output_invariant=frozenset({"workers", "search_partitions"}), beam=True, external_inputs=_outside_files)

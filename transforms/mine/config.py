@@ -1,8 +1,8 @@
-"""Options of the mine stage."""
+"""Options of the mine stage: what it mines (``MineConfig``) and how it runs (``MineRunOptions``)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from cmtp.schemas.ranges import check_ranges, option, within
 from cmtp.transforms.embedding.engines import ENGINE_HELP
@@ -39,18 +39,12 @@ class MineConfig:
     nprobe: int | None = option(None, "IVF probes (default: tuned to --target-recall on sampled queries)", ge=1)
     target_recall: float = option(0.99, "recall@k of exact search the tuned nprobe must reach", gt=0, le=1)
     search_batch: int = option(4096, "queries per embedding block and per search call", ge=1)
-    search_partitions: int = option(1, "query partitions searched in parallel by Beam workers (1: in this "
-                                       "process)", ge=1)
-    workers: int = option(1, "local Beam worker processes for embedding and search (they split the cores)", ge=1)
     share_model: bool = option(False, "one model per machine for all workers (right for one GPU; CPU workers need "
                                       "their own)")
     use_gpu: bool | None = option(None, "faiss on the GPU (default: when faiss sees one)")
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present)")
     engine: str = option("torch", ENGINE_HELP)
     allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
-    rows_per_group: int = option(8192, "Parquet row-group size of the output (the trainer streams row groups)",
-                                 ge=1)
-    num_shards: int = option(1, "output shards", ge=1)
     labeled: list[str] = option(help="labeled query/pos/neg file(s): JSON lines or Parquet", factory=list)
     pool: str | None = option(None, "separate candidate pool (Parquet with passage or text, or JSON lines)")
 
@@ -65,3 +59,22 @@ class MineConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class MineRunOptions:
+    """How mine runs and cuts its output: runner options, kept out of ``MineConfig`` as every stage keeps its
+    worker count and shard sizes out of its config. Worker and partition counts never change the output."""
+
+    search_partitions: int = option(1, "query partitions searched in parallel by Beam workers (1: in this "
+                                       "process)", ge=1)
+    workers: int = option(1, "local Beam worker processes for embedding and search (they split the cores)", ge=1)
+    rows_per_group: int = option(8192, "Parquet row-group size of the output (the trainer streams row groups)",
+                                 ge=1)
+    num_shards: int = option(1, "output shards", ge=1)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+RUN_OPTIONS = tuple(f.name for f in fields(MineRunOptions))
