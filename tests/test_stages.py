@@ -98,6 +98,18 @@ def test_every_stage_declares_its_config_and_outputs():
         prepare(stage, {} if stage.kind != "train" else {"data": ["some/path"]})  # defaults alone are valid
 
 
+def test_runner_options_are_range_checked_before_the_stage_runs():
+    """A runner option out of range is one error from ``prepare``, which a build calls on every stage first."""
+    with pytest.raises(CmtpError, match="num_shards must be in \\[1, inf\\)"):
+        prepare(STAGES["mine"], {"num_shards": 0})
+    with pytest.raises(CmtpError, match="row_group_size must be in \\[1, inf\\)"):
+        prepare(STAGES["dedup"], {"row_group_size": 0})
+    with pytest.raises(CmtpError, match="search_partitions must be an integer"):
+        prepare(STAGES["mine"], {"search_partitions": "two"})
+    _, extras = prepare(STAGES["mine"], {"workers": 2, "num_shards": 3})
+    assert extras == {"workers": 2, "num_shards": 3}
+
+
 def test_mine_range_and_train_data_strings_are_read_the_same_from_yaml_and_flags():
     mine, _ = prepare(STAGES["mine"], {"range": "5-50"})
     assert (mine.range_start, mine.range_end) == (5, 50)
