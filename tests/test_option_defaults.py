@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from cmtp.pipelines.commands import dedup_cmd, eval_cmd, extract_cmd, mine_cmd, score_cmd, train_cmd
+from cmtp.pipelines.audit.proxy import ProxyConfig
+from cmtp.pipelines.commands import audit_cmd, dedup_cmd, eval_cmd, extract_cmd, mine_cmd, score_cmd, train_cmd
 from cmtp.trainer.config import STAGE_DEFAULTS, TrainConfig
 from cmtp.trainer.evaluation.runner import EvalOptions
 from cmtp.transforms.common.parquet_shards import ShardOptions
@@ -27,6 +28,7 @@ COMMANDS = {
     "mine": (mine_cmd.mine, [MineConfig, MineRunOptions]),
     "train": (train_cmd.train, [TrainConfig]),
     "eval": (eval_cmd.eval_model, [EvalOptions]),
+    "audit": (audit_cmd.audit, [ProxyConfig]),  # its --proxy-* options
 }
 DEFAULT = re.compile(r"\(default (-?[0-9][0-9,._]*)(?:[;)])")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cmtp.schemas.errors import CmtpError
-from cmtp.schemas.ranges import check_ranges, within
+from cmtp.schemas.ranges import check_ranges, option, within
 
 from .proxy_stats import Summary, difference, verdict
 from .proxy_variants import (
@@ -52,27 +52,29 @@ PRIOR_SAMPLES_PER_SECOND = 40.0
 class ProxyConfig:
     """The proxy audit's options (``cmtp audit --proxy-*``); the recipe defaults were chosen by measurement (README)."""
 
-    thresholds: list[float] = field(default_factory=list)  # cuts to compare, as scores
-    keep_rates: list[float] = field(default_factory=list)  # cuts to compare, as shares kept (default 0.9 to 0.6)
-    inputs: list[str] = field(default_factory=list)  # other training sets as NAME=PATH (e.g. before dedup)
-    controls: bool = True  # a random subset of each threshold's size
-    model: str = PROXY_MODEL
-    steps: int = field(default=30, metadata=within(ge=1))
-    batch_size: int = field(default=64, metadata=within(ge=2))
-    learning_rate: float = field(default=5e-4, metadata=within(gt=0))
-    temperature: float = field(default=0.05, metadata=within(gt=0))
-    seeds: int = field(default=3, metadata=within(ge=1))
-    pairs: int = field(default=20_000, metadata=within(ge=2))  # distinct pairs a variant samples at most
-    # unfiltered pairs held out of every variant and evaluated as retrieval (0: none)
-    holdout: int = field(default=500, metadata=within(ge=0))
-    tasks: list[str] = field(default_factory=list)  # evaluation task folders / YAML (besides the suite)
-    suite: str | None = "dev"
-    max_per_task: int | None = field(default=200, metadata=within(ge=1))
+    thresholds: list[float] = field(default_factory=list)  # cuts to compare, as scores (--proxy-thresholds)
+    keep_rates: list[float] = field(default_factory=list)  # cuts as shares kept (--proxy-keep-rates; 0.9 to 0.6)
+    inputs: list[str] = option(help="another training set NAME=PATH for --proxy (repeatable)", factory=list,
+                               flag="--proxy-input")
+    controls: bool = option(True, "also train a random subset of each cut's size",
+                            flag="--proxy-controls/--no-proxy-controls")
+    model: str = option(PROXY_MODEL, "the proxy student", flag="--proxy-model")
+    steps: int = option(30, "training steps per run", flag="--proxy-steps", ge=1)
+    batch_size: int = option(64, "pairs per step", flag="--proxy-batch-size", ge=2)
+    learning_rate: float = option(5e-4, "learning rate", flag="--proxy-learning-rate", aliases=("--proxy-lr",), gt=0)
+    temperature: float = option(0.05, "InfoNCE temperature", flag="--proxy-temperature", gt=0)
+    seeds: int = option(3, "seeds per variant", flag="--proxy-seeds", ge=1)
+    pairs: int = option(20_000, "distinct pairs a variant samples at most", flag="--proxy-pairs", ge=2)
+    holdout: int = option(500, "unfiltered pairs held out and evaluated as retrieval (0: none)",
+                          flag="--proxy-holdout", ge=0)
+    tasks: list[str] = option(help="evaluation task folders or YAML for --proxy", factory=list)
+    suite: str | None = option("dev", "a named evaluation suite for --proxy")
+    max_per_task: int | None = option(200, "evaluation items per task for --proxy", ge=1)
     query_max_len: int = field(default=48, metadata=within(ge=4))
     passage_max_len: int = field(default=64, metadata=within(ge=4))
     eval_max_len: int = field(default=128, metadata=within(ge=8))
     eval_batch_size: int = field(default=64, metadata=within(ge=1))
-    device: str | None = None
+    device: str | None = option(None, "device of the proxy runs (default: CUDA when present)")
 
     def __post_init__(self):
         check_ranges(self)

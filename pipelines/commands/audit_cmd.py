@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import fields
 from enum import StrEnum
 
 import numpy as np
@@ -17,13 +16,7 @@ from cmtp.schemas.errors import CmtpError
 from ..audit.proxy import ProxyConfig
 from ..audit.stats import ALL, collect, grid_from_quantiles, label, open_scored, sample_near_threshold, threshold_grid
 from ..console import err, out
-
-PROXY_DEFAULTS = {f.name: f.default for f in fields(ProxyConfig)}
-
-
-def _proxy_help(text: str, name: str) -> str:
-    """Help text with the default taken from ProxyConfig, the one place it is declared."""
-    return f"{text} (default {PROXY_DEFAULTS[name]})"
+from .options import config_options
 
 
 def _floats(spec: str | None, flag: str) -> list[float]:
@@ -151,8 +144,9 @@ def _print_comparison(c) -> None:
     out.print(table)
 
 
+@config_options(ProxyConfig)
 def audit(
-    inputs: list[str] = typer.Argument(..., help="scored Parquet: cmtp score output directory, files or globs"),
+    scored: list[str] = typer.Argument(..., help="scored Parquet: cmtp score output directory, files or globs"),
     threshold: float = typer.Option(None, help="the threshold to audit (default: the one the scores were cut at)"),
     thresholds: str = typer.Option(None, help="START:STOP:STEP or a comma list (default: the scores' 1st to 99th "
                                               "percentile on a round step, at most 30 rows)"),
@@ -169,38 +163,19 @@ def audit(
     proxy_thresholds: str = typer.Option(None, help="cuts for --proxy as scores, a comma list"),
     proxy_keep_rates: str = typer.Option(None, help="cuts for --proxy as shares kept, a comma list "
                                                     "(default 0.9,0.8,0.7,0.6 when no --proxy-thresholds)"),
-    proxy_input: list[str] = typer.Option(None, help="another training set NAME=PATH for --proxy (repeatable)"),
-    proxy_model: str = typer.Option(None, help=_proxy_help("the proxy student", "model")),
-    proxy_steps: int = typer.Option(None, help=_proxy_help("training steps per run", "steps")),
-    proxy_batch_size: int = typer.Option(None, help=_proxy_help("pairs per step", "batch_size")),
-    proxy_lr: float = typer.Option(None, help=_proxy_help("learning rate", "learning_rate")),
-    proxy_temperature: float = typer.Option(None, help=_proxy_help("InfoNCE temperature", "temperature")),
-    proxy_seeds: int = typer.Option(None, help=_proxy_help("seeds per variant", "seeds")),
-    proxy_pairs: int = typer.Option(None, help=_proxy_help("distinct pairs a variant samples at most", "pairs")),
-    proxy_holdout: int = typer.Option(None, help=_proxy_help("unfiltered pairs held out and evaluated as "
-                                                             "retrieval (0: none)", "holdout")),
-    proxy_controls: bool = typer.Option(True, help="also train a random subset of each cut's size"),
     proxy_work: str = typer.Option(None, help="cache of the proxy runs (default: SCORED-proxy beside the input)"),
     proxy_plot: str = typer.Option(None, help="write the proxy quality plot as PNG here"),
-    tasks: list[str] = typer.Option(None, "--tasks", help="evaluation task folders or YAML for --proxy"),
-    suite: str = typer.Option(None, help=_proxy_help("a named evaluation suite for --proxy", "suite")),
-    max_per_task: int = typer.Option(None, help=_proxy_help("evaluation items per task for --proxy",
-                                                            "max_per_task")),
-    device: str = typer.Option(None, help="device of the proxy runs (default: CUDA when present)"),
+    **flags,  # the proxy run's options, generated from ProxyConfig's fields
 ) -> None:
     if target_keep_rate is not None and not 0 < target_keep_rate <= 1:
         raise CmtpError("--target-keep-rate must be in (0, 1]")
     proxy_config = None
+    given = {name: value for name, value in flags.items() if value not in (None, [], ())}
     if proxy:
-        options = dict(thresholds=_floats(proxy_thresholds, "--proxy-thresholds"),
-                       keep_rates=_floats(proxy_keep_rates, "--proxy-keep-rates"), inputs=list(proxy_input or []),
-                       controls=proxy_controls, model=proxy_model, steps=proxy_steps, batch_size=proxy_batch_size,
-                       learning_rate=proxy_lr, temperature=proxy_temperature, seeds=proxy_seeds, pairs=proxy_pairs,
-                       holdout=proxy_holdout, tasks=list(tasks or []), suite=suite, max_per_task=max_per_task,
-                       device=device)
-        proxy_config = ProxyConfig(**{k: v for k, v in options.items() if v is not None})
-    elif any(v for v in [proxy_thresholds, proxy_keep_rates, proxy_input, proxy_plot, tasks, suite]):
-        raise CmtpError("--proxy-* options, --tasks and --suite need --proxy")
+        proxy_config = ProxyConfig(thresholds=_floats(proxy_thresholds, "--proxy-thresholds"),
+                                   keep_rates=_floats(proxy_keep_rates, "--proxy-keep-rates"), **given)
+    elif given or proxy_thresholds or proxy_keep_rates or proxy_plot:
+        raise CmtpError("--proxy-* options, --tasks, --suite, --max-per-task and --device need --proxy")
     from ..outputs import check_writable
 
     for path, what in [(report, "--report"), (plot, "--plot"), (proxy_plot, "--proxy-plot")]:
@@ -210,7 +185,7 @@ def audit(
     for value in [*grid.tolist(), *([threshold] if threshold is not None else [])]:
         if not -1 <= value <= 1:
             raise CmtpError(f"threshold {value:g} is outside [-1, 1]: scores are cosines")
-    dataset = open_scored(inputs)
+    dataset = open_scored(scored)
     threshold = _default_threshold(dataset) if threshold is None else threshold
     if not thresholds:  # a first pass for the quantiles, the grid from them, then exact counts on it
         grid = threshold_grid(grid_from_quantiles(collect(dataset, np.array([threshold], np.float32))[ALL]))
@@ -218,7 +193,7 @@ def audit(
     stats = collect(dataset, grid)
     summary = _summary(stats, threshold, target_keep_rate)
     if "suggested_threshold" in summary:
-        summary["apply_with"] = rethreshold_command(inputs, summary["suggested_threshold"])
+        summary["apply_with"] = rethreshold_command(scored, summary["suggested_threshold"])
     comparison = None
     if compare_with:
         from ..audit.compare import compare
@@ -227,7 +202,7 @@ def audit(
         summary["compare"] = comparison.to_dict()
     proxy_report = None
     if proxy_config is not None:
-        proxy_report = _run_proxy(dataset, inputs, proxy_config, proxy_work)
+        proxy_report = _run_proxy(dataset, scored, proxy_config, proxy_work)
         summary["proxy"] = proxy_report.to_dict()
         if proxy_plot:
             from ..audit.proxy_report import write_proxy_png
@@ -243,7 +218,7 @@ def audit(
             from ..audit.proxy_report import proxy_html
 
             extra = proxy_html(proxy_report)
-        write_html(report, stats, threshold, near, window, inputs, extra)
+        write_html(report, stats, threshold, near, window, scored, extra)
         err.print(f"report written to {report}")
     if plot:
         from ..audit.report import write_png
