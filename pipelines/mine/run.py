@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
-from cmtp.transforms.common.ids import shard_of
 from cmtp.transforms.common.outcomes import DROPPED, IN, OUT, summarize
+from cmtp.transforms.common.parquet_shards import StreamingShardWriter
 from cmtp.transforms.common.progress import bar
 from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
@@ -38,51 +38,6 @@ def _default_model(input_path: str | None) -> str:
         except CmtpError:
             pass
     return DEFAULT_MODEL
-
-
-class _ShardWriters:
-    """Training examples into ``num_shards`` Parquet files, row groups of ``rows_per_group`` rows."""
-
-    def __init__(self, directory: Path, num_shards: int, rows_per_group: int):
-        directory.mkdir(parents=True, exist_ok=True)
-        for old in directory.glob("part-*.parquet"):
-            old.unlink()
-        self.paths = [directory / f"part-{i:05d}-of-{num_shards:05d}.parquet" for i in range(num_shards)]
-        self.writers = [pq.ParquetWriter(p, TRAINING_EXAMPLE, compression="zstd") for p in self.paths]
-        self.buffers: list[list[dict]] = [[] for _ in range(num_shards)]
-        self.shard_rows = [0] * num_shards
-        self.rows_per_group = rows_per_group
-        self.rows = 0
-        self.per_source: Counter[str] = Counter()  # rows written per source, for the manifest
-
-    def add(self, row: dict) -> None:
-        shard = shard_of(row["example_id"], len(self.writers))
-        self.buffers[shard].append(row)
-        self.shard_rows[shard] += 1
-        self.rows += 1
-        self.per_source[row["source"]] += 1
-        if len(self.buffers[shard]) >= self.rows_per_group:
-            self._flush(shard)
-
-    def _flush(self, shard: int) -> None:
-        if self.buffers[shard]:
-            self.writers[shard].write_table(rows_to_table(self.buffers[shard], TRAINING_EXAMPLE),
-                                            row_group_size=self.rows_per_group)
-            self.buffers[shard] = []
-
-    def close(self) -> None:
-        """Flush and close; shards that got no row are removed (the shared shard writer's rule: no zero-row
-        file beside non-empty ones, an output empty as a whole is one zero-row file)."""
-        for shard, writer in enumerate(self.writers):
-            self._flush(shard)
-            writer.close()
-        empty = [p for p, rows in zip(self.paths, self.shard_rows, strict=True) if rows == 0]
-        if self.rows == 0:
-            empty[0].rename(self.paths[0].with_name("part-00000-of-00001.parquet"))
-            empty = empty[1:]
-        for path in empty:
-            path.unlink()
-        self.paths = sorted(self.paths[0].parent.glob("part-*.parquet"))
 
 
 def _read_examples(input_path: str | None, config: MineConfig) -> tuple[list[Example], list[dict]]:
@@ -130,7 +85,7 @@ class _Mined:
     baseline: float
     tally: MinerTally
     partitions: int
-    shard_paths: list[Path]
+    shard_paths: list[str]
     rows: int
     written: Counter  # rows per source
     embed_seconds: float
@@ -154,22 +109,28 @@ def _embed_and_search(examples: list[Example], config: MineConfig, run: MineRunO
     # the model is loaded here only for positives or labeled negatives that a separate --pool does not hold
     miner = Miner(config, lambda: TextEmbedder(replace(spec, threads=None)), store, same_query_positives(examples))
     miner.prepare_search(np.asarray(queries.shard(0), dtype=np.float32), k)
-    writers = _ShardWriters(out_dir / "examples", run.num_shards, run.rows_per_group)
+    writer = StreamingShardWriter(str(out_dir / "examples"), TRAINING_EXAMPLE, lambda row: row["example_id"],
+                                  run.num_shards, run.rows_per_group)
+    written: Counter[str] = Counter()  # rows per source, for the manifest
+
+    def add(row: dict) -> None:
+        writer.add(row)
+        written[row["source"]] += 1
     partitions = partition_blocks(len(queries.shards), run.search_partitions)
     t_search = time.perf_counter()
     if len(partitions) == 1:  # in this process, with the index already built
         with bar("mine: search", len(examples), "query") as progress:
             for row in mine_blocks(miner, examples, queries, partitions[0]):
-                writers.add(row)
+                add(row)
                 progress.update()
         tally = miner.tally
     else:
         save_for_workers(miner, examples, work)
         tally = MinerTally()
-        search_partitions(partitions, work, config, spec, beam_args, writers.add, tally, len(examples), run.workers)
-    writers.close()
-    return _Mined(pool_size, k, miner.search.describe(), miner.baseline, tally, len(partitions), writers.paths,
-                  writers.rows, writers.per_source, embed_seconds, time.perf_counter() - t_search)
+        search_partitions(partitions, work, config, spec, beam_args, add, tally, len(examples), run.workers)
+    paths = writer.close()
+    return _Mined(pool_size, k, miner.search.describe(), miner.baseline, tally, len(partitions), paths,
+                  writer.rows, written, embed_seconds, time.perf_counter() - t_search)
 
 
 def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,

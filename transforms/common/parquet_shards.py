@@ -111,6 +111,55 @@ class WriteParquetShards(beam.PTransform):
         )
 
 
+class StreamingShardWriter:
+    """Rows streamed into ``num_shards`` shards (``shard_of`` their key), ``row_group_size`` rows per group, with
+    the names and the empty-shard rule of :class:`WriteParquetShards`. For a stage that makes its rows in one
+    process, already in key order, and cannot hold a shard in memory (mine merges its partitions that way)."""
+
+    def __init__(self, directory: str, schema: pa.Schema, key: Callable[[dict], str], num_shards: int,
+                 row_group_size: int = DEFAULT_ROW_GROUP_SIZE):
+        if not FileSystems.exists(directory):
+            FileSystems.mkdirs(directory)
+        clear_shards(directory)
+        self.directory, self.schema, self.key, self.row_group_size = directory, schema, key, row_group_size
+        self.paths = [shard_path(directory, i, num_shards) for i in range(num_shards)]
+        self.files = [FileSystems.create(path) for path in self.paths]
+        self.writers = [pq.ParquetWriter(fh, schema, compression="zstd") for fh in self.files]
+        self.buffers: list[list[dict]] = [[] for _ in range(num_shards)]
+        self.shard_rows = [0] * num_shards
+        self.rows = 0
+
+    def add(self, row: dict) -> None:
+        shard = shard_of(self.key(row), len(self.writers))
+        self.buffers[shard].append(row)
+        self.shard_rows[shard] += 1
+        self.rows += 1
+        if len(self.buffers[shard]) >= self.row_group_size:
+            self._flush(shard)
+
+    def _flush(self, shard: int) -> None:
+        if self.buffers[shard]:
+            self.writers[shard].write_table(rows_to_table(self.buffers[shard], self.schema),
+                                            row_group_size=self.row_group_size)
+            self.buffers[shard] = []
+
+    def close(self) -> list[str]:
+        """Flush and close; shards that got no row are removed (an output empty as a whole is one zero-row file,
+        ``part-00000-of-00001``, as the Beam writer makes it). Returns the shards written."""
+        for shard, (writer, fh) in enumerate(zip(self.writers, self.files, strict=True)):
+            self._flush(shard)
+            writer.close()
+            fh.close()
+        empty = [p for p, rows in zip(self.paths, self.shard_rows, strict=True) if rows == 0]
+        if empty:
+            FileSystems.delete(empty)
+        self.paths = [p for p in self.paths if p not in empty]
+        if self.rows == 0:
+            self.paths = [shard_path(self.directory, 0, 1)]
+            write_table(self.paths[0], rows_to_table([], self.schema), self.row_group_size)
+        return self.paths
+
+
 @dataclass
 class ShardOptions:
     """How a stage's outputs are cut into Parquet files: the runner options every Beam stage shares."""
