@@ -37,7 +37,7 @@ def calibration_feeds(model, names: list[str], query: str, passage: str) -> list
     for start in range(0, len(rows), 16):
         chunk = rows[start:start + 16]
         for strings in ([query + t for t, _ in chunk], [passage + p for _, p in chunk]):
-            tokens = model.tokenize(strings)
+            tokens = model.preprocess(strings)
             feeds.append({n: tokens[n].numpy().astype(np.int64) for n in names})
     return feeds
 

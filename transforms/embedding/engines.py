@@ -61,6 +61,8 @@ def exported_graph(model, model_dir: Path, engine: str) -> Path:
     """The cached ONNX graph of ``model`` for ``engine``, exported (and quantised) on first use."""
     from filelock import FileLock
 
+    from cmtp.transforms.common.progress import bar
+
     from .registry import cache_dir, weights_fingerprint
 
     folder = cache_dir() / "onnx" / f"{weights_fingerprint(model_dir)}-v{EXPORT_VERSION}"
@@ -69,11 +71,16 @@ def exported_graph(model, model_dir: Path, engine: str) -> Path:
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / ".lock")):
-        if not fp32.exists():
-            _written(fp32, lambda tmp: _export(model, tmp))
-        if engine == "onnx-int8" and not int8.exists():
-            _written(int8, lambda tmp: _quantise(fp32, tmp))
+    steps = [(fp32, lambda tmp: _export(model, tmp))]  # then, for int8, the quantisation of the export
+    if engine == "onnx-int8":
+        steps.append((int8, lambda tmp: _quantise(fp32, tmp)))
+    # once per model and machine, 10-30 s on a CPU: a bar (a summary line off a terminal) says what the wait is
+    with FileLock(str(folder / ".lock")), bar(f"{engine}: prepare the graph (once per model)", len(steps),
+                                                "step") as progress:
+        for path, write in steps:
+            if not path.exists():
+                _written(path, write)
+            progress.update()
     return target
 
 
@@ -93,7 +100,7 @@ def _export(model, path: Path) -> None:
     import torch
 
     hf_model = model[0].model
-    sample = model.tokenize(["一个 sample", "二"])
+    sample = model.preprocess(["一个 sample", "二"])
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 
     class LastHidden(torch.nn.Module):
