@@ -11,7 +11,7 @@ from cmtp.schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
-from cmtp.transforms.common.parquet_shards import ShardOptions
+from cmtp.transforms.common.parquet_shards import SHARD_OPTIONS, ShardOptions
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.dedup.lsh import collision_probability
@@ -20,7 +20,7 @@ from cmtp.transforms.dedup.ptransform import NearDedup
 from .beam_runner import join_ends, make_pipeline
 from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
 from .progress import watch
-from .stages import SHARDS, Stage, shard_options
+from .stages import Stage, runner_config_of
 
 OUTPUTS = {"pairs": "pair", "dead_letters": "dead_letter"}
 MAX_PASSES = 4
@@ -100,8 +100,8 @@ def run_dedup(
 
 
 def _run_stage(inputs, out, config, beam_args, *, workers=1, **shards):
-    return run_dedup(inputs[0], out, config, shard_options(**shards), beam_args, workers)
+    return run_dedup(inputs[0], out, config, runner_config_of(ShardOptions, shards), beam_args, workers)
 
 
-STAGE = Stage("dedup", lambda: DedupConfig, tuple(OUTPUTS), _run_stage, runner_options=("workers", *SHARDS),
+STAGE = Stage("dedup", lambda: DedupConfig, tuple(OUTPUTS), _run_stage, runner_options=("workers", *SHARD_OPTIONS),
               runner_config=lambda: ShardOptions, output_invariant=frozenset({"workers"}), beam=True)

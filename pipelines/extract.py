@@ -9,7 +9,7 @@ import apache_beam as beam
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
-from cmtp.transforms.common.parquet_shards import ShardOptions
+from cmtp.transforms.common.parquet_shards import SHARD_OPTIONS, ShardOptions
 from cmtp.transforms.extract.adapters import ADAPTERS
 from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
@@ -18,7 +18,7 @@ from cmtp.transforms.extract.ptransform import ExtractPairs
 from .beam_runner import join_ends, make_pipeline
 from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
 from .progress import watch
-from .stages import SHARDS, Stage, shard_options
+from .stages import Stage, runner_config_of
 
 OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_letter"}
 
@@ -118,7 +118,7 @@ def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=No
     specs = [parse_source(s, options, list(plugins)) for s in sources]
     if not specs:
         raise CmtpError("give at least one source: ADAPTER=GLOB or NAME:ADAPTER=GLOB")
-    return run_extract(specs, out, config, shard_options(**shards), beam_args, workers)
+    return run_extract(specs, out, config, runner_config_of(ShardOptions, shards), beam_args, workers)
 
 
 def _source_files(options: dict) -> list[str]:
@@ -127,6 +127,6 @@ def _source_files(options: dict) -> list[str]:
 
 
 STAGE = Stage("extract", lambda: ExtractConfig, tuple(OUTPUTS), _run_stage, inputs="none",
-              runner_options=("sources", "adapter_options", "plugins", "workers", *SHARDS),
+              runner_options=("sources", "adapter_options", "plugins", "workers", *SHARD_OPTIONS),
               runner_config=lambda: ShardOptions, output_invariant=frozenset({"workers"}), beam=True,
               external_inputs=_source_files)

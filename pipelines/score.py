@@ -16,7 +16,7 @@ from cmtp.schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
-from cmtp.transforms.common.parquet_shards import ShardOptions
+from cmtp.transforms.common.parquet_shards import SHARD_OPTIONS, ShardOptions
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.embedding import resolve_model, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
@@ -25,7 +25,7 @@ from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs, ScoreRe
 from .beam_runner import join_ends, make_pipeline
 from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
 from .progress import watch
-from .stages import SHARDS, Stage, shard_options
+from .stages import Stage, runner_config_of
 
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
 
@@ -166,13 +166,14 @@ def _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, rat
 
 
 def _run_stage(inputs, out, config, beam_args, *, workers=1, target_keep_rate=None, rethreshold=None, **shards):
+    shard_options = runner_config_of(ShardOptions, shards)
     if rethreshold is not None:
         if target_keep_rate is not None:
             raise CmtpError("give --rethreshold or --target-keep-rate, not both")
-        return run_rethreshold(inputs[0], out, rethreshold, shard_options(**shards), beam_args, workers)
-    return run_score(inputs[0], out, config, shard_options(**shards), beam_args, workers, target_keep_rate)
+        return run_rethreshold(inputs[0], out, rethreshold, shard_options, beam_args, workers)
+    return run_score(inputs[0], out, config, shard_options, beam_args, workers, target_keep_rate)
 
 
 STAGE = Stage("score", lambda: ScoreConfig, tuple(OUTPUTS), _run_stage,
-              runner_options=("workers", "target_keep_rate", "rethreshold", *SHARDS),
+              runner_options=("workers", "target_keep_rate", "rethreshold", *SHARD_OPTIONS),
               runner_config=lambda: ShardOptions, output_invariant=frozenset({"workers"}), beam=True)

@@ -65,10 +65,15 @@ def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]
     check_types(cls, values)
     if stage.runner_config:  # checked now too, so that a build finds a bad value before its first stage runs
         runner = stage.runner_config()
-        given = {f.name: extras[f.name] for f in fields(runner) if extras.get(f.name) is not None}
-        check_types(runner, given)
-        runner(**given)
+        check_types(runner, {name: value for name, value in extras.items() if value is not None})
+        runner_config_of(runner, extras)
     return cls(**values), extras
+
+
+def runner_config_of(cls: type, options: dict[str, Any]):
+    """``cls`` (a runner-options dataclass) from the options given: its fields that are set, its defaults for
+    the others (an unset flag arrives as None); other runner options are left to the stage."""
+    return cls(**{f.name: options[f.name] for f in fields(cls) if options.get(f.name) is not None})
 
 
 _SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
@@ -221,17 +226,6 @@ class _Stages(Mapping):
 
 
 STAGES: Mapping[str, Stage] = _Stages()
-SHARDS = ("num_shards", "target_shard_rows", "row_group_size")  # the Beam stages' shard runner options
-
-
-def shard_options(num_shards=None, target_shard_rows=None, row_group_size=None):
-    """The shard runner options as the shared writer's ``ShardOptions`` (its defaults for those not given)."""
-    from cmtp.transforms.common.parquet_shards import ShardOptions
-
-    given = {"num_shards": num_shards, "target_shard_rows": target_shard_rows, "row_group_size": row_group_size}
-    return ShardOptions(**{k: v for k, v in given.items() if v is not None})
-
-
 def lazy_class(module: str, name: str) -> Callable[[], type]:
     """A config class imported when first needed (training's pulls in torch)."""
     import importlib

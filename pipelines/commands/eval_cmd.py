@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cmtp.schemas.errors import CmtpError
 from cmtp.trainer.evaluation import EvalOptions
+from cmtp.transforms.embedding.prompts import BGE_ZH_INSTRUCTION
 
 from ..console import err, out
 from .common import stage_options
@@ -81,7 +82,7 @@ def eval_model(
                                     "suite, compare, max_per_task); flags override it"),
     max_per_task: int = typer.Option(None, help="seeded subsample: at most N rows / queries per task"),
     instruction: str = typer.Option(None, help="instruction for retrieval/reranking queries; 'bge' = "
-                                    "为这个句子生成表示以用于检索相关文章："),
+                                    + BGE_ZH_INSTRUCTION),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     **flags,
 ) -> None:

@@ -26,7 +26,7 @@ from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
 from cmtp.transforms.mine.pool_store import PoolStore, VectorShards, write_text_file
 from cmtp.transforms.mine.sampling import GUARDS
 
-from ..stages import Stage
+from ..stages import Stage, runner_config_of
 from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
 from .partitions import mine_blocks, partition_blocks, save_for_workers, search_partitions
 
@@ -86,8 +86,7 @@ class _Mined:
     tally: MinerTally
     partitions: int
     shard_paths: list[str]
-    rows: int
-    written: Counter  # rows per source
+    written: Counter  # rows written per source
     embed_seconds: float
     search_seconds: float
 
@@ -116,6 +115,7 @@ def _embed_and_search(examples: list[Example], config: MineConfig, run: MineRunO
     def add(row: dict) -> None:
         writer.add(row)
         written[row["source"]] += 1
+
     partitions = partition_blocks(len(queries.shards), run.search_partitions)
     t_search = time.perf_counter()
     if len(partitions) == 1:  # in this process, with the index already built
@@ -130,7 +130,7 @@ def _embed_and_search(examples: list[Example], config: MineConfig, run: MineRunO
         search_partitions(partitions, work, config, spec, beam_args, add, tally, len(examples), run.workers)
     paths = writer.close()
     return _Mined(pool_size, k, miner.search.describe(), miner.baseline, tally, len(partitions), paths,
-                  writer.rows, written, embed_seconds, time.perf_counter() - t_search)
+                  written, embed_seconds, time.perf_counter() - t_search)
 
 
 def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
@@ -157,8 +157,8 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
         stage="mine",
         config={**config.to_dict(), **asdict(run), "model": model_name, "input": input_path},
         inputs=[p for p in [input_path, *config.labeled, config.pool] if p],
-        outputs={"examples": {"path": str(out_dir / "examples"), "files": len(mined.shard_paths), "rows": mined.rows,
-                              "schema": "training_example"},
+        outputs={"examples": {"path": str(out_dir / "examples"), "files": len(mined.shard_paths),
+                              "rows": sum(mined.written.values()), "schema": "training_example"},
                  "dead_letters": {"path": str(out_dir / "dead_letters"), "files": 1, "rows": len(dead),
                                   "schema": "dead_letter"}},
         **_outcomes(examples, dead, mined.written),
@@ -197,7 +197,7 @@ def _options(values: dict) -> dict:
 
 
 def _run_stage(inputs, out, config, beam_args, **run_options):
-    run = MineRunOptions(**{k: v for k, v in run_options.items() if v is not None})
+    run = runner_config_of(MineRunOptions, run_options)
     return run_mine(inputs[0] if inputs else None, out, config, beam_args, run)
 
 

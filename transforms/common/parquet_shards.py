@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import apache_beam as beam
@@ -176,3 +176,6 @@ class ShardOptions:
     def writer(self, directory, schema, key):
         return WriteParquetShards(directory, schema, key, self.num_shards, self.target_shard_rows,
                                   self.row_group_size)
+
+
+SHARD_OPTIONS = tuple(f.name for f in fields(ShardOptions))  # the Beam stages' shard runner options
