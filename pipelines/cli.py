@@ -1,7 +1,9 @@
 """The ``cmtp`` console script.
 
 User mistakes (a bad path, an unknown schema, a model that is not on disk) raise :class:`CmtpError`; ``main``
-prints them as one ``error:`` line and exits 1. Anything else is a bug and keeps its traceback.
+prints them as one ``error:`` line and exits 1. What click itself refuses (an unknown command or option, a value
+that does not parse, a missing argument) is one ``error:`` line too, with exit code 2 as click gives it, instead
+of typer's boxed usage panel. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ def main() -> None:
     # before the command modules import Beam (import-time notices about missing GCP clients) or transformers
     configure()
     from rich.markup import escape
+    from typer import Abort
+    from typer.exceptions import TyperException
 
     from cmtp.schemas import CmtpError
 
@@ -22,7 +26,18 @@ def main() -> None:
     from .console import err
 
     try:
-        app()
+        # standalone_mode=False: click raises its errors here instead of printing typer's panel and exiting
+        code = app(standalone_mode=False)
+    except TyperException as exc:  # typer's click: a usage error (exit 2) or another refusal it would print
+        if not exc.format_message().strip():  # `cmtp` alone: typer has printed the help already
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        err.print(f"[red]error:[/red] {escape(exc.format_message() + where)}", highlight=False)
+        sys.exit(exc.exit_code)
+    except Abort:
+        err.print("[red]error:[/red] aborted", highlight=False)
+        sys.exit(1)
     except CmtpError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(1)
@@ -38,6 +53,8 @@ def main() -> None:
             raise
         err.print(f"[red]error:[/red] {escape(cause)} ({type(exc).__name__})", highlight=False)
         sys.exit(1)
+    # an explicit typer.Exit comes back as its code; a command's own return value is not an exit status
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 OS_CAUSES = ("No space left on device", "Read-only file system", "Disk quota exceeded")

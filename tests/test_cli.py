@@ -81,9 +81,30 @@ def test_user_errors_are_one_line_without_traceback(args, fragment):
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], proc.stderr
 
 
-def test_bad_option_is_a_usage_error():
-    proc = _cmtp("schema", "show", "pair", "--format", "xml")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "xml" in proc.stderr
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["schema", "show", "pair", "--format", "xml"], "'xml' is not one of"),
+        (["dedup", "in", "--out", "o", "--ngram", "two"], "Invalid value for '--ngram'"),
+        (["mine", "in", "--out", "o", "--search-partitions", "two"], "Invalid value for '--search-partitions'"),
+        (["dedup", "in", "--out", "o", "--bogus", "1"], "No such option: --bogus"),
+        (["dedupp"], "No such command 'dedupp'"),
+        (["audit"], "Missing argument"),
+    ],
+)
+def test_what_click_refuses_is_one_error_line_with_exit_2(args, fragment):
+    """A value typer cannot parse, an unknown option or command, a missing one: one line naming the help
+    to read, not typer's boxed panel, and click's exit status 2."""
+    proc = _cmtp(*args)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], proc.stderr
+    assert lines[0].endswith("--help)"), lines
+
+
+def test_cmtp_alone_prints_the_help_and_no_error_line():
+    proc = _cmtp()
+    assert proc.returncode == 2 and "Usage" in proc.stdout and "error:" not in proc.stderr
 
 
 @pytest.mark.parametrize(

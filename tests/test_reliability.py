@@ -188,7 +188,7 @@ def test_a_full_or_read_only_disk_is_one_error_line(monkeypatch, capsys, exc, ex
     import cmtp.pipelines.app as app_module
     from cmtp.pipelines import cli
 
-    def full_disk():
+    def full_disk(**_):
         raise exc
 
     monkeypatch.setattr(app_module, "app", full_disk)
