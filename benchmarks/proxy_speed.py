@@ -54,13 +54,12 @@ def step_split(model: str, pairs: list[tuple[str, str]], args) -> dict[str, floa
     from cmtp.pipelines.audit.proxy import ProxyConfig
     from cmtp.trainer.encoder import Encoder, load_encoder
     from cmtp.trainer.losses import info_nce
-    from cmtp.transforms.embedding import resolve_model, set_max_seq_length
+    from cmtp.transforms.embedding import resolve_model
 
     recipe = ProxyConfig(model=model)
     st = load_encoder(str(resolve_model(model).path))
-    set_max_seq_length(st, recipe.passage_max_len)
     st[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
-    encoder = Encoder(st, recipe.query_max_len).train()
+    encoder = Encoder(st, recipe.query_max_len, recipe.passage_max_len).train()
     params = [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, fused=True)
     batch = pairs[: args.batch_size]

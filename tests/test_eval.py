@@ -60,14 +60,18 @@ def suite(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from sentence_transformers import SentenceTransformer
-
+def model_path(tmp_path_factory):
     from tests.tiny_models import build_tiny_model
 
-    path = build_tiny_model(tmp_path_factory.mktemp("m"), SENTENCES, dropout=0.0,
+    return build_tiny_model(tmp_path_factory.mktemp("m"), SENTENCES, dropout=0.0,
                             prompts={"query": "问：", "passage": "文："})
-    return SentenceTransformer(str(path), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_path), device="cpu")
 
 
 def test_every_task_type_runs_and_scores_match_a_direct_computation(suite, model):
@@ -98,6 +102,23 @@ def test_retrieval_over_a_chunked_corpus_equals_one_pass(suite, model):
     chunked = evaluate(model, tasks, EvalOptions(progress=False, corpus_chunk=5, top_k=7)).tasks[0].metrics
     for key in ["ndcg_at_10", "mrr_at_10", "recall_at_5", "ndcg_at_1"]:
         assert chunked[key] == pytest.approx(whole[key], abs=1e-9), key
+
+
+def test_max_seq_length_cuts_each_call_and_leaves_the_model_as_it_was(suite, model, model_path):
+    """``--max-seq-length`` goes with each encode call: the scores are those of the model cut at that length
+    (the same texts through a model whose own limit is that length), and the shared model keeps its length."""
+    from sentence_transformers import SentenceTransformer
+
+    tasks = load_tasks([str(suite / "sts")])
+    own = model.max_seq_length
+    cut = evaluate(model, tasks, EvalOptions(progress=False, max_seq_length=5)).tasks[0]
+    assert model.max_seq_length == own
+    short = SentenceTransformer(str(model_path), device="cpu")
+    short.max_seq_length = 5
+    reference = evaluate(short, tasks, EvalOptions(progress=False)).tasks[0]
+    full = evaluate(model, tasks, EvalOptions(progress=False)).tasks[0]
+    assert cut.main_score == pytest.approx(reference.main_score, abs=1e-9)
+    assert cut.main_score != pytest.approx(full.main_score, abs=1e-6)  # the cut changed what was encoded
 
 
 def test_metrics_by_hand():

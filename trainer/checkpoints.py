@@ -17,7 +17,6 @@ import torch
 import torch.distributed as dist
 
 from cmtp.schemas.errors import CmtpError
-from cmtp.transforms.embedding.registry import max_seq_length_as
 
 from .config import TrainConfig
 from .data.stream import saved_reader_counts
@@ -102,14 +101,14 @@ def restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, r
 class Saver:
     """Writes the final model and checkpoints of one run (rank 0 writes; every rank takes part in gathers)."""
 
-    def __init__(self, config: TrainConfig, st, base_max_len: int | None, optimizer, scheduler, rank: int,
-                 world: int, retromae=None, evaluator: TrainingEval | None = None):
-        self.config, self.st, self.base_max_len, self.retromae = config, st, base_max_len, retromae
+    def __init__(self, config: TrainConfig, st, optimizer, scheduler, rank: int, world: int, retromae=None,
+                 evaluator: TrainingEval | None = None):
+        self.config, self.st, self.retromae = config, st, retromae
         self.evaluator = evaluator  # its evaluations so far go into each checkpoint
         self.optimizer, self.scheduler, self.rank, self.world = optimizer, scheduler, rank, world
 
     def model(self, path: Path, run: RunState) -> None:
-        save_model(self.st, path, self.config, run.prompts, run.instructions, self.base_max_len)
+        save_model(self.st, path, self.config, run.prompts, run.instructions)
 
     def checkpoint(self, run: RunState) -> None:
         all_positions, all_rng, all_malformed = [run.positions], [rng_state()], [run.malformed]
@@ -135,8 +134,7 @@ class Saver:
             dist.barrier()
 
 
-def save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter,
-                base_max_len: int | None = None) -> None:
+def save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter) -> None:
     """A sentence-transformers directory with the training prompts, and the base model's length limit: the
     training lengths (--passage-max-len) are training settings, recorded in ``cmtp_training.json``, and a model
     saved with them would silently cut every text at that length when used."""
@@ -154,8 +152,7 @@ def save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, st
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with max_seq_length_as(st, base_max_len):
-            st.save(str(tmp), create_model_card=False, safe_serialization=True)
+        st.save(str(tmp), create_model_card=False, safe_serialization=True)
         (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
                                                            default=str))
     except BaseException:  # a full disk or a kill while saving leaves no half-written model.tmp

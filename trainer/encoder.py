@@ -37,21 +37,26 @@ def load_encoder(name: str, pooling: str | None = None, max_seq_length: int | No
 
 class Encoder(nn.Module):
     """texts -> L2-normalised embeddings, through the wrapped SentenceTransformer (so DDP can wrap this).
-    Queries are truncated at ``query_max_len`` tokens, passages at the model's ``max_seq_length``."""
+    Passages are truncated at ``passage_max_len`` tokens, queries at ``query_max_len``, neither above the model's
+    ``max_seq_length``; the lengths go with each call, so the shared model is never changed (and saves as it
+    was loaded)."""
 
-    def __init__(self, st_model, query_max_len: int | None = None):
+    def __init__(self, st_model, query_max_len: int | None = None, passage_max_len: int | None = None):
         super().__init__()
         self.st = st_model
-        self.query_max_len = query_max_len
+        self.query_max_len, self.passage_max_len = query_max_len, passage_max_len
+
+    def max_length(self, kind: str = "passage") -> int | None:
+        """Where ``kind`` texts are cut: their length, never above the model's limit (None: the limit)."""
+        limit = self.st.max_seq_length
+        wanted = (self.query_max_len if kind == "query" else self.passage_max_len) or limit
+        return min(wanted, limit) if limit else wanted
 
     @property
     def device(self) -> torch.device:
         return next(self.st.parameters()).device
 
     def forward(self, texts: list[str], kind: str = "passage") -> torch.Tensor:
-        max_length = self.st.max_seq_length
-        if kind == "query" and self.query_max_len:
-            max_length = min(self.query_max_len, max_length)
-        features = self.st.preprocess(texts, max_length=max_length)
+        features = self.st.preprocess(texts, max_length=self.max_length(kind))
         features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
         return F.normalize(self.st(features)["sentence_embedding"], dim=-1)

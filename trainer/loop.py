@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from cmtp.schemas.errors import CmtpError
-from cmtp.transforms.embedding import resolve_prompts, set_max_seq_length
+from cmtp.transforms.embedding import resolve_prompts
 
 from .batches import build_step
 from .checkpoints import RunState, Saver, latest_checkpoint, restore
@@ -77,7 +77,7 @@ def planned_steps(config: TrainConfig, world: int) -> int:
     return max(1, math.ceil(config.epochs * rows / (config.batch_size * world)))
 
 
-def _retromae(config: TrainConfig, st, model_source: str, device: torch.device):
+def _retromae(config: TrainConfig, st, model_source: str, device: torch.device, max_length: int | None):
     """Stage 1's model (encoder + MLM head + enhanced decoder) and its tokenizer-to-words aligner, or Nones."""
     if config.stage != "retromae":
         return None, None
@@ -88,7 +88,7 @@ def _retromae(config: TrainConfig, st, model_source: str, device: torch.device):
 
     model_dir = resolve_model(model_source, allow_network=config.allow_network).path
     model = RetroMAE(st, config.encoder_mask_ratio, config.decoder_mask_ratio, model_dir).to(device)
-    return model, WordAligner(st.tokenizer, st.max_seq_length, config.whole_word_masking)
+    return model, WordAligner(st.tokenizer, max_length, config.whole_word_masking)
 
 
 @dataclass
@@ -124,14 +124,13 @@ def _start(config: TrainConfig) -> _Session:
     model_source = str(resume_from / "model") if resume_from else config.model
     st = load_encoder(model_source, config.pooling if not resume_from else None, None,
                       str(device), config.allow_network, config.gradient_checkpointing)
-    base_max_len = st.max_seq_length  # what the saved model keeps: training lengths are training settings
-    set_max_seq_length(st, config.passage_max_len)
     run = RunState(prompts=resolve_prompts(st, config.query_prompt, config.passage_prompt))
-    encoder = Encoder(st, config.query_max_len).to(device)
+    # training lengths go with each call: the model keeps (and saves) its own limit
+    encoder = Encoder(st, config.query_max_len, config.passage_max_len).to(device)
     encoder.train()
     if config.freeze_embeddings:  # the word-embedding table is most of a multilingual model's parameters
         st[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
-    retromae, aligner = _retromae(config, st, model_source, device)
+    retromae, aligner = _retromae(config, st, model_source, device, encoder.max_length())
     net = retromae if retromae is not None else encoder
     module = net
     if world > 1:
@@ -142,7 +141,7 @@ def _start(config: TrainConfig) -> _Session:
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * max_steps), max_steps)
-    evaluator = TrainingEval.create(config, run.prompts, base_max_len) if rank == 0 else None
+    evaluator = TrainingEval.create(config, run.prompts) if rank == 0 else None
     eval_state = None
     if resume_from:
         eval_state = restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1), retromae)
@@ -164,7 +163,7 @@ def _start(config: TrainConfig) -> _Session:
     return _Session(config, rank, world, own_group, device, max_steps, st, run, module,
                     Optimisation(parameters, optimizer, scheduler, grad_scaler(config, device)),
                     make_loader(stream, rank, world, config.workers),
-                    Saver(config, st, base_max_len, optimizer, scheduler, rank, world, retromae, evaluator),
+                    Saver(config, st, optimizer, scheduler, rank, world, retromae, evaluator),
                     evaluator, writer, retromae, aligner)
 
 

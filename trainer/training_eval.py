@@ -46,14 +46,13 @@ class TrainingEval:
     best: dict | None = None
 
     @classmethod
-    def create(cls, config: TrainConfig, prompts: tuple[str, str], max_seq_length: int | None) -> TrainingEval:
+    def create(cls, config: TrainConfig, prompts: tuple[str, str]) -> TrainingEval:
         tasks = load_tasks(list(config.eval), config.eval_max_per_task, config.seed) if config.eval else []
         if config.eval_holdout:
             held = holdout_task(config, prompts)
             if held is not None:
                 tasks.append(held)
-        options = EvalOptions(batch_size=config.eval_batch_size, max_seq_length=max_seq_length,
-                              seed=config.seed, progress=False)
+        options = EvalOptions(batch_size=config.eval_batch_size, seed=config.seed, progress=False)
         return cls(tasks, options)
 
     @property

@@ -13,7 +13,6 @@ from cmtp.schemas.ranges import check_ranges, option
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
 from cmtp.transforms.embedding.engines import ENGINE_HELP
 from cmtp.transforms.embedding.prompts import BGE_ZH_INSTRUCTION
-from cmtp.transforms.embedding.registry import max_seq_length_as
 
 from .tasks import EvalTask
 
@@ -91,7 +90,8 @@ class TextEncoder:
 
     def __call__(self, texts: list[str], prompt: str) -> np.ndarray:
         unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-        vectors = encode(self.model, list(unique), prompt, self.options.batch_size)
+        vectors = encode(self.model, list(unique), prompt, self.options.batch_size,
+                         max_length=self.options.max_seq_length)
         self.count += len(unique)
         if self.bar is not None:
             self.bar.update(len(texts))
@@ -129,7 +129,7 @@ def run_task(model, task: EvalTask, options: EvalOptions, bar=None) -> TaskResul
 
 def load_eval_model(name: str, options: EvalOptions):
     """The model for evaluation: the registry's inference loading (cuda + fp16 when present), at its own length
-    unless ``options.max_seq_length`` (applied by :func:`evaluate`)."""
+    unless ``options.max_seq_length`` (passed with each encode call)."""
     return load_embedding_model(name, options.device, allow_network=options.allow_network, engine=options.engine)
 
 
@@ -145,8 +145,7 @@ def evaluate(model, tasks: list[EvalTask], options: EvalOptions | None = None, n
     try:
         parts = str(name or "model").rstrip("/").split("/")  # which model, when a baseline follows
         label = parts[-2] if len(parts) > 1 and parts[-1] == "model" else parts[-1]  # .../stage3/model: stage3
-        with max_seq_length_as(model, options.max_seq_length):
-            results = [_run_with_progress(model, task, options, label) for task in tasks]
+        results = [_run_with_progress(model, task, options, label) for task in tasks]
     finally:
         model.train(was_training)
     return Report(name or "model", results, time.perf_counter() - started)

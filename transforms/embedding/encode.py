@@ -27,9 +27,12 @@ def load_embedding_model(name: str, device: str | None = None, max_seq_length: i
     return model
 
 
-def encode(model, texts: list[str], prompt: str, batch_size: int, progress: bool = False) -> np.ndarray:
-    """Normalised float32 embeddings; sentence-transformers sorts by length before batching (less padding)."""
+def encode(model, texts: list[str], prompt: str, batch_size: int, progress: bool = False,
+           max_length: int | None = None) -> np.ndarray:
+    """Normalised float32 embeddings; sentence-transformers sorts by length before batching (less padding).
+    ``max_length`` cuts texts for this call only (None: the model's ``max_seq_length``)."""
+    cut = {"processing_kwargs": {"text": {"max_length": max_length}}} if max_length else {}
     return model.encode(
         texts, prompt=prompt or None, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-        show_progress_bar=progress,
+        show_progress_bar=progress, **cut,
     ).astype(np.float32)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -179,19 +178,6 @@ def set_max_seq_length(model, tokens: int) -> int:
     limit = model.max_seq_length
     model.max_seq_length = min(tokens, limit) if limit else tokens
     return model.max_seq_length
-
-
-@contextmanager
-def max_seq_length_as(model, tokens: int | None):
-    """``model.max_seq_length`` is ``tokens`` inside the block (None: as it is) and what it was after it: the one
-    place a shared model's length is changed for a while (evaluation at its own length, saving at the saved one)."""
-    was = model.max_seq_length
-    if tokens:
-        model.max_seq_length = tokens
-    try:
-        yield model
-    finally:
-        model.max_seq_length = was
 
 
 @lru_cache(maxsize=16)
