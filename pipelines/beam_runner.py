@@ -9,6 +9,7 @@ from first trying to download Prism. Any other runner (``--runner DataflowRunner
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -50,6 +51,15 @@ def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.
         return beam.Pipeline(options=options)
     except ValueError as exc:  # unknown runner name and similar option mistakes
         raise CmtpError(f"cannot create the Beam pipeline: {exc}") from exc
+
+
+@contextmanager
+def pipeline_run(beam_args: list[str] | None = None, workers: int = 1, what: str = "the pipeline"):
+    """A pipeline to build inside the block; it runs, and is waited for, when the block ends. Its failure is
+    one ``CmtpError`` (:func:`failure`); what it wrote is removed by the stage runner (``pipelines/stages.py``)."""
+    pipeline = make_pipeline(beam_args, workers)
+    yield pipeline
+    run_to_completion(pipeline, what)
 
 
 _EXCEPTION_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit)): (.+)$")

@@ -17,8 +17,8 @@ from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.dedup.lsh import collision_probability
 from cmtp.transforms.dedup.ptransform import NearDedup
 
-from .beam_runner import join_ends, make_pipeline
-from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .beam_runner import join_ends, pipeline_run
+from .outputs import pop_outcomes, prepare_output, summarize_output
 from .progress import watch
 from .stages import Stage, runner_config_of
 
@@ -56,12 +56,10 @@ def run_dedup(
     passes = 0
     while True:
         passes += 1
-        with removed_on_failure(out, list(OUTPUTS)):
-            prepare_output(out, list(OUTPUTS))
-            read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
-            with watch("dedup", read.rows, "pair", beam_args) as progress, \
-                    make_pipeline(beam_args, workers) as p:
-                _build(p, read, out, config, bands, rows, shards, progress)
+        prepare_output(out, list(OUTPUTS))
+        read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
+        with watch("dedup", read.rows, "pair", beam_args) as progress, pipeline_run(beam_args, workers) as p:
+            _build(p, read, out, config, bands, rows, shards, progress)
         outcomes = pop_outcomes(out)
         facts = outcomes.pop("facts")
         # tallied as {value: times}: the one value is the count of edges still joining two labels (0: converged)

@@ -15,8 +15,8 @@ from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
 from cmtp.transforms.extract.ptransform import ExtractPairs
 
-from .beam_runner import join_ends, make_pipeline
-from .outputs import match_files, pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .beam_runner import join_ends, pipeline_run
+from .outputs import match_files, pop_outcomes, prepare_output, summarize_output
 from .progress import watch
 from .stages import Stage, runner_config_of
 
@@ -24,7 +24,7 @@ OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_l
 
 
 def _run(sources, out, config, shards, beam_args, workers, files: int) -> None:
-    with watch("extract", files, "file", beam_args) as progress, make_pipeline(beam_args, workers) as p:
+    with watch("extract", files, "file", beam_args) as progress, pipeline_run(beam_args, workers) as p:
         result = p | "Extract" >> ExtractPairs(sources, config, progress)
         writes = (
             result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
@@ -88,10 +88,9 @@ def run_extract(
 ) -> Manifest:
     config, shards = config or ExtractConfig(), shards or ShardOptions()
     matched = {spec.pattern: match_files(spec.pattern) for spec in sources}
-    with removed_on_failure(out, list(OUTPUTS)):
-        prepare_output(out, list(OUTPUTS))
-        started = time.perf_counter()
-        _run(sources, out, config, shards, beam_args, workers, sum(map(len, matched.values())))
+    prepare_output(out, list(OUTPUTS))
+    started = time.perf_counter()
+    _run(sources, out, config, shards, beam_args, workers, sum(map(len, matched.values())))
     seconds = time.perf_counter() - started
     outcomes = pop_outcomes(out)
     facts = outcomes.pop("facts", {})

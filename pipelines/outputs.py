@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.outcomes import OUTCOMES_FILE, read_json
 from cmtp.transforms.common.parquet_shards import clear_shards
-
-from .beam_runner import failure
 
 
 def match_files(pattern: str) -> list[str]:
@@ -50,24 +46,6 @@ def pop_outcomes(out: str) -> dict:
     outcomes = read_json(path)
     FileSystems.delete([path])
     return outcomes
-
-
-@contextmanager
-def removed_on_failure(out: str, subdirs: list[str]):
-    """Run a stage's pipeline; if it fails (a bad ``--runner``, a worker error), remove what it wrote (its
-    output folders, the outcomes file and any earlier manifest, whose shards were already cleared) and raise
-    one ``CmtpError``, so a failed run never leaves output that the next stage would accept."""
-    try:
-        yield
-    except BaseException as exc:
-        targets = [FileSystems.join(out, s) for s in subdirs] + [FileSystems.join(out, n) for n in
-                                                                  (OUTCOMES_FILE, "manifest.json")]
-        existing = [t for t in targets if FileSystems.exists(t)]
-        if existing:
-            FileSystems.delete(existing)
-        if isinstance(exc, CmtpError) or not isinstance(exc, Exception):
-            raise
-        raise CmtpError(f"{failure('the pipeline', exc)}; nothing was left in {out}") from exc
 
 
 def check_writable(path: str, what: str = "output") -> None:

@@ -22,8 +22,8 @@ from cmtp.transforms.embedding import resolve_model, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
 from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs, ScoreResult, group_count
 
-from .beam_runner import join_ends, make_pipeline
-from .outputs import pop_outcomes, prepare_output, removed_on_failure, summarize_output
+from .beam_runner import join_ends, pipeline_run
+from .outputs import pop_outcomes, prepare_output, summarize_output
 from .progress import watch
 from .stages import Stage, runner_config_of
 
@@ -79,14 +79,13 @@ def run_score(
     scorer_hash = weights_fingerprint(resolved.path)
     read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
     started = time.perf_counter()
-    with removed_on_failure(out, list(OUTPUTS)):
-        prepare_output(out, list(OUTPUTS))
-        # the workers' counts drawn as one bar here (local runner); Beam's counter cmtp score/pairs_scored elsewhere
-        with watch("score", read.rows, "pair", beam_args) as progress, make_pipeline(beam_args, workers) as p:
-            pairs = p | "ReadPairs" >> read
-            scored = pairs | "Score" >> ScorePairs(config, scorer_hash, progress,
-                                                   group_count(read.rows, config.batch_size))
-            _write_outputs(scored, out, shards, pairs)
+    prepare_output(out, list(OUTPUTS))
+    # the workers' counts drawn as one bar here (local runner); Beam's counter cmtp score/pairs_scored elsewhere
+    with watch("score", read.rows, "pair", beam_args) as progress, pipeline_run(beam_args, workers) as p:
+        pairs = p | "ReadPairs" >> read
+        scored = pairs | "Score" >> ScorePairs(config, scorer_hash, progress,
+                                               group_count(read.rows, config.batch_size))
+        _write_outputs(scored, out, shards, pairs)
     return _manifest(
         out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
               "beam_args": beam_args or []}, files,
@@ -124,8 +123,8 @@ def run_rethreshold(
             continue
     files = [f for found in present.values() for f in found]
     started = time.perf_counter()
-    with removed_on_failure(out, list(OUTPUTS)), make_pipeline(beam_args, workers) as p:
-        prepare_output(out, list(OUTPUTS))
+    prepare_output(out, list(OUTPUTS))
+    with pipeline_run(beam_args, workers) as p:
         reads = [p | f"Read_{sub}" >> ReadParquetRowGroups(found) for sub, found in present.items()
                  if sub != "dead_letters"]
         rows = reads | "AllScored" >> beam.Flatten()

@@ -8,10 +8,11 @@ the command's flags, or the stage's entry in a build file. The runner splits it 
 (workers, shard sizes, sources ...; their defaults are the keyword defaults of the stage's ``run``), then:
 
 - refuses an output folder that already holds this stage's output, unless ``overwrite``;
-- runs the stage into ``.NAME.tmp`` beside the output folder and moves what it wrote into place only when it
-  succeeded, so a killed or failed stage never leaves output that the next stage accepts (remote outputs such
-  as ``gs://`` are written in place and removed on failure by the Beam drivers; training runs in place because
-  it resumes from its own checkpoints and writes ``model/`` last);
+- never leaves output that the next stage accepts, by one rule with three cases, all here: it runs the stage
+  into ``.NAME.tmp`` beside the output folder and moves what it wrote into place only when it succeeded (scratch
+  a stage keeps in its folder goes with the tmp folder); a remote output (``gs://``, ``s3://``), which cannot
+  be moved into place in one step, is written in place and what the stage wrote is removed if it fails;
+  training works in place because it resumes from its own checkpoints and writes ``model/`` last;
 - checks the manifest the stage wrote: ``in = out + dropped`` for the total and every source.
 """
 
@@ -162,10 +163,10 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     if stage.in_place and overwrite and not _is_remote(out) and (Path(out) / "manifest.json").exists() \
             and os.environ.get("RANK", "0") == "0":
         shutil.rmtree(out)  # replace a finished run: start afresh, not from its checkpoints
-    if stage.in_place and not _is_remote(out):
+    if stage.in_place:
         result = _run_in_place(stage, inputs, out, config, beam_args, extras)
     elif _is_remote(out):
-        result = stage.run(inputs, out, config, beam_args, **extras)
+        result = _run_remote(stage, inputs, out, config, beam_args, extras)
     else:
         final = Path(out.removeprefix("file://"))
         tmp = final.parent / f".{final.name}.tmp"
@@ -188,11 +189,27 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     return result
 
 
+def _run_remote(stage: Stage, inputs: list[str], out: str, config, beam_args: list[str], extras: dict):
+    """A stage writing to a store (``gs://``, ``s3://``) in place; if it fails, what it wrote is removed: its
+    output folders, the outcomes file and a manifest (whose shards it had already cleared)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from cmtp.transforms.common.outcomes import OUTCOMES_FILE
+
+    try:
+        return stage.run(inputs, out, config, beam_args, **extras)
+    except BaseException:
+        written = [FileSystems.join(out, name) for name in (*stage.outputs, OUTCOMES_FILE, "manifest.json")]
+        FileSystems.delete([path for path in written if FileSystems.exists(path)])
+        raise
+
+
 def _run_in_place(stage: Stage, inputs: list[str], out: str, config, beam_args: list[str], extras: dict):
     """A stage that works in its output folder (training resumes from its checkpoints there). A run that fails
-    before its first checkpoint leaves nothing: a folder it created is removed, so a mistake leaves no trace."""
+    before its first checkpoint leaves nothing: a local folder it created is removed, so a mistake leaves no
+    trace."""
     folder = Path(out.removeprefix("file://"))
-    existed = folder.exists()
+    existed = _is_remote(out) or folder.exists()
     try:
         return stage.run(inputs, out, config, beam_args, **extras)
     except BaseException:

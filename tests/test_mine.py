@@ -360,7 +360,9 @@ def test_a_text_block_spans_arrow_record_batches(tmp_path):
 
 def test_a_failed_embedding_block_stops_mining_with_its_reason(tmp_path, tiny_model_path, monkeypatch):
     """A block whose inference raises is caught by the handler and written as an ``.error`` file; mining cannot
-    search a pool with holes, so it stops with that reason and leaves no examples and no work folder."""
+    search a pool with holes, so it stops with that reason and, run as a stage, leaves nothing: no examples, no
+    work folder, no tmp folder."""
+    from cmtp.pipelines.stages import STAGES, run_stage
     from cmtp.schemas import CmtpError
     from cmtp.transforms.embedding.blocks import TextEmbedder
 
@@ -374,6 +376,6 @@ def test_a_failed_embedding_block_stops_mining_with_its_reason(tmp_path, tiny_mo
     monkeypatch.setattr(TextEmbedder, "embed", flaky)
     source = _lcsts_pairs(tmp_path, 40)
     with pytest.raises(CmtpError, match="1 embedding block.*rows 0-25 .*CUDA out of memory"):
-        run_mine(source, str(tmp_path / "out"), MineConfig(model=str(tiny_model_path), range_start=1, range_end=10,
-                                                          embed_shard_rows=25))
-    assert not (tmp_path / "out" / "_work").exists() and not (tmp_path / "out" / "manifest.json").exists()
+        run_stage(STAGES["mine"], [source], str(tmp_path / "out"),
+                  {"model": str(tiny_model_path), "range_start": 1, "range_end": 10, "embed_shard_rows": 25})
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.tmp").exists()

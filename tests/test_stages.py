@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from apache_beam.io.localfilesystem import LocalFileSystem
 from typer.testing import CliRunner
 
 from cmtp.pipelines.app import app
@@ -65,6 +66,55 @@ def test_a_failed_stage_leaves_the_previous_output_and_no_temporary_folder(tmp_p
         run_stage(FAKE, [], str(out), {"rows": 9, "fail": True}, overwrite=True)
     assert (out / "rows" / "part.txt").read_text() == "5" and Manifest.read(str(out)).count_out == 5
     assert not (tmp_path / ".out.tmp").exists()
+
+
+class FakeStore(LocalFileSystem):
+    """An object store for the runner's remote case: Beam picks a file system by URL scheme, and
+    ``fakestore://PATH`` is the local ``PATH`` (no bucket can be reached here)."""
+
+    @classmethod
+    def scheme(cls):
+        return "fakestore"
+
+    def exists(self, path):
+        return super().exists(path.removeprefix("fakestore://"))
+
+    def mkdirs(self, path):
+        super().mkdirs(path.removeprefix("fakestore://"))
+
+    def create(self, path, *args, **kwargs):
+        return super().create(path.removeprefix("fakestore://"), *args, **kwargs)
+
+    def delete(self, paths):
+        super().delete([p.removeprefix("fakestore://") for p in paths])
+
+
+def fake_remote_run(inputs, out, config, beam_args, *, fail=False, lie=False):
+    """Writes ``rows/part.txt`` and an outcomes file through Beam's file systems, as the Beam stages do, then
+    fails if asked."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from cmtp.transforms.common.outcomes import OUTCOMES_FILE
+
+    FileSystems.mkdirs(f"{out}/rows")
+    for name in ("rows/part.txt", OUTCOMES_FILE):
+        with FileSystems.create(f"{out}/{name}") as fh:
+            fh.write(b"5")
+    if fail:
+        raise Boom("worker lost")
+
+
+def test_a_failed_stage_on_a_store_removes_what_it_wrote_in_place(tmp_path):
+    """A remote output cannot be moved into place in one step: the stage writes there, and the runner removes its
+    outputs and outcomes file when it fails; files that are not the stage's stay."""
+    from dataclasses import replace
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(Boom):
+        run_stage(replace(FAKE, run=fake_remote_run), [], f"fakestore://{tmp_path}/out", {"fail": True})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
+    assert not list(tmp_path.glob(".*tmp"))  # written in place, never through a tmp folder
 
 
 def test_existing_output_needs_overwrite_and_stale_outputs_go(tmp_path):

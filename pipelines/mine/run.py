@@ -146,10 +146,8 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
     model_name = config.model or _default_model(input_path)
     spec = embedder_spec(config, model_name, run.workers)
 
-    try:
-        mined = _embed_and_search(examples, config, run, spec, work, out_dir, beam_args)
-    finally:  # a failed run leaves no work folder (and no examples: the manifest is written last)
-        shutil.rmtree(work, ignore_errors=True)
+    mined = _embed_and_search(examples, config, run, spec, work, out_dir, beam_args)
+    shutil.rmtree(work, ignore_errors=True)  # scratch; a failed run's goes with the stage runner's tmp folder
     tally, prompts = mined.tally, spec_prompts(spec)
     (out_dir / "dead_letters").mkdir(parents=True, exist_ok=True)  # listed in the manifest, so always there
     pq.write_table(rows_to_table(dead, DEAD_LETTER), out_dir / "dead_letters" / "part-00000-of-00001.parquet")

@@ -200,9 +200,6 @@ class ParquetStream(IterableDataset):
         if (self.weights <= 0).any():
             raise CmtpError("dataset weights must be positive")
 
-    def rows_per_epoch(self) -> dict[str, int]:
-        return {name: sum(u.rows for u in units) for name, units in self.units.items()}
-
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
