@@ -74,12 +74,28 @@ def _existing_ancestor(path):
     return path
 
 
-def check_stage_output(out: str, inputs: list[str]) -> None:
-    """A stage's output folder before any work: not a file, not one of its inputs, and writable."""
+def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None = None) -> None:
+    """A stage's output folder before any work: not a file, not one of its inputs, and writable; on a store, one
+    whose file system is installed and answers, with the Beam flags' credentials and settings (``--s3_*``,
+    ``--project``) that the pipeline will use (Beam gives them to its file systems only once a pipeline exists)."""
     import os
     from pathlib import Path
 
     if "://" in out and not out.startswith("file://"):
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        from .beam_runner import root_cause
+
+        FileSystems.set_options(PipelineOptions(list(beam_args or [])))
+        install = "pip install 'cmtp[gcp]' for gs://, 'cmtp[s3]' for s3://"
+        try:
+            FileSystems.exists(out)
+        except ValueError:
+            raise CmtpError(f"--out {out}: no file system for {out.split('://')[0]}:// is installed ({install})") \
+                from None
+        except Exception as exc:  # BeamIOError wrapping the store's own error
+            raise CmtpError(f"--out {out}: the store cannot be reached ({root_cause(str(exc)) or exc}; {install})") \
+                from None
         return
     target = Path(out.removeprefix("file://"))
     if target.exists() and not target.is_dir():

@@ -169,6 +169,8 @@ def _run_stage(inputs, out, config, beam_args, *, workers=1, target_keep_rate=No
     if rethreshold is not None:
         if target_keep_rate is not None:
             raise CmtpError("give --rethreshold or --target-keep-rate, not both")
+        if not -1 <= rethreshold <= 1:
+            raise CmtpError(f"--rethreshold must be in [-1, 1] (scores are cosines), got {rethreshold:g}")
         return run_rethreshold(inputs[0], out, rethreshold, shard_options, beam_args, workers)
     return run_score(inputs[0], out, config, shard_options, beam_args, workers, target_keep_rate)
 

@@ -157,9 +157,9 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
         raise CmtpError(f"give at most one INPUT, got {len(inputs)}")
     from .outputs import check_stage_output
 
-    check_stage_output(out, inputs)
-    refuse_existing(stage, out, overwrite)
     beam_args = list(beam_args or [])
+    check_stage_output(out, inputs, beam_args)
+    refuse_existing(stage, out, overwrite)
     if stage.in_place and overwrite and not _is_remote(out) and (Path(out) / "manifest.json").exists() \
             and os.environ.get("RANK", "0") == "0":
         shutil.rmtree(out)  # replace a finished run: start afresh, not from its checkpoints

@@ -71,6 +71,7 @@ def test_every_command_has_help_with_examples():
     [
         (["schema", "show", "nope"], "unknown schema 'nope'"),
         (["models", "prepare", "builtin:nope"], "unknown built-in model 'builtin:nope'"),
+        (["models", "prepare", "/no/such/model"], "unknown built-in model '/no/such/model'"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, fragment):
@@ -105,6 +106,11 @@ def test_what_click_refuses_is_one_error_line_with_exit_2(args, fragment):
 def test_cmtp_alone_prints_the_help_and_no_error_line():
     proc = _cmtp()
     assert proc.returncode == 2 and "Usage" in proc.stdout and "error:" not in proc.stderr
+
+
+def test_a_rethreshold_outside_the_cosine_range_is_refused(tmp_path):
+    line = cli_error("score", tmp_path, "--out", tmp_path / "cut", "--rethreshold", "2")
+    assert "--rethreshold must be in [-1, 1]" in line and not (tmp_path / "cut").exists()
 
 
 @pytest.mark.parametrize(

@@ -198,6 +198,20 @@ def test_a_full_or_read_only_disk_is_one_error_line(monkeypatch, capsys, exc, ex
     assert stop.value.code == 1 and lines == [expected]
 
 
+def test_a_store_without_its_file_system_is_one_error_line(tmp_path):
+    """``--out gs://...`` where Beam has no file system for gs:// (the gcp extra not installed) is one line naming
+    the extra, not Beam's ValueError."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        FileSystems.get_filesystem("gs://bucket/x")
+        pytest.skip("the gcp extra is installed here")
+    except ValueError:
+        pass
+    assert "pip install 'cmtp[gcp]'" in cli_error("dedup", tmp_path, "--out", "gs://bucket/dedup")
+    assert "no file system for gs://" in cli_error("mine", tmp_path, "--out", "gs://bucket/mine")
+
+
 def test_an_output_that_is_a_file_or_the_input_is_refused_before_work(tmp_path):
     taken = tmp_path / "taken"
     taken.write_text("x")

@@ -117,6 +117,13 @@ def test_a_failed_stage_on_a_store_removes_what_it_wrote_in_place(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # written in place, never through a tmp folder
 
 
+def test_mine_refuses_a_store_before_any_work(tmp_path):
+    """Mine builds its index and merges on local files: an object-store --out is one error, nothing written."""
+    with pytest.raises(CmtpError, match="mine writes a local folder"):
+        run_stage(STAGES["mine"], [str(tmp_path)], f"fakestore://{tmp_path}/mine", {})
+    assert not (tmp_path / "mine").exists()
+
+
 def test_existing_output_needs_overwrite_and_stale_outputs_go(tmp_path):
     out = tmp_path / "out"
     run_stage(FAKE, [], str(out), {})

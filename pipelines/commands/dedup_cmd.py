@@ -7,7 +7,7 @@ import typer
 from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.dedup.config import DedupConfig
 
-from .common import BEAM_ARGS_HELP, OVERWRITE_HELP, Workers, split_beam_args, stage_options
+from .common import BEAM_ARGS_HELP, ConfigFile, OutDir, Overwrite, Workers, run_command
 from .manifest_summary import print_manifest_summary
 from .options import config_options
 
@@ -30,17 +30,10 @@ Examples:
 def dedup(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(..., help="input directory or Parquet glob (then Beam args after --)"),
-    out_dir: str = typer.Option(..., "--out", "-o", help="output directory (local, gs://, s3://)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-    config_file: str = typer.Option(None, "--config", help="YAML file of dedup options"),
-    workers: Workers = None,
+    *, out_dir: OutDir, overwrite: Overwrite = False, config_file: ConfigFile = None, workers: Workers = None,
     **flags,
 ) -> None:
-    from ..stages import STAGES, run_stage
-
-    inputs, beam_args = split_beam_args(inputs, ctx.args)
-    flags["workers"] = workers
-    manifest = run_stage(STAGES["dedup"], inputs, out_dir, stage_options(config_file, flags), beam_args, overwrite)
+    manifest = run_command("dedup", ctx, inputs, out_dir, config_file, overwrite, {**flags, "workers": workers})
     print_manifest_summary(manifest)
     lsh = manifest.extra["lsh"]
     sizes = ", ".join(f"{k}: {v}" for k, v in manifest.extra["cluster_sizes"].items())

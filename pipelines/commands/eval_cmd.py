@@ -14,7 +14,7 @@ from cmtp.trainer.evaluation import EvalOptions
 from cmtp.transforms.embedding.prompts import BGE_ZH_INSTRUCTION
 
 from ..console import err, out
-from .common import stage_options
+from .common import ConfigFile, stage_options
 from .options import config_options
 
 HELP = """Evaluate an embedding model on STS, pair-classification, retrieval, reranking, classification and
@@ -78,8 +78,7 @@ def eval_model(
     compare_with: str = typer.Option(None, "--compare", help="a second model, evaluated on the same tasks"),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or markdown"),
     output: str = typer.Option(None, help="also write the full JSON results here"),
-    config_file: str = typer.Option(None, "--config", help="YAML file of these options (EvalOptions fields, tasks, "
-                                    "suite, compare, max_per_task); flags override it"),
+    config_file: ConfigFile = None,
     max_per_task: int = typer.Option(None, help="seeded subsample: at most N rows / queries per task"),
     instruction: str = typer.Option(None, help="instruction for retrieval/reranking queries; 'bge' = "
                                     + BGE_ZH_INSTRUCTION),

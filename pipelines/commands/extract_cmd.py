@@ -8,7 +8,7 @@ from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.extract.adapters import ADAPTERS
 from cmtp.transforms.extract.config import ExtractConfig
 
-from .common import BEAM_ARGS_HELP, OVERWRITE_HELP, Workers, split_beam_args, stage_options
+from .common import BEAM_ARGS_HELP, ConfigFile, OutDir, Overwrite, Workers, run_command
 from .manifest_summary import print_manifest_summary
 from .options import config_options
 
@@ -39,9 +39,7 @@ def extract(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(None, help="ADAPTER=GLOB or NAME:ADAPTER=GLOB, one or more (or sources: "
                                         "in the --config file)"),
-    out_dir: str = typer.Option(..., "--out", "-o", help="output directory (local, gs://, s3://)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-    config_file: str = typer.Option(None, "--config", help="YAML file of extract options (see cmtp docs)"),
+    *, out_dir: OutDir, overwrite: Overwrite = False, config_file: ConfigFile = None, workers: Workers = None,
     title_field: str = typer.Option(None, help="generic adapter: title column"),
     passage_field: str = typer.Option(None, help="generic adapter: passage column"),
     meta_fields: str = typer.Option(None, help="generic adapter: comma-separated columns kept in meta"),
@@ -49,16 +47,11 @@ def extract(
                                              "have it, e.g. title_with_desc=true (zhihu), passage=text (xlsum)"),
     plugin: list[str] = typer.Option(None, "--plugin", help="module registering more adapters (importable on "
                                      "every worker)"),
-    workers: Workers = None,
     **flags,
 ) -> None:
-    from ..stages import STAGES, run_stage
-
-    sources, beam_args = split_beam_args(sources or [], ctx.args)
     generic = {"title_field": title_field, "passage_field": passage_field, "meta_fields": meta_fields}
     adapter_options = list(adapter_option or []) + [f"{k}={v}" for k, v in generic.items() if v is not None]
-    flags.update(sources=sources or None, adapter_options=adapter_options or None,
-                 plugins=list(plugin) if plugin else None, workers=workers)
+    flags.update(adapter_options=adapter_options or None, plugins=list(plugin) if plugin else None, workers=workers)
     flags["extra_blocklists"] = list(flags["extra_blocklists"]) if flags["extra_blocklists"] else None
-    manifest = run_stage(STAGES["extract"], [], out_dir, stage_options(config_file, flags), beam_args, overwrite)
+    manifest = run_command("extract", ctx, sources, out_dir, config_file, overwrite, flags, sources=True)
     print_manifest_summary(manifest)

@@ -8,12 +8,7 @@ from rich.table import Table
 from cmtp.transforms.mine.config import MineConfig, MineRunOptions
 
 from ..console import out
-from .common import (
-    BEAM_ARGS_HELP,
-    OVERWRITE_HELP,
-    split_beam_args,
-    stage_options,
-)
+from .common import BEAM_ARGS_HELP, ConfigFile, OutDir, Overwrite, run_command
 from .options import config_options
 
 HELP = f"""Mine hard negatives for each query and write training-example shards for the trainer.
@@ -46,18 +41,13 @@ Examples:
 def mine(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(None, help="scored pairs directory or Parquet glob (optional with --labeled)"),
-    out_dir: str = typer.Option(..., "--out", "-o", help="output directory"),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-    config_file: str = typer.Option(None, "--config", help="YAML file of mine options (fields of MineConfig)"),
+    *, out_dir: OutDir, overwrite: Overwrite = False, config_file: ConfigFile = None,
     rank_range: str = typer.Option(None, "--range", help="sample negatives from these ranks (default 10-210)"),
     **flags,
 ) -> None:
     """Defaults live in MineConfig alone: a flag left out keeps the config file's value, else MineConfig's."""
-    from ..stages import STAGES, run_stage
-
-    inputs, beam_args = split_beam_args(inputs or [], ctx.args)
     flags.update(labeled=list(flags["labeled"]) if flags["labeled"] else None, range=rank_range)
-    manifest = run_stage(STAGES["mine"], inputs, out_dir, stage_options(config_file, flags), beam_args, overwrite)
+    manifest = run_command("mine", ctx, inputs, out_dir, config_file, overwrite, flags)
     e = manifest.extra
     table = Table(title=f"mine: {manifest.count_out} examples from {manifest.count_in} inputs; pool {e['pool_size']}")
     table.add_column("what")

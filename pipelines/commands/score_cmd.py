@@ -8,7 +8,7 @@ import typer
 from cmtp.transforms.common.parquet_shards import ShardOptions
 from cmtp.transforms.score.config import ScoreConfig
 
-from .common import BEAM_ARGS_HELP, OVERWRITE_HELP, Workers, split_beam_args, stage_options
+from .common import BEAM_ARGS_HELP, ConfigFile, OutDir, Overwrite, Workers, run_command
 from .manifest_summary import print_manifest_summary
 from .options import config_options
 
@@ -42,18 +42,12 @@ put almost every title-passage pair between 0.80 and 0.97, so cut them by keep r
 def score(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(..., help="input directory or Parquet glob (then Beam args after --)"),
-    out_dir: str = typer.Option(..., "--out", "-o", help="output directory (local, gs://, s3://)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-    config_file: str = typer.Option(None, "--config", help="YAML file of score options"),
-    workers: Workers = None,
+    *, out_dir: OutDir, overwrite: Overwrite = False, config_file: ConfigFile = None, workers: Workers = None,
     rethreshold: float = typer.Option(None, help="INPUT is a score output: re-cut its stored scores at this "
                                                  "threshold into --out (no model, no re-scoring)"),
     target_keep_rate: float = typer.Option(None, help="score, then cut where this share (0-1) of pairs is kept"),
     **flags,
 ) -> None:
-    from ..stages import STAGES, run_stage
-
-    inputs, beam_args = split_beam_args(inputs, ctx.args)
     flags.update(workers=workers, rethreshold=rethreshold, target_keep_rate=target_keep_rate)
-    manifest = run_stage(STAGES["score"], inputs, out_dir, stage_options(config_file, flags), beam_args, overwrite)
+    manifest = run_command("score", ctx, inputs, out_dir, config_file, overwrite, flags)
     print_manifest_summary(manifest)

@@ -9,7 +9,7 @@ from cmtp.schemas.errors import CmtpError
 from cmtp.trainer.config import TrainConfig
 
 from ..console import out
-from .common import stage_options
+from .common import ConfigFile, stage_options
 from .options import config_options
 
 HELP = """Train an embedding model on Parquet shards streamed from any fsspec path: plain texts (extract's pretrain/)
@@ -36,7 +36,7 @@ Examples:
 def train(
     data: list[str] = typer.Option(None, "--data", help="PATH | NAME=PATH | NAME=PATH@WEIGHT, repeatable"),
     out_dir: str = typer.Option(None, "--out", "-o", help="output directory (checkpoints, tensorboard, model)"),
-    config_file: str = typer.Option(None, "--config", help="YAML file with any of these options"),
+    config_file: ConfigFile = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished run in --out (a run that did "
                                    "not finish resumes from its checkpoints without it)"),
     **flags,

@@ -195,6 +195,8 @@ def _options(values: dict) -> dict:
 
 
 def _run_stage(inputs, out, config, beam_args, **run_options):
+    if "://" in out and not out.startswith("file://"):  # the index and the merge work on local files
+        raise CmtpError(f"mine writes a local folder, not {out}: mine into a local --out, then copy it to the store")
     run = runner_config_of(MineRunOptions, run_options)
     return run_mine(inputs[0] if inputs else None, out, config, beam_args, run)
 

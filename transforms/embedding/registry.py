@@ -83,7 +83,7 @@ def builtin_path(key: str) -> Path:
 
 
 def _builtin(name: str) -> BuiltinModel:
-    key = name.split(":", 1)[1]
+    key = name.removeprefix("builtin:")
     if key not in BUILTIN_MODELS:
         known = ", ".join(m.name for m in BUILTIN_MODELS.values())
         raise ModelNotFoundError(f"unknown built-in model {name!r}; known: {known}")
