@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cmtp.schemas import CmtpError, Manifest
+from cmtp.schemas.ranges import check_ranges, option
 
 from .stages import Stage, lazy_class
 
-RUNNER_OPTIONS = ("model", "compare", "tasks", "suite", "max_per_task")
+
+@dataclass
+class EvalRunOptions:
+    """What an evaluation reads, besides its model: the runner's options of ``cmtp eval`` and of a build's eval
+    stage (how it evaluates is ``EvalOptions``)."""
+
+    tasks: list[str] = option(help="task folder, folder of tasks, or tasks YAML (repeatable)", factory=list)
+    suite: str | None = option(None, "a named set of tasks: dev")
+    compare: str | None = option(None, "a second model, evaluated on the same tasks")
+    max_per_task: int | None = option(None, "seeded subsample: at most N rows / queries per task", ge=1)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+RUNNER_OPTIONS = ("model", *(f.name for f in fields(EvalRunOptions)))
 
 
 def eval_task_paths(tasks=(), suite: str | None = None) -> list[str]:
@@ -65,5 +81,5 @@ def _note(m: Manifest) -> str:
 
 
 STAGE = Stage("eval", lazy_class("cmtp.trainer.evaluation", "EvalOptions"), ("eval.json",), _run_stage,
-              runner_options=RUNNER_OPTIONS, normalize=_options, inputs="none",
+              runner_options=RUNNER_OPTIONS, runner_config=lambda: EvalRunOptions, normalize=_options, inputs="none",
               external_inputs=lambda options: list(options.get("tasks") or []), note=_note)

@@ -110,19 +110,25 @@ def run_extract(
 
 
 def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=None, plugins=(), workers=2, **shards):
-    load_plugins(list(plugins))
+    sources, plugins = _listed(sources), _listed(plugins)
+    load_plugins(plugins)
     if isinstance(adapter_options, dict):  # a build file's mapping; --adapter-option gives KEY=VALUE strings
         adapter_options = [f"{k}={v}" for k, v in adapter_options.items()]
     options = parse_adapter_options(list(adapter_options or []))
-    specs = [parse_source(s, options, list(plugins)) for s in sources]
+    specs = [parse_source(s, options, plugins) for s in sources]
     if not specs:
         raise CmtpError("give at least one source: ADAPTER=GLOB or NAME:ADAPTER=GLOB")
     return run_extract(specs, out, config, runner_config_of(ShardOptions, shards), beam_args, workers)
 
 
+def _listed(value) -> list:
+    """``sources: wudao=x.json`` in a YAML file is the one source it names, as ``sources: [wudao=x.json]``."""
+    return [value] if isinstance(value, str) else list(value or [])
+
+
 def _source_files(options: dict) -> list[str]:
     """The globs of ``sources: [NAME:ADAPTER=GLOB, ...]``."""
-    return [s.split("=", 1)[1] for s in options.get("sources", []) if "=" in s]
+    return [s.split("=", 1)[1] for s in _listed(options.get("sources")) if "=" in s]
 
 
 STAGE = Stage("extract", lambda: ExtractConfig, tuple(OUTPUTS), _run_stage, inputs="none",

@@ -13,6 +13,7 @@ import pytest
 
 from cmtp.pipelines.audit.proxy import ProxyConfig
 from cmtp.pipelines.commands import audit_cmd, dedup_cmd, eval_cmd, extract_cmd, mine_cmd, score_cmd, train_cmd
+from cmtp.pipelines.evaluate import EvalRunOptions
 from cmtp.trainer.config import STAGE_DEFAULTS, TrainConfig
 from cmtp.trainer.evaluation.runner import EvalOptions
 from cmtp.transforms.common.parquet_shards import ShardOptions
@@ -27,7 +28,7 @@ COMMANDS = {
     "score": (score_cmd.score, [ScoreConfig, ShardOptions]),
     "mine": (mine_cmd.mine, [MineConfig, MineRunOptions]),
     "train": (train_cmd.train, [TrainConfig]),
-    "eval": (eval_cmd.eval_model, [EvalOptions]),
+    "eval": (eval_cmd.eval_model, [EvalRunOptions, EvalOptions]),
     "audit": (audit_cmd.audit, [ProxyConfig]),  # its --proxy-* options
 }
 DEFAULT = re.compile(r"\(default (-?[0-9][0-9,._]*)(?:[;)])")

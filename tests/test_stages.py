@@ -163,8 +163,19 @@ def test_runner_options_are_range_checked_before_the_stage_runs():
         prepare(STAGES["dedup"], {"row_group_size": 0})
     with pytest.raises(CmtpError, match="search_partitions must be an integer"):
         prepare(STAGES["mine"], {"search_partitions": "two"})
+    with pytest.raises(CmtpError, match="max_per_task must be in \\[1, inf\\)"):  # a numpy error mid-eval before
+        prepare(STAGES["eval"], {"suite": "dev", "max_per_task": -1})
     _, extras = prepare(STAGES["mine"], {"workers": 2, "num_shards": 3})
     assert extras == {"workers": 2, "num_shards": 3}
+
+
+def test_one_source_as_a_string_is_that_source(tmp_path):
+    """``sources: lcsts=GLOB`` (a string, not a list) names one source; it was read letter by letter."""
+    from cmtp.pipelines.extract import _source_files
+
+    assert _source_files({"sources": "lcsts=a/*.tsv"}) == _source_files({"sources": ["lcsts=a/*.tsv"]}) == ["a/*.tsv"]
+    with pytest.raises(CmtpError, match="no files match /no/such/\\*.tsv"):
+        run_stage(STAGES["extract"], [], str(tmp_path / "e"), {"sources": "lcsts=/no/such/*.tsv"})
 
 
 def test_mine_range_and_train_data_strings_are_read_the_same_from_yaml_and_flags():

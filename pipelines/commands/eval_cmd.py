@@ -14,6 +14,7 @@ from cmtp.trainer.evaluation import EvalOptions
 from cmtp.transforms.embedding.prompts import BGE_ZH_INSTRUCTION
 
 from ..console import err, out
+from ..evaluate import EvalRunOptions
 from .common import ConfigFile, stage_options
 from .options import config_options
 
@@ -70,16 +71,12 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-@config_options(EvalOptions)
+@config_options(EvalRunOptions, EvalOptions)
 def eval_model(
     model: str = typer.Argument(..., help="model: builtin:NAME, a local sentence-transformers folder, or a hub id"),
-    tasks: list[str] = typer.Option(None, "--tasks", help="task folder, folder of tasks, or tasks YAML (repeatable)"),
-    suite: str = typer.Option(None, help="a named set of tasks: dev"),
-    compare_with: str = typer.Option(None, "--compare", help="a second model, evaluated on the same tasks"),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or markdown"),
     output: str = typer.Option(None, help="also write the full JSON results here"),
     config_file: ConfigFile = None,
-    max_per_task: int = typer.Option(None, help="seeded subsample: at most N rows / queries per task"),
     instruction: str = typer.Option(None, help="instruction for retrieval/reranking queries; 'bge' = "
                                     + BGE_ZH_INSTRUCTION),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
@@ -90,8 +87,7 @@ def eval_model(
     from ..evaluate import eval_task_paths
     from ..stages import STAGES, prepare
 
-    flags.update(tasks=list(tasks) if tasks else None, suite=suite, compare=compare_with, max_per_task=max_per_task,
-                 instruction=instruction, progress=not quiet)
+    flags.update(tasks=list(flags["tasks"]) if flags["tasks"] else None, instruction=instruction, progress=not quiet)
     options, extras = prepare(STAGES["eval"], stage_options(config_file, flags))  # the build's eval stage's rule
     paths = eval_task_paths(extras.get("tasks"), extras.get("suite"))
     if not paths:
