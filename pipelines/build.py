@@ -91,14 +91,24 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
             if dep not in known:
                 raise CmtpError(f"{path}: stage {name!r} reads {dep!r}, which is not a stage defined before it")
         stages.append(StagePlan(str(name), kind, options, list(dict.fromkeys(depends))))
-    return BuildFile(Path(work or data.get("work", "work")), stages, list(data.get("beam_args") or []))
+    beam_args = data.get("beam_args") or []
+    if isinstance(beam_args, str):  # beam_args: --runner DataflowRunner --project P, as on a command line
+        import shlex
+
+        beam_args = shlex.split(beam_args)
+    if not isinstance(beam_args, list):
+        raise CmtpError(f"{path}: beam_args must be a list of Beam flags (or one string of them)")
+    return BuildFile(Path(str(work or data.get("work", "work"))), stages, [str(a) for a in beam_args])
 
 
 # -- fingerprints ----------------------------------------------------------------------------------------------
 def external_inputs(plan: StagePlan) -> list[str]:
     """Paths or globs a stage reads from outside the build, as the stage declares them (``@STAGE`` references
     and built-in suites are the build's own)."""
-    paths = STAGES[plan.kind].external_inputs(plan.options)
+    try:
+        paths = STAGES[plan.kind].external_inputs(plan.options)
+    except CmtpError as exc:
+        raise CmtpError(f"stage {plan.name}: {exc}") from None
     return [p for p in paths if isinstance(p, str) and p and not p.startswith(("@", "suite:"))]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from cmtp.schemas import CmtpError, Manifest
 from cmtp.schemas.ranges import check_ranges, option
 
-from .stages import Stage, lazy_class
+from .stages import Stage, lazy_class, listed
 
 
 @dataclass
@@ -17,6 +17,7 @@ class EvalRunOptions:
     """What an evaluation reads, besides its model: the runner's options of ``cmtp eval`` and of a build's eval
     stage (how it evaluates is ``EvalOptions``)."""
 
+    model: str | None = None  # the model evaluated (cmtp eval's MODEL argument)
     tasks: list[str] = option(help="task folder, folder of tasks, or tasks YAML (repeatable)", factory=list)
     suite: str | None = option(None, "a named set of tasks: dev")
     compare: str | None = option(None, "a second model, evaluated on the same tasks")
@@ -26,7 +27,7 @@ class EvalRunOptions:
         check_ranges(self)
 
 
-RUNNER_OPTIONS = ("model", *(f.name for f in fields(EvalRunOptions)))
+RUNNER_OPTIONS = tuple(f.name for f in fields(EvalRunOptions))
 
 
 def eval_task_paths(tasks=(), suite: str | None = None) -> list[str]:
@@ -82,4 +83,4 @@ def _note(m: Manifest) -> str:
 
 STAGE = Stage("eval", lazy_class("cmtp.trainer.evaluation", "EvalOptions"), ("eval.json",), _run_stage,
               runner_options=RUNNER_OPTIONS, runner_config=lambda: EvalRunOptions, normalize=_options, inputs="none",
-              external_inputs=lambda options: list(options.get("tasks") or []), note=_note)
+              external_inputs=lambda options: listed(options.get("tasks"), "tasks"), note=_note)

@@ -18,7 +18,7 @@ from cmtp.transforms.extract.ptransform import ExtractPairs
 from .beam_runner import join_ends, pipeline_run
 from .outputs import match_files, pop_outcomes, prepare_output, summarize_output
 from .progress import watch
-from .stages import Stage, runner_config_of
+from .stages import Stage, listed, runner_config_of
 
 OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_letter"}
 
@@ -110,7 +110,7 @@ def run_extract(
 
 
 def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=None, plugins=(), workers=2, **shards):
-    sources, plugins = _listed(sources), _listed(plugins)
+    sources, plugins = listed(sources, "sources"), listed(plugins, "plugins")
     load_plugins(plugins)
     if isinstance(adapter_options, dict):  # a build file's mapping; --adapter-option gives KEY=VALUE strings
         adapter_options = [f"{k}={v}" for k, v in adapter_options.items()]
@@ -121,14 +121,9 @@ def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=No
     return run_extract(specs, out, config, runner_config_of(ShardOptions, shards), beam_args, workers)
 
 
-def _listed(value) -> list:
-    """``sources: wudao=x.json`` in a YAML file is the one source it names, as ``sources: [wudao=x.json]``."""
-    return [value] if isinstance(value, str) else list(value or [])
-
-
 def _source_files(options: dict) -> list[str]:
     """The globs of ``sources: [NAME:ADAPTER=GLOB, ...]``."""
-    return [s.split("=", 1)[1] for s in _listed(options.get("sources")) if "=" in s]
+    return [s.split("=", 1)[1] for s in listed(options.get("sources"), "sources") if "=" in str(s)]
 
 
 STAGE = Stage("extract", lambda: ExtractConfig, tuple(OUTPUTS), _run_stage, inputs="none",

@@ -80,11 +80,27 @@ def runner_config_of(cls: type, options: dict[str, Any]):
 _SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 
 
+def listed(value: Any, name: str) -> list:
+    """A list option as a YAML file may give it: one string is a list of that string, None an empty list;
+    anything else that is not a list is one error naming the option."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise CmtpError(f"option {name} must be a list (or one string), got {value!r}")
+    return list(value)
+
+
 def check_types(cls: type, values: dict[str, Any]) -> None:
     """Scalar options (int, float, bool, str, or None where the field allows it) have the field's type, so that
-    ``threshold: "high"`` in a YAML file is one error naming the option, not a TypeError deep in a stage."""
+    ``threshold: "high"`` in a YAML file is one error naming the option, not a TypeError deep in a stage; list
+    options are lists (one string becomes a list of it, in ``values``)."""
     annotations = {f.name: str(f.type) for f in fields(cls)}
     for name, value in values.items():
+        if annotations.get(name, "").startswith("list["):
+            values[name] = listed(value, name)
+            continue
         parts = [p.strip() for p in annotations.get(name, "").split("|")]
         scalars = [p for p in parts if p in _SCALARS]
         if not scalars or len(scalars) + ("None" in parts) != len(parts):

@@ -7,13 +7,15 @@ import os
 
 from cmtp.schemas import CmtpError, Manifest
 
-from .stages import Stage, lazy_class
+from .stages import Stage, lazy_class, listed
 
 
 def data_spec(spec, index: int) -> dict:
     """One training dataset: a {name, paths, weight} mapping, or PATH | NAME=PATH | NAME=PATH@WEIGHT."""
     if isinstance(spec, dict):
-        return spec
+        if "paths" not in spec:
+            raise CmtpError(f"data {spec!r}: a mapping needs paths: [PATH, ...] (and may have name, weight)")
+        return {**spec, "paths": listed(spec["paths"], "data paths")}
     spec = str(spec)
     name, _, rest = spec.rpartition("=") if "=" in spec.split("://")[0] else ("", "", spec)
     path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
@@ -25,9 +27,9 @@ def data_spec(spec, index: int) -> dict:
 
 def _options(values: dict) -> dict:
     """``data``: datasets as :func:`data_spec` reads them; ``eval``: one task path or a list."""
-    values["data"] = [data_spec(d, i) for i, d in enumerate(values.get("data") or [])]
-    if isinstance(values.get("eval"), str):
-        values["eval"] = [values["eval"]]
+    values["data"] = [data_spec(d, i) for i, d in enumerate(listed(values.get("data"), "data"))]
+    if "eval" in values:
+        values["eval"] = listed(values["eval"], "eval")
     return values
 
 
@@ -54,9 +56,9 @@ def _run_stage(inputs, out, config, beam_args):
 
 def _outside_files(options: dict) -> list[str]:
     """Training data and evaluation task files (``@STAGE`` data is the build's own)."""
-    paths = [p for i, d in enumerate(options.get("data") or []) if not str(d).startswith("@")
+    paths = [p for i, d in enumerate(listed(options.get("data"), "data")) if not str(d).startswith("@")
              for p in data_spec(d, i)["paths"]]
-    return paths + ([options["eval"]] if isinstance(options.get("eval"), str) else list(options.get("eval") or []))
+    return paths + listed(options.get("eval"), "eval")
 
 
 def _note(m: Manifest) -> str:

@@ -135,3 +135,18 @@ stages:
     assert evaluated.extra["delta"] == pytest.approx(
         evaluated.extra["average"] - evaluated.extra["baseline_average"], abs=2e-6)
     assert "result" in output
+
+
+def test_beam_args_may_be_one_string_and_work_a_number(tmp_path):
+    """``beam_args: --runner DataflowRunner --project P`` is split as a shell would (it was read letter by letter);
+    ``work: 5`` is the folder 5 (a TypeError before); any other shape is one error."""
+    from cmtp.schemas import CmtpError
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("work: 5\nbeam_args: --runner DataflowRunner --project 'my project'\nstages:\n  extract: {}\n",
+                    encoding="utf-8")
+    build = load_build_file(str(path))
+    assert build.beam_args == ["--runner", "DataflowRunner", "--project", "my project"] and build.work == Path("5")
+    path.write_text("beam_args: {runner: x}\nstages:\n  extract: {}\n", encoding="utf-8")
+    with pytest.raises(CmtpError, match="beam_args must be a list of Beam flags"):
+        load_build_file(str(path))

@@ -82,6 +82,26 @@ def test_the_whole_build_file_is_checked_before_the_first_stage(tmp_path, mine_o
     assert not (tmp_path / "work" / "extract").exists()  # found before extract ran
 
 
+@pytest.mark.parametrize("stage, fragment", [
+    ("train: {data: 5}", "stage train: option data must be a list (or one string), got 5"),
+    ("train: {data: [{name: x}]}", "stage train: data {'name': 'x'}: a mapping needs paths"),
+    ("train: {data: ['@dedup/pairs'], eval: 3}", "stage train: option eval must be a list (or one string), got 3"),
+    ("eval: {model: [1], suite: dev}", "stage eval: option model must be a string, got [1]"),
+    ("eval: {model: builtin:me5-small, suite: dev, max_per_task: -1}", "stage eval: option max_per_task must be in"),
+    ("mine: {input: dedup, labeled: LABELED}", "stage mine: input LABELED matches no file"),  # one path, not letters
+])
+def test_a_yaml_value_of_the_wrong_shape_is_one_error_before_the_first_stage(tmp_path, stage, fragment):
+    """Values a YAML file gives in the wrong shape (a number for a list, a mapping without paths, a list for a
+    name) were TypeError / KeyError / numpy tracebacks, or a string read letter by letter."""
+    path = tmp_path / "pipeline.yaml"
+    labeled = str(tmp_path / "labeled.jsonl")
+    path.write_text(f"work: {tmp_path / 'work'}\nstages:\n  extract: {{sources: ['lcsts={RAW / 'lcsts' / '*.tsv'}']}}\n"
+                    f"  dedup: {{input: extract}}\n  {stage.replace('LABELED', labeled)}\n", encoding="utf-8")
+    line = cli_error("build", path)
+    assert fragment.replace("LABELED", labeled) in line, line
+    assert not (tmp_path / "work" / "extract").exists()  # found before extract ran
+
+
 def test_a_stage_that_is_not_a_mapping_is_one_error(tmp_path):
     path = tmp_path / "pipeline.yaml"
     path.write_text(f"work: {tmp_path / 'work'}\nstages:\n  extract: [a, b]\n", encoding="utf-8")

@@ -26,7 +26,7 @@ from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
 from cmtp.transforms.mine.pool_store import PoolStore, VectorShards, write_text_file
 from cmtp.transforms.mine.sampling import GUARDS
 
-from ..stages import Stage, runner_config_of
+from ..stages import Stage, listed, runner_config_of
 from .embedding import embed_blocks, embedder_spec, pool_and_query_blocks
 from .partitions import mine_blocks, partition_blocks, save_for_workers, search_partitions
 
@@ -202,7 +202,7 @@ def _run_stage(inputs, out, config, beam_args, **run_options):
 
 
 def _outside_files(options: dict) -> list[str]:
-    return [*(options.get("labeled") or []), options.get("pool")]
+    return [*listed(options.get("labeled"), "labeled"), options.get("pool")]
 
 
 STAGE = Stage("mine", lambda: MineConfig, ("examples", "dead_letters"), _run_stage, normalize=_options,
