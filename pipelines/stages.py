@@ -206,14 +206,18 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
 
 
 def _run_remote(stage: Stage, inputs: list[str], out: str, config, beam_args: list[str], extras: dict):
-    """A stage writing to a store (``gs://``, ``s3://``) in place; if it fails, what it wrote is removed: its
-    output folders, the outcomes file and a manifest (whose shards it had already cleared)."""
+    """A stage writing to a store (``gs://``, ``s3://``) in place; if it fails, or its manifest does not
+    reconcile, what it wrote is removed: its output folders, the outcomes file and a manifest (whose shards it had
+    already cleared)."""
     from apache_beam.io.filesystems import FileSystems
 
     from cmtp.transforms.common.outcomes import OUTCOMES_FILE
 
     try:
-        return stage.run(inputs, out, config, beam_args, **extras)
+        result = stage.run(inputs, out, config, beam_args, **extras)
+        if isinstance(result, Manifest):
+            result.check()
+        return result
     except BaseException:
         written = [FileSystems.join(out, name) for name in (*stage.outputs, OUTCOMES_FILE, "manifest.json")]
         FileSystems.delete([path for path in written if FileSystems.exists(path)])

@@ -102,6 +102,7 @@ def fake_remote_run(inputs, out, config, beam_args, *, fail=False, lie=False):
             fh.write(b"5")
     if fail:
         raise Boom("worker lost")
+    return Manifest(stage="fake", config={}, count_in=4 if lie else 3, count_out=3)
 
 
 def test_a_failed_stage_on_a_store_removes_what_it_wrote_in_place(tmp_path):
@@ -115,6 +116,9 @@ def test_a_failed_stage_on_a_store_removes_what_it_wrote_in_place(tmp_path):
         run_stage(replace(FAKE, run=fake_remote_run), [], f"fakestore://{tmp_path}/out", {"fail": True})
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
     assert not list(tmp_path.glob(".*tmp"))  # written in place, never through a tmp folder
+    with pytest.raises(CmtpError):  # counts that do not reconcile: not left for the next stage either
+        run_stage(replace(FAKE, run=fake_remote_run), [], f"fakestore://{tmp_path}/out", {"lie": True})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
 
 
 def test_mine_refuses_a_store_before_any_work(tmp_path):
