@@ -58,6 +58,13 @@ def hold(folder: str | Path, own: bool = False, log=None):
     try:
         lock.acquire()
     except Timeout:
+        # filelock reports a lock file it could not create (a read-only or special folder) as a timeout too; a
+        # held lock's file exists
+        if not path.exists():
+            try:
+                path.touch()
+            except OSError as exc:
+                raise CmtpError(f"cannot lock {folder}: cannot create {path} ({exc.strerror or exc})") from None
         holder = _read(info)
         who = (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}" if holder
                else "another process")

@@ -210,3 +210,16 @@ def test_eval_reads_its_options_from_a_config_file(suite, model, tmp_path):
     (tmp_path / "bad.yaml").write_text("suite: dev\ncolour: red\n", encoding="utf-8")
     bad = CliRunner().invoke(app, ["eval", str(model_dir), "--config", str(tmp_path / "bad.yaml")])
     assert "unknown eval option(s): colour" in str(bad.exception)
+
+
+def test_a_missing_baseline_is_found_before_the_model_is_evaluated(monkeypatch):
+    """``--compare`` naming no model fails at once, not after the model's whole evaluation."""
+    from cmtp.schemas import CmtpError
+    from cmtp.trainer.evaluation import runner
+
+    def evaluated(*args, **kwargs):
+        raise AssertionError("the model was evaluated before the baseline was checked")
+
+    monkeypatch.setattr(runner, "evaluate", evaluated)
+    with pytest.raises(CmtpError, match="no such model folder: /no/such/baseline"):
+        runner.evaluate_with_baseline("builtin:me5-small", [], EvalOptions(progress=False), "/no/such/baseline")

@@ -49,6 +49,17 @@ def test_a_second_build_on_a_locked_work_folder_is_refused_naming_the_holder(tmp
     assert not (tmp_path / "work" / "extract").exists()  # the refused build ran nothing
 
 
+def test_a_lock_file_that_cannot_be_made_is_not_reported_as_another_run():
+    """filelock reports a lock file it cannot create as a timeout; that is not 'in use by another cmtp run'.
+    (/proc takes no new files, for root too, whose os.access checks pass everywhere.)"""
+    from cmtp.pipelines.locking import hold
+    from cmtp.schemas import CmtpError
+
+    with pytest.raises(CmtpError, match="cannot lock /proc/cmtp-out: cannot create /proc/.cmtp-out.cmtp.lock"):
+        with hold("/proc/cmtp-out"):
+            pass
+
+
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     from cmtp.pipelines.locking import hold
 

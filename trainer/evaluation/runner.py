@@ -169,6 +169,10 @@ def evaluate_with_baseline(model, tasks: list[EvalTask], options: EvalOptions,
     """The evaluation record ``cmtp eval`` and the build's eval stage both write: the model's results and, with
     a ``baseline``, the baseline's and rows whose delta is always model - baseline (positive = the model is
     better). Returns (model report, baseline report or None, record)."""
+    if isinstance(baseline, str):  # a baseline that is not there is found now, not after the model's evaluation
+        from cmtp.transforms.embedding import resolve_model
+
+        resolve_model(baseline, allow_network=options.allow_network)
     report = evaluate(model, tasks, options)
     record: dict[str, Any] = {"results": report.to_dict()}
     if baseline is None:
