@@ -9,7 +9,7 @@ from pathlib import Path
 from cmtp.schemas import CmtpError, Manifest
 from cmtp.schemas.ranges import check_ranges, option
 
-from .stages import Stage, lazy_class, listed
+from .stages import Stage, lazy_class, listed, runner_config_of
 
 
 @dataclass
@@ -44,23 +44,23 @@ def _options(values: dict) -> dict:
     return values
 
 
-def _run_stage(inputs, out, config, beam_args, *, model=None, compare=None, tasks=(), suite=None,
-               max_per_task=None):
+def _run_stage(inputs, out, config, beam_args, **run_options):
     from cmtp.trainer.evaluation import evaluate_with_baseline, load_tasks
 
-    paths = eval_task_paths(tasks, suite)
-    if not model or not paths:
+    run = runner_config_of(EvalRunOptions, run_options)
+    paths = eval_task_paths(run.tasks, run.suite)
+    if not run.model or not paths:
         raise CmtpError("an eval stage needs model: and tasks: or suite:")
-    loaded = load_tasks(paths, max_per_task, config.seed)
-    report, base, record = evaluate_with_baseline(model, loaded, config, compare)
+    loaded = load_tasks(paths, run.max_per_task, config.seed)
+    report, base, record = evaluate_with_baseline(run.model, loaded, config, run.compare)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "eval.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
     # like every stage: items read, evaluated and skipped (rows a task file could not use), and the result
     skipped = sum(t.skipped_rows for t in loaded)
     evaluated = sum(t.size() for t in loaded)
     manifest = Manifest(
-        stage="eval", config={**asdict(config), "model": model, "compare": compare, "tasks": paths,
-                              "max_per_task": max_per_task},
+        stage="eval", config={**asdict(config), "model": run.model, "compare": run.compare, "tasks": paths,
+                              "max_per_task": run.max_per_task},
         inputs=paths, outputs={"eval": {"path": str(Path(out) / "eval.json"), "files": 1, "rows": len(loaded),
                                         "schema": "eval"}},
         count_in=evaluated + skipped, count_out=evaluated,

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.transforms.common.paths import is_remote
 
 LOCK_NAME = ".cmtp.lock"
 
@@ -43,7 +44,7 @@ def lock_path(folder: str | Path, own: bool) -> Path:
 @contextmanager
 def hold(folder: str | Path, own: bool = False, log=None):
     """Hold the lock on ``folder`` for the ``with`` block; a second holder gets one error naming the first."""
-    if "://" in str(folder) and not str(folder).startswith("file://"):
+    if is_remote(str(folder)):
         yield  # see the module docstring: no lock on object stores
         return
     from filelock import FileLock, Timeout

@@ -8,6 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.outcomes import OUTCOMES_FILE, read_json
 from cmtp.transforms.common.parquet_shards import clear_shards
+from cmtp.transforms.common.paths import is_remote
 
 
 def match_files(pattern: str) -> list[str]:
@@ -55,7 +56,7 @@ def check_writable(path: str, what: str = "output") -> None:
     import os
     from pathlib import Path
 
-    if "://" in path and not path.startswith("file://"):
+    if is_remote(path):
         return
     target = Path(path.removeprefix("file://"))
     if target.is_dir():
@@ -81,7 +82,7 @@ def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None 
     import os
     from pathlib import Path
 
-    if "://" in out and not out.startswith("file://"):
+    if is_remote(out):
         from apache_beam.options.pipeline_options import PipelineOptions
 
         from .beam_runner import root_cause

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cmtp.schemas import CmtpError, Manifest
+from cmtp.transforms.common.paths import is_remote
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,9 @@ def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]
     check_types(cls, values)
     if stage.runner_config:  # checked now too, so that a build finds a bad value before its first stage runs
         runner = stage.runner_config()
-        check_types(runner, {name: value for name, value in extras.items() if value is not None})
+        given = {name: value for name, value in extras.items() if value is not None}
+        check_types(runner, given)  # normalises list options in ``given`` (one string: a list of it)
+        extras.update(given)
         runner_config_of(runner, extras)
     return cls(**values), extras
 
@@ -112,10 +115,6 @@ def check_types(cls: type, values: dict[str, Any]) -> None:
             want = " or ".join({"int": "an integer", "float": "a number", "bool": "true/false", "str": "a string"}[p]
                                for p in scalars)
             raise CmtpError(f"option {name} must be {want}, got {value!r}")
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 def refuse_existing(stage: Stage, out: str, overwrite: bool) -> None:
@@ -176,12 +175,12 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     beam_args = list(beam_args or [])
     check_stage_output(out, inputs, beam_args)
     refuse_existing(stage, out, overwrite)
-    if stage.in_place and overwrite and not _is_remote(out) and (Path(out) / "manifest.json").exists() \
+    if stage.in_place and overwrite and not is_remote(out) and (Path(out) / "manifest.json").exists() \
             and os.environ.get("RANK", "0") == "0":
         shutil.rmtree(out)  # replace a finished run: start afresh, not from its checkpoints
     if stage.in_place:
         result = _run_in_place(stage, inputs, out, config, beam_args, extras)
-    elif _is_remote(out):
+    elif is_remote(out):
         result = _run_remote(stage, inputs, out, config, beam_args, extras)
     else:
         final = Path(out.removeprefix("file://"))
@@ -229,7 +228,7 @@ def _run_in_place(stage: Stage, inputs: list[str], out: str, config, beam_args: 
     before its first checkpoint leaves nothing: a local folder it created is removed, so a mistake leaves no
     trace."""
     folder = Path(out.removeprefix("file://"))
-    existed = _is_remote(out) or folder.exists()
+    existed = is_remote(out) or folder.exists()
     try:
         return stage.run(inputs, out, config, beam_args, **extras)
     except BaseException:

@@ -26,10 +26,9 @@ def data_spec(spec, index: int) -> dict:
 
 
 def _options(values: dict) -> dict:
-    """``data``: datasets as :func:`data_spec` reads them; ``eval``: one task path or a list."""
+    """``data``: datasets as :func:`data_spec` reads them (``eval``, one task path or a list, is a list option
+    that ``stages.check_types`` reads like every other)."""
     values["data"] = [data_spec(d, i) for i, d in enumerate(listed(values.get("data"), "data"))]
-    if "eval" in values:
-        values["eval"] = listed(values["eval"], "eval")
     return values
 
 

@@ -178,6 +178,9 @@ def test_one_source_as_a_string_is_that_source(tmp_path):
     from cmtp.pipelines.extract import _source_files
 
     assert _source_files({"sources": "lcsts=a/*.tsv"}) == _source_files({"sources": ["lcsts=a/*.tsv"]}) == ["a/*.tsv"]
+    # the same for a list that is a runner option (eval's tasks) and one that is a config field (train's eval)
+    assert prepare(STAGES["eval"], {"model": "m", "tasks": "my-tasks"})[1]["tasks"] == ["my-tasks"]
+    assert prepare(STAGES["train"], {"data": ["a"], "eval": "suite:dev"})[0].eval == ["suite:dev"]
     with pytest.raises(CmtpError, match="no files match /no/such/\\*.tsv"):
         run_stage(STAGES["extract"], [], str(tmp_path / "e"), {"sources": "lcsts=/no/such/*.tsv"})
 

@@ -85,24 +85,24 @@ def eval_model(
     from cmtp.trainer.evaluation import evaluate_with_baseline, load_tasks
 
     from ..evaluate import eval_task_paths
-    from ..stages import STAGES, prepare
+    from ..stages import STAGES, prepare, runner_config_of
 
     flags.update(tasks=list(flags["tasks"]) if flags["tasks"] else None, instruction=instruction, progress=not quiet)
     options, extras = prepare(STAGES["eval"], stage_options(config_file, flags))  # the build's eval stage's rule
-    paths = eval_task_paths(extras.get("tasks"), extras.get("suite"))
+    run = runner_config_of(EvalRunOptions, extras)
+    paths = eval_task_paths(run.tasks, run.suite)
     if not paths:
         raise CmtpError("give --tasks PATH or --suite NAME")
     if output:
         from ..outputs import check_writable
 
         check_writable(output, "--output")  # before minutes of evaluation, not after
-    compare_with, max_per_task = extras.get("compare"), extras.get("max_per_task")
-    loaded = load_tasks(paths, max_per_task, options.seed)
+    loaded = load_tasks(paths, run.max_per_task, options.seed)
     for task in loaded:
         if task.skipped_rows:
             err.print(f"{task.name}: {task.skipped_rows} rows without a usable label skipped")
-    report, _, record = evaluate_with_baseline(model, loaded, options, compare_with)
-    result = {"tasks_from": paths, "max_per_task": max_per_task, **record}
+    report, _, record = evaluate_with_baseline(model, loaded, options, run.compare)
+    result = {"tasks_from": paths, "max_per_task": run.max_per_task, **record}
     if output:
         Path(output).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     if fmt is OutputFormat.json:

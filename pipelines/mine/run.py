@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.outcomes import DROPPED, IN, OUT, summarize
 from cmtp.transforms.common.parquet_shards import StreamingShardWriter
+from cmtp.transforms.common.paths import is_remote
 from cmtp.transforms.common.progress import bar
 from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
@@ -195,7 +196,7 @@ def _options(values: dict) -> dict:
 
 
 def _run_stage(inputs, out, config, beam_args, **run_options):
-    if "://" in out and not out.startswith("file://"):  # the index and the merge work on local files
+    if is_remote(out):  # the index and the merge work on local files
         raise CmtpError(f"mine writes a local folder, not {out}: mine into a local --out, then copy it to the store")
     run = runner_config_of(MineRunOptions, run_options)
     return run_mine(inputs[0] if inputs else None, out, config, beam_args, run)

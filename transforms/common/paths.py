@@ -15,6 +15,11 @@ from cmtp.schemas.errors import CmtpError
 _GLOB = "*?["
 
 
+def is_remote(path: str) -> bool:
+    """A URL of an object store (``gs://``, ``s3://``, ...), not a local path (``file://`` is local)."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
 def _url(fs, path: str) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return path if protocol in ("file", "local") else f"{protocol}://{path}"

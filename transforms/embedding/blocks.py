@@ -19,6 +19,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import RunInference
 
+from cmtp.transforms.common.paths import is_remote
 from cmtp.transforms.common.progress import ProgressCounter
 
 from .handler import BatchInferenceHandler, InferenceError
@@ -97,7 +98,7 @@ def read_block_texts(block: TextBlock) -> list[str]:
     import fsspec
     import pyarrow as pa
 
-    local = "://" not in block.texts or block.texts.startswith("file://")
+    local = not is_remote(block.texts)
     with (pa.memory_map(block.texts.removeprefix("file://"), "r") if local else fsspec.open(block.texts, "rb")) as fh:
         reader = pa.ipc.open_file(fh)
         texts, offset = [], 0
