@@ -143,8 +143,8 @@ def test_a_killed_audit_resumes_at_the_run_it_was_in(proxy_setup, monkeypatch):
 # --- options ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--proxy-keep-rates", "1.5"], "outside (0, 1)"),
-    (["--proxy-thresholds", "2"], "outside [-1, 1]"),
+    (["--proxy-keep-rates", "1.5"], "keep_rates must be in (0, 1)"),
+    (["--proxy-thresholds", "2"], "thresholds must be in [-1, 1]"),
     (["--proxy-steps", "0"], "option steps must be in [1, inf)"),
     (["--proxy-learning-rate", "-1e-4"], "option learning_rate must be in (0, inf)"),
     (["--proxy-input", "no-equals-sign"], "NAME=PATH"),

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cmtp.pipelines.stages import STAGES, prepare
 from cmtp.schemas import PRETRAIN_TEXT, rows_to_table
 from cmtp.trainer.config import TrainConfig
 from cmtp.trainer.loop import train
@@ -127,7 +128,7 @@ def config(model, data, out, **kw):
                   output_dir=str(out), max_steps=40, batch_size=8, learning_rate=3e-3, save_steps=1000,
                   passage_max_len=64, seed=1)
     values.update(kw)
-    return TrainConfig.from_mapping(values)
+    return prepare(STAGES["train"], values)[0]
 
 
 def test_loss_falls_and_the_encoder_loads_and_starts_stage_2(tiny_model_path, pretrain_dir, tmp_path):
@@ -139,10 +140,9 @@ def test_loss_falls_and_the_encoder_loads_and_starts_stage_2(tiny_model_path, pr
     model = SentenceTransformer(summary["model"], device="cpu")
     assert model.encode(["长江是亚洲第一长河"]).shape == (1, 32)
     assert not any("decoder" in k or "head" in k for k in load_file(Path(summary["model"]) / "model.safetensors"))
-    stage2 = TrainConfig.from_mapping(dict(stage="contrastive", model=summary["model"],
-                                           data=[{"name": "p", "paths": [str(pretrain_dir)]}],
-                                           output_dir=str(tmp_path / "s2"), max_steps=2, batch_size=4,
-                                           save_steps=0))
+    stage2 = TrainConfig(stage="contrastive", model=summary["model"],
+                         data=[{"name": "p", "paths": [str(pretrain_dir)]}], output_dir=str(tmp_path / "s2"),
+                         max_steps=2, batch_size=4, save_steps=0)
     assert train(stage2)["steps"] == 2
 
 

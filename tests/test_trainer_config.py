@@ -10,31 +10,31 @@ import yaml
 from typer.testing import CliRunner
 
 from cmtp.pipelines.app import app
+from cmtp.pipelines.stages import STAGES, prepare
 from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
 from cmtp.schemas.errors import CmtpError
-from cmtp.trainer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
 def test_the_example_config_parses():
-    config = TrainConfig.from_mapping(yaml.safe_load((ROOT / "examples" / "train_finetune.yaml").read_text()))
+    config = prepare(STAGES["train"], yaml.safe_load((ROOT / "examples" / "train_finetune.yaml").read_text()))[0]
     assert config.stage == "finetune" and [d.paths for d in config.data] == [["demo-out/mine/examples"]]
     assert config.train_group_size == 4 and config.gradcache_chunk == 16
 
 
 @pytest.mark.parametrize("values, fragment", [
-    ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "batchsize": 4}, "unknown training option"),
-    ({"stage": "pretrain", "data": [{"name": "a", "paths": ["x"]}]}, "stage must be one of"),
+    ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "batchsize": 4}, "unknown train option"),
+    ({"stage": "pretrain", "data": [{"name": "a", "paths": ["x"]}]}, "option stage must be one of"),
     ({"stage": "retromae", "data": [{"name": "a", "paths": ["x"]}], "gradcache_chunk": 8}, "not to retromae"),
     ({"stage": "retromae", "data": [{"name": "a", "paths": ["x"]}], "encoder_mask_ratio": 1.5}, "mask_ratio"),
     ({"stage": "finetune"}, "no training data"),
-    ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "save_steps": -1}, "save_steps >= 0"),
+    ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "save_steps": -1}, r"save_steps must be in \[0, "),
 ])
 def test_bad_options_are_named(values, fragment):
     with pytest.raises(CmtpError, match=fragment):
-        TrainConfig.from_mapping(values)
+        prepare(STAGES["train"], values)[0]
 
 
 def test_flags_override_the_yaml_file(tmp_path, tiny_model_path):
@@ -70,4 +70,4 @@ def test_a_worse_trained_model_gets_a_loud_warning(capsys):
 
 def test_keep_best_needs_an_evaluation():
     with pytest.raises(CmtpError, match="keep_best needs an evaluation"):
-        TrainConfig.from_mapping({"data": [{"name": "a", "paths": ["x"]}], "keep_best": True})
+        prepare(STAGES["train"], {"data": [{"name": "a", "paths": ["x"]}], "keep_best": True})[0]

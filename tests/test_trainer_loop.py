@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cmtp.pipelines.stages import STAGES, prepare
 from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
-from cmtp.trainer.config import TrainConfig
 from cmtp.trainer.loop import train
 from tests.dist_worker import free_port
 from tests.numerics import assert_float32_close, gradient_scale
@@ -46,7 +46,7 @@ def config(model, data, out, **kw):
                   max_steps=40, batch_size=8, learning_rate=2e-3, train_group_size=3, temperature=0.05,
                   save_steps=1000, query_max_len=32, passage_max_len=64, seed=1, query_prompt="", passage_prompt="")
     values.update(kw)
-    return TrainConfig.from_mapping(values)
+    return prepare(STAGES["train"], values)[0]
 
 
 def test_loss_falls_and_the_saved_model_loads_with_the_same_embeddings(tiny_model_path, examples_dir, tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cmtp.schemas.errors import CmtpError
@@ -27,13 +27,14 @@ STAGE_DEFAULTS = {
 
 @dataclass
 class TrainConfig:
-    stage: str = option("contrastive", "retromae (stage 1), contrastive (stage 2) or finetune (stage 3)")
+    stage: str = option("contrastive", "retromae (stage 1), contrastive (stage 2) or finetune (stage 3)",
+                        choices=TRAINING_STAGES)
     model: str = option("builtin:me5-small", "model to start from")
     data: list[DataSource] = field(default_factory=list)  # the CLI's --data PATH | NAME=PATH | NAME=PATH@WEIGHT
     output_dir: str = "out/train"  # the CLI's --out
     max_steps: int = option(1000, "optimiser steps", ge=1)
     epochs: float | None = option(None, "passes over the data; steps from the Parquet row counts (replaces "
-                                        "--max-steps)")
+                                        "--max-steps)", gt=0)
     batch_size: int = option(32, "queries per device per step", ge=1)
     learning_rate: float | None = option(None, "peak learning rate (default 5e-6; retromae 2e-5)", gt=0,
                                          aliases=("--lr",))
@@ -41,81 +42,62 @@ class TrainConfig:
     warmup_ratio: float = option(0.1, "share of steps warming the learning rate up", ge=0, lt=1)
     temperature: float | None = option(None, "InfoNCE temperature (default 0.01; retromae 0.02)", gt=0)
     train_group_size: int | None = option(None, "passages per query: 1 positive + hard negatives (default 1; "
-                                                "finetune 8)", aliases=("--group-size",))
+                                                "finetune 8)", aliases=("--group-size",), ge=1)
     cross_device: bool | None = option(None, "gather all devices' passages as negatives (default on; retromae off)")
     gradcache_chunk: int = option(0, "gradient caching with chunks of this many texts (0: off)", ge=0)
     query_max_len: int = option(64, "tokens per query", ge=2)
     passage_max_len: int = option(256, "tokens per passage", ge=2)
-    pooling: str | None = option(None, "cls or mean (default: the model's)")
+    pooling: str | None = option(None, "pooling (default: the model's)", choices=("cls", "mean"))
     query_prompt: str | None = option(None, "query prefix when examples carry no instruction (default: the model's)")
     passage_prompt: str | None = option(None, "passage prefix (default: the model's)")
     distill_weight: float = option(0.0, "weight of the KL loss to the teacher's pos/neg scores (0: off)", ge=0)
     distill_temperature: float = option(0.02, "temperature of the teacher's scores", gt=0)
-    precision: str = option("auto", "auto, fp32, bf16 or fp16 (half precisions on GPU)")
+    precision: str = option("auto", "half precisions apply on GPU", choices=("auto", "fp32", "bf16", "fp16"))
     gradient_checkpointing: bool = option(False, "trade compute for memory")
     freeze_embeddings: bool = option(False, "keep the token-embedding table fixed (most parameters of a "
                                             "multilingual model)")
     max_grad_norm: float = option(1.0, "gradient clipping norm", gt=0)
-    save_steps: int = option(500, "checkpoint every N steps (0: no checkpoints, only the model)")
-    logging_steps: int = option(10, "TensorBoard scalars every N steps")
+    save_steps: int = option(500, "checkpoint every N steps (0: no checkpoints, only the model)", ge=0)
+    logging_steps: int = option(10, "TensorBoard scalars every N steps", ge=1)
     seed: int = option(42, "seed")
     workers: int = option(0, "dataloader worker processes per device", ge=0)
-    shuffle_units: int = option(4, "row groups a reader concatenates and shuffles together (a block shuffle)")
+    shuffle_units: int = option(4, "row groups a reader concatenates and shuffles together (a block shuffle)",
+                                ge=1)
     same_source_batches: bool = option(True, "each global batch from one --data source",
                                        flag="--same-source-batches/--mixed-source-batches")
     resume: bool = option(True, "continue from the newest checkpoint in --out")
     allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present)")
     # stage 1, RetroMAE (trainer/retromae/)
-    encoder_mask_ratio: float = option(0.3, "retromae: share of words masked for the encoder")
-    decoder_mask_ratio: float = option(0.5, "retromae: share of context hidden from each decoder position")
+    encoder_mask_ratio: float = option(0.3, "retromae: share of words masked for the encoder", gt=0, lt=1)
+    decoder_mask_ratio: float = option(0.5, "retromae: share of context hidden from each decoder position", ge=0,
+                                       lt=1)
     whole_word_masking: bool = option(True, "retromae: mask jieba words whole, or single tokens",
                                       flag="--whole-word-masking/--per-token-masking")
     # evaluation during training (trainer/training_eval.py)
     eval: list[str] = option(help="evaluate on these tasks (folder, tasks YAML, or suite:dev) at the start, every "
                                   "--eval-steps and at the end", factory=list)
     eval_holdout: float = option(0.0, "keep this share of the training rows out of training and evaluate "
-                                      "retrieval on it")
-    eval_steps: int = option(0, "also evaluate every N steps (0: at the start and the end only)")
-    eval_max_per_task: int | None = option(500, "seeded subsample per evaluation task")
+                                      "retrieval on it", ge=0, lt=0.5)
+    eval_steps: int = option(0, "also evaluate every N steps (0: at the start and the end only)", ge=0)
+    eval_max_per_task: int | None = option(500, "seeded subsample per evaluation task", ge=1)
     eval_batch_size: int = option(64, "texts per forward pass when evaluating", ge=1)
     keep_best: bool = option(False, "save the best evaluated model to OUT/best_model")
-    saturation_steps: int = option(20, "warn when in-batch accuracy has been 1.0 for this many steps in a row")
+    saturation_steps: int = option(20, "warn when in-batch accuracy has been 1.0 for this many steps in a row",
+                                   ge=1)
 
     def __post_init__(self):
         check_ranges(self)
-        if self.stage not in TRAINING_STAGES:
-            raise CmtpError(f"stage must be one of {', '.join(TRAINING_STAGES)}")
         if self.stage == "retromae" and self.gradcache_chunk:
             raise CmtpError("gradient caching applies to the contrastive stages, not to retromae")
-        if not (0 < self.encoder_mask_ratio < 1 and 0 <= self.decoder_mask_ratio < 1):
-            raise CmtpError("encoder_mask_ratio must be in (0, 1) and decoder_mask_ratio in [0, 1)")
         for key, value in STAGE_DEFAULTS[self.stage].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
         if not self.data:
             raise CmtpError("no training data: give --data PATH (or data: in the config file)")
-        if self.epochs is not None and self.epochs <= 0:
-            raise CmtpError("epochs must be > 0")
-        if self.save_steps < 0 or self.logging_steps < 1 or self.max_steps < 1:
-            raise CmtpError("max_steps and logging_steps must be >= 1, save_steps >= 0")
-        if not 0 <= self.eval_holdout < 0.5:
-            raise CmtpError("eval_holdout must be in [0, 0.5)")
         if self.keep_best and not (self.eval or self.eval_holdout):
             raise CmtpError("keep_best needs an evaluation: give --eval TASKS or --eval-holdout SHARE")
-        if self.eval_steps < 0:
-            raise CmtpError("eval_steps must be >= 0")
-        if self.train_group_size < 1 or self.batch_size < 1:
-            raise CmtpError("batch_size and train_group_size must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise CmtpError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**values)

@@ -52,8 +52,10 @@ PRIOR_SAMPLES_PER_SECOND = 40.0
 class ProxyConfig:
     """The proxy audit's options (``cmtp audit --proxy-*``); the recipe defaults were chosen by measurement (README)."""
 
-    thresholds: list[float] = field(default_factory=list)  # cuts to compare, as scores (--proxy-thresholds)
-    keep_rates: list[float] = field(default_factory=list)  # cuts as shares kept (--proxy-keep-rates; 0.9 to 0.6)
+    # the cuts to compare, as scores (--proxy-thresholds) and as shares kept (--proxy-keep-rates; 0.9 to 0.6)
+    thresholds: list[float] = field(default_factory=list, metadata=within(ge=-1, le=1, why="scores are cosines"))
+    keep_rates: list[float] = field(default_factory=list, metadata=within(
+        gt=0, lt=1, why="1 keeps everything: that is 'no filter', always included"))
     inputs: list[str] = option(help="another training set NAME=PATH for --proxy (repeatable)", factory=list,
                                flag="--proxy-input")
     controls: bool = option(True, "also train a random subset of each cut's size",
@@ -80,13 +82,6 @@ class ProxyConfig:
         check_ranges(self)
         if not self.thresholds and not self.keep_rates:
             self.keep_rates = list(DEFAULT_KEEP_RATES)
-        for t in self.thresholds:
-            if not -1 <= t <= 1:
-                raise CmtpError(f"--proxy-thresholds: {t:g} is outside [-1, 1] (scores are cosines)")
-        for r in self.keep_rates:
-            if not 0 < r < 1:
-                raise CmtpError(f"--proxy-keep-rates: {r:g} is outside (0, 1) (1 keeps everything: that is "
-                                "'no filter', always included)")
         if self.holdout and self.holdout < 10:
             raise CmtpError("--proxy-holdout must be 0 (none) or >= 10 pairs")
         for spec in self.inputs:
@@ -207,15 +202,10 @@ def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]
 
 def _holdout_task(table):
     from cmtp.trainer.evaluation import EvalTask
+    from cmtp.trainer.evaluation.task_data import retrieval_data
 
-    titles, passages = table.column("title").to_pylist(), table.column("passage").to_pylist()
-    corpus, ids = {}, {}
-    for p in passages:
-        ids.setdefault(p, f"d{len(ids)}")
-        corpus[ids[p]] = p
-    queries = {f"q{i}": t for i, t in enumerate(titles)}
-    qrels = {f"q{i}": {ids[p]: 1} for i, p in enumerate(passages)}
-    return EvalTask(HOLDOUT_TASK, "retrieval", {"corpus": corpus, "queries": queries, "qrels": qrels},
+    pairs = zip(table.column("title").to_pylist(), table.column("passage").to_pylist(), strict=True)
+    return EvalTask(HOLDOUT_TASK, "retrieval", retrieval_data([(t, [p], []) for t, p in pairs]),
                     "held-out unfiltered pairs")
 
 

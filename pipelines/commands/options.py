@@ -21,10 +21,13 @@ import typer
 
 
 def _default_text(field) -> str:
+    """The help's tail: ``(one of a, b, c)`` for an option with choices, then ``(default X)``."""
+    choices = f" (one of {', '.join(field.metadata['choices'])})" if field.metadata.get("choices") else ""
     default = field.default if field.default is not MISSING else None
     if default is None or default == "" or isinstance(default, bool):
-        return ""
-    return f" (default {default:,})" if isinstance(default, int) and abs(default) >= 10_000 else f" (default {default})"
+        return choices
+    number = isinstance(default, int) and abs(default) >= 10_000
+    return choices + (f" (default {default:,})" if number else f" (default {default})")
 
 
 def _annotation(tp: Any) -> Any:
@@ -107,8 +110,9 @@ def _default_cell(field) -> str:
 
 
 def options_markdown() -> str:
-    """One table per stage (option, default, range, meaning), from the same fields the commands are built from:
-    the stage's config and its runner options' (``ShardOptions``, ``MineRunOptions``). The README holds it."""
+    """One table per stage (option, default, range or choices, meaning), from the same fields the commands are
+    built from: the stage's config and its runner options' (``ShardOptions``, ``MineRunOptions``). The README
+    holds it."""
     from cmtp.schemas.ranges import describe
 
     from ..stages import STAGES
@@ -118,11 +122,11 @@ def options_markdown() -> str:
         stage = STAGES[kind]
         configs = [stage.config(), *([stage.runner_config()] if stage.runner_config else [])]
         rows = [f"| `{f.metadata.get('flag') or '--' + f.name.replace('_', '-')}` | {_default_cell(f)} | "
-                f"{describe(f.metadata['range']) if f.metadata.get('range') else ''} | "
+                f"{describe(f.metadata['range']) if f.metadata.get('range') else ', '.join(f.metadata['choices'])} | "
                 f"{f.metadata['help'].replace('|', '/')} |"
                 for config in configs for f in fields(config) if f.metadata.get("help")]
         names = " + ".join(f"`{c.__name__}`" for c in configs)
-        parts.append(f"**`cmtp {kind}`** ({names})\n\n| option | default | range | meaning |\n|---|---|---|---|\n"
+        parts.append(f"**`cmtp {kind}`** ({names})\n\n| option | default | allowed | meaning |\n|---|---|---|---|\n"
                      + "\n".join(rows))
     return "\n\n".join(parts)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from cmtp.schemas.ranges import check_ranges, option
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
-from cmtp.transforms.embedding.engines import ENGINE_HELP
+from cmtp.transforms.embedding.engines import ENGINE_HELP, ENGINES
 from cmtp.transforms.embedding.prompts import BGE_ZH_INSTRUCTION
 
 from .tasks import EvalTask
@@ -30,15 +30,12 @@ class EvalOptions:
     top_k: int = option(100, "retrieval: documents ranked per query", ge=1)
     seed: int = option(0, "seed of subsamples, classifiers and k-means")
     device: str | None = option(None, "cpu, cuda, ... (default: cuda when present)")
-    engine: str = option("torch", ENGINE_HELP)
+    engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
     progress: bool = True  # the CLI's --quiet turns it off
     allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
 
     def __post_init__(self):
-        from cmtp.transforms.embedding.engines import check_engine
-
         check_ranges(self)
-        check_engine(self.engine)
 
 
 @dataclass

@@ -12,8 +12,8 @@ POLICIES = ("longest", "lowest_id")
 
 @dataclass
 class DedupConfig:
-    field: str = option("passage", "what is compared: passage, title_passage or title")
-    shingle: str = option("char", "shingles: char n-grams, or jieba word n-grams (word)")
+    field: str = option("passage", "what is compared", choices=FIELDS)
+    shingle: str = option("char", "shingles: char n-grams, or jieba word n-grams", choices=("char", "word"))
     ngram: int = option(5, "n of the shingles (characters, or words with --shingle word)", ge=1)
     num_perm: int = option(128, "MinHash permutations", ge=2)
     seed: int = option(1, "MinHash seed")
@@ -29,18 +29,13 @@ class DedupConfig:
     verify: bool = option(True, "exact Jaccard check of candidate pairs (removes LSH false positives)")
     max_bucket_all_pairs: int = option(32, "LSH buckets up to this size give all pairs; larger ones a star + chain",
                                        ge=2)
-    policy: str = option("longest", "representative: longest passage (lowest id breaks ties) or lowest_id")
+    policy: str = option("longest", "representative: longest passage (lowest id breaks ties) or lowest id",
+                         choices=POLICIES)
     cc_rounds: int = option(8, "large-star/small-star rounds per pass (more passes run until converged)", ge=1)
 
     def __post_init__(self):
         from cmtp.schemas.errors import CmtpError
 
-        if self.field not in FIELDS:
-            raise CmtpError(f"dedup field must be one of {', '.join(FIELDS)}, not {self.field!r}")
-        if self.policy not in POLICIES:
-            raise CmtpError(f"dedup policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
-        if self.shingle not in ("char", "word"):
-            raise CmtpError(f"shingle must be char or word, not {self.shingle!r}")
         check_ranges(self)
         if (self.bands is None) != (self.rows is None):
             raise CmtpError("give both bands and rows, or neither")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from cmtp.schemas.ranges import check_ranges, option, within
-from cmtp.transforms.embedding.engines import ENGINE_HELP
+from cmtp.transforms.embedding.engines import ENGINE_HELP, ENGINES
 
 
 @dataclass
@@ -43,17 +43,15 @@ class MineConfig:
                                       "their own)")
     use_gpu: bool | None = option(None, "faiss on the GPU (default: when faiss sees one)")
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present)")
-    engine: str = option("torch", ENGINE_HELP)
+    engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
     allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
     labeled: list[str] = option(help="labeled query/pos/neg file(s): JSON lines or Parquet", factory=list)
     pool: str | None = option(None, "separate candidate pool (Parquet with passage or text, or JSON lines)")
 
     def __post_init__(self):
         from cmtp.schemas.errors import CmtpError
-        from cmtp.transforms.embedding.engines import check_engine
 
         check_ranges(self)
-        check_engine(self.engine)
         if self.range_end <= self.range_start:
             raise CmtpError("--range must be START-END with 0 <= START < END")
 

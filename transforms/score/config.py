@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from cmtp.schemas.ranges import check_ranges, option
-from cmtp.transforms.embedding.engines import ENGINE_HELP
+from cmtp.transforms.embedding.engines import ENGINE_HELP, ENGINES
 
 DEFAULT_SCORER = "shibing624/text2vec-base-chinese"  # C-MTP's scorer; builtin:me5-small works offline
 DEFAULT_THRESHOLD = 0.43  # C-MTP's cut for Text2Vec-Chinese
@@ -23,16 +23,13 @@ class ScoreConfig:
     query_prompt: str | None = option(None, "prefix for titles (default: the model's query prompt)")
     passage_prompt: str | None = option(None, "prefix for passages (default: the model's passage prompt)")
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present)")
-    engine: str = option("torch", ENGINE_HELP)
+    engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
     fp16: bool = option(True, "half precision on cuda (never on cpu)")
     share_model: bool = option(True, "one model per machine, shared by its worker processes")
     allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
 
     def __post_init__(self):
-        from cmtp.transforms.embedding.engines import check_engine
-
         check_ranges(self)
-        check_engine(self.engine)
 
     def to_dict(self) -> dict:
         return asdict(self)
