@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cmtp.schemas import CmtpError, Manifest
 from cmtp.schemas.manifest import cmtp_version
+from cmtp.schemas.yaml_files import load_yaml
 
 from .stages import STAGES
 
@@ -70,11 +69,9 @@ def _refs(value: Any) -> list[str]:
 
 def load_build_file(path: str, work: str | None = None) -> BuildFile:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = load_yaml(Path(path).read_text(encoding="utf-8"), path)
     except OSError as exc:
         raise CmtpError(f"{path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise CmtpError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or not data["stages"]:
         raise CmtpError(f"{path}: needs a stages: mapping of NAME: {{options}} (see cmtp build --help)")
     stages = []
@@ -182,18 +179,13 @@ def plan_build(build: BuildFile, start: str | None = None, until: str | None = N
 def output_files(folder: Path) -> dict[str, list]:
     """[size, sha256] of every file a finished stage left in ``folder`` (``_build.json`` and hidden files apart),
     recorded at commit so that a later build reuses the stage only if its output is still what it wrote."""
-    import hashlib
-
     files = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if not path.is_file() or rel.name == BUILD_FILE or any(part.startswith(".") for part in rel.parts):
             continue
-        digest = hashlib.sha256()
         with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(chunk)
-        files[str(rel)] = [path.stat().st_size, digest.hexdigest()]
+            files[str(rel)] = [path.stat().st_size, hashlib.file_digest(fh, "sha256").hexdigest()]
     return files
 
 
@@ -221,11 +213,16 @@ def _resolve(value: Any, work: Path, as_model: bool = False) -> Any:
     return value
 
 
+def _resolved_options(plan: StagePlan, work: Path) -> dict[str, Any]:
+    """The stage's options with ``@STAGE`` references as paths (``model`` and ``compare``: the model folder)."""
+    return {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
+
+
 def run_planned_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> None:
     """The stage through the one stage runner (pipelines/stages.py), its ``@STAGE`` references resolved."""
     from .stages import run_stage as run
 
-    options = {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
+    options = _resolved_options(plan, work)
     inputs = [str(work / options.pop("input"))] if "input" in options else []
     try:
         run(STAGES[plan.kind], inputs, str(out), options, beam_args, overwrite=True)
@@ -235,15 +232,16 @@ def run_planned_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[st
 
 def validate(build: BuildFile, plans: list[StagePlan]) -> None:
     """Every stage's options turned into its config before the first stage runs (unknown names, wrong types,
-    values out of range), so a typo in the last stage is not found after hours of the first ones."""
-    from .stages import prepare
+    values out of range, a device this machine lacks), so a typo in the last stage is not found after hours of the
+    first ones."""
+    from .stages import check_device, prepare
 
     for plan in plans:
         check_external_inputs(plan)
-        options = {k: _resolve(v, build.work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
+        options = _resolved_options(plan, build.work)
         options.pop("input", None)
         try:
-            prepare(STAGES[plan.kind], options)
+            check_device(prepare(STAGES[plan.kind], options)[0], build.beam_args)
         except CmtpError as exc:
             raise CmtpError(f"stage {plan.name}: {exc}") from None
 

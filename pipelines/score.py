@@ -13,6 +13,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from cmtp.schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
+from cmtp.schemas.ranges import check_value
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
@@ -144,8 +145,7 @@ def run_rethreshold(
 def _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, rate) -> Manifest:
     from .audit.stats import ALL, collect, open_scored
 
-    if not 0 < rate <= 1:
-        raise CmtpError("--target-keep-rate must be in (0, 1]")
+    check_value("--target-keep-rate", rate, gt=0, le=1)
     scratch = FileSystems.join(out, "_all_scores")
     first = run_score(input_path, scratch, config, shards, beam_args, workers)
     stats = collect(open_scored([scratch]), np.array([config.threshold], dtype=np.float32))
@@ -169,8 +169,7 @@ def _run_stage(inputs, out, config, beam_args, *, workers=1, target_keep_rate=No
     if rethreshold is not None:
         if target_keep_rate is not None:
             raise CmtpError("give --rethreshold or --target-keep-rate, not both")
-        if not -1 <= rethreshold <= 1:
-            raise CmtpError(f"--rethreshold must be in [-1, 1] (scores are cosines), got {rethreshold:g}")
+        check_value("--rethreshold", rethreshold, "scores are cosines", ge=-1, le=1)
         return run_rethreshold(inputs[0], out, rethreshold, shard_options, beam_args, workers)
     return run_score(inputs[0], out, config, shard_options, beam_args, workers, target_keep_rate)
 

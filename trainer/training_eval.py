@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .evaluation import EvalOptions, EvalTask, Report, compare_reports, evaluate, load_tasks
+from .evaluation.task_data import retrieval_data
 
 HOLDOUT_LIMIT = 2000  # held-out rows evaluated at most (a seeded, stable share of the training data)
 
@@ -21,18 +22,11 @@ def holdout_task(config: TrainConfig, prompts: tuple[str, str]) -> EvalTask | No
     rows = holdout_rows([p for d in config.data for p in d.paths], config.eval_holdout, HOLDOUT_LIMIT)
     if not rows:
         return None
-    ids: dict[str, str] = {}
-    for r in rows:
-        for text in r["pos"] + (r.get("neg") or []):
-            ids.setdefault(text, f"d{len(ids)}")
-    queries = {f"q{i}": r["query"] for i, r in enumerate(rows)}
-    qrels = {f"q{i}": {ids[t]: 1 for t in r["pos"]} for i, r in enumerate(rows)}
+    data = retrieval_data([(r["query"], r["pos"], r.get("neg") or []) for r in rows])
     instruction = next((r.get("instruction") for r in rows if r.get("instruction") is not None), None)
     query_prompt = config.query_prompt if config.query_prompt is not None else (
         instruction if instruction is not None else prompts[0])
-    return EvalTask("holdout", "retrieval", {"corpus": {d: t for t, d in ids.items()}, "queries": queries,
-                                              "qrels": qrels}, "training data",
-                    {"query": query_prompt, "passage": prompts[1]})
+    return EvalTask("holdout", "retrieval", data, "training data", {"query": query_prompt, "passage": prompts[1]})
 
 
 @dataclass

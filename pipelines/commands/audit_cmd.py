@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.schemas.ranges import check_value
 
 from ..audit.proxy import ProxyConfig
 from ..audit.stats import ALL, collect, grid_from_quantiles, label, open_scored, sample_near_threshold, threshold_grid
@@ -152,12 +153,12 @@ def audit(
                                               "percentile on a round step, at most 30 rows)"),
     report: str = typer.Option(None, help="write a self-contained HTML report here"),
     plot: str = typer.Option(None, help="write the score histogram as PNG here"),
-    samples: int = typer.Option(20, help="pairs shown just above and just below the threshold in the report"),
-    window: float = typer.Option(0.02, help="'just above/below' means within this distance of the threshold"),
+    samples: int = typer.Option(20, min=0, help="pairs shown just above and just below the threshold in the report"),
+    window: float = typer.Option(0.02, min=0, help="'just above/below' means within this distance of the threshold"),
     seed: int = typer.Option(0, help="seed of the sampled pairs"),
     target_keep_rate: float = typer.Option(None, help="suggest the threshold that keeps this share (0-1)"),
     compare_with: str = typer.Option(None, "--compare", help="another scored run over the same pairs"),
-    top: int = typer.Option(10, help="disagreeing pairs shown by --compare"),
+    top: int = typer.Option(10, min=0, help="disagreeing pairs shown by --compare"),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv"),
     proxy: bool = typer.Option(False, "--proxy", help="train a proxy student on each cut and compare (minutes)"),
     proxy_thresholds: str = typer.Option(None, help="cuts for --proxy as scores, a comma list"),
@@ -167,8 +168,7 @@ def audit(
     proxy_plot: str = typer.Option(None, help="write the proxy quality plot as PNG here"),
     **flags,  # the proxy run's options, generated from ProxyConfig's fields
 ) -> None:
-    if target_keep_rate is not None and not 0 < target_keep_rate <= 1:
-        raise CmtpError("--target-keep-rate must be in (0, 1]")
+    check_value("--target-keep-rate", target_keep_rate, gt=0, le=1)
     proxy_config = None
     given = {name: value for name, value in flags.items() if value not in (None, [], ())}
     if proxy:
@@ -182,9 +182,8 @@ def audit(
         if path:
             check_writable(path, what)
     grid = threshold_grid(thresholds) if thresholds else np.zeros(0, np.float32)
-    for value in [*grid.tolist(), *([threshold] if threshold is not None else [])]:
-        if not -1 <= value <= 1:
-            raise CmtpError(f"threshold {value:g} is outside [-1, 1]: scores are cosines")
+    for value in [*grid.tolist(), threshold]:
+        check_value("threshold", value, "scores are cosines", ge=-1, le=1)
     dataset = open_scored(scored)
     threshold = _default_threshold(dataset) if threshold is None else threshold
     if not thresholds:  # a first pass for the quantiles, the grid from them, then exact counts on it

@@ -79,18 +79,15 @@ def _read_unit(unit: Unit, holdout: float = 0.0) -> tuple[list[dict[str, Any]], 
     with fsspec.open(unit.path, "rb") as fh:
         f = pq.ParquetFile(fh)
         names = f.schema_arrow.names
+        pair = {"title", "passage"} <= set(names)
         if {"query", "pos"} <= set(names):
             rows = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_EXAMPLE if c in names]).to_pylist()
-        elif {"title", "passage"} <= set(names):
-            table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_PAIR if c in names])
-            rows = [{"example_id": r.get("pair_id"), "query": r["title"], "pos": [r["passage"]], "neg": [],
-                     "instruction": None, "source": r.get("source"), "pos_scores": [], "neg_scores": []}
-                    for r in table.to_pylist()]
-        elif {"text_id", "text"} <= set(names):  # pretrain_text (stage 1): a text is its own pair
-            table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_TEXT if c in names])
-            rows = [{"example_id": r["text_id"], "query": r["text"], "pos": [r["text"]], "neg": [],
-                     "instruction": None, "source": r.get("source"), "pos_scores": [], "neg_scores": []}
-                    for r in table.to_pylist()]
+        elif pair or {"text_id", "text"} <= set(names):  # pretrain_text (stage 1): a text is its own pair
+            key, query, passage = ("pair_id", "title", "passage") if pair else ("text_id", "text", "text")
+            columns = COLUMNS_PAIR if pair else COLUMNS_TEXT
+            table = f.read_row_group(unit.row_group, columns=[c for c in columns if c in names])
+            rows = [{"example_id": r.get(key), "query": r[query], "pos": [r[passage]], "neg": [], "instruction": None,
+                     "source": r.get("source"), "pos_scores": [], "neg_scores": []} for r in table.to_pylist()]
         else:
             raise CmtpError(f"{unit.path} has neither training-example columns (query, pos), pair columns "
                             f"(title, passage) nor text columns (text_id, text)")

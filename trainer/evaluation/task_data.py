@@ -139,16 +139,18 @@ def read_query_rows(spec: dict, path: Path, task_type: str) -> dict:
         samples.append((str(query), pos, neg))
     if task_type == "reranking":
         return {"samples": [s for s in samples if s[1] and s[2]]}
-    corpus: dict[str, str] = {}
+    return retrieval_data(samples)
+
+
+def retrieval_data(samples: list[tuple[str, list[str], list[str]]]) -> dict:
+    """(query, positives, negatives) rows as a retrieval task: the corpus is every positive and negative, each
+    text once; a query's positives are its relevant documents."""
     ids: dict[str, str] = {}
-    for _, pos, neg in samples:  # the corpus: every positive and negative, each text once
+    for _, pos, neg in samples:
         for text in pos + neg:
-            if text not in ids:
-                ids[text] = f"d{len(ids)}"
-                corpus[ids[text]] = text
-    queries = {f"q{i}": q for i, (q, _, _) in enumerate(samples)}
-    qrels = {f"q{i}": {ids[t]: 1 for t in pos} for i, (_, pos, _) in enumerate(samples)}
-    return {"corpus": corpus, "queries": queries, "qrels": qrels}
+            ids.setdefault(text, f"d{len(ids)}")
+    return {"corpus": {d: t for t, d in ids.items()}, "queries": {f"q{i}": q for i, (q, _, _) in enumerate(samples)},
+            "qrels": {f"q{i}": {ids[t]: 1 for t in pos} for i, (_, pos, _) in enumerate(samples)}}
 
 
 def read_labelled_texts(spec: dict, path: Path, task_type: str, split: str | None = None) -> tuple[list, list]:
