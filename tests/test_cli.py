@@ -91,6 +91,7 @@ def test_user_errors_are_one_line_without_traceback(args, fragment):
         (["dedup", "in", "--out", "o", "--bogus", "1"], "No such option: --bogus"),
         (["dedupp"], "No such command 'dedupp'"),
         (["audit"], "Missing argument"),
+        (["audit", "in", "--top", "-1"], "Invalid value for '--top'"),
     ],
 )
 def test_what_click_refuses_is_one_error_line_with_exit_2(args, fragment):

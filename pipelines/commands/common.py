@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.schemas.yaml_files import load_yaml
 
 BEAM_ARGS_HELP = (
     "Arguments after `--` go to Beam, e.g. `-- --runner DataflowRunner --project P --region R "
@@ -31,11 +31,9 @@ def load_yaml_config(path: str | None) -> dict[str, Any]:
 
     try:
         with fsspec.open(path, "r", encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            data = load_yaml(fh, f"config file {path}") or {}
     except FileNotFoundError as exc:
         raise CmtpError(f"config file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise CmtpError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise CmtpError(f"config file {path} must hold a mapping of option: value")
     return data

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from cmtp.schemas.yaml_files import load_yaml
 
 from .readers import EvalDataError
 from .task_data import is_beir
@@ -66,9 +67,7 @@ class EvalTask:
 # -- descriptors ---------------------------------------------------------------------------------------------
 def _descriptors_in_yaml(path: Path) -> list[dict]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise EvalDataError(f"{path}: not valid YAML ({exc})") from exc
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except OSError as exc:
         raise EvalDataError(f"{path}: {exc.strerror or exc}") from exc
     items = data.get("tasks") if isinstance(data, dict) and "tasks" in data else data
