@@ -76,9 +76,10 @@ def _existing_ancestor(path):
 
 
 def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None = None) -> None:
-    """A stage's output folder before any work: not a file, not one of its inputs, and writable; on a store, one
-    whose file system is installed and answers, with the Beam flags' credentials and settings (``--s3_*``,
-    ``--project``) that the pipeline will use (Beam gives them to its file systems only once a pipeline exists)."""
+    """A stage's output folder before any work: not a file, not one of its inputs or inside one, and writable; on a
+    store, one whose file system is installed and answers, with the Beam flags' credentials and settings
+    (``--s3_*``, ``--project``) that the pipeline will use (Beam gives them to its file systems only once a pipeline
+    exists)."""
     import os
     from pathlib import Path
 
@@ -105,6 +106,9 @@ def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None 
         source = Path(given.removeprefix("file://"))
         if "://" not in given and source.exists() and target.resolve() == source.resolve():
             raise CmtpError(f"--out {out} is the stage's input; write to another folder")
+        if "://" not in given and source.is_dir() and target.resolve().is_relative_to(source.resolve()):
+            raise CmtpError(f"--out {out} is inside the stage's input {given}: its output would be read as input "
+                            "by the next stage that reads that folder; write to another folder")
     ancestor = _existing_ancestor(target)
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
         raise CmtpError(f"--out {out}: {ancestor} is not a writable folder (read-only file system or no permission)")

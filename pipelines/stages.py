@@ -117,6 +117,18 @@ def check_types(cls: type, values: dict[str, Any]) -> None:
             raise CmtpError(f"option {name} must be {want}, got {value!r}")
 
 
+def check_device(config, beam_args: list[str] | None) -> None:
+    """A config's ``device`` and ``engine`` checked before its stage runs, where its work runs on this machine (a
+    remote runner's workers have their own): ``--device cuda`` here without one is one error, not a traceback."""
+    device, engine = getattr(config, "device", None), getattr(config, "engine", "torch")
+    from .beam_runner import is_local
+
+    if (device is not None or engine != "torch") and is_local(beam_args):
+        from cmtp.transforms.embedding.engines import resolve_device
+
+        resolve_device(device, engine)
+
+
 def refuse_existing(stage: Stage, out: str, overwrite: bool) -> None:
     """An output folder that already holds this stage's output is an error unless ``overwrite``: a re-run must
     not silently replace data another stage may be reading."""
@@ -174,6 +186,7 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
 
     beam_args = list(beam_args or [])
     check_stage_output(out, inputs, beam_args)
+    check_device(config, beam_args)
     refuse_existing(stage, out, overwrite)
     if stage.in_place and overwrite and not is_remote(out) and (Path(out) / "manifest.json").exists() \
             and os.environ.get("RANK", "0") == "0":

@@ -11,7 +11,7 @@ import pytest
 
 from cmtp.schemas import CmtpError
 from cmtp.transforms.embedding import encode, load_embedding_model
-from cmtp.transforms.embedding.engines import exported_graph, resolve_engine
+from cmtp.transforms.embedding.engines import exported_graph, resolve_device
 from tests.numerics import assert_float32_close
 
 RAW = Path(__file__).parent / "data" / "raw"
@@ -84,12 +84,25 @@ def test_int8_keeps_down_projections_in_fp32_and_is_cached(tiny_model_path, monk
 
 
 def test_onnx_engines_run_on_the_cpu_only_and_names_are_checked():
-    assert resolve_engine("onnx-int8", "cpu") == "onnx-int8"
-    assert resolve_engine("torch", "cuda:1") == "torch"
+    assert resolve_device("cpu", "onnx-int8") == "cpu" and resolve_device(None, "onnx") == "cpu"
     with pytest.raises(CmtpError, match="runs on the CPU"):
-        resolve_engine("onnx", "cuda")
+        resolve_device("cuda", "onnx")
     with pytest.raises(CmtpError, match="unknown engine 'int4'"):
-        resolve_engine("int4", "cpu")
+        resolve_device("cpu", "int4")
+
+
+def test_a_device_this_machine_lacks_is_named(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(CmtpError, match="cuda:1: this machine has 1 CUDA device"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(CmtpError, match="this machine has no CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(CmtpError, match="not a device name"):
+        resolve_device("tpu")
 
 
 def test_a_bad_engine_is_one_error_line(tmp_path, capsys, monkeypatch):
@@ -102,5 +115,5 @@ def test_a_bad_engine_is_one_error_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert exit_info.value.code == 1
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        "error: unknown engine 'int4'; choose one of torch, onnx, onnx-int8"]
+        "error: option engine must be one of torch, onnx, onnx-int8, got 'int4'"]
     assert "Traceback" not in err

@@ -125,7 +125,7 @@ def test_a_stage_that_is_not_a_mapping_is_one_error(tmp_path):
     (["train", "--data", "IN", "--out", "OUT", "--learning-rate", "-0.001"],
      "option learning_rate must be in (0, inf)"),
     (["train", "--data", "IN", "--out", "OUT", "--temperature", "0"], "option temperature must be in (0, inf)"),
-    (["audit", "IN", "--threshold", "2"], "threshold 2 is outside [-1, 1]"),
+    (["audit", "IN", "--threshold", "2"], "threshold must be in [-1, 1] (scores are cosines), got 2"),
     (["extract", "lcsts=IN", "--out", "OUT", "--min-cjk-ratio", "2"], "option min_cjk_ratio must be in [0, 1]"),
     (["dedup", "IN", "--out", "OUT", "--threshold", "0"], "option threshold must be in (0, 1]"),
     (["dedup", "IN", "--out", "OUT", "--num-shards", "0"], "option num_shards must be in [1, inf)"),
@@ -133,7 +133,7 @@ def test_a_stage_that_is_not_a_mapping_is_one_error(tmp_path):
     (["dedup", "IN", "--out", "OUT", "--num-perm", "0"], "option num_perm must be in [2, inf)"),
     (["mine", "IN", "--out", "OUT", "--negatives", "-1"], "option negatives must be in [0, inf)"),
     (["mine", "IN", "--out", "OUT", "--target-recall", "1.5"], "option target_recall must be in (0, 1]"),
-    (["audit", "IN", "--thresholds", "1.2:1.5:0.1"], "threshold 1.2 is outside [-1, 1]"),
+    (["audit", "IN", "--thresholds", "1.2:1.5:0.1"], "threshold must be in [-1, 1] (scores are cosines), got 1.2"),
 ])
 def test_an_option_out_of_range_is_one_error_before_any_work(tmp_path, args, fragment):
     (tmp_path / "in").mkdir()
@@ -384,8 +384,7 @@ def test_a_model_save_that_fails_leaves_no_half_written_folder(tiny_model_path, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(st, "save", full_disk)
-    config = TrainConfig.from_mapping({"model": str(tiny_model_path), "data": [{"name": "s", "paths": ["x"]}],
-                                       "output_dir": str(tmp_path)})
+    config = TrainConfig(model=str(tiny_model_path), data=[{"name": "s", "paths": ["x"]}], output_dir=str(tmp_path))
     with pytest.raises(OSError, match="No space left"):
         _save_model(st, tmp_path / "model", config, ("", ""), __import__("collections").Counter())
     assert list(tmp_path.iterdir()) == []
@@ -490,15 +489,48 @@ MISTAKES = {
     "score --threshold 5": (lambda t: _scored(t / "in") or ["score", t / "in", "--out", t / "out", "--threshold", "5"],
                             "option threshold must be in [-1, 1]"),
     "audit --threshold 2": (lambda t: _scored(t / "in") or ["audit", t / "in", "--threshold", "2"],
-                            "threshold 2 is outside [-1, 1]"),
+                            "threshold must be in [-1, 1] (scores are cosines), got 2"),
     "audit --thresholds 1.2:1.5": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds", "1.2:1.5:0.1"],
-                                   "threshold 1.2 is outside [-1, 1]"),
+                                   "threshold must be in [-1, 1] (scores are cosines), got 1.2"),
     "build --work on a read-only disk": (lambda t: ["build", _build(t, f"  extract: {{sources: ['{LCSTS}']}}\n"),
                                                     "--work", _readonly(t) / "work"], "Read-only file system"),
     "audit --report on a read-only disk": (lambda t: _scored(t / "in") or ["audit", t / "in", "--report",
                                                                            _readonly(t) / "a.html"], "is not writable"),
     "eval --output on a read-only disk": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev", "--output",
                                                      _readonly(t) / "e.json"], "is not writable"),
+    # a device this machine lacks is refused before any work (it was a worker's traceback)
+    "score --device cuda:99": (lambda t: _scored(t / "in") or ["score", t / "in", "--out", t / "out", "--model",
+                                                               "builtin:me5-small", "--device", "cuda:99"],
+                               "--device cuda:99: this machine has"),
+    "mine --device tpu": (lambda t: _scored(t / "in") or ["mine", t / "in", "--out", t / "out", "--device", "tpu"],
+                          "--device tpu: not a device name"),
+    "mine --engine onnx --device cuda": (lambda t: _scored(t / "in") or ["mine", t / "in", "--out", t / "out",
+                                                                         "--engine", "onnx", "--device", "cuda"],
+                                         "--engine onnx runs on the CPU"),
+    "train --device cuda:99": (lambda t: _scored(t / "in") or ["train", "--data", t / "in", "--out", t / "out",
+                                                               "--device", "cuda:99"], "this machine has"),
+    "eval --device cuda:99": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev", "--device", "cuda:99"],
+                              "this machine has"),
+    "score --out inside its input": (lambda t: _scored(t / "in") or ["score", t / "in", "--out", t / "in" / "s",
+                                                                     "--model", "builtin:me5-small"],
+                                     "is inside the stage's input"),
+    "build file with a stage written twice": (lambda t: ["build", _build(t, f"  extract: {{sources: ['{LCSTS}']}}\n"
+                                                                         f"  extract: {{sources: ['{LCSTS}']}}\n")],
+                                              "'extract' is written twice in one mapping (line 4, column 3)"),
+    "--config file that is not YAML": (lambda t: _scored(t / "in") or (t / "c.yaml").write_text("a: [1\n") and
+                                       ["score", t / "in", "--out", t / "out", "--config", t / "c.yaml"],
+                                       "c.yaml: not valid YAML: "),
+    "mine --pool that is not Parquet": (lambda t: _scored(t / "in") or (t / "pool.txt").write_text("x\n") and
+                                        ["mine", t / "in", "--out", t / "out", "--pool", t / "pool.txt"],
+                                        "pool.txt: not a readable Parquet file"),
+    "mine --pool with a bad JSON line": (lambda t: _scored(t / "in") or (t / "p.jsonl").write_text("{bad\n") and
+                                         ["mine", t / "in", "--out", t / "out", "--pool", t / "p.jsonl"],
+                                         "p.jsonl:1: not a JSON object"),
+    "mine --labeled Parquet that is not Parquet": (lambda t: (t / "l.parquet").write_bytes(b"PAR1") and
+                                                   ["mine", "--labeled", t / "l.parquet", "--out", t / "out"],
+                                                   "l.parquet: not a readable Parquet file"),
+    "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",
+                                                                            "a:b:c"], "bad --thresholds 'a:b:c'"),
 }
 
 

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.embedding import resolve_prompts
+from cmtp.transforms.embedding.engines import resolve_device
 
 from .batches import build_step
 from .checkpoints import RunState, Saver, latest_checkpoint, restore
@@ -117,7 +118,8 @@ def _start(config: TrainConfig) -> _Session:
     """The model (from the newest checkpoint when resuming), optimiser, schedule, data stream, evaluator and
     TensorBoard writer of a run, restored to the checkpoint's state."""
     rank, world, local_rank, own_group = _dist_setup()
-    device = torch.device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(resolve_device(config.device or (f"cuda:{local_rank}" if torch.cuda.is_available()
+                                                           else None)))
     _seed_all(config.seed + rank)
     max_steps = planned_steps(config, world)
     resume_from = latest_checkpoint(config.output_dir) if config.resume else None

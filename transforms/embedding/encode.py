@@ -10,13 +10,10 @@ def load_embedding_model(name: str, device: str | None = None, max_seq_length: i
                          fp16: bool = True, allow_network: bool = False, engine: str = "torch"):
     """A model from the registry for inference: on its device (cuda + fp16 when available), in eval mode, with
     ``max_seq_length`` (never above the model's own limit), its transformer run by ``engine`` (:mod:`.engines`)."""
-    import torch
-
-    from .engines import resolve_engine, use_engine
+    from .engines import resolve_device, use_engine
     from .registry import load_sentence_transformer, resolve_model, set_max_seq_length
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    engine = resolve_engine(engine, device)
+    device = resolve_device(device, engine)
     model = load_sentence_transformer(name, device=device, allow_network=allow_network)
     use_engine(model, resolve_model(name, allow_network).path, engine)
     if max_seq_length:

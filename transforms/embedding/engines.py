@@ -26,24 +26,32 @@ from pathlib import Path
 
 ENGINES = ("torch", "onnx", "onnx-int8")
 EXPORT_VERSION = 1  # raised when the export or the quantisation recipe changes, so cached graphs renew
-ENGINE_HELP = "embedding engine: torch, or on CPU onnx (ONNX Runtime fp32) or onnx-int8 (0.75x the time)"
+ENGINE_HELP = "embedding engine; onnx (ONNX Runtime fp32) and onnx-int8 (0.75x the time) run on CPU"
 
 
-def check_engine(engine: str) -> None:
+def resolve_device(device: str | None, engine: str = "torch") -> str:
+    """The device a model runs on (default: cuda when present, the CPU for the ONNX engines), checked before any
+    work: a known engine, the ONNX engines on the CPU only, a device name torch knows that this machine has."""
+    import torch
+
     from cmtp.schemas.errors import CmtpError
 
     if engine not in ENGINES:
         raise CmtpError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-
-
-def resolve_engine(engine: str, device: str) -> str:
-    """``engine``, checked: a known name, and the ONNX engines on the CPU only."""
-    from cmtp.schemas.errors import CmtpError
-
-    check_engine(engine)
+    device = device or ("cuda" if engine == "torch" and torch.cuda.is_available() else "cpu")
     if engine != "torch" and not device.startswith("cpu"):
         raise CmtpError(f"--engine {engine} runs on the CPU; use --engine torch with --device {device}")
-    return engine
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CmtpError(f"--device {device}: not a device name (cpu, cuda, cuda:1 ...)") from None
+    count = torch.cuda.device_count() if kind.type == "cuda" else 0
+    if kind.type == "cuda" and (kind.index or 0) >= count:
+        have = f"{count} CUDA device(s)" if count else "no CUDA device (or torch is a CPU build)"
+        raise CmtpError(f"--device {device}: this machine has {have}; use --device cpu, or leave it unset")
+    if kind.type not in ("cpu", "cuda", "mps") or (kind.type == "mps" and not torch.backends.mps.is_available()):
+        raise CmtpError(f"--device {device}: not available here; use cpu or cuda")
+    return device
 
 
 def use_engine(model, model_dir: Path, engine: str) -> None:

@@ -59,21 +59,25 @@ def read_pairs(path: str) -> list[Example]:
     return examples
 
 
+def _json_lines(path: str) -> Iterator[tuple[int, dict | Exception]]:
+    """(line number, the object | why the line is not one) for every non-empty line of a JSON-lines file."""
+    with fsspec.open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.strip():
+                try:  # bytes that are not UTF-8 are a ValueError too (UnicodeDecodeError)
+                    obj = json.loads(line)
+                    yield number, obj if isinstance(obj, dict) else ValueError("not a JSON object")
+                except ValueError as exc:
+                    yield number, exc
+
+
 def _labeled_rows(path: str) -> Iterator[tuple[str, dict | Exception]]:
     if path.endswith(".parquet"):
+        row_groups([path])  # not (complete) Parquet: one error naming the file
         with fsspec.open(path, "rb") as fh:
-            for i, row in enumerate(pq.read_table(fh).to_pylist()):
-                yield str(i), row
+            yield from ((str(i), row) for i, row in enumerate(pq.read_table(fh).to_pylist()))
         return
-    with fsspec.open(path, "r", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                yield f"L{number}", obj if isinstance(obj, dict) else ValueError("not a JSON object")
-            except ValueError as exc:
-                yield f"L{number}", exc
+    yield from ((f"L{number}", row) for number, row in _json_lines(path))
 
 
 def read_labeled(path: str, task: str) -> tuple[list[Example], list[dict]]:
@@ -105,15 +109,16 @@ def read_labeled(path: str, task: str) -> tuple[list[Example], list[dict]]:
 def read_pool(path: str) -> Iterator[tuple[str, str | None]]:
     """(text, cluster id) of a separate pool: Parquet with ``passage`` or ``text``, or JSON lines."""
     if path.endswith(".jsonl") or path.endswith(".json"):
-        with fsspec.open(path, "r", encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    obj = json.loads(line)
-                    text = obj.get("text") or obj.get("passage")
-                    if isinstance(text, str) and text.strip():
-                        yield text, obj.get("cluster_id")
+        for number, obj in _json_lines(path):
+            if isinstance(obj, Exception):  # the pool is the user's reference set: a bad line is a mistake
+                raise CmtpError(f"pool {path}:{number}: not a JSON object ({obj})")
+            text = obj.get("text") or obj.get("passage")
+            if isinstance(text, str) and text.strip():
+                yield text, obj.get("cluster_id")
         return
-    dataset = ds.dataset(parquet_files(path, ("kept", "pairs", "pretrain")), format="parquet")
+    files = parquet_files(path, ("kept", "pairs", "pretrain"))
+    row_groups(files)  # every footer read first: a file that is not Parquet is one error naming it
+    dataset = ds.dataset(files, format="parquet")
     column = "passage" if "passage" in dataset.schema.names else "text"
     if column not in dataset.schema.names:
         raise CmtpError(f"pool {path} has neither a 'passage' nor a 'text' column")
