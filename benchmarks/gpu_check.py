@@ -91,7 +91,7 @@ def check_training(work: Path) -> None:
     for precision in ("bf16", "fp16"):
         for chunk in (0, 16):
             out = work / f"train-{precision}-{chunk}"
-            config = TrainConfig.from_mapping(dict(
+            config = TrainConfig(**dict(
                 stage="contrastive", model="builtin:me5-small", data=[{"name": "p", "paths": [str(work / "pairs")]}],
                 output_dir=str(out), max_steps=8, batch_size=64, gradcache_chunk=chunk, precision=precision,
                 save_steps=0, passage_max_len=128, resume=False))

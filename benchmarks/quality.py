@@ -62,7 +62,7 @@ def train(stage: str, model: str, data: Path, out: Path, args, steps: int) -> st
 
     if (out / "model" / "model.safetensors").exists():
         return str(out / "model")
-    config = TrainConfig.from_mapping(dict(
+    config = TrainConfig(**dict(
         stage=stage, model=model, data=[{"name": "d", "paths": [str(data)]}], output_dir=str(out), max_steps=steps,
         batch_size=args.batch1 if stage == "retromae" else args.batch_size,
         gradcache_chunk=0 if stage == "retromae" else args.chunk,

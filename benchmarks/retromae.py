@@ -108,7 +108,7 @@ def bench_training(texts: list[str], length: int, batch: int, steps: int) -> Non
     rows = [{"text_id": f"t{i}", "source": "s", "text": t} for i, t in enumerate(texts)]
     pq.write_table(rows_to_table(rows, PRETRAIN_TEXT), work / "data" / "part-0.parquet", row_group_size=256)
     times = []
-    config = TrainConfig.from_mapping(dict(stage="retromae", model="builtin:me5-small", output_dir=str(work / "out"),
+    config = TrainConfig(**dict(stage="retromae", model="builtin:me5-small", output_dir=str(work / "out"),
                                            data=[{"name": "p", "paths": [str(work / "data")]}], max_steps=steps,
                                            batch_size=batch, passage_max_len=length, save_steps=0,
                                            freeze_embeddings=True))

@@ -47,7 +47,7 @@ def run_cmtp(job: dict) -> dict:
     from cmtp.trainer.loop import train
 
     sampler, stamps = PeakMemory(), []
-    config = TrainConfig.from_mapping(dict(
+    config = TrainConfig(**dict(
         stage="contrastive", model=job["model"], data=[{"name": "lcsts", "paths": [job["data"]]}],
         output_dir=job["out"], max_steps=job["steps"], batch_size=job["batch"], learning_rate=2e-5,
         temperature=0.05, train_group_size=1, gradcache_chunk=job.get("chunk", 0), query_max_len=job["max_len"],
