@@ -260,6 +260,9 @@ def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, l
             if not overwrite:
                 raise CmtpError(f"{final} exists and was not written by cmtp build: move it away or pass --overwrite")
             shutil.rmtree(final)  # the build's stage folders are its own: a foreign one is replaced whole
+        elif (final / BUILD_FILE).exists() and \
+                json.loads((final / BUILD_FILE).read_text(encoding="utf-8")).get("kind") != plan.kind:
+            shutil.rmtree(final)  # this build's folder, made by a stage of another kind (the runner would refuse it)
         log(f"{plan.name}: running {plan.kind} ({plan.reason})")
         # the runner commits a stage's output only when it succeeded; ``running`` marks a folder this build
         # owns while a stage that works in place (training, resuming from its checkpoints) has not finished

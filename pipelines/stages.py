@@ -131,13 +131,19 @@ def check_device(config, beam_args: list[str] | None) -> None:
 
 def refuse_existing(stage: Stage, out: str, overwrite: bool) -> None:
     """An output folder that already holds this stage's output is an error unless ``overwrite``: a re-run must
-    not silently replace data another stage may be reading."""
-    if overwrite:
-        return
+    not silently replace data another stage may be reading. One that holds another stage's output is always an
+    error: ``--overwrite`` replaces this stage's output, never the data of another (it may be this one's input)."""
     from apache_beam.io.filesystems import FileSystems
 
     existing = [name for name in ["manifest.json", *stage.outputs] if FileSystems.exists(FileSystems.join(out, name))]
-    if existing:
+    if "manifest.json" in existing:
+        try:
+            other = Manifest.read(out.removeprefix("file://")).stage
+        except CmtpError:
+            other = stage.kind  # an unreadable manifest: the overwrite rule below decides
+        if other != stage.kind:
+            raise CmtpError(f"{out} holds the output of {other}, not of {stage.kind}: choose another --out")
+    if existing and not overwrite:
         raise CmtpError(f"{out} already holds a stage output ({', '.join(existing)}): pass --overwrite to replace "
                         "it, or choose another --out")
 

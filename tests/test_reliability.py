@@ -443,6 +443,12 @@ def _parquet(folder: Path, content: bytes | None = None, wrong_schema: bool = Fa
         (folder / "x.parquet").write_bytes(good[: len(good) // 2] if content is None else content)
 
 
+def _manifest(folder: Path, stage: str) -> None:
+    from cmtp.schemas import Manifest
+
+    Manifest(stage=stage).write(str(folder))
+
+
 def _readonly(tmp: Path) -> Path:
     (tmp / "ro").mkdir()  # the test makes it a read-only file system
     return tmp / "ro"
@@ -529,6 +535,10 @@ MISTAKES = {
     "mine --labeled Parquet that is not Parquet": (lambda t: (t / "l.parquet").write_bytes(b"PAR1") and
                                                    ["mine", "--labeled", t / "l.parquet", "--out", t / "out"],
                                                    "l.parquet: not a readable Parquet file"),
+    # --overwrite replaces this stage's output, never another's (train --overwrite removed a mine folder it read)
+    "train --out a score folder --overwrite": (lambda t: _scored(t / "in") or _manifest(t / "in", "score") or
+                                               ["train", "--data", t / "in", "--out", t / "in", "--overwrite"],
+                                               "holds the output of score, not of train"),
     "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",
                                                                             "a:b:c"], "bad --thresholds 'a:b:c'"),
 }
