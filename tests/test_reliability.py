@@ -539,6 +539,12 @@ MISTAKES = {
     "train --out a score folder --overwrite": (lambda t: _scored(t / "in") or _manifest(t / "in", "score") or
                                                ["train", "--data", t / "in", "--out", t / "in", "--overwrite"],
                                                "holds the output of score, not of train"),
+    "eval a training run's folder, not its model": (lambda t: (t / "run" / "model").mkdir(parents=True) or
+                                                    ["eval", t / "run", "--suite", "dev"],
+                                                    "a training run keeps its model in"),
+    "score --model a folder that is not a model": (lambda t: _scored(t / "in") or
+                                                   ["score", t / "in", "--out", t / "out", "--model", t / "in"],
+                                                   "is not a model folder"),
     "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",
                                                                             "a:b:c"], "bad --thresholds 'a:b:c'"),
 }

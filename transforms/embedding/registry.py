@@ -117,6 +117,9 @@ def resolve_model(name: str, allow_network: bool = False, prepare: bool = True) 
     if local.exists():
         if not local.is_dir():
             raise ModelNotFoundError(f"model path {name} is a file; pass the model's directory")
+        if not (local / "config.json").exists() and not (local / "modules.json").exists():
+            inside = f"; a training run keeps its model in {local / 'model'}" if (local / "model").is_dir() else ""
+            raise ModelNotFoundError(f"{name} is not a model folder (no config.json or modules.json){inside}")
         return ResolvedModel(name, local.resolve(), "local")
     if _looks_like_hub_id(name) and not Path(name.split("/")[0]).expanduser().is_dir():
         return ResolvedModel(name, _hub_snapshot(name, allow_network), "hub")
