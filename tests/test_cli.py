@@ -110,7 +110,8 @@ def test_cmtp_alone_prints_the_help_and_no_error_line():
 
 
 def test_a_rethreshold_outside_the_cosine_range_is_refused(tmp_path):
-    line = cli_error("score", tmp_path, "--out", tmp_path / "cut", "--rethreshold", "2")
+    (tmp_path / "in").mkdir()
+    line = cli_error("score", tmp_path / "in", "--out", tmp_path / "cut", "--rethreshold", "2")
     assert "--rethreshold must be in [-1, 1]" in line and not (tmp_path / "cut").exists()
 
 
