@@ -89,6 +89,8 @@ def run_to_completion(pipeline: beam.Pipeline, what: str) -> None:
     except CmtpError:
         raise
     except Exception as exc:
+        if "KeyboardInterrupt" in str(exc):  # Ctrl-C reached a worker thread first: the user's abort, not a failure
+            raise KeyboardInterrupt from None
         raise failure(what, exc) from exc
 
 

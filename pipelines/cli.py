@@ -14,6 +14,19 @@ from .logs import configure
 
 
 def main() -> None:
+    """The console script; Ctrl-C at any point (typer turns it into exit code 130) is one ``error: aborted``."""
+    try:
+        code = _main()
+    except KeyboardInterrupt:  # while the command modules load, before typer takes over
+        code = 130
+    if code == 130:
+        from .console import err
+
+        err.print("[red]error:[/red] aborted", highlight=False)
+    sys.exit(code)
+
+
+def _main() -> int:
     # before the command modules import Beam (import-time notices about missing GCP clients) or transformers
     configure()
     from rich.markup import escape
@@ -54,7 +67,7 @@ def main() -> None:
         err.print(f"[red]error:[/red] {escape(cause)} ({type(exc).__name__})", highlight=False)
         sys.exit(1)
     # an explicit typer.Exit comes back as its code; a command's own return value is not an exit status
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
 
 
 OS_CAUSES = ("No space left on device", "Read-only file system", "Disk quota exceeded")

@@ -36,5 +36,8 @@ def configure(be_verbose: bool | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars too
     logging.getLogger().setLevel(logging.ERROR)
+    # a failing DoFn is logged by Beam with its traceback, then raised: the raise is reported as one error line
+    # naming its root cause (beam_runner.failure), so the log would only repeat it over forty lines
+    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     # jieba sets its own logger to DEBUG with its own handler on import: a filter on the logger outlives that
     logging.getLogger("jieba").addFilter(_AtLeastWarning())

@@ -148,3 +148,21 @@ def test_an_existing_stage_output_needs_overwrite(tmp_path):
     line = cli_error(*args)
     assert "already holds a stage output" in line and "--overwrite" in line
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_ctrl_c_is_one_aborted_line_with_exit_130(monkeypatch, capsys):
+    """Ctrl-C while the modules load, inside a command (typer's exit code 130), or first seen by a Beam worker
+    thread (a RuntimeError whose text names KeyboardInterrupt) ends as ``error: aborted``, not a traceback."""
+    from cmtp.pipelines import beam_runner, cli
+
+    class Interrupted:
+        def run(self):
+            raise RuntimeError("Traceback ...\nKeyboardInterrupt [while running 'Score/RunInference']")
+
+    with pytest.raises(KeyboardInterrupt):
+        beam_runner.run_to_completion(Interrupted(), "the pipeline")
+    for interrupt in (lambda: (_ for _ in ()).throw(KeyboardInterrupt), lambda: 130):
+        monkeypatch.setattr(cli, "_main", interrupt)
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        assert stop.value.code == 130 and capsys.readouterr().err.strip() == "error: aborted"
