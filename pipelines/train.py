@@ -11,18 +11,24 @@ from .stages import Stage, lazy_class, listed
 
 
 def data_spec(spec, index: int) -> dict:
-    """One training dataset: a {name, paths, weight} mapping, or PATH | NAME=PATH | NAME=PATH@WEIGHT."""
+    """One training dataset: a {paths, name, weight} mapping, or PATH | NAME=PATH | NAME=PATH@WEIGHT (the weight a
+    number; ``DataSource`` checks it is positive)."""
     if isinstance(spec, dict):
-        if "paths" not in spec:
-            raise CmtpError(f"data {spec!r}: a mapping needs paths: [PATH, ...] (and may have name, weight)")
-        return {**spec, "paths": listed(spec["paths"], "data paths")}
-    spec = str(spec)
-    name, _, rest = spec.rpartition("=") if "=" in spec.split("://")[0] else ("", "", spec)
-    path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
+        unknown = sorted(set(spec) - {"name", "paths", "weight"})
+        if "paths" not in spec or unknown:
+            raise CmtpError(f"data {spec!r}: a mapping has paths: [PATH, ...] and may have name and weight"
+                            + (f", not {', '.join(map(str, unknown))}" if unknown else ""))
+        name, paths, weight = spec.get("name"), listed(spec["paths"], "data paths"), spec.get("weight", 1.0)
+    else:
+        name, _, rest = str(spec).rpartition("=") if "=" in str(spec).split("://")[0] else ("", "", str(spec))
+        path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
+        paths = [path]
     try:
-        return {"name": name or f"data{index}", "paths": [path], "weight": float(weight)}
-    except ValueError as exc:
-        raise CmtpError(f"bad data {spec!r}: use PATH, NAME=PATH or NAME=PATH@WEIGHT") from exc
+        weight = float(weight)
+    except (TypeError, ValueError) as exc:
+        raise CmtpError(f"bad data {spec!r}: its weight must be a number (PATH, NAME=PATH or NAME=PATH@WEIGHT)") \
+            from exc
+    return {"name": str(name or f"data{index}"), "paths": paths, "weight": weight}
 
 
 def _options(values: dict) -> dict:

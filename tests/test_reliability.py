@@ -95,7 +95,10 @@ def test_the_whole_build_file_is_checked_before_the_first_stage(tmp_path, mine_o
 
 @pytest.mark.parametrize("stage, fragment", [
     ("train: {data: 5}", "stage train: option data must be a list (or one string), got 5"),
-    ("train: {data: [{name: x}]}", "stage train: data {'name': 'x'}: a mapping needs paths"),
+    ("train: {data: [{name: x}]}", "stage train: data {'name': 'x'}: a mapping has paths"),
+    ("train: {data: [{paths: ['@dedup/pairs'], wieght: 2}]}", "may have name and weight, not wieght"),
+    ("train: {data: [{paths: ['@dedup/pairs'], weight: abc}]}", "its weight must be a number"),
+    ("train: {data: [{paths: ['@dedup/pairs'], weight: 0}]}", "dataset data0: its weight must be a positive number"),
     ("train: {data: ['@dedup/pairs'], eval: 3}", "stage train: option eval must be a list (or one string), got 3"),
     ("eval: {model: [1], suite: dev}", "stage eval: option model must be a string, got [1]"),
     ("eval: {model: builtin:me5-small, suite: dev, max_per_task: -1}", "stage eval: option max_per_task must be in"),

@@ -49,6 +49,10 @@ class DataSource:
     paths: list[str]
     weight: float = 1.0
 
+    def __post_init__(self):
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int | float) or not self.weight > 0:
+            raise CmtpError(f"dataset {self.name}: its weight must be a positive number, not {self.weight!r}")
+
 
 def list_units(paths: list[str]) -> list[Unit]:
     """The non-empty row groups of every Parquet file the paths give (``transforms.common.paths``), sorted for
@@ -193,9 +197,7 @@ class ParquetStream(IterableDataset):
     def __init__(self, config: StreamConfig, rank: int = 0, world_size: int = 1):
         self.config, self.rank, self.world_size = config, rank, world_size
         self.units = {s.name: list_units(s.paths) for s in config.sources}
-        self.weights = np.array([s.weight for s in config.sources], dtype=np.float64)
-        if (self.weights <= 0).any():
-            raise CmtpError("dataset weights must be positive")
+        self.weights = np.array([s.weight for s in config.sources], dtype=np.float64)  # positive (DataSource)
 
     def __iter__(self):
         info = get_worker_info()
