@@ -19,9 +19,32 @@ from cmtp.schemas.errors import CmtpError
 LOCAL_RUNNERS = {None, "", "local", "DirectRunner", "FnApiRunner"}
 
 
+def beam_options(beam_args: list[str] | None) -> PipelineOptions:
+    """Beam's options for ``beam_args``, parsed here first: a value Beam's parser refuses is one error (argparse
+    would print Beam's whole usage and exit)."""
+    import contextlib
+    import io
+
+    options, caught = PipelineOptions(list(beam_args or [])), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(caught):
+            options.get_all_options()
+    except SystemExit:
+        refused = (caught.getvalue().strip().splitlines() or ["error: invalid"])[-1].split("error: ", 1)[-1]
+        raise CmtpError(f"Beam flags: {refused}") from None
+    return options
+
+
+def unknown_flags(beam_args: list[str] | None) -> list[str]:
+    """The flags in ``beam_args`` that no Beam option declares (Beam drops them with a log line nobody sees)."""
+    options = beam_options(beam_args)
+    known = options.get_all_options()
+    return [f"--{name}" for name in options.get_all_options(retain_unknown_options=True) if name not in known]
+
+
 def is_local(beam_args: list[str] | None) -> bool:
     """Whether ``beam_args`` choose the local runner (no ``--runner``, or one of the local names)."""
-    return PipelineOptions(list(beam_args or [])).view_as(StandardOptions).runner in LOCAL_RUNNERS
+    return beam_options(beam_args).view_as(StandardOptions).runner in LOCAL_RUNNERS
 
 
 def _worker_environment(workers: int):
@@ -40,7 +63,7 @@ def _worker_environment(workers: int):
 def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.Pipeline:
     """A pipeline for ``beam_args`` (Beam's own flags); local FnApiRunner unless ``--runner`` says otherwise."""
     args = list(beam_args or [])
-    options = PipelineOptions(args)
+    options = beam_options(args)
     if is_local(args):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -49,8 +72,8 @@ def make_pipeline(beam_args: list[str] | None = None, workers: int = 1) -> beam.
         return beam.Pipeline(runner=FnApiRunner(default_environment=_worker_environment(workers)), options=local)
     try:
         return beam.Pipeline(options=options)
-    except ValueError as exc:  # unknown runner name and similar option mistakes
-        raise CmtpError(f"cannot create the Beam pipeline: {exc}") from exc
+    except ValueError as exc:  # unknown runner name, missing Dataflow options (one line each, joined)
+        raise CmtpError(f"cannot create the Beam pipeline: {' '.join(str(exc).split())}") from exc
 
 
 @contextmanager

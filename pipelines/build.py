@@ -234,8 +234,10 @@ def validate(build: BuildFile, plans: list[StagePlan]) -> None:
     """Every stage's options turned into its config before the first stage runs (unknown names, wrong types,
     values out of range, a device this machine lacks), so a typo in the last stage is not found after hours of the
     first ones."""
+    from .beam_runner import beam_options
     from .stages import check_device, prepare
 
+    beam_options(build.beam_args)  # a Beam flag whose value Beam's parser refuses
     for plan in plans:
         check_external_inputs(plan)
         options = _resolved_options(plan, build.work)

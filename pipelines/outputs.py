@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -75,6 +77,16 @@ def _existing_ancestor(path):
     return path
 
 
+@functools.cache  # once per process: a build passes the same flags to every stage
+def _warn_unknown_flags(beam_args: tuple[str, ...]) -> None:
+    """A flag no Beam option declares (a typo such as --temp_locaton) is one warning line: Beam drops it silently."""
+    from .beam_runner import unknown_flags
+    from .console import err
+
+    for flag in unknown_flags(list(beam_args)):
+        err.print(f"warning: no Beam option is called {flag}; Beam ignores it", markup=False, highlight=False)
+
+
 def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None = None) -> None:
     """A stage's output folder before any work: not a file, not one of its inputs or inside one, and writable; on a
     store, one whose file system is installed and answers, with the Beam flags' credentials and settings
@@ -83,12 +95,11 @@ def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None 
     import os
     from pathlib import Path
 
+    from .beam_runner import beam_options, root_cause
+
+    _warn_unknown_flags(tuple(beam_args or ()))
     if is_remote(out):
-        from apache_beam.options.pipeline_options import PipelineOptions
-
-        from .beam_runner import root_cause
-
-        FileSystems.set_options(PipelineOptions(list(beam_args or [])))
+        FileSystems.set_options(beam_options(beam_args))
         install = "pip install 'cmtp[gcp]' for gs://, 'cmtp[s3]' for s3://"
         try:
             FileSystems.exists(out)

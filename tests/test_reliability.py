@@ -548,6 +548,9 @@ MISTAKES = {
     "score --model a folder that is not a model": (lambda t: _scored(t / "in") or
                                                    ["score", t / "in", "--out", t / "out", "--model", t / "in"],
                                                    "is not a model folder"),
+    "a Beam flag whose value Beam refuses": (lambda t: _parquet(t / "in") or ["dedup", t / "in", "--out", t / "out",
+                                                                             "--", "--direct_num_workers", "abc"],
+                                             "Beam flags: argument --direct_num_workers: invalid int value: 'abc'"),
     "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",
                                                                             "a:b:c"], "bad --thresholds 'a:b:c'"),
 }
@@ -582,3 +585,13 @@ def test_every_mistake_is_one_error_line_and_leaves_nothing(name, tmp_path, monk
     assert stop.value.code == 1 and "Traceback" not in err, err[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], lines
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing committed, nothing left behind
+
+
+def test_a_flag_beam_does_not_know_is_named():
+    """Beam drops a flag no option declares (a typo such as --temp_locaton) with a log line nobody sees; the
+    stage runner prints one warning line naming it."""
+    from cmtp.pipelines.beam_runner import unknown_flags
+
+    assert unknown_flags(["--runner", "DirectRunner", "--temp_locaton", "gs://b/tmp", "--bogus"]) == [
+        "--temp_locaton", "--bogus"]
+    assert unknown_flags(["--runner", "DirectRunner", "--direct_num_workers", "2"]) == []
