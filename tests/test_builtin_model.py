@@ -74,7 +74,10 @@ def test_prepare_is_idempotent(builtin_model_path):
 
 def test_registry_resolution(tmp_path, builtin_model_path, monkeypatch):
     assert resolve_model("builtin:me5-small").path == builtin_model_path
+    (tmp_path / "config.json").write_text("{}")
     assert resolve_model(str(tmp_path)).kind == "local"
+    with pytest.raises(ModelNotFoundError, match="is not a model folder"):
+        resolve_model(str(tmp_path.parent))
     with pytest.raises(ModelNotFoundError, match="unknown built-in"):
         resolve_model("builtin:nope")
     (tmp_path / "f.bin").write_bytes(b"x")
