@@ -30,15 +30,20 @@ app.add_typer(schema_cmd.app, name="schema")
 app.add_typer(models_cmd.app, name="models")
 
 _STAGE = {"allow_extra_args": True, "ignore_unknown_options": False}
-app.command("extract", help=extract_cmd.HELP, context_settings=_STAGE)(extract_cmd.extract)
-app.command("dedup", help=dedup_cmd.HELP, context_settings=_STAGE)(dedup_cmd.dedup)
-app.command("score", help=score_cmd.HELP, context_settings=_STAGE)(score_cmd.score)
-app.command("audit", help=audit_cmd.HELP)(audit_cmd.audit)
-app.command("mine", help=mine_cmd.HELP, context_settings=_STAGE)(mine_cmd.mine)
-app.command("train", help=train_cmd.HELP)(train_cmd.train)
-app.command("eval", help=eval_cmd.HELP)(eval_cmd.eval_model)
-app.command("build", help=build_cmd.HELP, context_settings=_STAGE)(build_cmd.build)
-
+# one line each in `cmtp --help` (the first paragraph of a command's help keeps its source line breaks there)
+for name, module, command, short, settings in [
+    ("extract", extract_cmd, extract_cmd.extract, "Extract clean (title, passage) pairs from raw dumps.", _STAGE),
+    ("dedup", dedup_cmd, dedup_cmd.dedup, "Drop near-duplicate pairs (MinHash LSH, exact Jaccard check).", _STAGE),
+    ("score", score_cmd, score_cmd.score, "Score pairs with an embedding model; keep those at the threshold or above.",
+     _STAGE),
+    ("audit", audit_cmd, audit_cmd.audit, "What each threshold keeps; with --proxy, which cut trains better.", None),
+    ("mine", mine_cmd, mine_cmd.mine, "Mine hard negatives into training-example shards.", _STAGE),
+    ("train", train_cmd, train_cmd.train, "Train an embedding model (retromae, contrastive, finetune).", None),
+    ("eval", eval_cmd, eval_cmd.eval_model, "Evaluate a model on C-MTEB-style tasks.", None),
+    ("build", build_cmd, build_cmd.build, "Run the chain a YAML file describes, re-running only what changed.",
+     _STAGE),
+]:
+    app.command(name, help=module.HELP, short_help=short, context_settings=settings)(command)
 
 def _version(value: bool) -> None:
     if value:
