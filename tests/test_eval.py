@@ -167,6 +167,11 @@ def test_bad_files_are_one_error_line_naming_file_and_line(tmp_path, model):
     write(tmp_path / "plain.tsv", "a\tb\t1\n")
     assert "needs a descriptor" in _cli_error(model_dir, "--tasks", tmp_path / "plain.tsv")
     assert "type must be one of" in _cli_error(model_dir, "--tasks", write(tmp_path / "t.yaml", "type: x\npath: a\n"))
+    # a misspelt key or a wrong shape was ignored (the defaults read other columns than the user meant)
+    assert "unknown key 'colums'" in _cli_error(model_dir, "--tasks", write(
+        tmp_path / "u.yaml", "type: sts\npath: p.tsv\ncolums: {score: 2}\n"))
+    assert "columns must be a mapping, not [0, 1, 2]" in _cli_error(model_dir, "--tasks", write(
+        tmp_path / "v.yaml", "type: sts\npath: p.tsv\ncolumns: [0, 1, 2]\n"))
 
 
 def test_cli_table_json_markdown_and_compare(suite, model, tmp_path):

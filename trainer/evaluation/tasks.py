@@ -103,8 +103,28 @@ def discover(path: str) -> list[dict]:
 
 
 # -- building tasks ------------------------------------------------------------------------------------------
+DESCRIPTOR_KEYS = {"name": (str, int), "type": str, "path": str, "splits": dict, "columns": dict, "header": bool,
+                   "format": str, "positive_labels": list, "negative_labels": list, "prompts": dict,
+                   "instruction": str, "seed": int}
+_SHAPES = {str: "a string", dict: "a mapping", bool: "true or false", list: "a list", int: "an integer"}
+
+
+def _check_descriptor(spec: dict, where: str) -> None:
+    """Known keys with values of their shape (a misspelt ``colums:`` or a list for ``columns:`` was ignored)."""
+    for key, value in spec.items():
+        if key.startswith("_") or value is None:
+            continue
+        if key not in DESCRIPTOR_KEYS:
+            raise EvalDataError(f"{where}: unknown key {key!r}; a task descriptor has {', '.join(DESCRIPTOR_KEYS)}")
+        shape = DESCRIPTOR_KEYS[key]
+        if not isinstance(value, shape):
+            raise EvalDataError(f"{where}: {key} must be {_SHAPES[shape if isinstance(shape, type) else str]}, "
+                                f"not {value!r}")
+
+
 def build_task(spec: dict) -> EvalTask:
     where = spec.get("_file", "task")
+    _check_descriptor(spec, where)
     kind = task_type(spec.get("type"), where)
     base = Path(spec.get("_base", "."))
     path = (base / spec["path"]).resolve() if spec.get("path") else None
