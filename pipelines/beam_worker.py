@@ -3,12 +3,14 @@
 Beam's ``sdk_worker_main`` logs its start-up and shut-down at INFO to the stderr it shares with the ``cmtp``
 command (about 20 lines per worker per pipeline), and the pipeline options that would set its level never reach
 a local worker. This entry point installs a stderr handler at WARNING (DEBUG with ``CMTP_LOG=debug``) before
-the harness starts, drops Beam's import-time notice about optional GCP clients, and runs the harness unchanged.
+the harness starts, drops Beam's import-time notice about optional GCP clients and (unless verbose) the tracebacks
+the harness prints itself, and runs the harness unchanged.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 
@@ -27,7 +29,11 @@ def main() -> None:
     handler.setLevel(logging.DEBUG if verbose() else logging.WARNING)
     handler.addFilter(_DropNotices())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    logging.getLogger().addHandler(handler)  # bound to the real stderr
+    if not verbose():
+        # the harness prints a failing bundle's traceback to stderr before it reports the failure to the runner,
+        # which raises it in the cmtp process: there it is one error line naming the root cause
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the worker's whole life)
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)

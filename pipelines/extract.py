@@ -88,6 +88,8 @@ def run_extract(
 ) -> Manifest:
     config, shards = config or ExtractConfig(), shards or ShardOptions()
     matched = {spec.pattern: match_files(spec.pattern) for spec in sources}
+    for blocklist in config.extra_blocklists:  # read by every worker: missing, it would fail each of them
+        match_files(blocklist)
     prepare_output(out, list(OUTPUTS))
     started = time.perf_counter()
     _run(sources, out, config, shards, beam_args, workers, sum(map(len, matched.values())))
@@ -122,8 +124,10 @@ def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=No
 
 
 def _source_files(options: dict) -> list[str]:
-    """The globs of ``sources: [NAME:ADAPTER=GLOB, ...]``."""
-    return [s.split("=", 1)[1] for s in listed(options.get("sources"), "sources") if "=" in str(s)]
+    """The globs of ``sources: [NAME:ADAPTER=GLOB, ...]`` and the extra blocklists (their content is part of
+    what extract does: an edited blocklist re-runs it)."""
+    globs = [s.split("=", 1)[1] for s in listed(options.get("sources"), "sources") if "=" in str(s)]
+    return globs + listed(options.get("extra_blocklists"), "extra_blocklists")
 
 
 STAGE = Stage("extract", lambda: ExtractConfig, tuple(OUTPUTS), _run_stage, inputs="none",

@@ -551,6 +551,8 @@ MISTAKES = {
     "a Beam flag whose value Beam refuses": (lambda t: _parquet(t / "in") or ["dedup", t / "in", "--out", t / "out",
                                                                              "--", "--direct_num_workers", "abc"],
                                              "Beam flags: argument --direct_num_workers: invalid int value: 'abc'"),
+    "extract --blocklist that does not exist": (lambda t: ["extract", LCSTS, "--out", t / "out", "--blocklist",
+                                                           t / "no.txt"], "no files match"),
     "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",
                                                                             "a:b:c"], "bad --thresholds 'a:b:c'"),
 }
@@ -595,3 +597,11 @@ def test_a_flag_beam_does_not_know_is_named():
     assert unknown_flags(["--runner", "DirectRunner", "--temp_locaton", "gs://b/tmp", "--bogus"]) == [
         "--temp_locaton", "--bogus"]
     assert unknown_flags(["--runner", "DirectRunner", "--direct_num_workers", "2"]) == []
+
+
+def test_an_extra_blocklist_is_part_of_extracts_fingerprint():
+    """Its content is part of what extract does: an edited blocklist re-runs the stage (it was reused)."""
+    from cmtp.pipelines.build import StagePlan, external_inputs
+
+    plan = StagePlan("extract", "extract", {"sources": [LCSTS], "extra_blocklists": ["terms.txt"]}, [])
+    assert external_inputs(plan) == [LCSTS.split("=", 1)[1], "terms.txt"]
