@@ -101,11 +101,15 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
 # -- fingerprints ----------------------------------------------------------------------------------------------
 def external_inputs(plan: StagePlan) -> list[str]:
     """Paths or globs a stage reads from outside the build, as the stage declares them (``@STAGE`` references
-    and built-in suites are the build's own)."""
+    and built-in suites are the build's own), and the files of a local model folder it names as ``model`` or
+    ``compare`` (weights retrained at the same path re-run it; built-in and hub models are named by version)."""
     try:
         paths = STAGES[plan.kind].external_inputs(plan.options)
     except CmtpError as exc:
         raise CmtpError(f"stage {plan.name}: {exc}") from None
+    models = [plan.options.get(key) for key in ("model", "compare")]
+    paths += [f"{m.rstrip('/')}/*" for m in models if isinstance(m, str) and not m.startswith(("builtin:", "@"))
+              and Path(m).expanduser().is_dir()]
     return [p for p in paths if isinstance(p, str) and p and not p.startswith(("@", "suite:"))]
 
 

@@ -605,3 +605,16 @@ def test_an_extra_blocklist_is_part_of_extracts_fingerprint():
 
     plan = StagePlan("extract", "extract", {"sources": [LCSTS], "extra_blocklists": ["terms.txt"]}, [])
     assert external_inputs(plan) == [LCSTS.split("=", 1)[1], "terms.txt"]
+
+
+def test_a_local_model_folder_is_part_of_the_fingerprint(tmp_path):
+    """Weights retrained at the same path re-run the stages that use them (they were reused)."""
+    from cmtp.pipelines.build import StagePlan, fingerprint
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"x" * 10)
+    plan = StagePlan("eval", "eval", {"model": str(tmp_path / "m"), "suite": "dev"}, [])
+    before = fingerprint(plan, {}, [])
+    assert fingerprint(plan, {}, []) == before
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"y" * 11)
+    assert fingerprint(plan, {}, []) != before
