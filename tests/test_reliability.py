@@ -618,3 +618,13 @@ def test_a_local_model_folder_is_part_of_the_fingerprint(tmp_path):
     assert fingerprint(plan, {}, []) == before
     (tmp_path / "m" / "model.safetensors").write_bytes(b"y" * 11)
     assert fingerprint(plan, {}, []) != before
+
+
+def test_use_gpu_without_a_faiss_gpu_is_one_error_before_the_embeddings(tmp_path):
+    from cmtp.transforms.mine.index import gpus_available
+
+    if gpus_available():
+        pytest.skip("faiss sees a GPU here")
+    _scored(tmp_path / "in")
+    line = cli_error("mine", tmp_path / "in", "--out", tmp_path / "out", "--use-gpu")
+    assert "--use-gpu: faiss sees no GPU here" in line and not (tmp_path / "out").exists()

@@ -22,6 +22,7 @@ from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 from cmtp.transforms.embedding.prompts import spec_prompts
 from cmtp.transforms.mine.config import RUN_OPTIONS, MineConfig, MineRunOptions
+from cmtp.transforms.mine.index import search_on_gpu
 from cmtp.transforms.mine.inputs import Example, read_labeled, read_pairs, read_pool
 from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
 from cmtp.transforms.mine.pool_store import PoolStore, VectorShards, write_text_file
@@ -198,6 +199,7 @@ def _options(values: dict) -> dict:
 def _run_stage(inputs, out, config, beam_args, **run_options):
     if is_remote(out):  # the index and the merge work on local files
         raise CmtpError(f"mine writes a local folder, not {out}: mine into a local --out, then copy it to the store")
+    search_on_gpu(config.use_gpu)  # before the embeddings, not after them
     run = runner_config_of(MineRunOptions, run_options)
     return run_mine(inputs[0] if inputs else None, out, config, beam_args, run)
 

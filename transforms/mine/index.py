@@ -20,6 +20,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.topk import merge_topk
 
 from .config import MineConfig
@@ -44,6 +45,14 @@ def exact_sharded_search(store: PoolStore, queries: np.ndarray, k: int) -> tuple
 
 def gpus_available() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def search_on_gpu(use_gpu: bool | None) -> bool:
+    """``--use-gpu``, resolved (default: when faiss sees a GPU) and checked before any work."""
+    if use_gpu and not gpus_available():
+        raise CmtpError("--use-gpu: faiss sees no GPU here (a faiss-cpu build, or no CUDA device); leave it unset "
+                        "to search on the CPU")
+    return gpus_available() > 0 if use_gpu is None else use_gpu
 
 
 def rerank_exact(store: PoolStore, queries: np.ndarray, candidates: np.ndarray, k: int,
@@ -117,7 +126,7 @@ def _sample_vectors(store: PoolStore, count: int, seed: int) -> np.ndarray:
 def build_index(store: PoolStore, config: MineConfig) -> SearchIndex:
     n = len(store)
     dim = store.shard(0).shape[1]
-    use_gpu = gpus_available() > 0 if config.use_gpu is None else config.use_gpu
+    use_gpu = search_on_gpu(config.use_gpu)
     # PQ codebooks (256 centroids each) need thousands of training vectors: small pools are searched exactly
     if n <= config.flat_max or (config.ivf_pq and n < PQ_MIN_POOL):
         index = faiss.IndexFlatIP(dim)
