@@ -186,6 +186,18 @@ def test_resuming_with_another_reader_layout_is_refused(tiny_model_path, example
     assert resumed["steps"] == 4
 
 
+def test_a_damaged_checkpoint_is_one_error_saying_what_to_do(tiny_model_path, examples_dir, tmp_path):
+    from cmtp.schemas.errors import CmtpError
+
+    train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=2, save_steps=1))
+    state = tmp_path / "run" / "checkpoints" / "step-2" / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(CmtpError, match="step-2 cannot be read .*delete it to resume from the one before"):
+        train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=3, save_steps=1))
+    __import__("shutil").rmtree(state.parent)
+    assert train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=3, save_steps=1))["steps"] == 3
+
+
 def test_unusable_rows_are_reported_and_data_without_any_is_an_error(tiny_model_path, tmp_path):
     from cmtp.schemas.errors import CmtpError
     from tests.test_trainer_data import write_with_bad_rows

@@ -49,6 +49,13 @@ def latest_checkpoint(output_dir: str) -> Path | None:
     return complete[-1] if complete else None
 
 
+def unreadable(checkpoint: Path, exc: Exception) -> CmtpError:
+    """A checkpoint that cannot be loaded (a damaged disk, a copy cut short): one error saying what to do."""
+    cause = (str(exc).strip().splitlines() or [""])[0][:200]
+    return CmtpError(f"checkpoint {checkpoint} cannot be read ({type(exc).__name__}: {cause}); delete it to resume "
+                     "from the one before, or pass --no-resume to start afresh")
+
+
 def check_readers(positions: dict, readers: int, checkpoint: Path) -> None:
     """The stream position is per reader (rank x dataloader worker); another layout cannot continue it."""
     saved = saved_reader_counts(positions)
@@ -83,7 +90,10 @@ def restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, r
              retromae=None) -> dict | None:
     """Restore the checkpoint's optimiser, schedule, stream positions and RNG into ``run``; returns its
     evaluations so far (so a resumed run still compares with its start)."""
-    state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or damaged file: torch raises RuntimeError, EOFError, UnpicklingError
+        raise unreadable(resume_from, exc) from exc
     if retromae is not None:
         retromae.load_heads(state["retromae"])
     optimizer.load_state_dict(state["optimizer"])

@@ -32,7 +32,7 @@ from cmtp.transforms.embedding import resolve_prompts
 from cmtp.transforms.embedding.engines import resolve_device
 
 from .batches import build_step
-from .checkpoints import RunState, Saver, latest_checkpoint, restore
+from .checkpoints import RunState, Saver, latest_checkpoint, restore, unreadable
 from .config import TrainConfig
 from .data.stream import StreamConfig, make_loader
 from .encoder import Encoder, load_encoder
@@ -124,8 +124,13 @@ def _start(config: TrainConfig) -> _Session:
     max_steps = planned_steps(config, world)
     resume_from = latest_checkpoint(config.output_dir) if config.resume else None
     model_source = str(resume_from / "model") if resume_from else config.model
-    st = load_encoder(model_source, config.pooling if not resume_from else None, None,
-                      str(device), config.allow_network, config.gradient_checkpointing)
+    try:
+        st = load_encoder(model_source, config.pooling if not resume_from else None, None,
+                          str(device), config.allow_network, config.gradient_checkpointing)
+    except Exception as exc:
+        if resume_from is None or isinstance(exc, CmtpError):
+            raise
+        raise unreadable(resume_from, exc) from exc
     run = RunState(prompts=resolve_prompts(st, config.query_prompt, config.passage_prompt))
     # training lengths go with each call: the model keeps (and saves) its own limit
     encoder = Encoder(st, config.query_max_len, config.passage_max_len).to(device)
