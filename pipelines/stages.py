@@ -39,6 +39,7 @@ class Stage:
     runner_config: Callable[[], type] | None = None  # the dataclass declaring (and range-checking) most of them
     normalize: Callable[[dict], dict] | None = None  # sugar in the options mapping (mine's "range: 10-210")
     in_place: bool = False
+    local_only: bool = False  # writes a local folder only (an index and a merge, or training, work on local files)
     inputs: str = "one"  # "one" INPUT, "optional" (mine: --labeled alone), or "none" (extract: sources)
     # what ``cmtp build`` needs to know of a stage, declared with it rather than in build.py:
     output_invariant: frozenset[str] = frozenset()  # options that change how it runs, never what it writes
@@ -188,6 +189,9 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
         raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
     if stage.inputs == "optional" and len(inputs) > 1:
         raise CmtpError(f"give at most one INPUT, got {len(inputs)}")
+    if stage.local_only and is_remote(out):
+        raise CmtpError(f"{stage.kind} writes a local folder, not {out}: write to a local --out, then copy it to "
+                        "the store")
     from .outputs import check_stage_output
 
     beam_args = list(beam_args or [])

@@ -73,4 +73,4 @@ def _note(m: Manifest) -> str:
 
 
 STAGE = Stage("train", lazy_class("cmtp.trainer.config", "TrainConfig"), ("model",), _run_stage, normalize=_options,
-              in_place=True, inputs="none", external_inputs=_outside_files, note=_note)
+              in_place=True, local_only=True, inputs="none", external_inputs=_outside_files, note=_note)

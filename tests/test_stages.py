@@ -121,11 +121,14 @@ def test_a_failed_stage_on_a_store_removes_what_it_wrote_in_place(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
 
 
-def test_mine_refuses_a_store_before_any_work(tmp_path):
-    """Mine builds its index and merges on local files: an object-store --out is one error, nothing written."""
-    with pytest.raises(CmtpError, match="mine writes a local folder"):
-        run_stage(STAGES["mine"], [str(tmp_path)], f"fakestore://{tmp_path}/mine", {})
-    assert not (tmp_path / "mine").exists()
+@pytest.mark.parametrize("kind, options", [("mine", {}), ("train", {"data": ["x"]})])
+def test_local_only_stages_refuse_a_store_before_any_work(tmp_path, kind, options):
+    """Mine builds its index and merges on local files, training saves and resumes locally: an object-store --out
+    is one error, nothing written (train made a local folder named gs:)."""
+    inputs = [str(tmp_path)] if kind == "mine" else []
+    with pytest.raises(CmtpError, match=f"{kind} writes a local folder"):
+        run_stage(STAGES[kind], inputs, f"fakestore://{tmp_path}/{kind}", options)
+    assert not (tmp_path / kind).exists() and not Path("fakestore:").exists()
 
 
 def test_existing_output_needs_overwrite_and_stale_outputs_go(tmp_path):

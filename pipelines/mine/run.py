@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.outcomes import DROPPED, IN, OUT, summarize
 from cmtp.transforms.common.parquet_shards import StreamingShardWriter
-from cmtp.transforms.common.paths import is_remote
 from cmtp.transforms.common.progress import bar
 from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
@@ -197,8 +196,6 @@ def _options(values: dict) -> dict:
 
 
 def _run_stage(inputs, out, config, beam_args, **run_options):
-    if is_remote(out):  # the index and the merge work on local files
-        raise CmtpError(f"mine writes a local folder, not {out}: mine into a local --out, then copy it to the store")
     search_on_gpu(config.use_gpu)  # before the embeddings, not after them
     run = runner_config_of(MineRunOptions, run_options)
     return run_mine(inputs[0] if inputs else None, out, config, beam_args, run)
@@ -210,4 +207,5 @@ def _outside_files(options: dict) -> list[str]:
 
 STAGE = Stage("mine", lambda: MineConfig, ("examples", "dead_letters"), _run_stage, normalize=_options,
               runner_options=RUN_OPTIONS, runner_config=lambda: MineRunOptions, inputs="optional",
-              output_invariant=frozenset({"workers", "search_partitions"}), beam=True, external_inputs=_outside_files)
+              output_invariant=frozenset({"workers", "search_partitions"}), beam=True, external_inputs=_outside_files,
+              local_only=True)
