@@ -58,7 +58,14 @@ def check_writable(path: str, what: str = "output") -> None:
     import os
     from pathlib import Path
 
-    if is_remote(path):
+    if is_remote(path):  # written through fsspec: its file system must be installed
+        import fsspec
+
+        try:
+            fsspec.get_filesystem_class(path.split("://", 1)[0])
+        except (ImportError, ValueError):
+            raise CmtpError(f"{what} {path}: no file system for {path.split('://')[0]}:// is installed (pip install "
+                            "'cmtp[gcp]' for gs://, 'cmtp[s3]' for s3://)") from None
         return
     target = Path(path.removeprefix("file://"))
     if target.is_dir():

@@ -234,7 +234,8 @@ def test_a_full_or_read_only_disk_is_one_error_line(monkeypatch, capsys, exc, ex
 
 def test_a_store_without_its_file_system_is_one_error_line(tmp_path):
     """``--out gs://...`` where Beam has no file system for gs:// (the gcp extra not installed) is one line naming
-    the extra, not Beam's ValueError."""
+    the extra, not Beam's ValueError; likewise a report written through fsspec; a stage that writes only local
+    folders says so."""
     from apache_beam.io.filesystems import FileSystems
 
     try:
@@ -243,7 +244,9 @@ def test_a_store_without_its_file_system_is_one_error_line(tmp_path):
     except ValueError:
         pass
     assert "pip install 'cmtp[gcp]'" in cli_error("dedup", tmp_path, "--out", "gs://bucket/dedup")
-    assert "no file system for gs://" in cli_error("mine", tmp_path, "--out", "gs://bucket/mine")
+    assert "local folder, not gs://bucket/mine" in cli_error("mine", tmp_path, "--out", "gs://bucket/mine")
+    assert "no file system for gs://" in cli_error("eval", "builtin:me5-small", "--suite", "dev", "--output",
+                                                   "gs://bucket/e.json")
 
 
 def test_an_output_that_is_a_file_or_the_input_is_refused_before_work(tmp_path):
@@ -553,6 +556,9 @@ MISTAKES = {
                                              "Beam flags: argument --direct_num_workers: invalid int value: 'abc'"),
     "extract --blocklist that does not exist": (lambda t: ["extract", LCSTS, "--out", t / "out", "--blocklist",
                                                            t / "no.txt"], "no files match"),
+    "eval --output on a store without its file system": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev",
+                                                                    "--output", "nosuchfs://b/e.json"],
+                                                         "no file system for nosuchfs:// is installed"),
     "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",
                                                                             "a:b:c"], "bad --thresholds 'a:b:c'"),
 }

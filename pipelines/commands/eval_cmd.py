@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -104,7 +103,10 @@ def eval_model(
     report, _, record = evaluate_with_baseline(model, loaded, options, run.compare)
     result = {"tasks_from": paths, "max_per_task": run.max_per_task, **record}
     if output:
-        Path(output).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+        import fsspec
+
+        with fsspec.open(output, "w", encoding="utf-8") as fh:  # local, or a store as audit's reports
+            fh.write(json.dumps(result, indent=2, ensure_ascii=False))
     if fmt is OutputFormat.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     elif fmt is OutputFormat.markdown:
