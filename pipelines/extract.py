@@ -66,7 +66,7 @@ def load_plugins(modules: list[str]) -> None:
 
 
 def parse_source(text: str, adapter_options: dict, plugins: list[str] = ()) -> SourceSpec:
-    if "=" not in text:
+    if "=" not in text or not text.split("=", 1)[1].strip():
         raise CmtpError(f"source {text!r} must be ADAPTER=GLOB or NAME:ADAPTER=GLOB")
     left, pattern = text.split("=", 1)
     name, _, adapter = left.rpartition(":")

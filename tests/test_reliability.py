@@ -556,6 +556,9 @@ MISTAKES = {
                                              "Beam flags: argument --direct_num_workers: invalid int value: 'abc'"),
     "extract --blocklist that does not exist": (lambda t: ["extract", LCSTS, "--out", t / "out", "--blocklist",
                                                            t / "no.txt"], "no files match"),
+    "extract source with an empty glob": (lambda t: ["extract", "lcsts=", "--out", t / "o"], "must be ADAPTER=GLOB"),
+    "mine --labeled with no usable row": (lambda t: (t / "bad.jsonl").write_text("x\n") and [
+        "mine", "--labeled", t / "bad.jsonl", "--out", t / "m"], "none of the 1 labeled row(s) is usable"),
     "eval --output on a store without its file system": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev",
                                                                     "--output", "nosuchfs://b/e.json"],
                                                          "no file system for nosuchfs:// is installed"),

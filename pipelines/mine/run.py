@@ -48,6 +48,9 @@ def _read_examples(input_path: str | None, config: MineConfig) -> tuple[list[Exa
         labeled, bad = read_labeled(path, config.task)
         examples += labeled
         dead += bad
+    if not examples and dead:
+        raise CmtpError(f"nothing to mine: none of the {len(dead)} labeled row(s) is usable (first: "
+                        f"{dead[0]['reason']}); each needs query, pos and neg")
     if not examples:
         raise CmtpError("nothing to mine: give scored pairs (INPUT) and/or --labeled files")
     examples.sort(key=lambda e: e.example_id)
