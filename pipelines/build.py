@@ -95,7 +95,10 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
         beam_args = shlex.split(beam_args)
     if not isinstance(beam_args, list):
         raise CmtpError(f"{path}: beam_args must be a list of Beam flags (or one string of them)")
-    return BuildFile(Path(str(work or data.get("work", "work"))), stages, [str(a) for a in beam_args])
+    work = work or ("work" if data.get("work") is None else data["work"])
+    if isinstance(work, bool) or not isinstance(work, str | int) or work == "":  # work: 5 is the folder 5
+        raise CmtpError(f"{path}: work must be a folder path, not {work!r}")
+    return BuildFile(Path(str(work)), stages, [str(a) for a in beam_args])
 
 
 # -- fingerprints ----------------------------------------------------------------------------------------------

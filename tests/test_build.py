@@ -150,3 +150,6 @@ def test_beam_args_may_be_one_string_and_work_a_number(tmp_path):
     path.write_text("beam_args: {runner: x}\nstages:\n  extract: {}\n", encoding="utf-8")
     with pytest.raises(CmtpError, match="beam_args must be a list of Beam flags"):
         load_build_file(str(path))
+    path.write_text("work: [out]\nstages:\n  extract: {}\n", encoding="utf-8")  # was a folder named "['out']"
+    with pytest.raises(CmtpError, match="work must be a folder path, not"):
+        load_build_file(str(path))
