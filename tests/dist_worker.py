@@ -34,7 +34,14 @@ def encode(net, x):
     return torch.nn.functional.normalize(net(x), dim=-1)
 
 
-def main(rank: int, out: str, cross_device: bool = True):
+def filler_mask(batch=3, group=2) -> torch.Tensor:
+    """Padding slots of the global batch for the "filler" mode: two on rank 1, none on rank 0."""
+    mask = torch.zeros(2 * batch * group, dtype=torch.bool)
+    mask[[batch * group + 1, 2 * batch * group - 1]] = True
+    return mask
+
+
+def main(rank: int, out: str, mode: str = ""):
     # TCP rendezvous (MASTER_ADDR / MASTER_PORT from the test), as under torchrun; the file:// store crashed
     # now and then at exit with "terminate called without an active exception"
     dist.init_process_group("gloo", rank=rank, world_size=2, init_method="env://")
@@ -43,8 +50,13 @@ def main(rank: int, out: str, cross_device: bool = True):
     net = torch.nn.parallel.DistributedDataParallel(model())
     q = encode(net, xq[rank * batch : (rank + 1) * batch])
     p = encode(net, xp[rank * batch * group : (rank + 1) * batch * group])
-    # cross_device=False is the deliberately broken variant (no all-gather) that the comparison must catch
-    loss = info_nce(q, p, 0.05, group, cross_device, teacher[rank * batch : (rank + 1) * batch], 0.5, 1.0)
+    # mode "local" (cross_device=False) is the deliberately broken variant (no all-gather) that the comparison must
+    # catch; mode "filler" pads two slots of rank 1 only (rank 0 passes no mask, yet must join the mask's gather)
+    if mode == "filler":
+        local = filler_mask(batch, group)[rank * batch * group : (rank + 1) * batch * group]
+        loss = info_nce(q, p, 0.05, group, True, filler=local if local.any() else None)
+    else:
+        loss = info_nce(q, p, 0.05, group, mode != "local", teacher[rank * batch : (rank + 1) * batch], 0.5, 1.0)
     loss.backward()
     losses = [torch.zeros(1), torch.zeros(1)]
     dist.all_gather(losses, loss.detach().reshape(1))
@@ -55,7 +67,7 @@ def main(rank: int, out: str, cross_device: bool = True):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2], cross_device=sys.argv[3:] != ["local"])
+    main(int(sys.argv[1]), sys.argv[2], *sys.argv[3:])
     # leave without the interpreter's teardown: a gloo/TCPStore thread of the process group sometimes aborts
     # in C++ static destruction once the peer (the store's host) has exited ("terminate called without an
     # active exception", exit -6), after all the work above has finished and been saved

@@ -92,10 +92,10 @@ def test_build_step_groups_instructions_and_teacher_scores():
     assert step.queries == ["指令：长江", "query: 黄河"]
     assert len(step.passages) == 6
     assert step.passages[0] == "passage: 长江是河" and step.passages[3] == "passage: 黄河是河"
-    assert step.passages[4] == "passage: 长江是河"  # no negatives: other examples' positives fill the group
+    assert step.passages[4:] == ["", ""] and step.filler == [False] * 4 + [True] * 2  # no negatives: padding
     assert step.teacher is None
     step = build_step(ex[:1], 3, "", "", seed=0, step=0)
-    assert step.teacher.shape == (1, 3) and step.teacher[0, 0] == pytest.approx(0.9)
+    assert step.teacher.shape == (1, 3) and step.teacher[0, 0] == pytest.approx(0.9) and step.filler is None
 
 
 def test_streams_from_an_fsspec_url_like_a_bucket(tmp_path):

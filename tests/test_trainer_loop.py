@@ -284,6 +284,36 @@ def test_an_enabled_fp16_grad_scaler_gives_the_unscaled_step_with_and_without_gr
         assert_float32_close(b, a, 2 * (16 + 32 + 32 + 32 + 64 + 64) + 64, what="weights", scale=scale)
 
 
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_a_step_on_pairs_padded_to_a_group_equals_the_in_batch_step(no_dropout_model, examples_dir, chunk):
+    """Rows without hard negatives in a group of 3: the padding is neither embedded nor a candidate, so the step
+    (plain or gradient-cached) equals the in-batch step with groups of one."""
+    from cmtp.trainer.batches import build_step
+    from cmtp.trainer.encoder import Encoder, load_encoder
+    from cmtp.trainer.losses import info_nce
+    from cmtp.trainer.steps import Optimisation, train_step
+
+    rows = [dict(r, neg=[], neg_scores=[]) for r in pq.read_table(next(examples_dir.glob("*.parquet"))).to_pylist()[:6]]
+    run = config(no_dropout_model, examples_dir, "unused", gradcache_chunk=chunk)
+    weights, calls = [], []
+    for group in (3, 1):
+        batch = build_step(rows, group, "", "", 0, 0)
+        filler = torch.tensor(batch.filler) if batch.filler else None
+        encoder = Encoder(load_encoder(str(no_dropout_model))).train()
+        params = [p for p in encoder.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=0.5)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        forward = encoder.forward
+        encoder.forward = lambda texts, kind, forward=forward: calls.append(len(texts)) or forward(texts, kind)
+        train_step(encoder, batch, lambda q, p, g=group, f=filler: info_nce(q, p, 0.05, g, False, filler=f),
+                   config=run, device=torch.device("cpu"), optimisation=Optimisation(params, optimizer, scheduler))
+        weights.append([p.detach().clone() for p in params])
+    assert sum(calls) == 2 * (6 + 6) * (2 if chunk else 1)  # 6 queries and 6 passages a step: no padding embedded
+    scale = gradient_scale(weights[1])
+    for a, b in zip(*weights, strict=True):
+        assert_float32_close(a, b, 2 * (16 + 32 + 32 + 32 + 64 + 64) + 64, what="weights", scale=scale)
+
+
 @pytest.fixture(scope="module")
 def sts_task(tmp_path_factory):
     d = tmp_path_factory.mktemp("sts")

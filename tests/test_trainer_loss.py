@@ -11,7 +11,7 @@ import torch
 
 from cmtp.trainer.gradcache import cached_backward
 from cmtp.trainer.losses import info_nce
-from tests.dist_worker import encode, free_port, make_data, model
+from tests.dist_worker import encode, filler_mask, free_port, make_data, model
 from tests.numerics import assert_float32_close, gradient_scale, rounding_excess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +62,37 @@ def test_the_comparison_catches_a_missing_all_gather(tmp_path, single_process):
     assert rounding_excess(got["loss"], loss, REDUCTION_TERMS) > 100 and max(excess) > 100
     # a loss scaled by the world size (a classic DDP mistake) fails too
     assert rounding_excess(loss * 2, loss, REDUCTION_TERMS) > 100
+
+
+def test_padding_slots_are_left_out_across_two_processes_as_in_one(tmp_path):
+    """A batch padded on one rank only (a row without hard negatives): both ranks must gather the padding mask
+    (a rank without padding too, or the collectives deadlock), and the loss and gradients equal one process
+    masking the same slots."""
+    got = _two_gloo_processes(tmp_path, "filler")
+    xq, xp, _ = make_data()
+    net = model()
+    loss = info_nce(encode(net, xq), encode(net, xp), 0.05, 2, True, filler=filler_mask())
+    loss.backward()
+    grads = [p.grad for p in net.parameters()]
+    assert_float32_close(got["loss"], loss.detach(), REDUCTION_TERMS, what="loss")
+    scale = gradient_scale(grads)
+    for i, (mine, want) in enumerate(zip(got["grads"], grads, strict=True)):
+        assert_float32_close(mine, want, REDUCTION_TERMS, what=f"gradient {i}", scale=scale)
+
+
+def test_padding_slots_leave_the_softmax():
+    """A masked slot counts for no query: with every negative slot padded, the loss is in-batch InfoNCE over the
+    positives alone (group 1), whatever the padded rows hold; unmasked, a copy of a query's own positive among
+    its candidates floors the loss at ln 2."""
+    q = torch.nn.functional.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    pos = torch.nn.functional.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(1)), dim=-1)
+    padded = torch.stack([pos, torch.zeros(3, 4)], dim=1).reshape(6, 4)
+    mask = torch.tensor([False, True] * 3)
+    in_batch = info_nce(q, pos, 0.05, 1, cross_device=False)
+    assert torch.allclose(info_nce(q, padded, 0.05, 2, cross_device=False, filler=mask), in_batch, rtol=1e-6)
+    copies = torch.stack([q, q], dim=1).reshape(6, 4)  # each query's positive twice
+    assert info_nce(q, copies, 0.05, 2, cross_device=False) > 0.69
+    assert info_nce(q, copies, 0.05, 2, cross_device=False, filler=mask) < 1e-3
 
 
 def test_hard_negative_labels_and_distillation():

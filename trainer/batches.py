@@ -15,14 +15,18 @@ class StepBatch:
     queries: list[str]
     passages: list[str]
     teacher: np.ndarray | None  # [B, group] or None when scores are missing
+    filler: list[bool] | None = None  # per passage slot: padding of a row without hard negatives (None: no padding)
 
 
 def build_step(examples: list[dict], group_size: int, query_prompt: str, passage_prompt: str, seed: int,
                step: int) -> StepBatch:
-    """Rows short of negatives are filled with other examples' positives (random in-batch negatives); then
-    the batch has no complete teacher scores."""
-    queries, passages, teacher, complete = [], [], [], True
-    for j, ex in enumerate(examples):
+    """A row without hard negatives has its group padded with empty slots, marked in ``filler``: they are not
+    embedded and the loss leaves them out, so its negatives are the batch's other passages. (Padding with other
+    rows' positives embedded passages the batch already held, up to ``group_size`` times the work, and put
+    copies of a query's own positive among its candidates: ln(group) added to the loss, uneven weights when the
+    batch is smaller than the group.) A padded batch has no complete teacher scores."""
+    queries, passages, teacher, filler = [], [], [], []
+    for ex in examples:
         rng = np.random.default_rng([seed, step, int(stable_id(ex["example_id"]), 16) & 0xFFFFFFFF])
         instruction = ex.get("instruction")
         queries.append((instruction if instruction is not None else query_prompt) + ex["query"])
@@ -30,24 +34,15 @@ def build_step(examples: list[dict], group_size: int, query_prompt: str, passage
         group = [ex["pos"][pos_i]]
         scores = [ex["pos_scores"][pos_i]] if ex.get("pos_scores") else None
         negs = ex.get("neg") or []
-        if group_size > 1:
-            need = group_size - 1
-            if negs:
-                picks = rng.choice(len(negs), size=need, replace=len(negs) < need)
-            else:  # no hard negatives: other examples' positives will serve in-batch only
-                picks = []
+        if group_size > 1 and negs:
+            picks = rng.choice(len(negs), size=group_size - 1, replace=len(negs) < group_size - 1)
             group += [negs[i] for i in picks]
             if scores is not None and ex.get("neg_scores"):
                 scores += [ex["neg_scores"][i] for i in picks]
-            others = [examples[(j + k) % len(examples)]["pos"][0] for k in range(1, len(examples))] or group[:1]
-            k = 0
-            while len(group) < group_size:
-                group.append(others[k % len(others)])
-                k += 1
-                scores = None
-        passages += [passage_prompt + t for t in group]
-        if scores is None or len(scores) != group_size:
-            complete = False
-        else:
+        passages += [passage_prompt + t for t in group] + [""] * (group_size - len(group))
+        filler += [False] * len(group) + [True] * (group_size - len(group))
+        if scores is not None and len(scores) == group_size:
             teacher.append(scores)
-    return StepBatch(queries, passages, np.array(teacher, dtype=np.float32) if complete else None)
+    complete = len(teacher) == len(examples)
+    return StepBatch(queries, passages, np.array(teacher, dtype=np.float32) if complete else None,
+                     filler if any(filler) else None)

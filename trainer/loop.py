@@ -195,10 +195,11 @@ def _step(s: _Session, examples: list[dict], stats: dict) -> float:
                              optimisation=s.optimisation, stats=stats)
     batch = build_step(examples, config.train_group_size, *s.run.prompts, config.seed, s.run.step)
     teacher = torch.from_numpy(batch.teacher).to(s.device) if batch.teacher is not None else None
+    filler = torch.tensor(batch.filler, device=s.device) if batch.filler is not None else None
 
     def loss_fn(q, p):
         return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,
-                        config.distill_weight, config.distill_temperature, stats)
+                        config.distill_weight, config.distill_temperature, stats, filler)
 
     return train_step(s.module, batch, loss_fn, config=config, device=s.device, optimisation=s.optimisation)
 

@@ -21,6 +21,13 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def _gather(t: torch.Tensor) -> torch.Tensor:
+    """All ranks' ``t`` (no gradient), concatenated in rank order."""
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t)
+    return torch.cat(parts)
+
+
 def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     rank, world = _world()
     if world == 1:
@@ -46,17 +53,24 @@ def info_nce(
     distill_weight: float = 0.0,
     distill_temperature: float = 1.0,
     stats: dict | None = None,
+    filler: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``q``: [B, d] local queries; ``p``: [B * group_size, d] local passages, each query's group
-    (positive first, then its hard negatives) contiguous. ``teacher_scores``: [B, group_size]. ``stats``, when
+    (positive first, then its hard negatives) contiguous. ``teacher_scores``: [B, group_size]. ``filler``:
+    [B * group_size] bool, padding slots that are no passage (left out of every query's softmax). ``stats``, when
     given, receives ``accuracy``: the share of queries whose positive outscores every other passage (1.0 for
     long means the batch is too easy to teach anything)."""
     rank, world = _world()
     if cross_device and world > 1:
         p_all, offset = gather_with_grad(p), rank * p.shape[0]
+        local = filler if filler is not None else torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+        filler = _gather(local.to(torch.int32)).bool()  # every rank gathers: some may be padded, others not
+        filler = filler if filler.any() else None
     else:
         p_all, offset = p, 0
     scores = q @ p_all.T / temperature
+    if filler is not None:
+        scores = scores.masked_fill(filler[None, :], float("-inf"))
     labels = offset + torch.arange(q.shape[0], device=q.device) * group_size
     loss = F.cross_entropy(scores, labels)
     if stats is not None:

@@ -64,12 +64,18 @@ def train_step(module, batch, loss_fn, *, config: TrainConfig, device: torch.dev
     """One contrastive optimiser step: forward + backward (cached or plain, scaled under fp16), then
     :meth:`Optimisation.step`."""
     scaler = optimisation.scaler
+    passages, loss_of = batch.passages, loss_fn
+    if batch.filler is not None:  # padding slots are not embedded: zero rows in their places, masked by the loss
+        kept = torch.tensor([i for i, pad in enumerate(batch.filler) if not pad], device=device)
+        passages = [passages[i] for i in kept.tolist()]
+
+        def loss_of(q, p):
+            return loss_fn(q, p.new_zeros(len(batch.filler), p.shape[1]).index_copy(0, kept, p))
     with autocast(config, device):
         if config.gradcache_chunk:
-            loss = cached_backward(module, batch.queries, batch.passages, loss_fn, config.gradcache_chunk, device,
-                                   scaler)
+            loss = cached_backward(module, batch.queries, passages, loss_of, config.gradcache_chunk, device, scaler)
         else:
-            loss = loss_fn(module(batch.queries, "query"), module(batch.passages, "passage"))
+            loss = loss_of(module(batch.queries, "query"), module(passages, "passage"))
             (scaler.scale(loss) if scaler else loss).backward()
     optimisation.step(config)
     return loss.detach()
