@@ -83,6 +83,22 @@ def test_pair_shards_become_examples(tmp_path):
     assert all(len(e["pos"]) == 1 and e["neg"] == [] for e in batch["examples"])
 
 
+def test_a_rank_left_without_a_row_group_is_one_error_on_every_rank(tmp_path):
+    """Readers take whole row groups: with fewer than one for the last rank's first reader, that rank would find
+    no data while the others wait on it; every rank says so before any work. Workers alone may go short."""
+    from cmtp.schemas import CmtpError
+
+    write_examples(tmp_path / "one", "o", 20, files=1, row_group=20)
+    config = StreamConfig([DataSource("o", [str(tmp_path / "one")])], batch_size=4, seed=0)
+    for rank in range(2):
+        with pytest.raises(CmtpError, match="1 Parquet row group.*process 1 would read nothing"):
+            make_loader(config, rank, 2, 0)
+    write_examples(tmp_path / "three", "t", 20, files=1, row_group=7)  # 3 groups: 2 ranks x 1 reader is fine
+    config = StreamConfig([DataSource("t", [str(tmp_path / "three")])], batch_size=4, epochs=1, seed=0)
+    assert sorted(read_all(config, ranks=2, workers=0)) == sorted(f"t{i:04d}" for i in range(20))
+    assert len(read_all(config, ranks=1, workers=4)) == 20  # one worker without a group reads nothing: fine
+
+
 def test_build_step_groups_instructions_and_teacher_scores():
     ex = [{"example_id": "e1", "query": "长江", "pos": ["长江是河"], "neg": ["黄河", "珠江"], "instruction": "指令：",
            "pos_scores": [0.9], "neg_scores": [0.5, 0.4]},

@@ -258,6 +258,13 @@ def saved_reader_counts(state: dict) -> set[int]:
 
 def make_loader(config: StreamConfig, rank: int, world_size: int, workers: int) -> torch.utils.data.DataLoader:
     dataset = ParquetStream(config, rank, world_size)
+    # readers take whole row groups, dealt in turn: the last rank's first reader needs one (every rank finds
+    # the same, before any collective call, so all stop with this line rather than one waiting on the other)
+    first_reader, units = (world_size - 1) * max(workers, 1), max(len(u) for u in dataset.units.values())
+    if units <= first_reader:
+        raise CmtpError(f"the data has {units} Parquet row group(s) for {world_size} processes x {max(workers, 1)} "
+                        f"loader worker(s): process {world_size - 1} would read nothing. Write it in more, smaller "
+                        "row groups (the stages' --row-group-size) or run fewer processes or --workers")
     # its own generator: starting an iterator must not draw from the global RNG (a resumed run restores that
     # RNG for dropout and would otherwise be one draw off)
     return torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_batches,
