@@ -48,6 +48,12 @@ class Stage:
     note: Callable[[Manifest], str] = lambda manifest: ""  # what it made of its rows, for the build's funnel
 
 
+def lead_process() -> bool:
+    """Whether this process speaks for the run: always, except under torchrun, where rank 0 alone writes the
+    output's manifest and lock and prints the summary (every rank runs the command)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """(config, runner options) from a stage's options mapping; unknown names are an error naming them."""
     values = stage.normalize(dict(options)) if stage.normalize else dict(options)
@@ -177,7 +183,7 @@ def run_stage(stage: Stage, inputs: list[str], out: str, options: dict[str, Any]
     from .locking import hold
 
     config, extras = prepare(stage, options)  # a mistake in the options is found before anything is touched
-    if os.environ.get("RANK", "0") != "0":
+    if not lead_process():
         return _run_stage(stage, inputs, out, config, extras, beam_args, overwrite)
     with hold(out):
         return _run_stage(stage, inputs, out, config, extras, beam_args, overwrite)
@@ -199,7 +205,7 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     check_device(config, beam_args)
     refuse_existing(stage, out, overwrite)
     if stage.in_place and overwrite and not is_remote(out) and (Path(out) / "manifest.json").exists() \
-            and os.environ.get("RANK", "0") == "0":
+            and lead_process():
         shutil.rmtree(out)  # replace a finished run: start afresh, not from its checkpoints
     if stage.in_place:
         result = _run_in_place(stage, inputs, out, config, beam_args, extras)
@@ -255,7 +261,7 @@ def _run_in_place(stage: Stage, inputs: list[str], out: str, config, beam_args: 
     try:
         return stage.run(inputs, out, config, beam_args, **extras)
     except BaseException:
-        if not existed and not (folder / "checkpoints").exists() and os.environ.get("RANK", "0") == "0":
+        if not existed and not (folder / "checkpoints").exists() and lead_process():
             shutil.rmtree(folder, ignore_errors=True)
         raise
 

@@ -3,11 +3,9 @@ with a manifest of the samples it trained on and what the run made of them."""
 
 from __future__ import annotations
 
-import os
-
 from cmtp.schemas import CmtpError, Manifest
 
-from .stages import Stage, lazy_class, listed
+from .stages import Stage, lazy_class, lead_process, listed
 
 
 def data_spec(spec, index: int) -> dict:
@@ -54,7 +52,7 @@ def _run_stage(inputs, out, config, beam_args):
         dropped={"unusable_row": summary["malformed_rows"]} if summary["malformed_rows"] else {},
         extra=summary,
     )
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns here; one writes (the group is gone)
+    if lead_process():  # under torchrun every rank returns here; one writes (the group is gone)
         manifest.write(out)
     return manifest
 

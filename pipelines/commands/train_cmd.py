@@ -41,7 +41,7 @@ def train(
                                    "not finish resumes from its checkpoints without it)"),
     **flags,
 ) -> None:
-    from ..stages import STAGES, run_stage
+    from ..stages import STAGES, lead_process, run_stage
 
     flags.update(data=list(data) if data else None, eval=list(flags["eval"]) if flags["eval"] else None)
     options = stage_options(config_file, flags)
@@ -49,6 +49,8 @@ def train(
     if not out_dir:
         raise CmtpError("give --out DIR (or output_dir: in the config file)")
     summary = run_stage(STAGES["train"], [], out_dir, options, overwrite=overwrite).extra
+    if not lead_process():
+        return
     n = summary["loss_window"]
     if not n:
         out.print(f"nothing to train: {summary['steps']} steps were already done; model saved to {summary['model']}")
