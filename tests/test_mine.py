@@ -190,7 +190,7 @@ def test_mine_end_to_end_output_validates(tmp_path, tiny_model_path):
                         labeled=[str(labeled)], train_instruction="为这个句子生成表示以用于检索相关文章：",
                         pad_random=True)
     manifest = run_mine(str(tmp_path / "in"), str(tmp_path / "out"), config,
-                        run=MineRunOptions(num_shards=40, rows_per_group=8))
+                        run=MineRunOptions(num_shards=40, row_group_size=8))
     assert_every_listed_output_opens(tmp_path / "out")  # 31 rows in 40 shards: the empty ones are not written
     table = pq.read_table(tmp_path / "out" / "examples")
     validate_table(table, TRAINING_EXAMPLE)
@@ -323,7 +323,7 @@ def test_the_output_is_the_same_for_any_workers_and_partitions(tmp_path, tiny_mo
     source = _lcsts_pairs(tmp_path)
     base = dict(model=str(tiny_model_path), range_start=2, range_end=40, negatives=4, pad_random=True,
                 embed_shard_rows=25, search_batch=20)
-    shards = dict(num_shards=2, rows_per_group=16)
+    shards = dict(num_shards=2, row_group_size=16)
     one = run_mine(source, str(tmp_path / "one"), MineConfig(**base), run=MineRunOptions(**shards))
     many = run_mine(source, str(tmp_path / "many"), MineConfig(**base),
                     run=MineRunOptions(**shards, workers=2, search_partitions=3))

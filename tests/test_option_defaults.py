@@ -103,6 +103,17 @@ def test_an_old_flag_spelling_still_works_with_one_warning(capsys):
                              "release"]
 
 
+def test_an_old_option_name_in_a_config_file_still_works_with_one_warning(capsys):
+    """mine's rows_per_group became row_group_size, the other stages' name: a config or build file with the old
+    key keeps working for a release."""
+    from cmtp.pipelines.stages import STAGES, prepare
+
+    _, extras = prepare(STAGES["mine"], {"rows_per_group": 64})
+    assert extras["row_group_size"] == 64 and "rows_per_group" not in extras
+    assert capsys.readouterr().err.strip() == ("warning: rows_per_group is an old name of row_group_size and goes in "
+                                               "the next release")
+
+
 def test_the_readme_option_tables_are_the_generated_ones():
     """The README's tables come from the same fields as the commands: a field edited without regenerating them
     fails here (fix: python -m cmtp.pipelines.commands.options --write README.md)."""

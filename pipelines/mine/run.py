@@ -113,7 +113,7 @@ def _embed_and_search(examples: list[Example], config: MineConfig, run: MineRunO
     miner = Miner(config, lambda: TextEmbedder(replace(spec, threads=None)), store, same_query_positives(examples))
     miner.prepare_search(np.asarray(queries.shard(0), dtype=np.float32), k)
     writer = StreamingShardWriter(str(out_dir / "examples"), TRAINING_EXAMPLE, lambda row: row["example_id"],
-                                  run.num_shards, run.rows_per_group)
+                                  run.num_shards, run.row_group_size)
     written: Counter[str] = Counter()  # rows per source, for the manifest
 
     def add(row: dict) -> None:
@@ -192,9 +192,16 @@ def rank_range(text: str) -> tuple[int, int]:
 
 
 def _options(values: dict) -> dict:
-    """``range: 10-210`` is ``range_start`` and ``range_end``."""
+    """``range: 10-210`` is ``range_start`` and ``range_end``; ``rows_per_group``, the old name of
+    ``row_group_size`` (the other stages' name), still works for a release, with a warning."""
     if "range" in values:
         values["range_start"], values["range_end"] = rank_range(values.pop("range"))
+    if "rows_per_group" in values:
+        from ..console import err
+
+        err.print("warning: rows_per_group is an old name of row_group_size and goes in the next release",
+                  markup=False, highlight=False)
+        values.setdefault("row_group_size", values.pop("rows_per_group"))
     return values
 
 

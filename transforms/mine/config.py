@@ -67,8 +67,8 @@ class MineRunOptions:
     search_partitions: int = option(1, "query partitions searched in parallel by Beam workers (1: in this "
                                        "process)", ge=1)
     workers: int = option(1, "local Beam worker processes for embedding and search (they split the cores)", ge=1)
-    rows_per_group: int = option(8192, "Parquet row-group size of the output (the trainer streams row groups)",
-                                 ge=1)
+    row_group_size: int = option(8192, "Parquet row-group size of the output (the trainer streams row groups)",
+                                 aliases=("--rows-per-group",), ge=1)
     num_shards: int = option(1, "output shards", ge=1)
 
     def __post_init__(self):
