@@ -284,6 +284,11 @@ def train(config: TrainConfig, on_step=None) -> dict:
         if config.save_steps and (run.step % config.save_steps == 0 or run.step == s.max_steps):
             s.save.checkpoint(run)
     progress.close()
+    if s.world > 1:  # a rank's loss is the mean over its own queries; the run's is the mean over ranks
+        device = s.device if s.device.type == "cuda" else "cpu"
+        total = torch.tensor(losses, dtype=torch.float64, device=device)
+        dist.all_reduce(total)
+        losses = (total / s.world).tolist()
     final, eval_summary = _finish(s)
     first, last, window = smoothed_losses(losses)
     return {"steps": run.step, "first_loss": first, "final_loss": last, "loss_window": window,
