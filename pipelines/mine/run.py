@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections import Counter
@@ -197,12 +198,17 @@ def _options(values: dict) -> dict:
     if "range" in values:
         values["range_start"], values["range_end"] = rank_range(values.pop("range"))
     if "rows_per_group" in values:
-        from ..console import err
-
-        err.print("warning: rows_per_group is an old name of row_group_size and goes in the next release",
-                  markup=False, highlight=False)
+        _warn_old_name()
         values.setdefault("row_group_size", values.pop("rows_per_group"))
     return values
+
+
+@functools.cache  # once per process: a build reads a stage's options to validate them and again to run it
+def _warn_old_name() -> None:
+    from ..console import err
+
+    err.print("warning: rows_per_group is an old name of row_group_size and goes in the next release",
+              markup=False, highlight=False)
 
 
 def _run_stage(inputs, out, config, beam_args, **run_options):
