@@ -83,21 +83,26 @@ def test_pair_shards_become_examples(tmp_path):
     assert all(len(e["pos"]) == 1 and e["neg"] == [] for e in batch["examples"])
 
 
-def test_a_rank_left_without_a_row_group_is_one_error_on_every_rank(tmp_path):
-    """Readers take whole row groups: with fewer than one for the last rank's first reader, that rank would find
-    no data while the others wait on it; every rank says so before any work. Workers alone may go short."""
+def test_a_dataset_with_fewer_row_groups_than_ranks_is_read_in_slices(tmp_path):
+    """Readers take whole row groups; with fewer than the ranks need (the last rank's first reader must own
+    one), every group is cut into equal slices, and the ranks still see every row exactly once. Data too small
+    even in slices is one error on every rank, before any collective call; with enough groups nothing changes."""
     from cmtp.schemas import CmtpError
 
-    write_examples(tmp_path / "one", "o", 20, files=1, row_group=20)
-    config = StreamConfig([DataSource("o", [str(tmp_path / "one")])], batch_size=4, seed=0)
-    for rank in range(2):
-        with pytest.raises(CmtpError, match="1 Parquet row group.*process 1 would read nothing"):
-            make_loader(config, rank, 2, 0)
-    one_epoch = StreamConfig([DataSource("o", [str(tmp_path / "one")])], batch_size=4, epochs=1, seed=0)
-    assert len(read_all(one_epoch, ranks=1, workers=2)) == 20  # a worker without a group reads nothing: fine
-    write_examples(tmp_path / "three", "t", 20, files=1, row_group=7)  # 3 groups: 2 ranks x 1 reader is fine
-    config = StreamConfig([DataSource("t", [str(tmp_path / "three")])], batch_size=4, epochs=1, seed=0)
-    assert sorted(read_all(config, ranks=2, workers=0)) == sorted(f"t{i:04d}" for i in range(20))
+    ids = write_examples(tmp_path / "one", "o", 20, files=1, row_group=20)
+    config = StreamConfig([DataSource("o", [str(tmp_path / "one")])], batch_size=4, epochs=1, seed=0)
+    for ranks, workers in [(2, 0), (2, 2), (3, 1)]:
+        seen = read_all(config, ranks=ranks, workers=workers)
+        assert len(seen) == len(set(seen)) == 20 and set(seen) == ids, (ranks, workers)
+    assert len(make_loader(config, 1, 3, 2).dataset.units["o"]) == 5  # (3 - 1) x 2 + 1 readers: five slices
+    write_examples(tmp_path / "tiny", "t", 2, files=1, row_group=2)
+    tiny = StreamConfig([DataSource("t", [str(tmp_path / "tiny")])], batch_size=4, seed=0)
+    for rank in range(3):
+        with pytest.raises(CmtpError, match="2 row\\(s\\) for 3 processes.*process 2 would read nothing"):
+            make_loader(tiny, rank, 3, 0)
+    write_examples(tmp_path / "three", "h", 21, files=1, row_group=7)
+    three = StreamConfig([DataSource("h", [str(tmp_path / "three")])], batch_size=4, seed=0)
+    assert [u.parts for u in make_loader(three, 0, 2, 0).dataset.units["h"]] == [1, 1, 1]
 
 
 def test_build_step_groups_instructions_and_teacher_scores():

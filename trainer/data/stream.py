@@ -21,7 +21,7 @@ become query = title, pos = [passage]; ``pretrain_text`` rows (stage 1) query = 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fsspec
@@ -33,7 +33,6 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.validate import training_example_problems
 from cmtp.transforms.common.ids import stable_id
-from cmtp.transforms.common.paths import RowGroup as Unit
 from cmtp.transforms.common.paths import parquet_files, row_groups
 
 COLUMNS_EXAMPLE = ["example_id", "query", "pos", "neg", "instruction", "source", "pos_scores", "neg_scores"]
@@ -54,13 +53,44 @@ class DataSource:
             raise CmtpError(f"dataset {self.name}: its weight must be a positive number, not {self.weight!r}")
 
 
+@dataclass(frozen=True)
+class Unit:
+    """What one reader reads at a time: a row group, or slice ``part`` of ``parts`` equal slices of it."""
+
+    path: str
+    row_group: int
+    rows: int
+    part: int = 0
+    parts: int = 1
+
+    def bounds(self, total: int) -> tuple[int, int]:
+        """Where this slice starts and ends among the ``total`` rows of its row group."""
+        return self.part * total // self.parts, (self.part + 1) * total // self.parts
+
+
 def list_units(paths: list[str]) -> list[Unit]:
     """The non-empty row groups of every Parquet file the paths give (``transforms.common.paths``), sorted for
     determinism."""
-    units = [u for path in paths for u in row_groups(parquet_files(path)) if u.rows]
+    units = [Unit(g.path, g.row_group, g.rows) for path in paths for g in row_groups(parquet_files(path)) if g.rows]
     if not units:
         raise CmtpError(f"no training rows under {', '.join(paths)}")
     return units
+
+
+def split_units(units: list[Unit], needed: int) -> list[Unit]:
+    """At least ``needed`` units, cutting every row group into equal slices when there are fewer (a small
+    fine-tuning set on many ranks: a rank without a unit would stop the others at their next collective call);
+    the same units when there are enough, so runs and their resume positions are as before."""
+    if len(units) >= needed:
+        return units
+    parts, sliced = -(-needed // len(units)), []
+    for unit in units:
+        for k in range(parts):
+            part = Unit(unit.path, unit.row_group, 0, k, parts)
+            lo, hi = part.bounds(unit.rows)
+            if hi > lo:
+                sliced.append(replace(part, rows=hi - lo))
+    return sliced
 
 
 def usable(row: dict[str, Any]) -> bool:
@@ -85,18 +115,26 @@ def _read_unit(unit: Unit, holdout: float = 0.0) -> tuple[list[dict[str, Any]], 
         names = f.schema_arrow.names
         pair = {"title", "passage"} <= set(names)
         if {"query", "pos"} <= set(names):
-            rows = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_EXAMPLE if c in names]).to_pylist()
+            table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_EXAMPLE if c in names])
+            rows = table.slice(*_span(unit, table.num_rows)).to_pylist()
         elif pair or {"text_id", "text"} <= set(names):  # pretrain_text (stage 1): a text is its own pair
             key, query, passage = ("pair_id", "title", "passage") if pair else ("text_id", "text", "text")
             columns = COLUMNS_PAIR if pair else COLUMNS_TEXT
             table = f.read_row_group(unit.row_group, columns=[c for c in columns if c in names])
             rows = [{"example_id": r.get(key), "query": r[query], "pos": [r[passage]], "neg": [], "instruction": None,
-                     "source": r.get("source"), "pos_scores": [], "neg_scores": []} for r in table.to_pylist()]
+                     "source": r.get("source"), "pos_scores": [], "neg_scores": []}
+                    for r in table.slice(*_span(unit, table.num_rows)).to_pylist()]
         else:
             raise CmtpError(f"{unit.path} has neither training-example columns (query, pos), pair columns "
                             f"(title, passage) nor text columns (text_id, text)")
     good = [r for r in rows if usable(r)]
     return [r for r in good if not in_holdout(r, holdout)], len(rows) - len(good)
+
+
+def _span(unit: Unit, total: int) -> tuple[int, int]:
+    """(offset, length) of the unit's rows in its row group's table."""
+    lo, hi = unit.bounds(total)
+    return lo, hi - lo
 
 
 def holdout_rows(paths: list[str], fraction: float, limit: int) -> list[dict[str, Any]]:
@@ -258,13 +296,14 @@ def saved_reader_counts(state: dict) -> set[int]:
 
 def make_loader(config: StreamConfig, rank: int, world_size: int, workers: int) -> torch.utils.data.DataLoader:
     dataset = ParquetStream(config, rank, world_size)
-    # readers take whole row groups, dealt in turn: the last rank's first reader needs one (every rank finds
-    # the same, before any collective call, so all stop with this line rather than one waiting on the other)
-    first_reader, units = (world_size - 1) * max(workers, 1), max(len(u) for u in dataset.units.values())
-    if units <= first_reader:
-        raise CmtpError(f"the data has {units} Parquet row group(s) for {world_size} processes x {max(workers, 1)} "
-                        f"loader worker(s): process {world_size - 1} would read nothing. Write it in more, smaller "
-                        "row groups (the stages' --row-group-size) or run fewer processes or --workers")
+    # units are dealt to the readers in turn: the last rank's first reader needs one. Every rank finds the same,
+    # before any collective call, so a dataset too small even in slices stops all of them with this line
+    first_reader = (world_size - 1) * max(workers, 1)
+    dataset.units = {name: split_units(units, first_reader + 1) for name, units in dataset.units.items()}
+    if max(len(units) for units in dataset.units.values()) <= first_reader:
+        rows = max(sum(u.rows for u in units) for units in dataset.units.values())
+        raise CmtpError(f"the data has {rows} row(s) for {world_size} processes x {max(workers, 1)} loader "
+                        f"worker(s): process {world_size - 1} would read nothing; run fewer processes or --workers")
     # its own generator: starting an iterator must not draw from the global RNG (a resumed run restores that
     # RNG for dropout and would otherwise be one draw off)
     return torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_batches,
