@@ -562,6 +562,8 @@ MISTAKES = {
     "eval --output on a store without its file system": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev",
                                                                     "--output", "nosuchfs://b/e.json"],
                                                          "no file system for nosuchfs:// is installed"),
+    "audit --proxy-input that matches nothing": (lambda t: _scored(t / "in") or [
+        "audit", t / "in", "--proxy", "--proxy-input", f"other={t / 'none'}"], "no Parquet files under"),
     "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",
                                                                             "a:b:c"], "bad --thresholds 'a:b:c'"),
 }

@@ -172,6 +172,7 @@ def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]
     """No filter, each cut with its random same-size control, and the named inputs."""
     from .stats import collect
 
+    inputs = [input_variant(name, path, held) for name, _, path in (s.partition("=") for s in config.inputs)]
     cuts: list[tuple[float, float | None]] = [(float(t), None) for t in config.thresholds]
     if config.keep_rates:
         stats = collect(dataset, np.array([0.0], np.float32))["(all)"]
@@ -191,9 +192,7 @@ def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]
         variants.append(Variant(name, "threshold", k, threshold=t, keep_rate=k / total))
         if config.controls:
             variants.append(Variant(control, "random", k, threshold=t, keep_rate=k / total))
-    for spec in config.inputs:
-        name, _, path = spec.partition("=")
-        variants.append(input_variant(name, path, held))
+    variants += inputs  # read first: a NAME=PATH that matches nothing is named before the cuts' own checks
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise CmtpError(f"two variants share a name: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
@@ -218,7 +217,6 @@ class ProxyAudit:
         from cmtp.transforms.embedding import resolve_model
 
         self.dataset, self.config, self.work, self.log = dataset, config, Path(work), log
-        self.work.mkdir(parents=True, exist_ok=True)
         held = holdout_table(dataset, config.holdout) if config.holdout else None
         self.held_ids = set(held.column("pair_id").to_pylist()) if held is not None else set()
         self.held_texts = set(held.column("passage").to_pylist()) if held is not None else set()
@@ -230,6 +228,7 @@ class ProxyAudit:
         self.eval_key = _digest(paths, config.max_per_task, sorted(self.held_ids), config.eval_max_len)
         self.base_key = _digest(CACHE_VERSION, _model_key(self.model_path), config.recipe(), self.eval_key)
         self.variants = plan_variants(dataset, config, self.held_ids)
+        self.work.mkdir(parents=True, exist_ok=True)  # once the plan holds: a mistake leaves no folder behind
 
     # --- evaluation and training of one run -------------------------------------------------------------------
     def _evaluate(self, model) -> tuple[dict[str, float], float, float]:
