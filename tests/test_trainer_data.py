@@ -1,5 +1,7 @@
 """The training stream: exactly-once coverage across ranks x workers, exact resume, mixing by source."""
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -103,6 +105,28 @@ def test_a_dataset_with_fewer_row_groups_than_ranks_is_read_in_slices(tmp_path):
     write_examples(tmp_path / "three", "h", 21, files=1, row_group=7)
     three = StreamConfig([DataSource("h", [str(tmp_path / "three")])], batch_size=4, seed=0)
     assert [u.parts for u in make_loader(three, 0, 2, 0).dataset.units["h"]] == [1, 1, 1]
+
+
+def test_a_stage_folder_as_data_is_its_data_subfolder(tmp_path):
+    """score's folder means kept/ (read whole it trained on the rejected pairs too), mine's examples/; an extract
+    folder, with pairs/ and pretrain/, must name one; a plain folder is read whole."""
+    from cmtp.schemas import CmtpError
+    from cmtp.trainer.data.stream import training_files
+
+    score = tmp_path / "score"
+    for sub in ("kept", "rejected", "dead_letters"):
+        write_examples(score / sub, sub, 4, files=1)
+    (score / "manifest.json").write_text("{}")
+    assert [Path(f).parent.name for f in training_files(str(score))] == ["kept"]
+    assert len(training_files(str(score / "rejected"))) == 1  # a subfolder named: that one
+    extract = tmp_path / "extract"
+    for sub in ("pairs", "pretrain"):
+        write_examples(extract / sub, sub, 4, files=1)
+    (extract / "manifest.json").write_text("{}")
+    with pytest.raises(CmtpError, match="holds pairs/ .* and pretrain/ .*: name one"):
+        training_files(str(extract))
+    (extract / "manifest.json").unlink()
+    assert len(training_files(str(extract))) == 2  # not a stage's folder: every file under it
 
 
 def test_build_step_groups_instructions_and_teacher_scores():

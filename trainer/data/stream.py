@@ -68,10 +68,30 @@ class Unit:
         return self.part * total // self.parts, (self.part + 1) * total // self.parts
 
 
+TRAINING_SUBDIRS = ("examples", "kept", "pairs")  # a stage's output folder as data: mine's, score's, dedup's
+
+
+def training_files(path: str) -> list[str]:
+    """The Parquet files of a data path. A stage's output folder (it holds ``manifest.json``) means its data
+    subfolder: read whole, score's folder mixed its rejected pairs into training. An extract folder holds
+    pairs/ (stage 2) and pretrain/ (stage 1): which one is for the user to say."""
+    try:
+        fs, _, roots = fsspec.get_fs_token_paths(path)
+    except (ValueError, ImportError):  # an unknown protocol: parquet_files says so
+        return parquet_files(path)
+    base = roots[0].rstrip("/") if len(roots) == 1 else ""
+    if not base or not fs.isfile(f"{base}/manifest.json"):  # a glob, a file or a plain folder
+        return parquet_files(path)
+    if fs.isdir(f"{base}/pretrain") and fs.isdir(f"{base}/pairs"):
+        raise CmtpError(f"{path} holds pairs/ (title-passage, stage 2) and pretrain/ (texts, stage 1): name one, "
+                        f"e.g. {path.rstrip('/')}/pretrain")
+    return parquet_files(path, TRAINING_SUBDIRS)
+
+
 def list_units(paths: list[str]) -> list[Unit]:
-    """The non-empty row groups of every Parquet file the paths give (``transforms.common.paths``), sorted for
+    """The non-empty row groups of every Parquet file the paths give (``training_files``), sorted for
     determinism."""
-    units = [Unit(g.path, g.row_group, g.rows) for path in paths for g in row_groups(parquet_files(path)) if g.rows]
+    units = [Unit(g.path, g.row_group, g.rows) for path in paths for g in row_groups(training_files(path)) if g.rows]
     if not units:
         raise CmtpError(f"no training rows under {', '.join(paths)}")
     return units
