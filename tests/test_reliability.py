@@ -423,14 +423,14 @@ def test_a_truncated_archive_and_an_empty_file_are_named_for_what_they_are(tmp_p
 
 
 # -- the mistake matrix: each mistake of issue #20 through the command line ------------------------------------
-def _scored(folder: Path) -> None:
+def _scored(folder: Path, n: int = 20) -> None:
     import pyarrow.parquet as pq
 
     from cmtp.schemas import SCORED_PAIR, rows_to_table
 
     rows = [{"pair_id": f"p{i}", "source": "s", "source_file": "f", "record_key": str(i), "title": f"标题{i}",
              "passage": "正文" * 10, "meta": "{}", "score": 0.5 + i / 100, "cluster_id": None, "cluster_size": None,
-             "scorer": "m", "scorer_hash": "h", "threshold": 0.4, "kept": True} for i in range(20)]
+             "scorer": "m", "scorer_hash": "h", "threshold": 0.4, "kept": True} for i in range(n)]
     (folder / "kept").mkdir(parents=True)
     pq.write_table(rows_to_table(rows, SCORED_PAIR), folder / "kept" / "part-00000-of-00001.parquet")
 
@@ -562,6 +562,8 @@ MISTAKES = {
     "eval --output on a store without its file system": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev",
                                                                     "--output", "nosuchfs://b/e.json"],
                                                          "no file system for nosuchfs:// is installed"),
+    "mine on a score output that kept nothing": (lambda t: _scored(t / "in", 0) or ["mine", t / "in", "--out",
+                                                                                    t / "out"], "holds no kept pairs"),
     "audit --proxy-input that matches nothing": (lambda t: _scored(t / "in") or [
         "audit", t / "in", "--proxy", "--proxy-input", f"other={t / 'none'}"], "no Parquet files under"),
     "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",

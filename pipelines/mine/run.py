@@ -52,6 +52,9 @@ def _read_examples(input_path: str | None, config: MineConfig) -> tuple[list[Exa
     if not examples and dead:
         raise CmtpError(f"nothing to mine: none of the {len(dead)} labeled row(s) is usable (first: "
                         f"{dead[0]['reason']}); each needs query, pos and neg")
+    if not examples and input_path:
+        raise CmtpError(f"nothing to mine: {input_path} holds no kept pairs" + (" (nor usable labeled rows)" if
+                                                                               config.labeled else ""))
     if not examples:
         raise CmtpError("nothing to mine: give scored pairs (INPUT) and/or --labeled files")
     examples.sort(key=lambda e: e.example_id)
