@@ -562,6 +562,8 @@ MISTAKES = {
     "eval --output on a store without its file system": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev",
                                                                     "--output", "nosuchfs://b/e.json"],
                                                          "no file system for nosuchfs:// is installed"),
+    "dedup on a score output (no pairs/)": (lambda t: _scored(t / "in") or _manifest(t / "in", "score") or [
+        "dedup", t / "in", "--out", t / "out"], "is a stage's output without pairs/"),
     "mine on a score output that kept nothing": (lambda t: _scored(t / "in", 0) or ["mine", t / "in", "--out",
                                                                                     t / "out"], "holds no kept pairs"),
     "audit --proxy-input that matches nothing": (lambda t: _scored(t / "in") or [

@@ -48,6 +48,9 @@ def parquet_files(path: str, prefer: tuple[str, ...] | list[str] = (), every: bo
             chosen += found
             if found and not every:
                 break
+        if prefer and not chosen and fs.isfile(f"{base}/manifest.json"):  # read whole, its dead letters led
+            raise CmtpError(f"{path} is a stage's output without {' or '.join(f'{p}/' for p in prefer)}: give the "
+                            "output of a stage that writes one (or the Parquet files themselves)")
         files += chosen or [f for f in fs.find(base) if f.endswith(".parquet")]
     if not files:
         raise CmtpError(f"no Parquet files under {path}" + (f" (looked in {', '.join(prefer)} first)" if prefer
