@@ -82,11 +82,21 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
         kind = options.pop("kind", name)
         if kind not in STAGES:
             raise CmtpError(f"{path}: stage {name!r} has kind {kind!r}; kinds: {', '.join(STAGES)}")
+        if "input" in options and STAGES[kind].inputs == "none":
+            raise CmtpError(f"{path}: stage {name!r} ({kind}) reads no input stage; remove its input:")
+        if str(options.get("input", "")).startswith("@"):
+            raise CmtpError(f"{path}: stage {name!r}: input: takes a stage name ({options['input'][1:]}), "
+                            f"not {options['input']}")
         depends = ([options["input"]] if "input" in options else []) + _refs(options)
-        known = [s.name for s in stages]
+        known = {s.name: s.kind for s in stages}
         for dep in depends:
             if dep not in known:
                 raise CmtpError(f"{path}: stage {name!r} reads {dep!r}, which is not a stage defined before it")
+        for key in ("model", "compare"):  # @STAGE as a model is that stage's model/ folder: a training stage's
+            ref = options.get(key)
+            if isinstance(ref, str) and ref.startswith("@") and "/" not in ref and known.get(ref[1:]) != "train":
+                raise CmtpError(f"{path}: stage {name!r}: {key}: {ref} is not a training stage, so it makes no "
+                                "model")
         stages.append(StagePlan(str(name), kind, options, list(dict.fromkeys(depends))))
     beam_args = data.get("beam_args") or []
     if isinstance(beam_args, str):  # beam_args: --runner DataflowRunner --project P, as on a command line

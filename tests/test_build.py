@@ -153,3 +153,19 @@ def test_beam_args_may_be_one_string_and_work_a_number(tmp_path):
     path.write_text("work: [out]\nstages:\n  extract: {}\n", encoding="utf-8")  # was a folder named "['out']"
     with pytest.raises(CmtpError, match="work must be a folder path, not"):
         load_build_file(str(path))
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("  extract: {}\n  e: {kind: eval, model: '@extract', suite: dev}\n", "@extract is not a training stage"),
+    ("  extract: {}\n  dedup: {input: '@extract'}\n", "input: takes a stage name (extract), not @extract"),
+    ("  extract: {}\n  x: {kind: extract, input: extract}\n", "'x' (extract) reads no input stage"),
+])
+def test_references_a_stage_cannot_satisfy_are_refused_when_the_file_is_read(tmp_path, stages, message):
+    """Found before any stage runs, not after the stages before them (an eval of @extract failed only once
+    extract had run, looking for extract/model; an input: on extract was silently ignored)."""
+    from cmtp.schemas import CmtpError
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("stages:\n" + stages, encoding="utf-8")
+    with pytest.raises(CmtpError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_build_file(str(path))
