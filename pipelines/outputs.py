@@ -51,6 +51,13 @@ def pop_outcomes(out: str) -> dict:
     return outcomes
 
 
+INSTALL_EXTRAS = "pip install 'cmtp[gcp]' for gs://, 'cmtp[s3]' for s3://"
+
+
+def _no_file_system(url: str) -> str:
+    return f"no file system for {url.split('://', 1)[0]}:// is installed ({INSTALL_EXTRAS})"
+
+
 def check_writable(path: str, what: str = "output") -> None:
     """Refuse, before any work, an output path that cannot be written: a folder where a file is meant, a parent
     that is a file or cannot be written (a read-only file system, no permission). Remote URLs are left to their
@@ -64,8 +71,7 @@ def check_writable(path: str, what: str = "output") -> None:
         try:
             fsspec.get_filesystem_class(path.split("://", 1)[0])
         except (ImportError, ValueError):
-            raise CmtpError(f"{what} {path}: no file system for {path.split('://')[0]}:// is installed (pip install "
-                            "'cmtp[gcp]' for gs://, 'cmtp[s3]' for s3://)") from None
+            raise CmtpError(f"{what} {path}: {_no_file_system(path)}") from None
         return
     target = Path(path.removeprefix("file://"))
     if target.is_dir():
@@ -107,15 +113,13 @@ def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None 
     _warn_unknown_flags(tuple(beam_args or ()))
     if is_remote(out):
         FileSystems.set_options(beam_options(beam_args))
-        install = "pip install 'cmtp[gcp]' for gs://, 'cmtp[s3]' for s3://"
         try:
             FileSystems.exists(out)
         except ValueError:
-            raise CmtpError(f"--out {out}: no file system for {out.split('://')[0]}:// is installed ({install})") \
-                from None
+            raise CmtpError(f"--out {out}: {_no_file_system(out)}") from None
         except Exception as exc:  # BeamIOError wrapping the store's own error
-            raise CmtpError(f"--out {out}: the store cannot be reached ({root_cause(str(exc)) or exc}; {install})") \
-                from None
+            raise CmtpError(f"--out {out}: the store cannot be reached ({root_cause(str(exc)) or exc}; "
+                            f"{INSTALL_EXTRAS})") from None
         return
     target = Path(out.removeprefix("file://"))
     if target.exists() and not target.is_dir():
