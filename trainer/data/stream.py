@@ -128,33 +128,30 @@ def in_holdout(row: dict[str, Any], fraction: float) -> bool:
 
 
 def _read_unit(unit: Unit, holdout: float = 0.0) -> tuple[list[dict[str, Any]], int]:
-    """The usable rows of one row group that are not held out, and how many were not usable (the trainer
-    reports them)."""
+    """The usable rows of one unit that are not held out, and how many were not usable (the trainer reports
+    them)."""
     with fsspec.open(unit.path, "rb") as fh:
         f = pq.ParquetFile(fh)
         names = f.schema_arrow.names
         pair = {"title", "passage"} <= set(names)
+
+        def read(columns: list[str]) -> list[dict[str, Any]]:  # the unit's rows (its slice of the row group)
+            table = f.read_row_group(unit.row_group, columns=[c for c in columns if c in names])
+            lo, hi = unit.bounds(table.num_rows)
+            return table.slice(lo, hi - lo).to_pylist()
+
         if {"query", "pos"} <= set(names):
-            table = f.read_row_group(unit.row_group, columns=[c for c in COLUMNS_EXAMPLE if c in names])
-            rows = table.slice(*_span(unit, table.num_rows)).to_pylist()
+            rows = read(COLUMNS_EXAMPLE)
         elif pair or {"text_id", "text"} <= set(names):  # pretrain_text (stage 1): a text is its own pair
             key, query, passage = ("pair_id", "title", "passage") if pair else ("text_id", "text", "text")
-            columns = COLUMNS_PAIR if pair else COLUMNS_TEXT
-            table = f.read_row_group(unit.row_group, columns=[c for c in columns if c in names])
             rows = [{"example_id": r.get(key), "query": r[query], "pos": [r[passage]], "neg": [], "instruction": None,
                      "source": r.get("source"), "pos_scores": [], "neg_scores": []}
-                    for r in table.slice(*_span(unit, table.num_rows)).to_pylist()]
+                    for r in read(COLUMNS_PAIR if pair else COLUMNS_TEXT)]
         else:
             raise CmtpError(f"{unit.path} has neither training-example columns (query, pos), pair columns "
                             f"(title, passage) nor text columns (text_id, text)")
     good = [r for r in rows if usable(r)]
     return [r for r in good if not in_holdout(r, holdout)], len(rows) - len(good)
-
-
-def _span(unit: Unit, total: int) -> tuple[int, int]:
-    """(offset, length) of the unit's rows in its row group's table."""
-    lo, hi = unit.bounds(total)
-    return lo, hi - lo
 
 
 def holdout_rows(paths: list[str], fraction: float, limit: int) -> list[dict[str, Any]]:
@@ -252,9 +249,17 @@ class ParquetStream(IterableDataset):
     """Yields ready batches ``{"examples": [...], "source": name, "position": {...}, "malformed": n}`` for one
     rank; ``malformed`` counts the unusable rows skipped since the previous batch."""
 
-    def __init__(self, config: StreamConfig, rank: int = 0, world_size: int = 1):
+    def __init__(self, config: StreamConfig, rank: int = 0, world_size: int = 1, workers: int = 0):
         self.config, self.rank, self.world_size = config, rank, world_size
-        self.units = {s.name: list_units(s.paths) for s in config.sources}
+        # units are dealt to the readers (ranks x loader workers) in turn: the last rank's first reader needs one.
+        # Every rank finds the same, before any collective call, so data too small even in slices stops them all
+        first_reader = (world_size - 1) * max(workers, 1)
+        self.units = {s.name: split_units(list_units(s.paths), first_reader + 1) for s in config.sources}
+        if max(len(units) for units in self.units.values()) <= first_reader:
+            rows = max(sum(u.rows for u in units) for units in self.units.values())
+            raise CmtpError(f"the data has {rows} row(s) for {world_size} processes x {max(workers, 1)} loader "
+                            f"worker(s): process {world_size - 1} would read nothing; run fewer processes or "
+                            "--workers")
         self.weights = np.array([s.weight for s in config.sources], dtype=np.float64)  # positive (DataSource)
 
     def __iter__(self):
@@ -315,15 +320,7 @@ def saved_reader_counts(state: dict) -> set[int]:
 
 
 def make_loader(config: StreamConfig, rank: int, world_size: int, workers: int) -> torch.utils.data.DataLoader:
-    dataset = ParquetStream(config, rank, world_size)
-    # units are dealt to the readers in turn: the last rank's first reader needs one. Every rank finds the same,
-    # before any collective call, so a dataset too small even in slices stops all of them with this line
-    first_reader = (world_size - 1) * max(workers, 1)
-    dataset.units = {name: split_units(units, first_reader + 1) for name, units in dataset.units.items()}
-    if max(len(units) for units in dataset.units.values()) <= first_reader:
-        rows = max(sum(u.rows for u in units) for units in dataset.units.values())
-        raise CmtpError(f"the data has {rows} row(s) for {world_size} processes x {max(workers, 1)} loader "
-                        f"worker(s): process {world_size - 1} would read nothing; run fewer processes or --workers")
+    dataset = ParquetStream(config, rank, world_size, workers)
     # its own generator: starting an iterator must not draw from the global RNG (a resumed run restores that
     # RNG for dropout and would otherwise be one draw off)
     return torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_batches,
