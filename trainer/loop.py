@@ -217,6 +217,13 @@ def _log(s: _Session, loss: float, stats: dict, rate: float) -> None:
     s.writer.flush()  # as HF's TensorBoard callback does: a killed run's curve reaches its last logged step
 
 
+def _sum_over_ranks(s: _Session, values: list, dtype: torch.dtype) -> list:
+    """Each value summed over the ranks (a collective call: every rank makes it)."""
+    total = torch.tensor(values, dtype=dtype, device=s.device if s.device.type == "cuda" else "cpu")
+    dist.all_reduce(total)
+    return total.tolist()
+
+
 def _finish(s: _Session) -> tuple[Path, dict | None]:
     """Save the final model (rank 0), write the evaluations, sum the skipped rows over ranks, end DDP."""
     if s.writer:
@@ -228,10 +235,7 @@ def _finish(s: _Session) -> tuple[Path, dict | None]:
             s.evaluator.write(s.config.output_dir)
             eval_summary = s.evaluator.summary()
     if s.world > 1:
-        device = s.device if s.device.type == "cuda" else "cpu"
-        total = torch.tensor([s.run.malformed], dtype=torch.int64, device=device)
-        dist.all_reduce(total)  # every rank's readers skip their own unusable rows
-        s.run.malformed = int(total.item())
+        (s.run.malformed,) = _sum_over_ranks(s, [s.run.malformed], torch.int64)  # each rank skips its own rows
         dist.barrier()
     if s.own_group:
         dist.destroy_process_group()
@@ -285,10 +289,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
             s.save.checkpoint(run)
     progress.close()
     if s.world > 1:  # a rank's loss is the mean over its own queries; the run's is the mean over ranks
-        device = s.device if s.device.type == "cuda" else "cpu"
-        total = torch.tensor(losses, dtype=torch.float64, device=device)
-        dist.all_reduce(total)
-        losses = (total / s.world).tolist()
+        losses = [total / s.world for total in _sum_over_ranks(s, losses, torch.float64)]
     final, eval_summary = _finish(s)
     first, last, window = smoothed_losses(losses)
     return {"steps": run.step, "first_loss": first, "final_loss": last, "loss_window": window,
