@@ -66,9 +66,9 @@ def load_plugins(modules: list[str]) -> None:
 
 
 def parse_source(text: str, adapter_options: dict, plugins: list[str] = ()) -> SourceSpec:
-    if "=" not in text or not text.split("=", 1)[1].strip():
+    left, sep, pattern = text.partition("=")
+    if not sep or not pattern.strip():
         raise CmtpError(f"source {text!r} must be ADAPTER=GLOB or NAME:ADAPTER=GLOB")
-    left, pattern = text.split("=", 1)
     name, _, adapter = left.rpartition(":")
     adapter = adapter.strip()
     if adapter not in ADAPTERS:

@@ -66,8 +66,8 @@ def train_step(module, batch, loss_fn, *, config: TrainConfig, device: torch.dev
     scaler = optimisation.scaler
     passages, loss_of = batch.passages, loss_fn
     if batch.filler is not None:  # padding slots are not embedded: zero rows in their places, masked by the loss
-        kept = torch.tensor([i for i, pad in enumerate(batch.filler) if not pad], device=device)
-        passages = [passages[i] for i in kept.tolist()]
+        real = [i for i, pad in enumerate(batch.filler) if not pad]
+        passages, kept = [passages[i] for i in real], torch.tensor(real, device=device)
 
         def loss_of(q, p):
             return loss_fn(q, p.new_zeros(len(batch.filler), p.shape[1]).index_copy(0, kept, p))
