@@ -67,6 +67,13 @@ def _refs(value: Any) -> list[str]:
     return []
 
 
+def _normalized(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options as the stage reads them, its sugar undone (train's ``NAME=PATH@WEIGHT`` data as mappings), so
+    that ``@STAGE`` references are found and resolved in every form the stage accepts."""
+    stage = STAGES[kind]
+    return stage.normalize(dict(options)) if stage.normalize else dict(options)
+
+
 def load_build_file(path: str, work: str | None = None) -> BuildFile:
     try:
         data = load_yaml(Path(path).read_text(encoding="utf-8"), path)
@@ -87,11 +94,19 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
         if str(options.get("input", "")).startswith("@"):
             raise CmtpError(f"{path}: stage {name!r}: input: takes a stage name ({options['input'][1:]}), "
                             f"not {options['input']}")
-        depends = ([options["input"]] if "input" in options else []) + _refs(options)
+        try:
+            read = _normalized(kind, options)
+        except CmtpError as exc:
+            raise CmtpError(f"{path}: stage {name!r}: {exc}") from None
+        depends = ([options["input"]] if "input" in options else []) + _refs(read)
         known = {s.name: s.kind for s in stages}
         for dep in depends:
             if dep not in known:
                 raise CmtpError(f"{path}: stage {name!r} reads {dep!r}, which is not a stage defined before it")
+        try:
+            STAGES[kind].check_refs(read, {dep: STAGES[known[dep]] for dep in depends})
+        except CmtpError as exc:
+            raise CmtpError(f"{path}: stage {name!r}: {exc}") from None
         for key in ("model", "compare"):  # @STAGE as a model is that stage's model/ folder: a training stage's
             ref = options.get(key)
             if isinstance(ref, str) and ref.startswith("@") and "/" not in ref and known.get(ref[1:]) != "train":
@@ -227,12 +242,15 @@ def _resolve(value: Any, work: Path, as_model: bool = False) -> Any:
         return str(path / "model") if as_model and not sub else str(path)
     if isinstance(value, list):
         return [_resolve(v, work) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v, work) for k, v in value.items()}
     return value
 
 
 def _resolved_options(plan: StagePlan, work: Path) -> dict[str, Any]:
     """The stage's options with ``@STAGE`` references as paths (``model`` and ``compare``: the model folder)."""
-    return {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in plan.options.items()}
+    options = _normalized(plan.kind, plan.options)
+    return {k: _resolve(v, work, as_model=(k in ("model", "compare"))) for k, v in options.items()}
 
 
 def run_planned_stage(plan: StagePlan, work: Path, out: Path, beam_args: list[str]) -> None:

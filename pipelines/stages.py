@@ -46,6 +46,8 @@ class Stage:
     beam: bool = False  # a Beam pipeline: the build's beam_args are part of its fingerprint
     external_inputs: Callable[[dict], list[str]] = lambda options: []  # files it reads from outside the build
     note: Callable[[Manifest], str] = lambda manifest: ""  # what it made of its rows, for the build's funnel
+    # check_refs(options, {name: Stage}) refuses ``@STAGE`` data it cannot read when the build file is read
+    check_refs: Callable[[dict, dict], None] = lambda options, read: None
 
 
 def lead_process() -> bool:
@@ -291,6 +293,8 @@ class _Stages(Mapping):
 
 
 STAGES: Mapping[str, Stage] = _Stages()
+
+
 def lazy_class(module: str, name: str) -> Callable[[], type]:
     """A config class imported when first needed (training's pulls in torch)."""
     import importlib

@@ -19,7 +19,7 @@ def data_spec(spec, index: int) -> dict:
         name, paths, weight = spec.get("name"), listed(spec["paths"], "data paths"), spec.get("weight", 1.0)
     else:
         name, _, rest = str(spec).rpartition("=") if "=" in str(spec).split("://")[0] else ("", "", str(spec))
-        path, _, weight = rest.rpartition("@") if "@" in rest else (rest, "", "1")
+        path, _, weight = rest.rpartition("@") if "@" in rest[1:] else (rest, "", "1")  # @STAGE: a build's
         paths = [path]
     try:
         weight = float(weight)
@@ -64,6 +64,17 @@ def _outside_files(options: dict) -> list[str]:
     return paths + listed(options.get("eval"), "eval")
 
 
+def _check_refs(options: dict, read: dict) -> None:
+    """``@STAGE`` data naming a whole folder of two kinds (extract's) is refused when the build file is read, not
+    when training reads it, after every stage before it has run."""
+    from cmtp.trainer.data.stream import check_one_kind
+
+    for path in (p for d in options["data"] for p in d["paths"] if isinstance(p, str) and p.startswith("@")):
+        name, _, sub = path[1:].partition("/")
+        if not sub.strip("/"):
+            check_one_kind(path, read[name].outputs)
+
+
 def _note(m: Manifest) -> str:
     e = m.extra
     loss = f", loss {e['first_loss']:.3g} -> {e['final_loss']:.3g}" if e.get("final_loss") is not None else ""
@@ -71,4 +82,5 @@ def _note(m: Manifest) -> str:
 
 
 STAGE = Stage("train", lazy_class("cmtp.trainer.config", "TrainConfig"), ("model",), _run_stage, normalize=_options,
-              in_place=True, local_only=True, inputs="none", external_inputs=_outside_files, note=_note)
+              in_place=True, local_only=True, inputs="none", external_inputs=_outside_files, note=_note,
+              check_refs=_check_refs)

@@ -159,6 +159,9 @@ def test_beam_args_may_be_one_string_and_work_a_number(tmp_path):
     ("  extract: {}\n  e: {kind: eval, model: '@extract', suite: dev}\n", "@extract is not a training stage"),
     ("  extract: {}\n  dedup: {input: '@extract'}\n", "input: takes a stage name (extract), not @extract"),
     ("  extract: {}\n  x: {kind: extract, input: extract}\n", "'x' (extract) reads no input stage"),
+    ("  extract: {}\n  t: {kind: train, data: ['@extract']}\n", "@extract holds pairs/ (title-passage, stage 2) "
+     "and pretrain/ (texts, stage 1): name one, e.g. @extract/pretrain"),
+    ("  extract: {}\n  t: {kind: train, data: ['x=@extract@2']}\n", "@extract holds pairs/"),
 ])
 def test_references_a_stage_cannot_satisfy_are_refused_when_the_file_is_read(tmp_path, stages, message):
     """Found before any stage runs, not after the stages before them (an eval of @extract failed only once
@@ -169,3 +172,21 @@ def test_references_a_stage_cannot_satisfy_are_refused_when_the_file_is_read(tmp
     path.write_text("stages:\n" + stages, encoding="utf-8")
     with pytest.raises(CmtpError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_build_file(str(path))
+
+
+def test_stage_references_in_every_data_form_are_dependencies_and_resolve_to_paths(tmp_path):
+    """NAME=@STAGE/sub@WEIGHT and {paths: [@STAGE/sub]} were left as literal paths (the first was not even a
+    dependency, so a changed score stage did not re-run the training that read it)."""
+    from cmtp.pipelines.build import _resolved_options
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("work: w\nstages:\n  extract: {}\n  score: {input: extract}\n"
+                    "  t1: {kind: train, data: ['kept=@score/kept@2', '@extract/pretrain']}\n"
+                    "  t2: {kind: train, data: [{name: k, paths: ['@score/kept']}]}\n", encoding="utf-8")
+    build = load_build_file(str(path))
+    t1, t2 = build.stages[2:]
+    assert t1.depends == ["score", "extract"] and t2.depends == ["score"]
+    assert _resolved_options(t1, build.work)["data"] == [
+        {"name": "kept", "paths": [str(build.work / "score" / "kept")], "weight": 2.0},
+        {"name": "data1", "paths": [str(build.work / "extract" / "pretrain")], "weight": 1.0}]
+    assert _resolved_options(t2, build.work)["data"][0]["paths"] == [str(build.work / "score" / "kept")]

@@ -82,10 +82,15 @@ def training_files(path: str) -> list[str]:
     base = roots[0].rstrip("/") if len(roots) == 1 else ""
     if not base or not fs.isfile(f"{base}/manifest.json"):  # a glob, a file or a plain folder
         return parquet_files(path)
-    if fs.isdir(f"{base}/pretrain") and fs.isdir(f"{base}/pairs"):
+    check_one_kind(path, [name for name in ("pairs", "pretrain") if fs.isdir(f"{base}/{name}")])
+    return parquet_files(path, TRAINING_SUBDIRS)
+
+
+def check_one_kind(path: str, subfolders) -> None:
+    """A stage folder given as training data must hold one kind of data: extract's holds both kinds."""
+    if {"pairs", "pretrain"} <= set(subfolders):
         raise CmtpError(f"{path} holds pairs/ (title-passage, stage 2) and pretrain/ (texts, stage 1): name one, "
                         f"e.g. {path.rstrip('/')}/pretrain")
-    return parquet_files(path, TRAINING_SUBDIRS)
 
 
 def list_units(paths: list[str]) -> list[Unit]:
