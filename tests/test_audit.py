@@ -123,6 +123,9 @@ def test_errors(tmp_path):
     run = write_run(tmp_path / "r", TABLE)
     result = runner.invoke(app, ["audit", str(run), "--thresholds", "x:y"])
     assert "bad --thresholds" in str(result.exception)
+    for grid in ["0.5:0.6:0", "0.5:0.6:-0.1", "0:1:1e-9", "0.3:inf:0.1"]:  # a division by zero; a billion rows
+        result = runner.invoke(app, ["audit", str(run), "--thresholds", grid])
+        assert "finite numbers, STEP positive, at most 20,000 thresholds" in str(result.exception), grid
 
 
 def _cli_error(*args):

@@ -135,11 +135,17 @@ def label(threshold: float) -> str:
     return np.format_float_positional(np.float32(threshold), unique=True, trim="-")
 
 
+MAX_THRESHOLDS = 20_000  # a step of 1e-4 over [-1, 1]: finer cuts than the scores' resolution tell nothing more
+
+
 def threshold_grid(spec: str) -> np.ndarray:
     """``"0.30:0.60:0.01"`` (start:stop:step, stop included) or ``"0.4,0.43,0.5"``, as float32."""
     try:
         if ":" in spec:
             start, stop, step = (float(x) for x in spec.split(":"))
+            if not (np.isfinite([start, stop, step]).all() and step > 0 and (stop - start) / step <= MAX_THRESHOLDS):
+                raise CmtpError(f"--thresholds {spec!r}: finite numbers, STEP positive, at most "
+                                f"{MAX_THRESHOLDS:,} thresholds")
             values = np.round(np.arange(start, stop + step / 2, step), 6)
         else:
             values = np.array([float(x) for x in spec.split(",")])
