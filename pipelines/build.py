@@ -97,7 +97,7 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
         try:
             read = _normalized(kind, options)
         except CmtpError as exc:
-            raise CmtpError(f"{path}: stage {name!r}: {exc}") from None
+            raise CmtpError(f"stage {name}: {exc}") from None  # as the checks of validate() say it
         depends = ([options["input"]] if "input" in options else []) + _refs(read)
         known = {s.name: s.kind for s in stages}
         for dep in depends:
@@ -106,7 +106,7 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
         try:
             STAGES[kind].check_refs(read, {dep: STAGES[known[dep]] for dep in depends})
         except CmtpError as exc:
-            raise CmtpError(f"{path}: stage {name!r}: {exc}") from None
+            raise CmtpError(f"stage {name}: {exc}") from None  # as the checks of validate() say it
         for key in ("model", "compare"):  # @STAGE as a model is that stage's model/ folder: a training stage's
             ref = options.get(key)
             if isinstance(ref, str) and ref.startswith("@") and "/" not in ref and known.get(ref[1:]) != "train":

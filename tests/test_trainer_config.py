@@ -30,6 +30,8 @@ def test_the_example_config_parses():
     ({"stage": "retromae", "data": [{"name": "a", "paths": ["x"]}], "gradcache_chunk": 8}, "not to retromae"),
     ({"stage": "retromae", "data": [{"name": "a", "paths": ["x"]}], "encoder_mask_ratio": 1.5}, "mask_ratio"),
     ({"stage": "finetune"}, "no training data"),
+    # the second dataset's files silently replaced the first's in the stream (both were keyed by name)
+    ({"data": [{"name": "a", "paths": ["x"]}, {"name": "a", "paths": ["y"]}]}, "two datasets are named a"),
     ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "save_steps": -1}, r"save_steps must be in \[0, "),
 ])
 def test_bad_options_are_named(values, fragment):

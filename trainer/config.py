@@ -96,6 +96,9 @@ class TrainConfig:
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
         if not self.data:
             raise CmtpError("no training data: give --data PATH (or data: in the config file)")
+        names = [d.name for d in self.data]  # the stream keeps each dataset's files and position by name
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            raise CmtpError(f"two datasets are named {', '.join(repeated)}: give them distinct names (NAME=PATH)")
         if self.keep_best and not (self.eval or self.eval_holdout):
             raise CmtpError("keep_best needs an evaluation: give --eval TASKS or --eval-holdout SHARE")
 
