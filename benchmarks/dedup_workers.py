@@ -111,5 +111,6 @@ def main() -> None:
     print_against_loop(len(pairs), loop_s, [(w, len(pairs), seconds, f"  (kept {m.count_out})")
                                             for w, m, seconds in runs])
 
+
 if __name__ == "__main__":
     main()

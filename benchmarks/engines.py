@@ -95,5 +95,6 @@ def compare(engines: dict, titles: list[str], texts: list[str], rounds: int) -> 
         print(f"{name:<18}{seconds:>9.1f}{seconds / base:>9.2f}{agree['spearman']:>10.4f}"
               f"{agree['kept_agreement']:>10.4f}{agree['recall_at_k']:>12.4f}")
 
+
 if __name__ == "__main__":
     main()

@@ -105,5 +105,6 @@ def main() -> None:
     print(f"documents: {runs[0][1].count_in} (pipeline), {docs_loop} (loop)")
     print_against_loop(docs_loop, loop_s, [(w, m.count_in, seconds, "") for w, m, seconds in runs])
 
+
 if __name__ == "__main__":
     main()

@@ -88,5 +88,6 @@ def main() -> None:
     compare({name: (lambda titles, texts, m=model: (encode(m, titles, query, 64), encode(m, texts, passage, 64)))
              for name, model in models.items()}, titles, texts, args.rounds)
 
+
 if __name__ == "__main__":
     main()

@@ -30,6 +30,14 @@ app.add_typer(schema_cmd.app, name="schema")
 app.add_typer(models_cmd.app, name="models")
 
 _STAGE = {"allow_extra_args": True, "ignore_unknown_options": False}
+
+
+def _reflowed(text: str) -> str:
+    """Each prose paragraph on one line, for the terminal to wrap at its width (typer keeps a help's line breaks, so
+    source lines wider than the terminal came out ragged); indented paragraphs (examples) keep theirs."""
+    return "\n\n".join(p if p.startswith(" ") else " ".join(p.split()) for p in text.strip().split("\n\n"))
+
+
 # one line each in `cmtp --help` (the first paragraph of a command's help keeps its source line breaks there)
 for name, module, command, short, settings in [
     ("extract", extract_cmd, extract_cmd.extract, "Extract clean (title, passage) pairs from raw dumps.", _STAGE),
@@ -43,7 +51,8 @@ for name, module, command, short, settings in [
     ("build", build_cmd, build_cmd.build, "Run the chain a YAML file describes, re-running only what changed.",
      _STAGE),
 ]:
-    app.command(name, help=module.HELP, short_help=short, context_settings=settings)(command)
+    app.command(name, help=_reflowed(module.HELP), short_help=short, context_settings=settings)(command)
+
 
 def _version(value: bool) -> None:
     if value:

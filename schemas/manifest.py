@@ -36,6 +36,7 @@ def for_people(value: Any, key: str = "") -> Any:
         return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
     return value
 
+
 # (field, type, description) - printed by `cmtp schema show manifest`
 MANIFEST_FIELDS = [
     ("stage", "string", "stage that wrote the outputs: extract, dedup, score, mine, ..."),

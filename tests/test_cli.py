@@ -166,3 +166,14 @@ def test_ctrl_c_is_one_aborted_line_with_exit_130(monkeypatch, capsys):
         with pytest.raises(SystemExit) as stop:
             cli.main()
         assert stop.value.code == 130 and capsys.readouterr().err.strip() == "error: aborted"
+
+
+def test_help_paragraphs_are_reflowed_for_the_terminal_and_examples_kept():
+    """typer keeps a help's source line breaks: 115-character source lines came out ragged on an 80-column
+    terminal (a line of one word every other line)."""
+    from cmtp.pipelines.app import _reflowed
+
+    assert _reflowed("One paragraph\nover two lines.\n\nExamples:\n\n  cmtp a\n  --flag x\n") == \
+        "One paragraph over two lines.\n\nExamples:\n\n  cmtp a\n  --flag x"
+    result = CliRunner().invoke(app, ["mine", "--help"], terminal_width=80)
+    assert "The pool is every passage of the inputs, or" in result.output  # a source line break fell after "the"

@@ -28,6 +28,7 @@ def _floats(spec: str | None, flag: str) -> list[float]:
     except ValueError as exc:
         raise CmtpError(f"{flag} {spec!r}: give a comma list of numbers") from exc
 
+
 HELP = """Audit a filtering threshold on scored pairs (cmtp score output, local or any fsspec URL), streaming
 the files with bounded memory.
 

@@ -33,6 +33,7 @@ Examples:
   cmtp eval /models/bge-base-zh --tasks my-tasks/ --instruction bge --format json --output results.json
 """
 
+
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
