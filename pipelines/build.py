@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
         raise CmtpError(f"{path}: needs a stages: mapping of NAME: {{options}} (see cmtp build --help)")
     stages = []
     for name, options in data["stages"].items():
+        if not re.fullmatch(r"[\w-]+", str(name)):  # ".." or "/abs" made the stage's folder one outside work
+            raise CmtpError(f"{path}: stage name {name!r}: use letters, digits, _ and - (it names a folder in work)")
         if options is not None and not isinstance(options, dict):
             raise CmtpError(f"{path}: stage {name!r} must be a mapping of options, not {type(options).__name__}")
         options = dict(options or {})

@@ -190,3 +190,15 @@ def test_stage_references_in_every_data_form_are_dependencies_and_resolve_to_pat
         {"name": "kept", "paths": [str(build.work / "score" / "kept")], "weight": 2.0},
         {"name": "data1", "paths": [str(build.work / "extract" / "pretrain")], "weight": 1.0}]
     assert _resolved_options(t2, build.work)["data"][0]["paths"] == [str(build.work / "score" / "kept")]
+
+
+@pytest.mark.parametrize("name", ["..", "/tmp/elsewhere", "a/b", ".hidden", "funnel.html", "x y"])
+def test_a_stage_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, name):
+    """A stage's folder is work/NAME: ".." was work's parent, which --overwrite would have deleted whole as a
+    folder the build did not write; "/tmp/elsewhere" wrote outside work; "funnel.html" is the build's own file."""
+    from cmtp.schemas import CmtpError
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f'stages:\n  "{name}": {{kind: extract}}\n', encoding="utf-8")
+    with pytest.raises(CmtpError, match="use letters, digits, _ and -"):
+        load_build_file(str(path))
