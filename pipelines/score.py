@@ -167,13 +167,19 @@ def _score_to_keep_rate(input_path, out, config, shards, beam_args, workers, rat
 def _run_stage(inputs, out, config, beam_args, *, workers=1, target_keep_rate=None, rethreshold=None, **shards):
     shard_options = runner_config_of(ShardOptions, shards)
     if rethreshold is not None:
-        if target_keep_rate is not None:
-            raise CmtpError("give --rethreshold or --target-keep-rate, not both")
         check_value("--rethreshold", rethreshold, "scores are cosines", ge=-1, le=1)
         return run_rethreshold(inputs[0], out, rethreshold, shard_options, beam_args, workers)
     return run_score(inputs[0], out, config, shard_options, beam_args, workers, target_keep_rate)
 
 
-STAGE = Stage("score", lambda: ScoreConfig, tuple(OUTPUTS), _run_stage,
+def _one_cut(values: dict) -> dict:
+    """threshold, target_keep_rate and rethreshold each set the cut: given two, one silently won."""
+    given = [name for name in ("threshold", "target_keep_rate", "rethreshold") if values.get(name) is not None]
+    if len(given) > 1:
+        raise CmtpError(f"{' and '.join('--' + name.replace('_', '-') for name in given)} each set the cut: give one")
+    return values
+
+
+STAGE = Stage("score", lambda: ScoreConfig, tuple(OUTPUTS), _run_stage, normalize=_one_cut,
               runner_options=("workers", "target_keep_rate", "rethreshold", *SHARD_OPTIONS),
               runner_config=lambda: ShardOptions, output_invariant=frozenset({"workers"}), beam=True)

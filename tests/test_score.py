@@ -209,3 +209,17 @@ def test_every_forward_pass_but_the_last_of_a_group_is_full(tiny_model_path, tmp
     assert sum(titles) == 500 and len(titles) == group_count(500, 16) == 4
     passes = sum(math.ceil(n / 16) for n in titles)
     assert passes <= math.ceil(500 / 16) + len(titles) - 1  # at most one partial pass per group
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"threshold": 0.5, "target_keep_rate": 0.5}, "--threshold and --target-keep-rate each set the cut: give one"),
+    ({"target_keep_rate": 0.5, "rethreshold": 0.9}, "--target-keep-rate and --rethreshold each set the cut"),
+    ({"threshold": 0.5, "rethreshold": 0.9}, "--threshold and --rethreshold each set the cut"),
+])
+def test_two_ways_of_setting_the_cut_are_refused(options, message):
+    """--threshold 0.5 --target-keep-rate 0.5 cut at the keep rate's threshold (0.72 on the demo), silently."""
+    from cmtp.pipelines.stages import STAGES, prepare
+    from cmtp.schemas import CmtpError
+
+    with pytest.raises(CmtpError, match=message):
+        prepare(STAGES["score"], options)
