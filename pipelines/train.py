@@ -30,9 +30,11 @@ def data_spec(spec, index: int) -> dict:
 
 
 def _options(values: dict) -> dict:
-    """``data``: datasets as :func:`data_spec` reads them (``eval``, one task path or a list, is a list option
-    that ``stages.check_types`` reads like every other)."""
+    """``data``: datasets as :func:`data_spec` reads them (``eval``, one task path or a list, is a list option that
+    ``stages.check_types`` reads like every other); ``epochs`` or ``max_steps``, not both."""
     values["data"] = [data_spec(d, i) for i, d in enumerate(listed(values.get("data"), "data"))]
+    if values.get("epochs") is not None and values.get("max_steps") is not None:  # epochs silently won
+        raise CmtpError("--epochs and --max-steps each set the run's length: give one")
     return values
 
 

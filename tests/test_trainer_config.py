@@ -32,6 +32,7 @@ def test_the_example_config_parses():
     ({"stage": "finetune"}, "no training data"),
     # the second dataset's files silently replaced the first's in the stream (both were keyed by name)
     ({"data": [{"name": "a", "paths": ["x"]}, {"name": "a", "paths": ["y"]}]}, "two datasets are named a"),
+    ({"data": ["x"], "epochs": 1, "max_steps": 50}, "--epochs and --max-steps each set the run's length"),
     ({"stage": "finetune", "data": [{"name": "a", "paths": ["x"]}], "save_steps": -1}, r"save_steps must be in \[0, "),
 ])
 def test_bad_options_are_named(values, fragment):

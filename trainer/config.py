@@ -33,7 +33,7 @@ class TrainConfig:
     data: list[DataSource] = field(default_factory=list)  # the CLI's --data PATH | NAME=PATH | NAME=PATH@WEIGHT
     output_dir: str = "out/train"  # the CLI's --out
     max_steps: int = option(1000, "optimiser steps", ge=1)
-    epochs: float | None = option(None, "passes over the data; steps from the Parquet row counts (replaces "
+    epochs: float | None = option(None, "passes over the data; steps from the Parquet row counts (instead of "
                                         "--max-steps)", gt=0)
     batch_size: int = option(32, "queries per device per step", ge=1)
     learning_rate: float | None = option(None, "peak learning rate (default 5e-6; retromae 2e-5)", gt=0,
