@@ -16,7 +16,8 @@ outputs (``@STAGE`` as a model is its ``model/`` folder). Every other option is 
 succeeded, with ``_build.json`` holding its fingerprint: a hash of its kind and options, the fingerprints of the
 stages it reads, the files it reads from outside (path, size, modification time) and the cmtp version. A
 stage whose fingerprint matches is reused; the first stage that changed or never finished runs again, and so
-does everything after it that reads it.
+does everything after it that reads it. Relative paths in the file (``work``, sources, data, tasks) are relative to
+the folder cmtp runs in, as on the command line.
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ def plan_build(build: BuildFile, start: str | None = None, until: str | None = N
         if value is not None and value not in names:
             raise CmtpError(f"{flag} {value!r}: no such stage; stages: {', '.join(names)}")
     last = names.index(until) if until else len(names) - 1
+    if start is not None and names.index(start) > last:  # it planned the stages up to --until, none from --from
+        raise CmtpError(f"--from {start} comes after --until {until} in the build file")
     plans, prints, changed = [], {}, set()
     for i, plan in enumerate(build.stages[: last + 1]):
         plan.fingerprint = prints[plan.name] = fingerprint(plan, prints, build.beam_args)

@@ -202,3 +202,14 @@ def test_a_stage_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, name)
     path.write_text(f'stages:\n  "{name}": {{kind: extract}}\n', encoding="utf-8")
     with pytest.raises(CmtpError, match="use letters, digits, _ and -"):
         load_build_file(str(path))
+
+
+def test_from_after_until_is_refused(tmp_path):
+    """--from eval --until extract planned extract alone, as if --from were not given."""
+    from cmtp.pipelines.build import plan_build
+    from cmtp.schemas import CmtpError
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("stages:\n  extract: {}\n  dedup: {input: extract}\n", encoding="utf-8")
+    with pytest.raises(CmtpError, match="--from dedup comes after --until extract"):
+        plan_build(load_build_file(str(path)), "dedup", "extract")

@@ -15,7 +15,8 @@ with the options of its own --config. A stage whose fingerprint (its options, th
 it reads, the cmtp version) matches its last finished run is reused; after a change or a crash the build
 resumes at the first stage that changed or did not finish. Each stage is written to a temporary folder and
 moved into place only when it succeeded. At the end: rows at every stage and drops by reason (also as
-WORK/funnel.html). Beam arguments after `--` reach every Beam stage.
+WORK/funnel.html). Beam arguments after `--` reach every Beam stage. Relative paths in the file are relative to
+the folder cmtp runs in.
 
 Examples:
 
