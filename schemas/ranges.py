@@ -38,6 +38,11 @@ def option(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, fl
     return field(default=default, metadata=metadata)
 
 
+def flag_of(f) -> str:
+    """A field's command-line flag: its declared ``flag`` (``--on/--off`` for some bools) or ``--field-name``."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
 def describe(bounds: dict[str, float]) -> str:
     low = f"[{bounds['ge']:g}" if "ge" in bounds else f"({bounds['gt']:g}" if "gt" in bounds else "(-inf"
     high = f"{bounds['le']:g}]" if "le" in bounds else f"{bounds['lt']:g})" if "lt" in bounds else "inf)"

@@ -45,6 +45,8 @@ def config(model, data, out, **kw):
     values = dict(stage="finetune", model=str(model), data=[{"name": "s", "paths": [str(data)]}], output_dir=str(out),
                   max_steps=40, batch_size=8, learning_rate=2e-3, train_group_size=3, temperature=0.05,
                   save_steps=1000, query_max_len=32, passage_max_len=64, seed=1, query_prompt="", passage_prompt="")
+    if "epochs" in kw:
+        del values["max_steps"]  # one or the other sets the length
     values.update(kw)
     return prepare(STAGES["train"], values)[0]
 
@@ -184,6 +186,20 @@ def test_resuming_with_another_reader_layout_is_refused(tiny_model_path, example
         train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, workers=2))
     resumed = train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4))
     assert resumed["steps"] == 4
+
+
+def test_resuming_with_options_that_change_the_run_is_refused(tiny_model_path, examples_dir, tmp_path):
+    """A checkpoint of batch 8 resumed at batch 4 continued its stream positions on other batches, and a new
+    learning rate was replaced by the optimiser state's, silently; a longer run that saves more often is the
+    same run."""
+    from cmtp.schemas.errors import CmtpError
+
+    train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=2, save_steps=2))
+    with pytest.raises(CmtpError, match="step-2 was written with --batch-size 8, this run has 4: resume with the same"):
+        train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, batch_size=4))
+    with pytest.raises(CmtpError, match="written with --learning-rate 0.002, this run has 0.001"):
+        train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, learning_rate=1e-3))
+    assert train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, save_steps=1))["steps"] == 4
 
 
 def test_a_damaged_checkpoint_is_one_error_saying_what_to_do(tiny_model_path, examples_dir, tmp_path):

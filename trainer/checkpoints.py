@@ -9,7 +9,7 @@ import os
 import random
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,9 @@ import torch
 import torch.distributed as dist
 
 from cmtp.schemas.errors import CmtpError
+from cmtp.schemas.ranges import flag_of
 
-from .config import TrainConfig
+from .config import RESUME_MAY_CHANGE, TrainConfig
 from .data.stream import saved_reader_counts
 from .training_eval import TrainingEval
 
@@ -62,6 +63,21 @@ def check_readers(positions: dict, readers: int, checkpoint: Path) -> None:
     if saved and saved != {readers}:
         raise CmtpError(f"{checkpoint} was written with {', '.join(map(str, sorted(saved)))} data readers (processes x "
                         f"--workers), this run has {readers}: resume with the same layout, or --no-resume")
+
+
+def check_same_run(config: TrainConfig, checkpoint: Path) -> None:
+    """A resumed run continues the run that wrote the checkpoint: a changed --batch-size or --data continued that
+    run's stream positions on other batches, and a new --learning-rate was replaced by the optimiser state's.
+    What may change is declared in ``config.RESUME_MAY_CHANGE`` (how long, how often, where, what is evaluated)."""
+    recorded = checkpoint / "model" / "cmtp_training.json"
+    if not recorded.exists():  # written by an older cmtp
+        return
+    saved = json.loads(recorded.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(config.to_dict(), default=str))
+    for f in fields(config):
+        if f.name not in RESUME_MAY_CHANGE and f.name in saved and saved[f.name] != now[f.name]:
+            raise CmtpError(f"{checkpoint} was written with {flag_of(f).split('/')[0]} {saved[f.name]}, this run "
+                            f"has {now[f.name]}: resume with the same options, or --no-resume to start afresh")
 
 
 def saved_query_prompt(config: TrainConfig, query_prompt: str, instructions: Counter) -> str:

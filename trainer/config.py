@@ -24,6 +24,12 @@ STAGE_DEFAULTS = {
     "retromae": {"temperature": 0.02, "train_group_size": 1, "cross_device": False, "learning_rate": 2e-5},
 }
 
+# what a resumed run may change: how long it runs, how often it saves, logs and evaluates, where it runs (its data
+# readers are checked apart, checkpoints.check_readers); every other option must be the checkpoint's
+RESUME_MAY_CHANGE = frozenset({"output_dir", "max_steps", "epochs", "save_steps", "logging_steps", "workers", "resume",
+                               "allow_network", "device", "gradient_checkpointing", "eval", "eval_steps",
+                               "eval_max_per_task", "eval_batch_size", "keep_best", "saturation_steps"})
+
 
 @dataclass
 class TrainConfig:

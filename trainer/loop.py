@@ -32,7 +32,7 @@ from cmtp.transforms.embedding import resolve_prompts
 from cmtp.transforms.embedding.engines import resolve_device
 
 from .batches import build_step
-from .checkpoints import RunState, Saver, latest_checkpoint, restore, unreadable
+from .checkpoints import RunState, Saver, check_same_run, latest_checkpoint, restore, unreadable
 from .config import TrainConfig
 from .data.stream import StreamConfig, make_loader
 from .encoder import Encoder, load_encoder
@@ -123,6 +123,8 @@ def _start(config: TrainConfig) -> _Session:
     _seed_all(config.seed + rank)
     max_steps = planned_steps(config, world)
     resume_from = latest_checkpoint(config.output_dir) if config.resume else None
+    if resume_from:
+        check_same_run(config, resume_from)
     model_source = str(resume_from / "model") if resume_from else config.model
     try:
         st = load_encoder(model_source, config.pooling if not resume_from else None, None,

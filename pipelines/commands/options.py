@@ -19,6 +19,8 @@ from typing import Any
 
 import typer
 
+from cmtp.schemas.ranges import describe, flag_of
+
 
 def _default_text(field) -> str:
     """The help's tail: ``(one of a, b, c)`` for an option with choices, then ``(default X)``."""
@@ -47,7 +49,7 @@ def option_parameters(*configs: type, skip: tuple[str, ...] = ()) -> list[inspec
                 continue
             seen.add(f.name)
             tp = _annotation(hints[f.name])
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            flag = flag_of(f)
             if tp is bool:
                 decls = [flag if "/" in flag else f"{flag}/--no-{flag.removeprefix('--')}"]
                 on_off = {True: " (default on)", False: " (default off)"}.get(f.default, "")
@@ -68,7 +70,7 @@ def warn_old_spellings(configs, argv: list[str] | None = None) -> None:
     for config in configs:
         for f in fields(config):
             for alias in set(f.metadata.get("aliases", ())) & given:
-                new = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+                new = flag_of(f)
                 err.print(f"warning: {alias} is an old spelling of {new} and goes in the next release")
 
 
@@ -113,15 +115,13 @@ def options_markdown() -> str:
     """One table per stage (option, default, range or choices, meaning), from the same fields the commands are
     built from: the stage's config and its runner options' (``ShardOptions``, ``MineRunOptions``). The README
     holds it."""
-    from cmtp.schemas.ranges import describe
-
     from ..stages import STAGES
 
     parts = []
     for kind in STAGES:
         stage = STAGES[kind]
         configs = [stage.config(), *([stage.runner_config()] if stage.runner_config else [])]
-        rows = [f"| `{f.metadata.get('flag') or '--' + f.name.replace('_', '-')}` | {_default_cell(f)} | "
+        rows = [f"| `{flag_of(f)}` | {_default_cell(f)} | "
                 f"{describe(f.metadata['range']) if f.metadata.get('range') else ', '.join(f.metadata['choices'])} | "
                 f"{f.metadata['help'].replace('|', '/')} |"
                 for config in configs for f in fields(config) if f.metadata.get("help")]
