@@ -306,10 +306,12 @@ def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, l
         elif (final / BUILD_FILE).exists() and \
                 json.loads((final / BUILD_FILE).read_text(encoding="utf-8")).get("kind") != plan.kind:
             shutil.rmtree(final)  # this build's folder, made by a stage of another kind (the runner would refuse it)
+        elif running.exists() and final.exists() and running.read_text(encoding="utf-8") != plan.fingerprint:
+            shutil.rmtree(final)  # an unfinished run of other options (its checkpoints belong to another run)
         log(f"{plan.name}: running {plan.kind} ({plan.reason})")
         # the runner commits a stage's output only when it succeeded; ``running`` marks a folder this build
         # owns while a stage that works in place (training, resuming from its checkpoints) has not finished
-        running.touch()
+        running.write_text(plan.fingerprint, encoding="utf-8")
         (final / BUILD_FILE).unlink(missing_ok=True)
         started = time.perf_counter()
         try:

@@ -213,3 +213,21 @@ def test_from_after_until_is_refused(tmp_path):
     path.write_text("stages:\n  extract: {}\n  dedup: {input: extract}\n", encoding="utf-8")
     with pytest.raises(CmtpError, match="--from dedup comes after --until extract"):
         plan_build(load_build_file(str(path)), "dedup", "extract")
+
+
+@pytest.mark.parametrize("marker, kept", [("another run's fingerprint", False), (None, True)])
+def test_an_unfinished_stage_of_other_options_starts_afresh(tmp_path, marker, kept):
+    """A training stage killed mid-run resumes from its checkpoints when its options are the same; after its
+    options changed, it resumed another run's checkpoints (now refused by the trainer): the build, which knows the
+    unfinished run's fingerprint, starts it afresh."""
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"work: {tmp_path / 'work'}\nstages:\n  extract: {{sources: ['csl={RAW / 'csl' / '*.tsv'}'], "
+                    "workers: 1}\n", encoding="utf-8")
+    spec = load_build_file(str(path))
+    plans = plan_build(spec)
+    leftover = tmp_path / "work" / "extract" / "checkpoints" / "step-2"
+    leftover.mkdir(parents=True)
+    (tmp_path / "work" / ".extract.running").write_text(marker or plans[0].fingerprint, encoding="utf-8")
+    execute(spec, plans, log=lambda line: None)
+    assert leftover.exists() == kept and (tmp_path / "work" / "extract" / "manifest.json").exists()
+    assert not (tmp_path / "work" / ".extract.running").exists()
