@@ -172,6 +172,9 @@ def test_bad_files_are_one_error_line_naming_file_and_line(tmp_path, model):
         tmp_path / "u.yaml", "type: sts\npath: p.tsv\ncolums: {score: 2}\n"))
     assert "columns must be a mapping, not [0, 1, 2]" in _cli_error(model_dir, "--tasks", write(
         tmp_path / "v.yaml", "type: sts\npath: p.tsv\ncolumns: [0, 1, 2]\n"))
+    for prompts, shown in [("{query: 5}", "query: 5"), ("{querry: 'q: '}", "querry: 'q: '")]:  # 5: a TypeError
+        assert f"prompts takes query: and passage: strings, not {shown}" in _cli_error(model_dir, "--tasks", write(
+            tmp_path / "w.yaml", f"type: sts\npath: p.tsv\nprompts: {prompts}\n"))
 
 
 def test_cli_table_json_markdown_and_compare(suite, model, tmp_path):

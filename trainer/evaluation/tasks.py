@@ -120,6 +120,9 @@ def _check_descriptor(spec: dict, where: str) -> None:
         if not isinstance(value, shape):
             raise EvalDataError(f"{where}: {key} must be {_SHAPES[shape if isinstance(shape, type) else str]}, "
                                 f"not {value!r}")
+    for role, prompt in (spec.get("prompts") or {}).items():  # a number was a TypeError inside the encoder
+        if role not in ("query", "passage") or not isinstance(prompt, str):
+            raise EvalDataError(f"{where}: prompts takes query: and passage: strings, not {role}: {prompt!r}")
 
 
 def build_task(spec: dict) -> EvalTask:
