@@ -47,7 +47,8 @@ def test_difference_is_measurable_only_beyond_two_pooled_sds():
     assert difference(Summary((5.0, 6.0, 7.0)), Summary((1.0,))).measurable
     assert not difference(Summary((5.0, 6.0, 7.0)), Summary((4.5,))).measurable
     # one seed each: no spread to judge by, nothing is measurable
-    assert not difference(Summary((5.0,)), Summary((1.0,))).measurable
+    one_seed = difference(Summary((5.0,)), Summary((1.0,)))
+    assert not one_seed.measurable and one_seed.describe() == "+4.00 (one seed: no spread to judge it by)"  # ± nan
 
 
 def test_verdict_names_the_cut_and_the_control():

@@ -52,6 +52,8 @@ class Difference:
     measurable: bool
 
     def describe(self, digits: int = 2) -> str:
+        if math.isnan(self.spread):  # one seed each: printed "± nan"
+            return f"{self.delta:+.{digits}f} (one seed: no spread to judge it by)"
         text = f"{self.delta:+.{digits}f} ± {self.spread:.{digits}f}"
         return text if self.measurable else f"{text} (no measurable difference)"
 
