@@ -179,7 +179,8 @@ def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]
         cuts += [(stats.threshold_for_keep_rate(r), r) for r in config.keep_rates]
     total, kept = count_available(dataset, [t for t, _ in cuts], held)
     if total < config.batch_size:
-        raise CmtpError(f"only {total} scored pairs outside the held-out slice: fewer than one batch")
+        raise CmtpError(f"only {total} scored pairs outside the held-out slice ({len(held):,} pairs): fewer than one "
+                        f"batch ({config.batch_size}); lower --proxy-holdout or --proxy-batch-size")
     variants = [Variant(NO_FILTER, "all", total, keep_rate=1.0)]
     seen: set[float] = set()
     for (t, by_rate), k in sorted(zip(cuts, kept, strict=True), key=lambda c: c[0][0]):
