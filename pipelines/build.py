@@ -163,10 +163,12 @@ def _external_files(plan: StagePlan) -> list[str]:
     """Path, size and time of every file the stage reads from outside the build (part of its fingerprint)."""
     from apache_beam.io.filesystems import FileSystems
 
+    from cmtp.transforms.common.paths import beam_pattern
+
     described = []
     for pattern in external_inputs(plan):
         try:
-            for result in FileSystems.match([pattern]):
+            for result in FileSystems.match([beam_pattern(pattern)]):
                 described += [f"{m.path}:{m.size_in_bytes}:{m.last_updated_in_seconds}" for m in result.metadata_list]
         except Exception:  # an unmatched pattern is the stage's own error to report
             described.append(f"{pattern}:missing")

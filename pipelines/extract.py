@@ -10,6 +10,7 @@ from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, CmtpError, Manifest
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_shards import SHARD_OPTIONS, ShardOptions
+from cmtp.transforms.common.paths import beam_pattern
 from cmtp.transforms.extract.adapters import ADAPTERS
 from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
@@ -74,7 +75,7 @@ def parse_source(text: str, adapter_options: dict, plugins: list[str] = ()) -> S
     if adapter not in ADAPTERS:
         raise CmtpError(f"unknown adapter {adapter!r} in {text!r}; known: {', '.join(sorted(ADAPTERS))}")
     options = {k: v for k, v in adapter_options.items() if k in ADAPTERS[adapter].option_names() and v is not None}
-    return SourceSpec(name=(name or adapter).strip(), adapter=adapter, pattern=pattern, options=options,
+    return SourceSpec(name=(name or adapter).strip(), adapter=adapter, pattern=beam_pattern(pattern), options=options,
                       plugins=tuple(plugins))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -10,18 +11,20 @@ from apache_beam.io.filesystems import FileSystems
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.outcomes import OUTCOMES_FILE, read_json
 from cmtp.transforms.common.parquet_shards import clear_shards
-from cmtp.transforms.common.paths import is_remote
+from cmtp.transforms.common.paths import beam_pattern, is_remote
 
 
 def match_files(pattern: str) -> list[str]:
     """Files a path or glob matches, sorted; a clear error when none does."""
     try:
-        results = FileSystems.match([pattern])
+        results = FileSystems.match([beam_pattern(pattern)])
     except Exception as exc:  # Beam raises BeamIOError for unknown schemes, bad buckets, ...
         raise CmtpError(f"cannot list {pattern}: {exc}") from exc
     paths = sorted(m.path for r in results for m in r.metadata_list)
     if not paths:
         raise CmtpError(f"no files match {pattern}")
+    if folders := [path for path in paths if not is_remote(path) and os.path.isdir(path)]:  # the readers failed
+        raise CmtpError(f"{pattern} matches the folder {folders[0]}: give the files in it (e.g. {folders[0]}/*)")
     return paths
 
 

@@ -188,6 +188,23 @@ def test_one_source_as_a_string_is_that_source(tmp_path):
         run_stage(STAGES["extract"], [], str(tmp_path / "e"), {"sources": "lcsts=/no/such/*.tsv"})
 
 
+def test_a_glob_in_the_current_folder_matches_and_a_folder_is_named(tmp_path, monkeypatch):
+    """``csl=*.tsv`` matched nothing: Beam's local file system needs a folder part (apache/beam#19741); a folder
+    given as a source failed inside the pipeline (IsADirectoryError)."""
+    import shutil
+
+    from cmtp.pipelines.outputs import match_files
+
+    shutil.copy(Path(__file__).parent / "data" / "raw" / "csl" / "clge_csl_val_head20.tsv", tmp_path / "a.tsv")
+    (tmp_path / "dumps.tsv").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert match_files("*.tsv") == ["./a.tsv"]  # the folder dumps.tsv is not a file the glob gives
+    manifest = run_stage(STAGES["extract"], [], "e", {"sources": "csl=*.tsv", "workers": 1})
+    assert manifest.count_in == 20 and manifest.count_out > 0
+    with pytest.raises(CmtpError, match="dumps.tsv matches the folder dumps.tsv: give the files in it"):
+        run_stage(STAGES["extract"], [], "f", {"sources": "csl=dumps.tsv"})
+
+
 def test_mine_range_and_train_data_strings_are_read_the_same_from_yaml_and_flags():
     mine, _ = prepare(STAGES["mine"], {"range": "5-50"})
     assert (mine.range_start, mine.range_end) == (5, 50)

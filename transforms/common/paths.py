@@ -20,6 +20,14 @@ def is_remote(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
+def beam_pattern(pattern: str) -> str:
+    """A local glob as Beam's file systems match it: with no folder part (``*.json``) Beam's local file system
+    matches nothing (apache/beam#19741), so it is written ``./*.json``."""
+    if not is_remote(pattern) and "/" not in pattern and any(c in pattern for c in _GLOB):
+        return "./" + pattern
+    return pattern
+
+
 def _url(fs, path: str) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
