@@ -250,6 +250,21 @@ def test_labeled_negatives_and_other_answers_to_the_query_are_not_mined(tmp_path
     assert "score_baseline" in manifest.extra
 
 
+def test_labeled_files_may_be_a_glob_and_a_missing_one_is_named(tmp_path, tiny_model_path):
+    """--labeled 'qa/*.jsonl' (accepted by a build's input check) failed as a bare FileNotFoundError path."""
+    from cmtp.schemas import CmtpError
+
+    for i in range(2):
+        rows = [{"query": f"问题{i}{j}", "pos": f"答案{i}{j}，长江黄河。", "neg": [f"别的{i}{j}"]} for j in range(3)]
+        (tmp_path / f"qa{i}.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows),
+                                              encoding="utf-8")
+    config = MineConfig(model=str(tiny_model_path), range_start=0, range_end=10, negatives=1,
+                        labeled=[str(tmp_path / "qa*.jsonl")])
+    assert run_mine(None, str(tmp_path / "out"), config).count_out == 6
+    with pytest.raises(CmtpError, match="no files match .*missing.jsonl"):
+        run_mine(None, str(tmp_path / "out2"), MineConfig(labeled=[str(tmp_path / "missing.jsonl")]))
+
+
 def test_an_ivf_attempt_that_falls_back_to_exact_search_is_recorded(tmp_path):
     from cmtp.transforms.mine.miner import Miner
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, rows_to_table
 from cmtp.transforms.common.outcomes import DROPPED, IN, OUT, summarize
 from cmtp.transforms.common.parquet_shards import StreamingShardWriter
+from cmtp.transforms.common.paths import files_matching
 from cmtp.transforms.common.progress import bar
 from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
@@ -45,7 +46,7 @@ def _default_model(input_path: str | None) -> str:
 def _read_examples(input_path: str | None, config: MineConfig) -> tuple[list[Example], list[dict]]:
     examples: list[Example] = read_pairs(input_path) if input_path else []
     dead: list[dict] = []
-    for path in config.labeled:
+    for path in (f for pattern in config.labeled for f in files_matching(pattern)):
         labeled, bad = read_labeled(path, config.task)
         examples += labeled
         dead += bad

@@ -66,6 +66,24 @@ def parquet_files(path: str, prefer: tuple[str, ...] | list[str] = (), every: bo
     return sorted(_url(fs, f) for f in set(files))
 
 
+def files_matching(pattern: str) -> list[str]:
+    """The files a path or glob gives (any fsspec URL), sorted: a path as it is written, a glob's matches; an error
+    naming it when there are none (a missing --labeled file was a bare FileNotFoundError)."""
+    import fsspec
+
+    try:
+        fs, _, found = fsspec.get_fs_token_paths(pattern)
+    except (ValueError, ImportError) as exc:
+        raise CmtpError(f"cannot read {pattern}: {exc}") from exc
+    if not any(c in pattern for c in _GLOB):
+        files = [pattern] if fs.isfile(found[0]) else []
+    else:
+        files = sorted(_url(fs, f) for f in found if fs.isfile(f))
+    if not files:
+        raise CmtpError(f"no files match {pattern}")
+    return files
+
+
 @dataclass(frozen=True)
 class RowGroup:
     """One row group of a Parquet file: the unit of work of the Beam readers and of the training stream."""
