@@ -45,7 +45,7 @@ class MineConfig:
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present)")
     engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
     allow_network: bool = option(False, "may fetch a hub model", flag="--allow-network/--offline")
-    labeled: list[str] = option(help="labeled query/pos/neg file(s): JSON lines or Parquet", factory=list)
+    labeled: list[str] = option(help="labeled query/pos/neg file(s) or globs: JSON lines or Parquet", factory=list)
     pool: str | None = option(None, "separate candidate pool (Parquet with passage or text, or JSON lines)")
 
     def __post_init__(self):
