@@ -202,6 +202,20 @@ def test_resuming_with_options_that_change_the_run_is_refused(tiny_model_path, e
     assert train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, save_steps=1))["steps"] == 4
 
 
+def test_distillation_without_teacher_scores_says_so_once(tiny_model_path, examples_dir, tmp_path, capsys):
+    """--distill-weight on rows without pos_scores / neg_scores (score's pairs) trained without distillation,
+    silently."""
+    rows = pq.read_table(next(examples_dir.glob("*.parquet"))).to_pylist()
+    data = tmp_path / "no-scores"
+    data.mkdir()
+    pq.write_table(rows_to_table([{**r, "pos_scores": [], "neg_scores": []} for r in rows], TRAINING_EXAMPLE),
+                   data / "part-00000.parquet")
+    train(config(tiny_model_path, data, tmp_path / "run", max_steps=2, distill_weight=1.0))
+    assert capsys.readouterr().err.count("--distill-weight is set, but this batch lacks teacher scores") == 1
+    train(config(tiny_model_path, examples_dir, tmp_path / "run2", max_steps=2, distill_weight=1.0))
+    assert "lacks teacher scores" not in capsys.readouterr().err
+
+
 def test_a_damaged_checkpoint_is_one_error_saying_what_to_do(tiny_model_path, examples_dir, tmp_path):
     from cmtp.schemas.errors import CmtpError
 

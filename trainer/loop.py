@@ -197,6 +197,8 @@ def _step(s: _Session, examples: list[dict], stats: dict) -> float:
                              optimisation=s.optimisation, stats=stats)
     batch = build_step(examples, config.train_group_size, *s.run.prompts, config.seed, s.run.step)
     teacher = torch.from_numpy(batch.teacher).to(s.device) if batch.teacher is not None else None
+    if config.distill_weight and teacher is None:
+        stats["no_teacher"] = 1.0  # a step trained without distillation (TensorBoard: train/no_teacher)
     filler = torch.tensor(batch.filler, device=s.device) if batch.filler is not None else None
 
     def loss_fn(q, p):
@@ -244,6 +246,9 @@ def _finish(s: _Session) -> tuple[Path, dict | None]:
     return final, eval_summary
 
 
+NO_TEACHER_WARNING = ("warning: --distill-weight is set, but this batch lacks teacher scores for some passage (mine's "
+                      "pos_scores / neg_scores; plain pairs and padded groups have none): it trains without "
+                      "distillation, as will every such batch")
 SATURATION_WARNING = ("warning: in-batch accuracy has been 1.0 for {n} steps: the batch is too easy to teach the "
                       "model anything and it drifts. Raise --batch-size (with --gradcache-chunk to keep memory flat) "
                       "or train on mined hard negatives (--group-size).")
@@ -260,7 +265,7 @@ def train(config: TrainConfig, on_step=None) -> dict:
                     desc=f"train {config.stage}")
     if run.step == 0:
         _evaluate(s, progress)
-    started, samples, losses, saturated = time.perf_counter(), 0, [], 0
+    started, samples, losses, saturated, warned_teacher = time.perf_counter(), 0, [], 0, False
     batches = iter(s.loader)
     while run.step < s.max_steps:
         item = next(batches, None)
@@ -274,11 +279,14 @@ def train(config: TrainConfig, on_step=None) -> dict:
         losses.append(float(_step(s, item["examples"], stats)))
         run.step += 1
         samples += len(item["examples"]) * s.world
+        if stats.get("no_teacher") and not warned_teacher and s.rank == 0:
+            progress.write(NO_TEACHER_WARNING, file=sys.stderr)
+            warned_teacher = True
         accuracy = stats.get("accuracy", 0.0)
         saturated = saturated + 1 if accuracy >= 1.0 else 0
         if saturated == config.saturation_steps:
             run.saturation_warnings += 1
-            progress.write(SATURATION_WARNING.format(n=saturated))
+            progress.write(SATURATION_WARNING.format(n=saturated), file=sys.stderr)  # warnings: stderr
         rate = samples / (time.perf_counter() - started)
         progress.update(1)
         progress.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{accuracy:.2f}", samples_per_s=f"{rate:.1f}")
