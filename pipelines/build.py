@@ -297,8 +297,7 @@ def execute(build: BuildFile, plans: list[StagePlan], overwrite: bool = False, l
     records = []
     for plan in plans:
         final, running = build.work / plan.name, build.work / f".{plan.name}.running"
-        if plan.action == "reuse":
-            log(f"{plan.name}: reused ({plan.reason})")
+        if plan.action == "reuse":  # the plan's table has said so
             records.append({"stage": plan.name, "action": "reuse", "seconds": 0.0})
             continue
         if final.exists() and not (final / BUILD_FILE).exists() and not running.exists():
