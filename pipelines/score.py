@@ -13,7 +13,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from cmtp.schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
-from cmtp.schemas.ranges import check_value
+from cmtp.schemas.ranges import check_value, flag_name
 from cmtp.transforms.common.dead_letters import dead_letter_sort_key
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
@@ -176,7 +176,7 @@ def _one_cut(values: dict) -> dict:
     """threshold, target_keep_rate and rethreshold each set the cut: given two, one silently won."""
     given = [name for name in ("threshold", "target_keep_rate", "rethreshold") if values.get(name) is not None]
     if len(given) > 1:
-        raise CmtpError(f"{' and '.join('--' + name.replace('_', '-') for name in given)} each set the cut: give one")
+        raise CmtpError(f"{' and '.join(map(flag_name, given))} each set the cut: give one")
     return values
 
 

@@ -38,9 +38,14 @@ def option(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, fl
     return field(default=default, metadata=metadata)
 
 
+def flag_name(name: str) -> str:
+    """An option's command-line spelling: ``--field-name``."""
+    return "--" + name.replace("_", "-")
+
+
 def flag_of(f) -> str:
     """A field's command-line flag: its declared ``flag`` (``--on/--off`` for some bools) or ``--field-name``."""
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return f.metadata.get("flag") or flag_name(f.name)
 
 
 def describe(bounds: dict[str, float]) -> str:
