@@ -62,8 +62,8 @@ def load_plugins(modules: list[str]) -> None:
     for module in modules:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
-            raise CmtpError(f"cannot import adapter plugin {module!r}: {exc}") from exc
+        except Exception as exc:  # not found, or its own code failed (a traceback from the user's module)
+            raise CmtpError(f"cannot import adapter plugin {module!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_source(text: str, adapter_options: dict, plugins: list[str] = ()) -> SourceSpec:

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -177,3 +178,16 @@ def test_help_paragraphs_are_reflowed_for_the_terminal_and_examples_kept():
         "One paragraph over two lines.\n\nExamples:\n\n  cmtp a\n  --flag x"
     result = CliRunner().invoke(app, ["mine", "--help"], terminal_width=80)
     assert "The pool is every passage of the inputs, or" in result.output  # a source line break fell after "the"
+
+
+def test_an_adapter_plugin_whose_own_code_fails_is_one_error_line(tmp_path):
+    """A plugin module raising at import (not an ImportError) was a traceback."""
+    import os
+
+    (tmp_path / "badplug.py").write_text("raise RuntimeError('boom')\n", encoding="utf-8")
+    data = Path(__file__).parent / "data" / "raw" / "lcsts" / "clge_train_head30.tsv"
+    proc = _cmtp("extract", f"lcsts={data}", "--plugin", "badplug", "--out", str(tmp_path / "o"),
+                 env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines == ["error: cannot import adapter plugin 'badplug': RuntimeError: boom"]
