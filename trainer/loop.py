@@ -251,7 +251,7 @@ NO_TEACHER_WARNING = ("warning: --distill-weight is set, but this batch lacks te
                       "distillation, as will every such batch")
 SATURATION_WARNING = ("warning: in-batch accuracy has been 1.0 for {n} steps: the batch is too easy to teach the "
                       "model anything and it drifts. Raise --batch-size (with --gradcache-chunk to keep memory flat) "
-                      "or train on mined hard negatives (--group-size).")
+                      "or train on mined hard negatives (--train-group-size).")
 
 
 def train(config: TrainConfig, on_step=None) -> dict:
@@ -266,6 +266,11 @@ def train(config: TrainConfig, on_step=None) -> dict:
     if run.step == 0:
         _evaluate(s, progress)
     started, samples, losses, saturated, warned_teacher = time.perf_counter(), 0, [], 0, False
+
+    def warn(line: str) -> None:  # on stderr, by rank 0 (tqdm.write prints on every rank, bar or not)
+        if s.rank == 0:
+            progress.write(line, file=sys.stderr)
+
     batches = iter(s.loader)
     while run.step < s.max_steps:
         item = next(batches, None)
@@ -279,14 +284,14 @@ def train(config: TrainConfig, on_step=None) -> dict:
         losses.append(float(_step(s, item["examples"], stats)))
         run.step += 1
         samples += len(item["examples"]) * s.world
-        if stats.get("no_teacher") and not warned_teacher and s.rank == 0:
-            progress.write(NO_TEACHER_WARNING, file=sys.stderr)
+        if stats.get("no_teacher") and not warned_teacher:
+            warn(NO_TEACHER_WARNING)
             warned_teacher = True
         accuracy = stats.get("accuracy", 0.0)
         saturated = saturated + 1 if accuracy >= 1.0 else 0
         if saturated == config.saturation_steps:
             run.saturation_warnings += 1
-            progress.write(SATURATION_WARNING.format(n=saturated), file=sys.stderr)  # warnings: stderr
+            warn(SATURATION_WARNING.format(n=saturated))
         rate = samples / (time.perf_counter() - started)
         progress.update(1)
         progress.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{accuracy:.2f}", samples_per_s=f"{rate:.1f}")
