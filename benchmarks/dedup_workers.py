@@ -1,5 +1,5 @@
 """Near-dedup throughput: ``cmtp dedup`` (Beam) with 1 and 2 local workers against a plain single-process
-Python loop doing the same work with the same pieces (vectorised MinHash signatures, LSH band keys, the same
+Python loop doing the same work with the same pieces (vectorised MinHash signatures, LSH band hashes, the same
 bucket edges, exact Jaccard checks, union-find instead of the Beam star rounds, the same representative rule,
 Parquet out). Prints documents/s of each and the ratios to the loop, from one run.
 
@@ -15,14 +15,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 from common import chinese_passages, print_against_loop, time_workers
 
 from cmtp.pipelines.dedup import run_dedup
 from cmtp.schemas import PAIR, rows_to_table
 from cmtp.transforms.dedup.config import DedupConfig
-from cmtp.transforms.dedup.dofns import _rank, bucket_edges
-from cmtp.transforms.dedup.lsh import band_keys
+from cmtp.transforms.dedup.dofns import bucket_edges, compared_texts
+from cmtp.transforms.dedup.lsh import band_hashes
 from cmtp.transforms.dedup.minhash import text_signatures
 from cmtp.transforms.dedup.shingles import jaccard, shingle_hashes
 
@@ -47,24 +48,19 @@ def make_pairs(count: int, seed: int = 0) -> list[dict]:
 
 def plain_loop(pairs: list[dict], config: DedupConfig, out: Path) -> tuple[int, int]:
     bands, rows = config.lsh_params()
-    texts = [config.text_of(p) for p in pairs]
-    ids = [p["pair_id"] for p in pairs]
-    buckets: dict = defaultdict(list)
-    for start in range(0, len(texts), 1024):
-        sigs = text_signatures(texts[start : start + 1024], config.ngram, config.num_perm, config.seed)
-        for pair_id, sig in zip(ids[start : start + 1024], sigs, strict=True):
-            for key in band_keys(sig, bands, rows):
-                buckets[key].append(pair_id)
-    edges = {e for key, members in buckets.items() for e in bucket_edges((key, members), config.max_bucket_all_pairs)}
-    by_id = dict(zip(ids, texts, strict=True))
+    texts = compared_texts(rows_to_table(pairs, PAIR), config.field).to_pylist()
+    sigs = np.concatenate([text_signatures(texts[start:start + 1024], config.ngram, config.num_perm, config.seed)
+                           for start in range(0, len(texts), 1024)])
+    keys = band_hashes(sigs, bands, rows).ravel()
+    edges = bucket_edges(keys, np.repeat(np.arange(len(texts)), bands), config.max_bucket_all_pairs)
     shingles: dict = {}
 
-    def hashes(pair_id):
-        if pair_id not in shingles:
-            shingles[pair_id] = shingle_hashes(by_id[pair_id], config.ngram, config.shingle)
-        return shingles[pair_id]
+    def hashes(node):
+        if node not in shingles:
+            shingles[node] = shingle_hashes(texts[node], config.ngram, config.shingle)
+        return shingles[node]
 
-    parent = {i: i for i in ids}
+    parent = list(range(len(pairs)))
 
     def find(x):
         while parent[x] != x:
@@ -72,17 +68,17 @@ def plain_loop(pairs: list[dict], config: DedupConfig, out: Path) -> tuple[int, 
             x = parent[x]
         return x
 
-    for a, b in sorted(edges):
+    for a, b in zip(*edges, strict=True):
         if jaccard(hashes(a), hashes(b)) >= config.threshold:
             ra, rb = find(a), find(b)
             parent[max(ra, rb)] = min(ra, rb)
     clusters: dict = defaultdict(list)
-    for pair in pairs:
-        clusters[find(pair["pair_id"])].append(pair)
+    for node, pair in enumerate(pairs):
+        clusters[find(node)].append(pair)
     kept, dead = [], []
-    for label, members in clusters.items():
-        members.sort(key=lambda r: _rank(r, config.policy))
-        kept.append({**members[0], "cluster_id": label, "cluster_size": len(members)})
+    for members in clusters.values():
+        members.sort(key=lambda r: (-len(r["passage"]), r["pair_id"]) if config.policy == "longest" else r["pair_id"])
+        kept.append({**members[0], "cluster_id": min(m["pair_id"] for m in members), "cluster_size": len(members)})
         dead += members[1:]
     pq.write_table(rows_to_table([{k: v for k, v in r.items() if k in PAIR.names} for r in kept], PAIR),
                    out / "kept.parquet")

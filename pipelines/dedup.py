@@ -8,9 +8,9 @@ import time
 import apache_beam as beam
 
 from cmtp.schemas import DEAD_LETTER, PAIR, CmtpError, Manifest
-from cmtp.transforms.common.dead_letters import dead_letter_sort_key
-from cmtp.transforms.common.outcomes import CountOutcomes
-from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
+from cmtp.transforms.common import scratch
+from cmtp.transforms.common.outcomes import CountOutcomes, fact
+from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, Unit, input_units
 from cmtp.transforms.common.parquet_shards import SHARD_OPTIONS, ShardOptions
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.dedup.config import DedupConfig
@@ -27,17 +27,28 @@ MAX_PASSES = 4
 STAGE_DATA = ("pairs",)  # the data subfolder of an extract or dedup output
 
 
-def _build(p, read: ReadParquetRowGroups, out: str, config: DedupConfig, bands: int, rows: int,
-           shards: ShardOptions, progress: str | None):
-    pairs = p | "ReadPairs" >> read
-    result = pairs | "NearDedup" >> NearDedup(config, bands, rows, progress)
-    writes = (result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
-              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key))
-    facts = (
-        result.facts,
-        result.violations | "ViolationFact" >> beam.Map(lambda v: ("cc_violations", v)),
-    ) | "Facts" >> beam.Flatten()
-    counted = (pairs, result.kept, result.dead, facts) | "Count" >> CountOutcomes(out)
+ROWS_PER_PARTITION = 200_000  # rows whose band hashes one step sorts at a time (16 bands: ~50 MB of keys)
+
+
+def partition_count(rows: int) -> int:
+    """Partitions of the band hashes, candidate edges and components: from the input's size alone (never the
+    worker count), so that memory per step stays bounded as the input grows. The outputs do not depend on it."""
+    return max(4, min(4096, -(-rows // ROWS_PER_PARTITION)))
+
+
+def _build(p, units: list[Unit], out: str, config: DedupConfig, bands: int, rows: int, shards: ShardOptions,
+           progress: str | None):
+    work = scratch.scratch_dir(out)
+    parts = partition_count(sum(u.rows for u in units))
+    result = (p | "RowGroups" >> beam.Create(units, reshuffle=False)
+              | "NearDedup" >> NearDedup(config, bands, rows, units, parts, work, progress))
+    pieces = f"{work}/pieces"
+    writes = (result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, f"{pieces}/pairs"),
+              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead"))
+    violations = (result.violations
+                  | "AllViolations" >> beam.CombineGlobally(sum)
+                  | "ViolationFact" >> beam.Map(lambda v: fact("cc_violations", v)))
+    counted = (result.counts, violations) | "Count" >> CountOutcomes(out)
     join_ends(*writes, counted)
 
 
@@ -57,9 +68,11 @@ def run_dedup(
     while True:
         passes += 1
         prepare_output(out, list(OUTPUTS))
-        read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
-        with watch("dedup", read.rows, "pair", beam_args) as progress, pipeline_run(beam_args, workers) as p:
-            _build(p, read, out, config, bands, rows, shards, progress)
+        units = input_units(files, PAIR, PAIR_COLUMNS)
+        with watch("dedup", sum(u.rows for u in units), "pair", beam_args) as progress, \
+                pipeline_run(beam_args, workers) as p:
+            _build(p, units, out, config, bands, rows, shards, progress)
+        scratch.remove(scratch.scratch_dir(out))
         outcomes = pop_outcomes(out)
         facts = outcomes.pop("facts")
         # tallied as {value: times}: the one value is the count of edges still joining two labels (0: converged)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-import apache_beam as beam
-
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, CmtpError, Manifest
-from cmtp.transforms.common.dead_letters import dead_letter_sort_key
+from cmtp.transforms.common import scratch
 from cmtp.transforms.common.outcomes import CountOutcomes
 from cmtp.transforms.common.parquet_shards import SHARD_OPTIONS, ShardOptions
 from cmtp.transforms.common.paths import beam_pattern
@@ -25,17 +23,18 @@ OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_l
 
 
 def _run(sources, out, config, shards, beam_args, workers, files: int) -> None:
+    work = scratch.scratch_dir(out)
+    pieces = f"{work}/pieces"
     with watch("extract", files, "file", beam_args) as progress, pipeline_run(beam_args, workers) as p:
-        result = p | "Extract" >> ExtractPairs(sources, config, progress)
+        result = p | "Extract" >> ExtractPairs(sources, config, work, progress)
         writes = (
-            result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, lambda r: r["pair_id"]),
-            result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT,
-                                                               lambda r: r["text_id"]),
-            result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key),
+            result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, f"{pieces}/pairs"),
+            result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT, f"{pieces}/pretrain"),
+            result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead"),
         )
-        inputs = (result.documents, result.read_dead) | "AllInputs" >> beam.Flatten()
-        counted = (inputs, result.pairs, result.dead, result.cleaning) | "Count" >> CountOutcomes(out)
+        counted = result.counts | "Count" >> CountOutcomes(out)
         join_ends(*writes, counted)
+    scratch.remove(work)
 
 
 def parse_adapter_options(items: list[str]) -> dict:

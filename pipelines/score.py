@@ -12,16 +12,16 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from cmtp.schemas import DEAD_LETTER, SCORED_PAIR, CmtpError, Manifest
+from cmtp.schemas import DEAD_LETTER, PAIR, SCORED_PAIR, CmtpError, Manifest
 from cmtp.schemas.ranges import check_value, flag_name
-from cmtp.transforms.common.dead_letters import dead_letter_sort_key
+from cmtp.transforms.common import scratch
 from cmtp.transforms.common.outcomes import CountOutcomes
-from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, ReadParquetRowGroups
+from cmtp.transforms.common.parquet_read import PAIR_COLUMNS, input_units
 from cmtp.transforms.common.parquet_shards import SHARD_OPTIONS, ShardOptions
 from cmtp.transforms.common.paths import parquet_files
 from cmtp.transforms.embedding import resolve_model, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
-from cmtp.transforms.score.ptransform import ApplyThreshold, ScorePairs, ScoreResult, group_count
+from cmtp.transforms.score.ptransform import ScorePairs, ScoreResult, ThresholdRows
 
 from .beam_runner import join_ends, pipeline_run
 from .outputs import pop_outcomes, prepare_output, summarize_output
@@ -31,16 +31,12 @@ from .stages import Stage, runner_config_of
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
 
 
-def _write_outputs(result, out: str, shards: ShardOptions, inputs) -> None:
-    key = lambda r: r["pair_id"]  # noqa: E731
-    writes = (result.kept | "WriteKept" >> shards.writer(f"{out}/kept", SCORED_PAIR, key),
-              result.rejected | "WriteRejected" >> shards.writer(f"{out}/rejected", SCORED_PAIR, key),
-              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, dead_letter_sort_key))
-    drops = (
-        result.dead,
-        result.rejected | "RejectedEvents" >> beam.Map(lambda r: {"source": r["source"], "reason": "below_threshold"}),
-    ) | "Drops" >> beam.Flatten()
-    counted = (inputs, result.kept, drops) | "Count" >> CountOutcomes(out)
+def _write_outputs(result: ScoreResult, out: str, shards: ShardOptions) -> None:
+    pieces = f"{scratch.scratch_dir(out)}/pieces"
+    writes = (result.kept | "WriteKept" >> shards.writer(f"{out}/kept", SCORED_PAIR, f"{pieces}/kept"),
+              result.rejected | "WriteRejected" >> shards.writer(f"{out}/rejected", SCORED_PAIR, f"{pieces}/rejected"),
+              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead"))
+    counted = result.counts | "Count" >> CountOutcomes(out)
     join_ends(*writes, counted)
 
 
@@ -78,15 +74,17 @@ def run_score(
     files = parquet_files(input_path, ("pairs",))
     resolved = resolve_model(config.model, allow_network=config.allow_network)
     scorer_hash = weights_fingerprint(resolved.path)
-    read = ReadParquetRowGroups(files, PAIR_COLUMNS, "pair")
+    units = input_units(files, PAIR, PAIR_COLUMNS)
     started = time.perf_counter()
     prepare_output(out, list(OUTPUTS))
+    work = scratch.scratch_dir(out)
     # the workers' counts drawn as one bar here (local runner); Beam's counter cmtp score/pairs_scored elsewhere
-    with watch("score", read.rows, "pair", beam_args) as progress, pipeline_run(beam_args, workers) as p:
-        pairs = p | "ReadPairs" >> read
-        scored = pairs | "Score" >> ScorePairs(config, scorer_hash, progress,
-                                               group_count(read.rows, config.batch_size))
-        _write_outputs(scored, out, shards, pairs)
+    with watch("score", sum(u.rows for u in units), "pair", beam_args) as progress, \
+            pipeline_run(beam_args, workers) as p:
+        scored = (p | "RowGroups" >> beam.Create(units, reshuffle=False)
+                  | "Score" >> ScorePairs(config, scorer_hash, work, progress))
+        _write_outputs(scored, out, shards)
+    scratch.remove(work)
     return _manifest(
         out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,
               "beam_args": beam_args or []}, files,
@@ -123,17 +121,17 @@ def run_rethreshold(
         except CmtpError:
             continue
     files = [f for found in present.values() for f in found]
+    scored_units = input_units([f for sub, found in present.items() if sub != "dead_letters" for f in found],
+                               SCORED_PAIR)
+    dead_units = input_units(present.get("dead_letters", []), DEAD_LETTER)
     started = time.perf_counter()
     prepare_output(out, list(OUTPUTS))
+    work = scratch.scratch_dir(out)
     with pipeline_run(beam_args, workers) as p:
-        reads = [p | f"Read_{sub}" >> ReadParquetRowGroups(found) for sub, found in present.items()
-                 if sub != "dead_letters"]
-        rows = reads | "AllScored" >> beam.Flatten()
-        kept, rejected = rows | "Threshold" >> ApplyThreshold(threshold)
-        dead = (p | "ReadDead" >> ReadParquetRowGroups(present["dead_letters"])) if "dead_letters" in present \
-            else (p | "NoDead" >> beam.Create([]))
-        inputs = (rows, dead) | "AllInputs" >> beam.Flatten()
-        _write_outputs(ScoreResult(kept, rejected, dead), out, shards, inputs)
+        units = (p | "Scored" >> beam.Create(scored_units, reshuffle=False),
+                 p | "Dead" >> beam.Create(dead_units, reshuffle=False))
+        _write_outputs(units | "Threshold" >> ThresholdRows(threshold, work), out, shards)
+    scratch.remove(work)
     config = {**source.config, "threshold": threshold, "rethreshold_of": scored, "shards": vars(shards),
               "workers": workers, "beam_args": beam_args or []}
     return _manifest(out, config, files,

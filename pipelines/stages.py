@@ -242,6 +242,7 @@ def _run_remote(stage: Stage, inputs: list[str], out: str, config, beam_args: li
     from apache_beam.io.filesystems import FileSystems
 
     from cmtp.transforms.common.outcomes import OUTCOMES_FILE
+    from cmtp.transforms.common.scratch import SCRATCH
 
     try:
         result = stage.run(inputs, out, config, beam_args, **extras)
@@ -249,7 +250,7 @@ def _run_remote(stage: Stage, inputs: list[str], out: str, config, beam_args: li
             result.check()
         return result
     except BaseException:
-        written = [FileSystems.join(out, name) for name in (*stage.outputs, OUTCOMES_FILE, "manifest.json")]
+        written = [FileSystems.join(out, name) for name in (*stage.outputs, OUTCOMES_FILE, SCRATCH, "manifest.json")]
         FileSystems.delete([path for path in written if FileSystems.exists(path)])
         raise
 

@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-from apache_beam.testing.util import assert_that, equal_to
 from datasketch import MinHash
 
 from cmtp.pipelines.beam_runner import make_pipeline
-from cmtp.transforms.dedup.components import ConnectedComponents
+from cmtp.transforms.dedup.components import ConnectedComponents, both_ways, labels, large_star, small_star
 from cmtp.transforms.dedup.config import DedupConfig
-from cmtp.transforms.dedup.dofns import KeepRepresentativeFn, bucket_edges, size_bucket
-from cmtp.transforms.dedup.lsh import band_keys, collision_probability, optimal_bands_rows
+from cmtp.transforms.dedup.dofns import DecideFn, bucket_edges, size_bucket
+from cmtp.transforms.dedup.lsh import band_hashes, collision_probability, optimal_bands_rows
 from cmtp.transforms.dedup.minhash import EMPTY, estimate_jaccard, signatures, text_signatures
 from cmtp.transforms.dedup.shingles import char_shingles, jaccard, shingle_hashes, word_shingles
 
@@ -88,85 +87,104 @@ def test_jaccard_estimates_match_datasketch_within_sampling_error():
     assert np.mean(np.abs(ours - truth) <= 3 * sigma + 1e-9) > 0.98
 
 
-def test_band_keys_and_lsh_parameters():
-    sig = text_signatures([TEXT])[0]
-    keys = band_keys(sig, 16, 8)
-    assert len(keys) == 16 and len(set(keys)) == 16 and keys == band_keys(sig.copy(), 16, 8)
+def test_band_hashes_and_lsh_parameters():
+    sig = text_signatures([TEXT])
+    keys = band_hashes(sig, 16, 8)[0]
+    assert keys.dtype == np.uint64 and len(set(keys.tolist())) == 16
+    np.testing.assert_array_equal(keys, band_hashes(sig.copy(), 16, 8)[0])
     other = sig.copy()
-    other[8 * 3 + 2] ^= 1  # change one row of band 3
-    changed = [i for i, (a, b) in enumerate(zip(keys, band_keys(other, 16, 8), strict=True)) if a != b]
-    assert changed == [3]
+    other[0, 8 * 3 + 2] ^= 1  # change one row of band 3
+    assert np.flatnonzero(keys != band_hashes(other, 16, 8)[0]).tolist() == [3]
+    same_values = np.tile(sig[:, :8], (1, 16))  # every band holds the same values: the band's index tells them apart
+    assert len(set(band_hashes(same_values, 16, 8)[0].tolist())) == 16
     assert optimal_bands_rows(0.8, 128) == (9, 13)  # datasketch's own optimum
     assert DedupConfig().lsh_params() == (16, 8) and DedupConfig(verify=False).lsh_params() == (9, 13)
     assert collision_probability(0.8, 16, 8) > 0.94 and collision_probability(0.5, 16, 8) < 0.07
 
 
+def _edges(a, b):
+    return list(zip(a.tolist(), b.tolist(), strict=True))
+
+
 def test_bucket_edges_small_and_large():
-    assert sorted(bucket_edges(("k", ["c", "a", "b", "a"]), 32)) == [("a", "b"), ("a", "c"), ("b", "c")]
-    assert list(bucket_edges(("k", ["a"]), 32)) == []
-    ids = [f"{i:03d}" for i in range(50)]
-    edges = list(bucket_edges(("k", ids), 32))
-    assert len(edges) == 49 + 48 and ("000", "049") in edges and ("010", "011") in edges
+    keys = np.array([7, 7, 7, 9, 5], dtype=np.uint64)  # one bucket of three, two of one
+    assert _edges(*bucket_edges(keys, np.array([2, 0, 1, 4, 3]), 32)) == [(0, 1), (0, 2), (1, 2)]
+    assert _edges(*bucket_edges(np.array([1, 2], dtype=np.uint64), np.array([0, 1]), 32)) == []
+    big = np.arange(50)[::-1]
+    edges = _edges(*bucket_edges(np.full(50, 3, dtype=np.uint64), big, 32))
+    assert len(edges) == 49 + 48 and (0, 49) in edges and (10, 11) in edges
+    # the same pair in two buckets is one edge
+    assert _edges(*bucket_edges(np.array([1, 1, 2, 2], dtype=np.uint64), np.array([4, 8, 8, 4]), 32)) == [(4, 8)]
 
 
 def _components(edges, rounds=8):
-    results = {}
-    with make_pipeline() as p:
-        labels, violations = p | __import__("apache_beam").Create(edges) | ConnectedComponents(rounds)
-        results["labels"], results["violations"] = labels, violations
-        return labels, violations, p
+    """Large/small-star rounds on arrays, as the pipeline's steps run them (one partition)."""
+    u, v = both_ways(np.array([e[0] for e in edges]), np.array([e[1] for e in edges]))
+    for _ in range(rounds):
+        u, v = both_ways(*small_star(*large_star(u, v)))
+    nodes, label, violations = labels(u, v)
+    return dict(zip(nodes.tolist(), label.tolist(), strict=True)), violations
 
 
 @pytest.mark.parametrize(
     "edges,expected",
     [
-        # a chain in scrambled id order: 17-03-11-08-19-01-14
-        ([("17", "03"), ("03", "11"), ("11", "08"), ("08", "19"), ("19", "01"), ("01", "14")],
-         {n: "01" for n in ["17", "03", "11", "08", "19", "01", "14"]}),
+        # a chain in scrambled node order: 17-3-11-8-19-1-14
+        ([(17, 3), (3, 11), (11, 8), (8, 19), (19, 1), (1, 14)], {n: 1 for n in [17, 3, 11, 8, 19, 1, 14]}),
         # a star, a separate pair, a triangle
-        ([("5", "1"), ("5", "2"), ("5", "3"), ("5", "4"), ("7", "8"), ("a", "b"), ("b", "c"), ("c", "a")],
-         {"1": "1", "2": "1", "3": "1", "4": "1", "5": "1", "7": "7", "8": "7", "a": "a", "b": "a", "c": "a"}),
+        ([(5, 1), (5, 2), (5, 3), (5, 4), (7, 8), (20, 21), (21, 22), (22, 20)],
+         {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 7: 7, 8: 7, 20: 20, 21: 20, 22: 20}),
     ],
 )
 def test_connected_components(edges, expected):
+    assert _components(edges) == (expected, 0)
+
+
+def test_components_in_beam_over_partitions_and_a_long_chain_needs_more_rounds(tmp_path):
     import apache_beam as beam
 
-    with make_pipeline() as p:
-        labels, violations = p | beam.Create(edges) | ConnectedComponents(8)
-        assert_that(labels, equal_to(sorted(expected.items())), label="labels")
-        assert_that(violations, equal_to([0]), label="violations")
-
-
-def test_long_chain_needs_more_rounds_and_says_so():
-    import apache_beam as beam
+    from cmtp.transforms.common import scratch
+    from cmtp.transforms.dedup.components import write_routed
 
     rng = np.random.default_rng(3)
-    ids = [f"{i:04d}" for i in rng.permutation(300)]
-    chain = list(zip(ids, ids[1:], strict=False))
-    with make_pipeline() as p:
-        labels, violations = p | beam.Create(chain) | ConnectedComponents(1)
-        assert_that(violations, lambda v: v[0] > 0 or (_ for _ in ()).throw(AssertionError(v)), label="v1")
-    with make_pipeline() as p:
-        labels, violations = p | "c2" >> beam.Create(chain) | "cc2" >> ConnectedComponents(12)
-        assert_that(violations, equal_to([0]), label="v12")
-        assert_that(labels, equal_to([(i, min(ids)) for i in ids]), label="l12")
+    ids = rng.permutation(300)
+    u, v = both_ways(ids[:-1], ids[1:])
+    assert _components(list(zip(ids[:-1], ids[1:], strict=True)), 1)[1] > 0
+    violations = {}
+    for rounds in (1, 12):
+        folder = tmp_path / f"r{rounds}"
+        routed = list(write_routed(u, v, 4, f"{folder}/in", "edges"))
+        with make_pipeline() as p:
+            _, counted = (p | beam.Create(routed) | ConnectedComponents(rounds, 4, str(folder)))
+            _ = counted | beam.CombineGlobally(sum) | beam.Map(lambda n, f=folder: (f / "v.txt").write_text(str(n)))
+        violations[rounds] = int((folder / "v.txt").read_text())
+        parts = [scratch.read_arrays(str(path)) for path in sorted((folder / "labels").glob("*.npz"))]
+        assert len(parts) == 4  # every partition holds nodes
+    assert violations[1] > 0 and violations[12] == 0
+    assert sorted(np.concatenate([a["node"] for a in parts]).tolist()) == list(range(300))
+    assert {a["label"].max() for a in parts} == {0}
 
 
-def _row(pid, passage):
-    return {"pair_id": pid, "source": "s", "source_file": "f", "record_key": pid, "title": "t",
-            "passage": passage, "meta": "{}", "cluster_id": None, "cluster_size": None}
+def test_representative_policy(tmp_path):
+    import pyarrow as pa
 
+    from cmtp.transforms.common import scratch
 
-def test_representative_policy():
-    rows = [_row("b", "一二三四"), _row("a", "一二三"), _row("c", "一二三四"), _row("d", "一二")]
-    out = list(KeepRepresentativeFn("longest").process(("a", rows)))
-    kept = out[0]
-    assert kept["pair_id"] == "b" and kept["cluster_id"] == "a" and kept["cluster_size"] == 4
-    dead = [o.value for o in out[1:]]
-    assert sorted(d["item_id"] for d in dead) == ["a", "c", "d"]
-    assert all(d["reason"] == "near_duplicate" and "kept b" in d["detail"] for d in dead)
-    out = list(KeepRepresentativeFn("lowest_id").process(("a", rows)))
-    assert out[0]["pair_id"] == "a"
+    members = pa.table({"node": [10, 11, 12, 13, 20, 21], "passage_len": pa.array([4, 3, 4, 2, 5, 5], pa.int32()),
+                        "pair_id": ["b", "a", "c", "d", "y", "x"], "label": [10, 10, 10, 10, 20, 20]})
+    path = scratch.write_table(str(tmp_path / "members.arrow"), members)
+
+    def decide(policy):
+        ((unit, decisions),) = DecideFn(policy, [0], str(tmp_path / policy)).process((0, [path]))
+        assert unit == 0
+        return {row["node"]: (row["cluster_id"], row["cluster_size"], row["kept_id"])
+                for row in scratch.read_table(decisions).to_pylist()}
+
+    longest = decide("longest")
+    assert longest == {10: ("a", 4, "b"), 11: ("a", 4, "b"), 12: ("a", 4, "b"), 13: ("a", 4, "b"),
+                       20: ("x", 2, "x"), 21: ("x", 2, "x")}  # longest passage, the lowest id on ties
+    assert {k: v[2] for k, v in decide("lowest_id").items()} == {10: "a", 11: "a", 12: "a", 13: "a", 20: "x",
+                                                                  21: "x"}
 
 
 def test_size_buckets():

@@ -132,24 +132,29 @@ def test_ids_do_not_depend_on_where_the_data_lives(tmp_path):
 
 
 def test_exact_dedup_keeps_the_lowest_id_whatever_the_input_order():
-    import apache_beam as beam
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that, equal_to
+    """Keys of pairs in any batches and any order -> the same drops: the lowest id of a passage is kept."""
+    import pyarrow as pa
 
-    from cmtp.transforms.extract.exact_dedup import ExactDedup
+    from cmtp.schemas import rows_to_table
+    from cmtp.transforms.extract.exact_dedup import dedup_keys, exact_duplicates
 
     def pair(pid, title):
         return {"pair_id": pid, "source": "s", "source_file": "f", "record_key": pid, "title": title,
                 "passage": GOOD_BODY, "meta": "{}"}
 
-    for order in (["b2", "a1", "c3"], ["c3", "b2", "a1"]):
-        titles = {"a1": "标题甲", "b2": "标题乙", "c3": "标题甲"}
-        with TestPipeline("FnApiRunner") as p:
-            kept, dead = p | beam.Create([pair(i, titles[i]) for i in order]) | ExactDedup()
-            assert_that(kept | "Ids" >> beam.Map(lambda r: r["pair_id"]), equal_to(["a1"]), label="kept")
-            assert_that(dead | "Reasons" >> beam.Map(lambda d: (d["item_id"], d["reason"], d["detail"])),
-                        equal_to([("b2", "duplicate_passage", "duplicate of a1"),
-                                  ("c3", "duplicate_pair", "duplicate of a1")]), label="dead")
+    titles = {"a1": "标题甲", "b2": "标题乙", "c3": "标题甲"}
+    for batches in ([["b2", "a1"], ["c3"]], [["c3", "b2", "a1"]], [["a1"], ["b2"], ["c3"]]):
+        keys = pa.concat_tables([dedup_keys(rows_to_table([pair(i, titles[i]) for i in ids], PAIR), f"b{n}", True)
+                                 for n, ids in enumerate(batches)])
+        dropped = {}
+        for batch, decisions in exact_duplicates(keys.take(list(range(keys.num_rows))[::-1]), True).items():
+            ids = batches[int(batch[1:])]
+            for row, reason, kept in zip(*decisions.to_pydict().values(), strict=True):
+                dropped[ids[row]] = (reason, kept)
+        assert dropped == {"b2": ("duplicate_passage", "a1"), "c3": ("duplicate_pair", "a1")}, batches
+    by_pair = exact_duplicates(dedup_keys(rows_to_table([pair(i, titles[i]) for i in titles], PAIR), "b", False),
+                               False)
+    assert by_pair["b"].to_pydict() == {"row": [2], "reason": ["duplicate_pair"], "kept_id": ["a1"]}
 
 
 def test_placeholder_titles_and_markdown_are_counted_in_the_manifest(tmp_path):

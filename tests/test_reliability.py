@@ -194,7 +194,8 @@ def test_a_wrong_schema_names_the_expected_schema_and_the_missing_column(tmp_pat
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": ["a"], "title": ["t"], "passage": ["p"]}), tmp_path / "in" / "x.parquet")
     line = cli_error("dedup", tmp_path / "in", "--out", tmp_path / "d")
-    assert "expected schema pair: the file lacks column(s) pair_id (it has id, title, passage)" in line
+    assert ("expected schema pair: the file lacks column(s) pair_id, source, source_file, record_key, meta (it has "
+            "id, title, passage)") in line
 
 
 def test_the_root_cause_of_a_beam_failure_is_named():

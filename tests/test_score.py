@@ -8,7 +8,7 @@ from cmtp.pipelines.score import run_score
 from cmtp.schemas import PAIR, SCORED_PAIR, Manifest, rows_to_table, validate_table
 from cmtp.transforms.embedding import resolve_prompts, weights_fingerprint
 from cmtp.transforms.score.config import ScoreConfig
-from cmtp.transforms.score.ptransform import REJECTED, _SplitAtThresholdFn
+from cmtp.transforms.score.ptransform import threshold_rows
 from cmtp.transforms.score.scoring import is_kept, score_pairs
 from tests.numerics import assert_float32_close, rounding_excess
 
@@ -64,12 +64,13 @@ def test_threshold_edge_cases():
     assert is_kept(0.43, t) and is_kept(np.float32(0.43), t)
     below = float(np.nextafter(np.float32(0.43), np.float32(0)))
     assert not is_kept(below, t)
-    fn = _SplitAtThresholdFn(t)
-    example = {"pair_id": "x", "source": "s"}
-    (kept,) = fn.process({**example, "score": 0.43})
-    assert kept["kept"] is True and kept["threshold"] == float(np.float32(0.43))
-    (rejected,) = fn.process({**example, "score": below})
-    assert rejected.tag == REJECTED and rejected.value["kept"] is False
+    import pyarrow as pa
+
+    kept, rejected = threshold_rows(pa.table({"pair_id": ["x", "y"], "score": pa.array([0.43, below], pa.float32())}),
+                                    t)
+    assert kept.to_pylist() == [{"pair_id": "x", "score": np.float32(0.43), "threshold": np.float32(0.43),
+                                 "kept": True}]
+    assert rejected.column("pair_id").to_pylist() == ["y"] and rejected.column("kept").to_pylist() == [False]
 
 
 class _FakeModel:
@@ -175,28 +176,21 @@ def test_the_local_runner_shows_progress(pairs_dir, tiny_model_path, tmp_path, c
     assert f"score: {scorable} pairs in " in err and "pairs/s)" in err and "\r" not in err
 
 
-def test_groups_are_sized_for_full_forward_passes():
-    from cmtp.transforms.score.ptransform import PASSES_PER_GROUP, group_count
-
-    assert group_count(0, 64) == group_count(500, 64) == 1  # 500 pairs: one group, 8 passes, the last partial
-    assert group_count(100_000, 64) == -(-100_000 // (PASSES_PER_GROUP * 64))
-    assert group_count(1000, 16) == 8  # the batch size sets the group size
-
-
-def test_every_forward_pass_but_the_last_of_a_group_is_full(tiny_model_path, tmp_path, monkeypatch):
-    """500 pairs at batch 16: 4 groups of ~125 pairs, so 32-35 passes of 16 pairs (with 64 fixed groups they
-    were ~64 calls of ~8 pairs, every pass half empty)."""
+def test_inference_batches_are_cut_from_row_groups_and_every_pass_but_their_last_is_full(tiny_model_path, tmp_path,
+                                                                                      monkeypatch):
+    """500 pairs in row groups of 200 at inference batch 64 and batch size 16: each row group is cut into batches
+    of 64 (the last 8), and only the last forward pass of a batch may be partial. No pair goes through a
+    GroupByKey: the batches are slices of what each step read."""
     import math
 
     import cmtp.transforms.score.scoring as scoring
-    from cmtp.transforms.score.ptransform import group_count
 
     usable = [(t, p) for t, p in PAIRS if t.strip() and p.strip()]
     rows = [{"pair_id": f"p{i:04d}", "source": "s", "source_file": "f", "record_key": str(i),
              "title": f"{usable[i % len(usable)][0]}{i}", "passage": usable[i % len(usable)][1], "meta": "{}"}
             for i in range(500)]
     (tmp_path / "in").mkdir()
-    pq.write_table(rows_to_table(rows, PAIR), tmp_path / "in" / "pairs.parquet")
+    pq.write_table(rows_to_table(rows, PAIR), tmp_path / "in" / "pairs.parquet", row_group_size=200)
     sizes, real = [], scoring.encode
 
     def counted(model, texts, prompt, batch_size, *args, **kwargs):
@@ -204,11 +198,11 @@ def test_every_forward_pass_but_the_last_of_a_group_is_full(tiny_model_path, tmp
         return real(model, texts, prompt, batch_size, *args, **kwargs)
 
     monkeypatch.setattr(scoring, "encode", counted)
-    run_score(str(tmp_path / "in"), str(tmp_path / "out"), ScoreConfig(model=str(tiny_model_path), batch_size=16))
+    run_score(str(tmp_path / "in"), str(tmp_path / "out"),
+              ScoreConfig(model=str(tiny_model_path), batch_size=16, inference_batch=64))
     titles = sizes[::2]  # each call encodes the titles, then the passages
-    assert sum(titles) == 500 and len(titles) == group_count(500, 16) == 4
-    passes = sum(math.ceil(n / 16) for n in titles)
-    assert passes <= math.ceil(500 / 16) + len(titles) - 1  # at most one partial pass per group
+    assert sorted(titles) == sorted([64, 64, 64, 8] * 2 + [64, 36])
+    assert sum(math.ceil(n / 16) for n in titles) == 7 * 4 + 2 * 1 + 3  # seven full batches, two of 8, one of 36
 
 
 @pytest.mark.parametrize("options, message", [

@@ -38,11 +38,6 @@ def dead_letter(
     }
 
 
-def dead_letter_sort_key(row: dict[str, Any]) -> str:
-    return "\x1f".join([row["stage"], row["source"], row["source_file"], row["record_key"], row["reason"],
-                        row.get("item_id") or ""])
-
-
 def pair_dead_letter(stage: str, reason: str, pair: dict[str, Any], detail: str = "",
                      extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dead letter of a (title, passage) pair row, keeping its provenance and id; with ``extra_meta`` the

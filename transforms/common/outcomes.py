@@ -1,17 +1,20 @@
 """Counting what happened to every record, for the manifest: in, out, and dropped by reason, per source.
 
-Counts are computed from the data itself (the inputs, the main output and the dead letters), not from
-runner metrics, so ``in = out + dropped`` is a real check that nothing was lost between them. Beam metrics
+Counts are computed from the data itself (the input batches, and the tables of the main output and the dead
+letters as they are spilled to the writer), not from runner metrics, so ``in = out + dropped`` is a real check
+that nothing was lost between them. A step that reads or makes a batch emits its counts as one small
+``Counter`` ``{(source, kind, reason): n}`` (:func:`counts`); :class:`CountOutcomes` adds them up. Beam metrics
 counters mirror the same numbers for runner UIs.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 IN, OUT, DROPPED = "in", "out", "dropped"
@@ -59,29 +62,43 @@ def read_json(path: str) -> Any:
         return json.loads(fh.read().decode("utf-8"))
 
 
+def counts(table: pa.Table, kind: str, reason: str | None = None) -> Counter:
+    """``{(source, kind, reason): rows}`` of a table with a ``source`` column; dropped rows are counted by their
+    ``reason`` column unless ``reason`` names one for all of them."""
+    if table.num_rows == 0:
+        return Counter()
+    sources = ["?" if s is None else s for s in table.column("source").to_pylist()]  # as a dead letter names it
+    if kind == DROPPED and reason is None:
+        return Counter(zip(sources, [kind] * len(sources), table.column("reason").to_pylist(), strict=True))
+    return Counter((source, kind, reason or "") for source in sources)
+
+
+def fact(name: str, key: Any, n: int = 1) -> Counter:
+    """A stage-specific tally for the manifest's ``facts``: ``n`` times ``key`` under ``name``."""
+    return Counter({(name, FACT, str(key)): n}) if n else Counter()
+
+
+def _add_up(parts) -> Counter:
+    total = Counter()
+    for part in parts:
+        total.update(part)
+    return total
+
+
 class CountOutcomes(beam.PTransform):
-    """Turn the stage's inputs, main output and dead letters into one outcomes file in ``directory``."""
+    """Count ``Counter``s (a PCollection, or a tuple of them) -> one outcomes file in ``directory``."""
 
     def __init__(self, directory: str):
         super().__init__()
         self.path = FileSystems.join(directory, OUTCOMES_FILE)
 
-    def expand(self, pcolls):
-        """``(inputs, outputs, dead)`` or ``(inputs, outputs, dead, facts)``; facts are ``(name, key)``."""
-        inputs, outputs, dead = pcolls[:3]
+    def expand(self, parts):
         path = self.path
-        events = (
-            inputs | "InEvents" >> beam.Map(lambda r: (r["source"], IN, "")),
-            outputs | "OutEvents" >> beam.Map(lambda r: (r["source"], OUT, "")),
-            dead | "DropEvents" >> beam.Map(lambda r: (r["source"], DROPPED, r["reason"])),
-        )
-        if len(pcolls) > 3:
-            events += (pcolls[3] | "FactEvents" >> beam.Map(lambda f: (f[0], FACT, str(f[1]))),)
+        if isinstance(parts, tuple | list):
+            parts = parts | "AllCounts" >> beam.Flatten()
         return (
-            events
-            | "AllEvents" >> beam.Flatten()
-            | "CountEvents" >> beam.combiners.Count.PerElement()
-            | "Gather" >> beam.combiners.ToList()
-            | "Summarize" >> beam.Map(summarize)
+            parts
+            | "AddUp" >> beam.CombineGlobally(_add_up)
+            | "Summarize" >> beam.Map(lambda total: summarize(list(total.items())))
             | "WriteOutcomes" >> beam.Map(lambda s: write_json(path, s))
         )

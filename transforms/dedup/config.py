@@ -55,12 +55,5 @@ class DedupConfig:
         fn = default[1] if self.fn_weight is None else self.fn_weight
         return fp, fn
 
-    def text_of(self, pair: dict) -> str:
-        if self.field == "passage":
-            return pair["passage"]
-        if self.field == "title":
-            return pair["title"]
-        return pair["title"] + "\n" + pair["passage"]
-
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,10 +1,10 @@
-"""LSH banding: bands and rows from the Jaccard threshold (datasketch's optimum), and band keys."""
+"""LSH banding: bands and rows from the Jaccard threshold (datasketch's optimum), and band hashes."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
+
+_K1, _K2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
 
 
 def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
@@ -16,13 +16,30 @@ def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
     return lsh.b, lsh.r
 
 
-def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
-    """One key per band: the band index and a digest of its rows (equal keys = candidate duplicates)."""
-    keys = []
-    for band in range(bands):
-        chunk = signature[band * rows : (band + 1) * rows].tobytes()
-        keys.append(band.to_bytes(2, "little") + hashlib.blake2b(chunk, digest_size=12).digest())
-    return keys
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """murmur3's 64-bit finaliser (wrapping uint64 arithmetic)."""
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xC4CEB9FE1A85EC53)
+        h ^= h >> np.uint64(33)
+    return h
+
+
+def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """uint64 ``[n, bands]``: one hash per band of each signature, mixing the band's index and its ``rows`` values
+    (equal hashes = candidate duplicates; two different bands collide with probability 2^-64). Vectorised over
+    every signature and band at once; written here because no library hashes a matrix's row slices in one pass."""
+    n = len(signatures)
+    values = signatures[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h = np.broadcast_to((np.arange(bands, dtype=np.uint64) + np.uint64(1)) * _K1, (n, bands)).copy()
+        for j in range(rows):
+            h ^= values[:, :, j]
+            h *= _K2
+            h ^= h >> np.uint64(31)
+    return _fmix64(h)
 
 
 def collision_probability(jaccard: float, bands: int, rows: int) -> float:

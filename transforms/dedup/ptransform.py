@@ -1,81 +1,68 @@
 """``NearDedup``: the dedup stage as one composite transform.
 
-    pairs -> (id, text) --batch--> MinHash band keys --group--> bucket edges --distinct--> [exact Jaccard]
-          -> connected components (large/small star) -> label every pair -> one representative per cluster
+    row groups --sign--> band hashes by partition --group--> bucket edges --group--> [exact Jaccard]
+      -> connected components (large/small star) -> members with their rank, by component -> one representative
+      -> decisions by row group --join with the row groups--> kept rows | near duplicates
+
+Rows are numbered by their place in the input; every step's element is a partition number and the paths of the
+files it reads (``dofns.py``), so no text and no row goes through a shuffle.
 """
 
 from __future__ import annotations
 
+import posixpath
 from typing import NamedTuple
 
 import apache_beam as beam
 
 from cmtp.transforms.common.dead_letters import DEAD
 from cmtp.transforms.common.multi_output import MultiOutput
+from cmtp.transforms.common.parquet_read import Unit
 
 from .components import ConnectedComponents
 from .config import DedupConfig
-from .dofns import (
-    AttachFirstTextFn,
-    BandKeysFn,
-    KeepRepresentativeFn,
-    LabelPairFn,
-    VerifyEdgesFn,
-    bucket_edges,
-    size_bucket,
-)
+from .dofns import COUNTS, NODES, BucketEdgesFn, DecideFn, FinalizeFn, JoinNodesFn, SignFn, VerifyFn
 
 
 class DedupResult(NamedTuple):
-    kept: beam.PCollection
-    dead: beam.PCollection
-    facts: beam.PCollection  # (name, key) tallies for the manifest
-    violations: beam.PCollection  # 0 when the components converged
+    kept: beam.PCollection  # spills of the kept pairs
+    dead: beam.PCollection  # spills of the dead letters
+    counts: beam.PCollection  # Counters: in, out, dropped, facts
+    violations: beam.PCollection  # 0 when the components converged (one count per partition)
 
 
 class NearDedup(beam.PTransform):
-    def __init__(self, config: DedupConfig, bands: int, rows: int, progress_dir: str | None = None):
+    def __init__(self, config: DedupConfig, bands: int, rows: int, units: list[Unit], parts: int, folder: str,
+                 progress_dir: str | None = None):
         super().__init__()
-        self.config, self.bands, self.rows, self.progress_dir = config, bands, rows, progress_dir
+        self.config, self.bands, self.rows, self.parts, self.folder = config, bands, rows, parts, folder
+        self.offsets = [u.offset for u in units]
+        self.progress_dir = progress_dir
 
-    def expand(self, pairs):
-        c = self.config
-        texts = pairs | "Texts" >> beam.Map(lambda p: (p["pair_id"], c.text_of(p)))
-        edges = (
-            texts
-            | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
-            | "BandKeys" >> beam.ParDo(BandKeysFn(c, self.bands, self.rows, self.progress_dir))
+    def expand(self, units):
+        c, parts, folder = self.config, self.parts, self.folder
+        candidates = (
+            units
+            | "Sign" >> beam.ParDo(SignFn(c, self.bands, self.rows, parts, folder, self.progress_dir))
             | "Buckets" >> beam.GroupByKey()
-            | "BucketEdges" >> beam.FlatMap(bucket_edges, all_pairs_up_to=c.max_bucket_all_pairs)
-            | "DistinctEdges" >> beam.Distinct()
+            | "BucketEdges" >> beam.ParDo(BucketEdgesFn(c.max_bucket_all_pairs, parts, folder))
         )
-        facts = [edges | "CountCandidates" >> beam.Map(lambda e: ("edges", "candidate"))]
-        if c.verify:
-            checked = (
-                {"edges": edges, "text": texts}
-                | "JoinFirst" >> beam.CoGroupByKey()
-                | "AttachFirst" >> beam.ParDo(AttachFirstTextFn())
-            )
-            verified = (
-                {"edges": checked, "text": texts}
-                | "JoinSecond" >> beam.CoGroupByKey()
-                | "Verify" >> MultiOutput(VerifyEdgesFn(c), "rejected", main="kept")
-            )
-            edges = verified.kept
-            facts.append(verified.rejected | "CountRejected" >> beam.Map(lambda e: ("edges", "rejected_by_jaccard")))
-        components, violations = edges | "Components" >> ConnectedComponents(c.cc_rounds)
-
-        labelled = (
-            {"pair": pairs | "ById" >> beam.Map(lambda p: (p["pair_id"], p)), "label": components}
-            | "JoinLabels" >> beam.CoGroupByKey()
-            | "Label" >> MultiOutput(LabelPairFn(), "singleton", main="clustered")
+        verified = (candidates
+                    | "ByFirstNode" >> beam.GroupByKey()
+                    | "Verify" >> MultiOutput(VerifyFn(c, self.offsets, parts, folder), NODES, COUNTS, main="edges"))
+        labels, violations = verified.edges | "Components" >> ConnectedComponents(
+            c.cc_rounds, parts, posixpath.join(folder, "components"))
+        decisions = (
+            {"labels": labels, "nodes": verified[NODES]}
+            | "JoinRanks" >> beam.CoGroupByKey()
+            | "ByComponent" >> beam.ParDo(JoinNodesFn(parts, folder))
+            | "Members" >> beam.GroupByKey()
+            | "Decide" >> beam.ParDo(DecideFn(c.policy, self.offsets, folder))
         )
-        clusters = (
-            labelled.clustered
-            | "ByCluster" >> beam.GroupByKey()
-            | "Representative" >> MultiOutput(KeepRepresentativeFn(c.policy), DEAD, main="kept")
+        final = (
+            {"unit": units | "ByIndex" >> beam.Map(lambda u: (u.index, u)), "decisions": decisions}
+            | "JoinUnits" >> beam.CoGroupByKey()
+            | "Finalize" >> MultiOutput(FinalizeFn(folder), DEAD, COUNTS, main="kept")
         )
-        kept = (clusters.kept, labelled.singleton) | "AllKept" >> beam.Flatten()
-        facts.append(kept | "ClusterSizes" >> beam.Map(lambda p: ("cluster_sizes", size_bucket(p["cluster_size"]))))
-        return DedupResult(kept, clusters[DEAD], facts | "AllFacts" >> beam.Flatten(), violations)
-
+        tallies = (verified[COUNTS], final[COUNTS]) | "AllCounts" >> beam.Flatten()
+        return DedupResult(final.kept, final[DEAD], tallies, violations)

@@ -1,6 +1,9 @@
-"""The extract stage's DoFns: read raw files into documents, and clean + filter documents into pairs.
+"""The extract stage's DoFns: read raw files into batches of documents, clean + filter each batch into pairs, and
+drop the exact duplicates the keys found.
 
-Both send what they cannot use to the ``dead`` output with a reason; nothing is dropped silently.
+Every step sends what it cannot use to the dead letters with a reason; nothing is dropped silently. A batch's rows
+live in scratch files between the steps (``transforms/common/scratch.py``): the elements carry the batch's name
+and paths, and the exact dedup's shuffle carries keys.
 """
 
 from __future__ import annotations
@@ -12,10 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from cmtp.transforms.common.dead_letters import DEAD, dead_letter
+from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, RAW_DOCUMENT
+from cmtp.schemas.validate import rows_to_table
+from cmtp.transforms.common import scratch
+from cmtp.transforms.common.dead_letters import DEAD, dead_letter, pair_dead_letter
 from cmtp.transforms.common.ids import stable_id
+from cmtp.transforms.common.outcomes import DROPPED, IN, OUT, counts, fact
+from cmtp.transforms.common.parquet_shards import spill
 from cmtp.transforms.common.progress import ProgressCounter
 
 from .adapters import get_adapter
@@ -27,6 +37,8 @@ from .source_file import ARCHIVE_ERRORS, Extracted, Rejected, SourceFile, archiv
 STAGE = "extract"
 PRETRAIN_ONLY = "pretrain_only"
 CLEANING = "cleaning"  # facts: ("cleaning", step) once per document a cleaning step changed
+PAIRS, PRETRAIN, KEYS, COUNTS = "pairs", "pretrain", "keys", "counts"
+BATCH_DOCUMENTS = 4096  # documents per batch: what one step holds of a file at a time
 _GLOB_CHARS = "*?["
 
 
@@ -53,10 +65,12 @@ class SourceSpec:
 
 
 class ReadRecordsFn(beam.DoFn):
-    """A matched file -> raw documents (main output) and dead letters (``dead``)."""
+    """A matched file -> batches ``(name, documents, dead letters)`` of ``batch_documents`` raw documents each and
+    the dead letters met while reading them; ``name`` is unique and the same on every run (source, file, number)."""
 
-    def __init__(self, spec: SourceSpec, progress_dir: str | None = None):
-        self.spec, self.progress_dir = spec, progress_dir
+    def __init__(self, spec: SourceSpec, progress_dir: str | None = None, index: int = 0,
+                 batch_documents: int = BATCH_DOCUMENTS):
+        self.spec, self.progress_dir, self.index, self.batch_documents = spec, progress_dir, index, batch_documents
         self.read_counter = Metrics.counter(STAGE, f"read_{spec.name}")
         self.dead_counter = Metrics.counter(STAGE, f"dead_read_{spec.name}")
 
@@ -73,8 +87,18 @@ class ReadRecordsFn(beam.DoFn):
 
     def process(self, readable_file):
         path = readable_file.metadata.path
-        rel = self.spec.rel_name(path)
-        yield from self._read(readable_file, path, rel)
+        prefix = f"{self.index:03d}-{stable_id(self.spec.name, path, length=12)}"
+        docs, dead, number = [], [], 0
+        for item in self._read(readable_file, path, self.spec.rel_name(path)):
+            if isinstance(item, beam.pvalue.TaggedOutput):
+                dead.append(item.value)
+            else:
+                docs.append(item)
+            if len(docs) >= self.batch_documents:
+                yield f"{prefix}-{number:06d}", docs, dead
+                docs, dead, number = [], [], number + 1
+        if docs or dead or number == 0:
+            yield f"{prefix}-{number:06d}", docs, dead
         self.progress.add()  # a file read
 
     def _read(self, readable_file, path: str, rel: str):
@@ -181,3 +205,128 @@ class CleanPairFn(beam.DoFn):
             "cluster_id": None,
             "cluster_size": None,
         }
+
+
+class CleanBatchFn(beam.DoFn):
+    """A batch of raw documents -> its pairs (before exact dedup, in a scratch file: ``(name, path)`` on ``pairs``;
+    their keys by partition on ``keys``), its pretraining-only passages and its dead letters spilled for their
+    writers, and its counts. Without exact dedup the pairs are spilled for the writer at once (``ready``)."""
+
+    def __init__(self, config: ExtractConfig, folder: str, parts: int):
+        self.config, self.folder, self.parts = config, folder, parts
+        self.dedup = config.dedup_pair or config.dedup_passage
+
+    def setup(self):
+        self.clean = CleanPairFn(self.config)
+        self.clean.setup()
+
+    def process(self, element):
+        from .exact_dedup import dedup_keys, group_partition
+
+        name, docs, read_dead = element
+        pairs, pretrain_only, dead, tally = [], [], list(read_dead), counts(_sources(docs + read_dead), IN)
+        for doc in docs:
+            for out in self.clean.process(doc):
+                if not isinstance(out, beam.pvalue.TaggedOutput):
+                    pairs.append(out)
+                elif out.tag == DEAD:
+                    dead.append(out.value)
+                elif out.tag == PRETRAIN_ONLY:
+                    pretrain_only.append(out.value)
+                else:
+                    tally += fact(CLEANING, out.value[1])
+        dead_table = rows_to_table(dead, DEAD_LETTER)
+        yield beam.pvalue.TaggedOutput(COUNTS, tally + counts(dead_table, DROPPED))
+        if dead:
+            yield beam.pvalue.TaggedOutput(DEAD, spill(dead_table, DEAD_LETTER, self._path("dead_letters", name)))
+        if pretrain_only:
+            yield beam.pvalue.TaggedOutput(PRETRAIN, spill(rows_to_table(pretrain_only, PRETRAIN_TEXT), PRETRAIN_TEXT,
+                                                           self._path("pretrain", name)))
+        if not pairs:
+            return
+        table = rows_to_table(pairs, PAIR)
+        if not self.dedup:
+            yield from spill_pairs(table, self.folder, name)
+            return
+        yield beam.pvalue.TaggedOutput(PAIRS, (name, scratch.write_table(self._path("pending", name), table)))
+        keys = dedup_keys(table, name, self.config.dedup_passage)
+        part = group_partition(keys, self.parts)
+        for q in np.unique(part):
+            path = posixpath.join(self.folder, "keys", f"p{int(q):05d}", f"{name}.arrow")
+            yield beam.pvalue.TaggedOutput(KEYS, (int(q), scratch.write_table(path, keys.filter(pa.array(part == q)))))
+
+    def _path(self, output: str, name: str) -> str:
+        return posixpath.join(self.folder, output, f"{name}.arrow")
+
+
+def _sources(rows: list[dict]) -> pa.Table:
+    return pa.table({"source": pa.array([r["source"] for r in rows], pa.string())})
+
+
+def spill_pairs(table: pa.Table, folder: str, name: str):
+    """Kept pairs and their passages as pretraining text, spilled for the two writers, with the pairs' count."""
+    yield spill(table, PAIR, posixpath.join(folder, "pairs", f"{name}.arrow"))
+    pretrain = pa.table({"text_id": table.column("pair_id"), "source": table.column("source"),
+                         "text": table.column("passage")})
+    yield beam.pvalue.TaggedOutput(PRETRAIN, spill(pretrain, PRETRAIN_TEXT,
+                                                   posixpath.join(folder, "pretrain", f"pair-{name}.arrow")))
+    yield beam.pvalue.TaggedOutput(COUNTS, counts(table, OUT))
+
+
+class ExactDuplicatesFn(beam.DoFn):
+    """``(partition, key files)`` -> ``(batch, decision file)`` for every batch with a duplicate to drop."""
+
+    def __init__(self, by_passage: bool, folder: str):
+        self.by_passage, self.folder = by_passage, folder
+
+    def process(self, element):
+        from .exact_dedup import exact_duplicates
+
+        q, paths = element
+        keys = pa.concat_tables([scratch.read_table(path) for path in sorted(paths)])
+        for batch, decisions in sorted(exact_duplicates(keys, self.by_passage).items()):
+            yield batch, scratch.write_table(posixpath.join(self.folder, "decisions", batch, f"p{q:05d}.arrow"),
+                                             decisions)
+
+
+class DropDuplicatesFn(beam.DoFn):
+    """``(batch, {pairs, decisions})`` -> the batch's pairs without its exact duplicates (spilled for the writers);
+    the duplicates as dead letters naming the id kept in their place."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def process(self, element):
+        name, joined = element
+        (path,) = joined["pairs"]
+        table = scratch.read_table(path)
+        drop: dict[int, tuple[str, str]] = {}
+        for decision in sorted(joined["decisions"]):
+            for row, reason, kept in zip(*scratch.read_table(decision).to_pydict().values(), strict=True):
+                drop[row] = (reason, kept)
+        if drop:
+            dead = [pair_dead_letter(STAGE, reason, table.slice(row, 1).to_pylist()[0], f"duplicate of {kept}",
+                                     {"kept_id": kept}) for row, (reason, kept) in sorted(drop.items())]
+            dead_table = rows_to_table(dead, DEAD_LETTER)
+            yield beam.pvalue.TaggedOutput(DEAD, spill(dead_table, DEAD_LETTER, posixpath.join(
+                self.folder, "dead_letters", f"dup-{name}.arrow")))
+            yield beam.pvalue.TaggedOutput(COUNTS, counts(dead_table, DROPPED))
+            keep = np.ones(table.num_rows, dtype=bool)
+            keep[list(drop)] = False
+            table = table.filter(pa.array(keep))
+        if table.num_rows:
+            yield from spill_pairs(table, self.folder, name)
+
+
+def stash_documents(element, folder: str):
+    """A batch's documents and read dead letters into scratch files (``--rebalance`` reshuffles the paths)."""
+    name, docs, dead = element
+    return name, scratch.write_table(posixpath.join(folder, "raw", f"{name}.arrow"), rows_to_table(docs, RAW_DOCUMENT,
+                                                                                                   validate=False)), \
+        scratch.write_table(posixpath.join(folder, "raw", f"dead-{name}.arrow"), rows_to_table(dead, DEAD_LETTER,
+                                                                                               validate=False))
+
+
+def unstash_documents(element):
+    name, docs, dead = element
+    return name, scratch.read_table(docs).to_pylist(), scratch.read_table(dead).to_pylist()

@@ -1,67 +1,68 @@
-"""``ExactDedup``: keep one pair per normalised passage, or per normalised (title, passage).
+"""Exact dedup of extract's pairs on keys alone: one pair per normalised passage, or per normalised (title, passage).
 
-One GroupByKey serves both checks: pairs are grouped by passage, the lowest ``pair_id`` of the group is kept
-(so the choice does not depend on bundle order), and every other member is a ``duplicate_pair`` when a lower
-id shares its title too, else a ``duplicate_passage``. With passage dedup off, groups are (title, passage).
-Dropped pairs go to the dead letters with the id they duplicate.
+The cleaning step writes each batch of pairs to a scratch file and emits only their keys (:func:`dedup_keys`): a
+hash of the compared passage (or of title and passage), a hash of the compared title, the pair id and its place
+(batch, row). Keys are grouped by a partition of the passage hash; within a group the lowest ``pair_id`` is kept (so
+the choice does not depend on bundle order), and every other member is a ``duplicate_pair`` when a lower id shares
+its title too, else a ``duplicate_passage`` (:func:`exact_duplicates`). The decisions go back to the batches, whose
+rows never moved.
 """
 
 from __future__ import annotations
 
-import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from cmtp.transforms.common.dead_letters import DEAD, pair_dead_letter
 from cmtp.transforms.common.ids import stable_id
-from cmtp.transforms.common.multi_output import MultiOutput
 
 from .filters import normalize_for_match
 
-
-def passage_key(pair: dict) -> str:
-    return stable_id(normalize_for_match(pair["passage"]), length=32)
-
-
-def pair_key(pair: dict) -> str:
-    return stable_id(normalize_for_match(pair["title"]), normalize_for_match(pair["passage"]), length=32)
+KEY_SCHEMA = pa.schema([("group", pa.string()), ("title", pa.string()), ("pair_id", pa.string()),
+                        ("batch", pa.string()), ("row", pa.int32())])
+DECISION_SCHEMA = pa.schema([("row", pa.int32()), ("reason", pa.string()), ("kept_id", pa.string())])
 
 
-class _KeepLowestIdFn(beam.DoFn):
-    def __init__(self, stage: str, by_passage: bool):
-        self.stage, self.by_passage = stage, by_passage
+def dedup_keys(pairs: pa.Table, batch: str, by_passage: bool) -> pa.Table:
+    """The keys of a batch of pairs (``KEY_SCHEMA``)."""
+    titles = [normalize_for_match(t) for t in pairs.column("title").to_pylist()]
+    passages = [normalize_for_match(p) for p in pairs.column("passage").to_pylist()]
+    groups = [stable_id(p, length=32) for p in passages] if by_passage else \
+        [stable_id(t, p, length=32) for t, p in zip(titles, passages, strict=True)]
+    return pa.table({"group": groups, "title": [stable_id(t, length=32) for t in titles],
+                     "pair_id": pairs.column("pair_id"), "batch": [batch] * pairs.num_rows,
+                     "row": pa.array(np.arange(pairs.num_rows, dtype=np.int32))}, schema=KEY_SCHEMA)
 
-    def process(self, element):
-        _key, pairs = element
-        pairs = sorted(pairs, key=lambda p: p["pair_id"])
-        yield pairs[0]
+
+def group_partition(keys: pa.Table, parts: int) -> np.ndarray:
+    """The partition of each key row, from its group hash (hex): every copy of a passage meets in one partition."""
+    return np.array([int(g[:8], 16) % parts for g in keys.column("group").to_pylist()], dtype=np.int64)
+
+
+def exact_duplicates(keys: pa.Table, by_passage: bool) -> dict[str, pa.Table]:
+    """Key rows of one or more groups -> the dropped members' decisions (``DECISION_SCHEMA``) by batch."""
+    keys = keys.take(pc.sort_indices(keys, [("group", "ascending"), ("pair_id", "ascending"), ("batch", "ascending"),
+                                            ("row", "ascending")]))
+    group = keys.column("group").to_pylist()
+    starts = [i for i in range(len(group)) if i == 0 or group[i] != group[i - 1]] + [len(group)]
+    title, pair_id = keys.column("title").to_pylist(), keys.column("pair_id").to_pylist()
+    batch, row = keys.column("batch").to_pylist(), keys.column("row").to_pylist()
+    out: dict[str, list[tuple[int, str, str]]] = {}
+    for lo, hi in zip(starts, starts[1:], strict=False):
+        if hi - lo < 2:
+            continue
         first_with_title: dict[str, str] = {}
-        for pair in pairs:
-            title = normalize_for_match(pair["title"])
-            first = first_with_title.setdefault(title, pair["pair_id"])
-            if pair is pairs[0]:
+        for i in range(lo, hi):
+            first = first_with_title.setdefault(title[i], pair_id[i])
+            if i == lo:
                 continue
-            if first != pair["pair_id"]:
+            if first != pair_id[i]:
                 reason, kept = "duplicate_pair", first
-            elif self.by_passage:
-                reason, kept = "duplicate_passage", pairs[0]["pair_id"]
-            else:  # cannot happen: a (title, passage) group has one title
+            elif by_passage:
+                reason, kept = "duplicate_passage", pair_id[lo]
+            else:  # a (title, passage) group has one title: every later member is a duplicate_pair above
                 continue
-            yield beam.pvalue.TaggedOutput(DEAD, pair_dead_letter(self.stage, reason, pair, f"duplicate of {kept}",
-                                                                  {"kept_id": kept}))
+            out.setdefault(batch[i], []).append((row[i], reason, kept))
+    return {b: pa.table({"row": pa.array([d[0] for d in ds], pa.int32()), "reason": [d[1] for d in ds],
+                         "kept_id": [d[2] for d in ds]}, schema=DECISION_SCHEMA) for b, ds in out.items()}
 
-
-class ExactDedup(beam.PTransform):
-    """pairs -> (kept pairs, dead letters)."""
-
-    def __init__(self, by_passage: bool = True, stage: str = "extract"):
-        super().__init__()
-        self.by_passage, self.stage = by_passage, stage
-
-    def expand(self, pairs):
-        key = passage_key if self.by_passage else pair_key
-        result = (
-            pairs
-            | "Key" >> beam.Map(lambda p: (key(p), p))
-            | "Group" >> beam.GroupByKey()
-            | "KeepLowestId" >> MultiOutput(_KeepLowestIdFn(self.stage, self.by_passage), DEAD, main="kept")
-        )
-        return result.kept, result[DEAD]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import pyarrow as pa
+
 from cmtp.transforms.embedding.handler import BatchInferenceHandler
 
 from .config import ScoreConfig
@@ -11,8 +14,8 @@ from .scoring import PairScorer
 
 
 class SentencePairModelHandler(BatchInferenceHandler):
-    """Elements are batches of pairs (``ScorePairs`` forms them); the model is a :class:`PairScorer`, which
-    applies the prompts where the model lives."""
+    """Elements are ``(name, table)`` batches of pairs (``ScorePairs`` cuts them from row groups), each scored as
+    one batch; the model is a :class:`PairScorer`, which applies the prompts where the model lives."""
 
     metrics_namespace = "cmtp_score"
 
@@ -23,9 +26,9 @@ class SentencePairModelHandler(BatchInferenceHandler):
     def load_model(self) -> PairScorer:
         return PairScorer(self.config)
 
-    def infer(self, batch: Sequence[dict], model: PairScorer) -> list[float]:
-        scores = model.score([p["title"] for p in batch], [p["passage"] for p in batch])
-        return [float(s) for s in scores]
+    def infer(self, batch: Sequence[tuple[str, pa.Table]], model: PairScorer) -> list[np.ndarray]:
+        return [np.asarray(model.score(table.column("title").to_pylist(), table.column("passage").to_pylist()),
+                           dtype=np.float32) for _name, table in batch]
 
-    def get_num_bytes(self, batch: Sequence[dict]) -> int:
-        return sum(len(p["title"]) + len(p["passage"]) for p in batch) * 3
+    def get_num_bytes(self, batch: Sequence[tuple[str, pa.Table]]) -> int:
+        return sum(table.nbytes for _name, table in batch)
