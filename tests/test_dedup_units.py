@@ -5,7 +5,7 @@ import pytest
 from datasketch import MinHash
 
 from cmtp.pipelines.beam_runner import make_pipeline
-from cmtp.transforms.dedup.components import ConnectedComponents, both_ways, labels, large_star, small_star
+from cmtp.transforms.dedup.components import ConnectedComponents, both_ways, contract, labels
 from cmtp.transforms.dedup.config import DedupConfig
 from cmtp.transforms.dedup.dofns import DecideFn, bucket_edges, size_bucket
 from cmtp.transforms.dedup.lsh import band_hashes, collision_probability, optimal_bands_rows
@@ -117,11 +117,15 @@ def test_bucket_edges_small_and_large():
     assert _edges(*bucket_edges(np.array([1, 1, 2, 2], dtype=np.uint64), np.array([4, 8, 8, 4]), 32)) == [(4, 8)]
 
 
-def _components(edges, rounds=8):
-    """Large/small-star rounds on arrays, as the pipeline's steps run them (one partition)."""
+def _components(edges, rounds=8, parts=3):
+    """Contraction rounds on arrays, as the pipeline's steps run them on ``parts`` partitions."""
+    from cmtp.transforms.common.ids import partitions_of
+
     u, v = both_ways(np.array([e[0] for e in edges]), np.array([e[1] for e in edges]))
     for _ in range(rounds):
-        u, v = both_ways(*small_star(*large_star(u, v)))
+        part = partitions_of(u, parts)
+        stars = [contract(u[part == p], v[part == p]) for p in range(parts)]
+        u, v = both_ways(np.concatenate([s[0] for s in stars]), np.concatenate([s[1] for s in stars]))
     nodes, label, violations = labels(u, v)
     return dict(zip(nodes.tolist(), label.tolist(), strict=True)), violations
 
@@ -149,7 +153,7 @@ def test_components_in_beam_over_partitions_and_a_long_chain_needs_more_rounds(t
     rng = np.random.default_rng(3)
     ids = rng.permutation(300)
     u, v = both_ways(ids[:-1], ids[1:])
-    assert _components(list(zip(ids[:-1], ids[1:], strict=True)), 1)[1] > 0
+    assert _components(list(zip(ids[:-1], ids[1:], strict=True)), 1, 4)[1] > 0
     violations = {}
     for rounds in (1, 12):
         folder = tmp_path / f"r{rounds}"

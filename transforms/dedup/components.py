@@ -1,11 +1,14 @@
 """``ConnectedComponents``: connected components of a graph whose edges wait in scratch files, inside Beam.
 
-Alternating large-star and small-star operations (Kiveris et al., "Connected Components in MapReduce and Beyond",
-SoCC 2014): every step groups the edges by node, no worker ever holds more than one partition of the nodes'
-neighbourhoods, and the edge set shrinks to stars ``(node, component minimum)``. Nodes are integers (the rows'
-places in the input) split into partitions by a hash; an element is ``(partition, path)``: a file of directed
-edges ``(u, v)`` whose ``u`` falls in that partition, so the shuffles carry paths and each step works on arrays
-(one NumPy pass per partition instead of one Beam element per edge).
+Nodes are integers (the rows' places in the input) split into partitions by a hash; an element is
+``(partition, path)``: a file of directed edges ``(u, v)`` whose ``u`` falls in that partition (every edge is there
+in both orientations), so the shuffles carry paths and each step works on arrays. Each round contracts every
+partition locally, in the spirit of the star contractions of Kiveris et al. ("Connected Components in MapReduce and
+Beyond", SoCC 2014): the components of the partition's edges (all edges that touch its nodes; SciPy's
+``connected_components``) are real components' parts, so each becomes a star on its smallest node. No worker ever
+holds more than one partition's edges, the edge set shrinks to stars ``(node, component minimum)``, and a path's
+length at least halves per round (a node's neighbourhood is contracted in its partition, so where the stars of two
+partitions overlap they merge in the next round).
 
 A fixed number of rounds is unrolled in the pipeline (a graph never needs more rounds than its diameter, and far
 fewer in practice); ``violations`` counts nodes that are not yet in that final form (0 = converged); when it is not
@@ -36,36 +39,23 @@ def unique_edges(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u[first], v[first]
 
 
-def _groups(u: np.ndarray, v: np.ndarray):
-    """Edges sorted by u, the start of each u's run, and its u."""
-    order = np.argsort(u, kind="stable")
-    u, v = u[order], v[order]
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    return u, v, starts, u[starts]
-
-
-def large_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Directed edges (both orientations of every edge) -> for each node u, its larger neighbours linked to the
-    smallest of u and its neighbours: ``(v, m(u))`` for v > u."""
+def contract(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges -> one star per component of the graph they make: ``(x, m)`` for every node x of a component but its
+    smallest node m. Written on SciPy's sparse-graph components (the nodes renumbered densely first)."""
     if not len(u):
         return u, v
-    u, v, starts, nodes = _groups(u, v)
-    smallest = np.minimum(np.minimum.reduceat(v, starts), nodes)
-    m = np.repeat(smallest, np.diff(np.r_[starts, len(u)]))
-    larger = v > u
-    return unique_edges(v[larger], m[larger])
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-
-def small_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Edges (u, v) with u > v -> for each u, u and its smaller neighbours linked to the smallest of those:
-    ``(x, m(u))`` for x in N(u) + {u}, x != m(u)."""
-    if not len(u):
-        return u, v
-    u, v, starts, nodes = _groups(u, v)
-    smallest = np.minimum.reduceat(v, starts)
-    m = np.repeat(smallest, np.diff(np.r_[starts, len(u)]))
-    other = v != m
-    return unique_edges(np.r_[nodes, v[other]], np.r_[smallest, m[other]])
+    nodes, dense = np.unique(np.r_[u, v], return_inverse=True)
+    n = len(nodes)
+    graph = coo_matrix((np.ones(len(u), np.int8), (dense[: len(u)], dense[len(u):])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    smallest = np.full(component.max() + 1, np.iinfo(np.int64).max)
+    np.minimum.at(smallest, component, nodes)  # nodes are sorted: the first node met is the smallest
+    m = smallest[component]
+    other = nodes != m
+    return nodes[other], m[other]
 
 
 def labels(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -104,20 +94,15 @@ def _load(paths) -> tuple[np.ndarray, np.ndarray]:
     return edges["u"].astype(np.int64), edges["v"].astype(np.int64)
 
 
-class _StarFn(beam.DoFn):
-    """One star step on one partition's edges; the result routed by partition for the next step."""
+class _ContractFn(beam.DoFn):
+    """One round on one partition's edges: its stars, both ways, routed by partition for the next round."""
 
-    def __init__(self, step: str, parts: int, folder: str):
-        self.step, self.parts, self.folder = step, parts, folder
+    def __init__(self, parts: int, folder: str):
+        self.parts, self.folder = parts, folder
 
     def process(self, element):
         p, paths = element
-        u, v = _load(paths)
-        if self.step == "large":  # -> (v, m) with v > m, grouped by v for the small star
-            x, m = large_star(u, v)
-        else:  # -> (x, m) with x > m, both ways for the next large star
-            x, m = both_ways(*small_star(u, v))
-        yield from write_routed(x, m, self.parts, self.folder, f"from{p:05d}")
+        yield from write_routed(*both_ways(*contract(*_load(paths))), self.parts, self.folder, f"from{p:05d}")
 
 
 class _LabelsFn(beam.DoFn):
@@ -142,11 +127,10 @@ class ConnectedComponents(beam.PTransform):
 
     def expand(self, edges):
         for i in range(self.rounds):
-            for step in ("large", "small"):
-                edges = (edges
-                         | f"Round{i}/{step}/Group" >> beam.GroupByKey()
-                         | f"Round{i}/{step}/Star" >> beam.ParDo(
-                             _StarFn(step, self.parts, posixpath.join(self.folder, f"r{i:03d}-{step}"))))
+            edges = (edges
+                     | f"Round{i}/Group" >> beam.GroupByKey()
+                     | f"Round{i}/Contract" >> beam.ParDo(
+                         _ContractFn(self.parts, posixpath.join(self.folder, f"r{i:03d}"))))
         result = (edges
                   | "Final/Group" >> beam.GroupByKey()
                   | "Labels" >> MultiOutput(_LabelsFn(posixpath.join(self.folder, "labels")), "violations",

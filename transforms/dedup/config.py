@@ -31,7 +31,7 @@ class DedupConfig:
                                        ge=2)
     policy: str = option("longest", "representative: longest passage (lowest id breaks ties) or lowest id",
                          choices=POLICIES)
-    cc_rounds: int = option(8, "large-star/small-star rounds per pass (more passes run until converged)", ge=1)
+    cc_rounds: int = option(8, "connected-components rounds per pass (more passes run until converged)", ge=1)
 
     def __post_init__(self):
         from cmtp.schemas.errors import CmtpError
