@@ -27,7 +27,7 @@ from cmtp.pipelines.extract import run_extract  # noqa: E402
 from cmtp.schemas import DEAD_LETTER, PAIR, PRETRAIN_TEXT, rows_to_table  # noqa: E402
 from cmtp.transforms.extract.config import ExtractConfig  # noqa: E402
 from cmtp.transforms.extract.dofns import CLEANING, CleanPairFn, ReadRecordsFn, SourceSpec  # noqa: E402
-from cmtp.transforms.extract.exact_dedup import pair_key, passage_key  # noqa: E402
+from cmtp.transforms.extract.exact_dedup import match_keys  # noqa: E402
 from cmtp.transforms.extract.source_file import SourceFile  # noqa: E402
 
 LAYOUT = [  # (source name, adapter, glob relative to the data dir)
@@ -72,12 +72,12 @@ def plain_loop(specs: list[SourceSpec], out: Path, config: ExtractConfig) -> int
                         if pair.tag != CLEANING:  # cleaning-step tallies are counts, not rows
                             (dead if pair.tag == "dead" else pretrain).append(pair.value)
                         continue
-                    keys = (pair_key(pair), passage_key(pair))
-                    if keys[0] in seen_pair or keys[1] in seen_passage:
+                    passage_key, pair_key, _ = match_keys(pair["title"], pair["passage"])
+                    if pair_key in seen_pair or passage_key in seen_passage:
                         dead.append({**pair, "reason": "duplicate"})
                         continue
-                    seen_pair.add(keys[0])
-                    seen_passage.add(keys[1])
+                    seen_pair.add(pair_key)
+                    seen_passage.add(passage_key)
                     kept.append(pair)
                     pretrain.append({"text_id": pair["pair_id"], "source": pair["source"], "text": pair["passage"]})
     pq.write_table(rows_to_table(kept, PAIR), out / "pairs.parquet")

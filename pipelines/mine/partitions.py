@@ -12,25 +12,25 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cmtp.schemas import TRAINING_EXAMPLE, CmtpError, rows_to_table
 from cmtp.transforms.common.progress import ProgressCounter
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 from cmtp.transforms.mine.config import MineConfig
+from cmtp.transforms.mine.example_store import ExampleStore
 from cmtp.transforms.mine.index import load_search, save_search
-from cmtp.transforms.mine.inputs import Example
 from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
 from cmtp.transforms.mine.pool_store import PoolStore, VectorShards
 
 from ..beam_runner import is_local, make_pipeline, run_to_completion
 from ..progress import watch
+
+ROWS_PER_WRITE = 4096
 
 
 def partition_blocks(blocks: int, partitions: int) -> list[list[int]]:
@@ -40,24 +40,17 @@ def partition_blocks(blocks: int, partitions: int) -> list[list[int]]:
     return [list(range(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
 
 
-def mine_blocks(miner: Miner, examples: list[Example], queries: VectorShards, blocks: list[int]):
-    """Rows of the examples whose query vectors are in shards ``blocks``, in example order."""
+def mine_blocks(miner: Miner, examples: ExampleStore, queries: VectorShards, blocks: list[int]):
+    """Rows of the examples whose query vectors are in shards ``blocks``, in example order (one block of examples
+    read at a time)."""
     offsets = queries.shard_offsets()
     for b in blocks:
         vectors = np.asarray(queries.shard(b), dtype=np.float32)
-        yield from miner.mine(examples[offsets[b] : offsets[b] + len(vectors)], vectors)
+        yield from miner.mine(examples.read(offsets[b], offsets[b] + len(vectors)), vectors)
 
 
-def write_examples(examples: list[Example], path: Path) -> None:
-    pq.write_table(pa.Table.from_pylist([asdict(e) for e in examples]), path)
-
-
-def read_examples(path: Path) -> list[Example]:
-    return [Example(**row) for row in pq.read_table(path).to_pylist()]
-
-
-def save_for_workers(miner: Miner, examples: list[Example], work: Path) -> None:
-    write_examples(examples, work / "examples.parquet")
+def save_for_workers(miner: Miner, work: Path) -> None:
+    """What a partition's worker needs besides the pool and the examples (both in the work folder already)."""
     save_search(miner.search, work / "index")
     (work / "search.json").write_text(json.dumps({"k": miner.k, "baseline": miner.baseline}))
 
@@ -72,7 +65,7 @@ class _SearchPartitionFn(beam.DoFn):
         self.progress = ProgressCounter(self.progress_dir)
         work = Path(self.work)
         store = PoolStore.open(work / "pool")
-        self.examples = read_examples(work / "examples.parquet")
+        self.examples = ExampleStore(work / "examples.arrow")
         self.queries = VectorShards(work / "queries")
         self.queries.attach_shards()
         settings = json.loads((work / "search.json").read_text())
@@ -83,12 +76,16 @@ class _SearchPartitionFn(beam.DoFn):
     def process(self, element):
         number, blocks = element
         self.miner.tally = MinerTally()
-        rows = []
-        for row in mine_blocks(self.miner, self.examples, self.queries, blocks):
-            rows.append(row)
-            self.progress.add()
         out = Path(self.work) / "rows"
-        pq.write_table(rows_to_table(rows, TRAINING_EXAMPLE), out / f"part-{number:05d}.parquet")
+        with pq.ParquetWriter(out / f"part-{number:05d}.parquet", TRAINING_EXAMPLE) as writer:
+            rows = []
+            for row in mine_blocks(self.miner, self.examples, self.queries, blocks):
+                rows.append(row)
+                self.progress.add()
+                if len(rows) == ROWS_PER_WRITE:  # a partition is written as it is mined, not held whole
+                    writer.write_table(rows_to_table(rows, TRAINING_EXAMPLE))
+                    rows = []
+            writer.write_table(rows_to_table(rows, TRAINING_EXAMPLE))
         (out / f"part-{number:05d}.json").write_text(json.dumps(self.miner.tally.to_dict()))
         yield number
 
@@ -116,7 +113,8 @@ def search_partitions(partitions: list[list[int]], work: Path, config: MineConfi
         rows_path = work / "rows" / f"part-{number:05d}.parquet"
         if not rows_path.exists():
             raise CmtpError(f"search partition {number} wrote no rows file")
-        for row in pq.read_table(rows_path).to_pylist():
-            add_row(row)
+        for batch in pq.ParquetFile(rows_path).iter_batches(batch_size=ROWS_PER_WRITE):
+            for row in batch.to_pylist():
+                add_row(row)
         tally.add(MinerTally.from_dict(json.loads(rows_path.with_suffix(".json").read_text())))
     return seconds

@@ -23,8 +23,9 @@ from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 from cmtp.transforms.embedding.prompts import spec_prompts
 from cmtp.transforms.mine.config import RUN_OPTIONS, MineConfig, MineRunOptions
+from cmtp.transforms.mine.example_store import ExampleStore
 from cmtp.transforms.mine.index import search_on_gpu
-from cmtp.transforms.mine.inputs import Example, read_labeled, read_pairs, read_pool
+from cmtp.transforms.mine.inputs import labeled_chunks, read_pairs, read_pool
 from cmtp.transforms.mine.miner import Miner, MinerTally, same_query_positives
 from cmtp.transforms.mine.pool_store import PoolStore, VectorShards, write_text_file
 from cmtp.transforms.mine.sampling import GUARDS
@@ -43,42 +44,42 @@ def _default_model(input_path: str | None) -> str:
     return DEFAULT_MODEL
 
 
-def _read_examples(input_path: str | None, config: MineConfig) -> tuple[list[Example], list[dict]]:
-    examples: list[Example] = read_pairs(input_path) if input_path else []
+def _read_examples(input_path: str | None, config: MineConfig, work: Path) -> tuple[ExampleStore, list[dict]]:
+    """Every example of the inputs in one file sorted by id (``ExampleStore``), and the labeled rows' dead letters."""
     dead: list[dict] = []
-    for path in (f for pattern in config.labeled for f in files_matching(pattern)):
-        labeled, bad = read_labeled(path, config.task)
-        examples += labeled
-        dead += bad
-    if not examples and dead:
+    labeled = [f for pattern in config.labeled for f in files_matching(pattern)]
+    chunks = chain(read_pairs(input_path) if input_path else (),
+                   *(labeled_chunks(path, config.task, dead) for path in labeled))
+    work.mkdir(parents=True, exist_ok=True)
+    examples = ExampleStore.build(work / "examples.arrow", chunks)
+    if not len(examples) and dead:
         raise CmtpError(f"nothing to mine: none of the {len(dead)} labeled row(s) is usable (first: "
                         f"{dead[0]['reason']}); each needs query, pos and neg")
-    if not examples and input_path:
+    if not len(examples) and input_path:
         raise CmtpError(f"nothing to mine: {input_path} holds no kept pairs" + (" (nor usable labeled rows)" if
                                                                                config.labeled else ""))
-    if not examples:
+    if not len(examples):
         raise CmtpError("nothing to mine: give scored pairs (INPUT) and/or --labeled files")
-    examples.sort(key=lambda e: e.example_id)
     return examples, dead
 
 
-def _write_pool_texts(store: PoolStore, examples: list[Example], config: MineConfig) -> int:
+def _write_pool_texts(store: PoolStore, examples: ExampleStore, config: MineConfig) -> int:
     if config.pool:
         pool_items = read_pool(config.pool)
     else:
-        pool_items = chain.from_iterable(
-            [(p, e.cluster_id) for p in e.pos] + [(n, None) for n in e.neg] for e in examples)
+        pool_items = ((text, cluster) for block in examples.blocks() for e in block
+                      for text, cluster in [(p, e.cluster_id) for p in e.pos] + [(n, None) for n in e.neg])
     pool_size = store.write_texts(pool_items)
     if pool_size < 2:
         raise CmtpError(f"the candidate pool has {pool_size} passage(s); mining needs more")
     return pool_size
 
 
-def _outcomes(examples: list[Example], dead: list[dict], written: Counter) -> dict:
+def _outcomes(sources: Counter, dead: list[dict], written: Counter) -> dict:
     """The manifest's counts by the shared rule (``outcomes.summarize``), from the data: examples and dead
     letters read, rows written, per source."""
     counted = Counter({(source, OUT, ""): n for source, n in written.items()})
-    counted.update((e.source, IN, "") for e in examples)
+    counted.update({(source, IN, ""): n for source, n in sources.items()})
     counted.update((d["source"], IN, "") for d in dead)
     counted.update((d["source"], DROPPED, d["reason"]) for d in dead)
     outcomes = summarize(list(counted.items()))
@@ -100,14 +101,15 @@ class _Mined:
     search_seconds: float
 
 
-def _embed_and_search(examples: list[Example], config: MineConfig, run: MineRunOptions, spec: EmbedderSpec,
+def _embed_and_search(examples: ExampleStore, config: MineConfig, run: MineRunOptions, spec: EmbedderSpec,
                       work: Path, out_dir: Path, beam_args: list[str] | None) -> _Mined:
     """Pool and queries embedded on Beam workers, the index built and tuned here, the queries searched in one
     or more partitions, the rows written to the output shards in example order."""
     store = PoolStore(work / "pool")
     pool_size = _write_pool_texts(store, examples, config)
-    write_text_file(work / "queries.arrow", ((e.query,) for e in examples), ("text",))
-    blocks = pool_and_query_blocks(store.texts_path, pool_size, work / "queries.arrow", len(examples), config, work)
+    write_text_file(work / "queries.arrow", ((q,) for block in examples.column("query") for q in block), ("text",))
+    total = len(examples)
+    blocks = pool_and_query_blocks(store.texts_path, pool_size, work / "queries.arrow", total, config, work)
     embed_seconds = embed_blocks(blocks, spec, config, beam_args, run.workers)
     store.attach_shards()
     queries = VectorShards(work / "queries")
@@ -128,15 +130,15 @@ def _embed_and_search(examples: list[Example], config: MineConfig, run: MineRunO
     partitions = partition_blocks(len(queries.shards), run.search_partitions)
     t_search = time.perf_counter()
     if len(partitions) == 1:  # in this process, with the index already built
-        with bar("mine: search", len(examples), "query") as progress:
+        with bar("mine: search", total, "query") as progress:
             for row in mine_blocks(miner, examples, queries, partitions[0]):
                 add(row)
                 progress.update()
         tally = miner.tally
     else:
-        save_for_workers(miner, examples, work)
+        save_for_workers(miner, work)
         tally = MinerTally()
-        search_partitions(partitions, work, config, spec, beam_args, add, tally, len(examples), run.workers)
+        search_partitions(partitions, work, config, spec, beam_args, add, tally, total, run.workers)
     paths = writer.close()
     return _Mined(pool_size, k, miner.search.describe(), miner.baseline, tally, len(partitions), paths,
                   written, embed_seconds, time.perf_counter() - t_search)
@@ -151,11 +153,12 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
     out_dir = Path(out)
     work = out_dir / "_work"
     shutil.rmtree(work, ignore_errors=True)
-    examples, dead = _read_examples(input_path, config)
+    examples, dead = _read_examples(input_path, config, work)
     model_name = config.model or _default_model(input_path)
     spec = embedder_spec(config, model_name, run.workers)
 
     mined = _embed_and_search(examples, config, run, spec, work, out_dir, beam_args)
+    total, sources = len(examples), examples.source_counts()
     shutil.rmtree(work, ignore_errors=True)  # scratch; a failed run's goes with the stage runner's tmp folder
     tally, prompts = mined.tally, spec_prompts(spec)
     (out_dir / "dead_letters").mkdir(parents=True, exist_ok=True)  # listed in the manifest, so always there
@@ -168,7 +171,7 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
                               "rows": sum(mined.written.values()), "schema": "training_example"},
                  "dead_letters": {"path": str(out_dir / "dead_letters"), "files": 1, "rows": len(dead),
                                   "schema": "dead_letter"}},
-        **_outcomes(examples, dead, mined.written),
+        **_outcomes(sources, dead, mined.written),
         extra={
             "pool_size": mined.pool_size, "index": mined.index, "k": mined.k,
             "query_prompt": prompts["query"], "passage_prompt": prompts["passage"],
@@ -178,9 +181,9 @@ def run_mine(input_path: str | None, out: str, config: MineConfig | None = None,
             "random_padding": tally.padded,
             "search_partitions": mined.partitions, "workers": run.workers,
             "embed_seconds": round(mined.embed_seconds, 2),
-            "texts_embedded_per_second": round((mined.pool_size + len(examples)) / max(mined.embed_seconds, 1e-9), 1),
+            "texts_embedded_per_second": round((mined.pool_size + total) / max(mined.embed_seconds, 1e-9), 1),
             "search_and_sample_seconds": round(mined.search_seconds, 2),
-            "queries_per_second": round(len(examples) / max(mined.search_seconds, 1e-9), 1),
+            "queries_per_second": round(total / max(mined.search_seconds, 1e-9), 1),
             "seconds": round(time.perf_counter() - started, 2),
         },
     )

@@ -39,8 +39,11 @@ def _open_write(path: str):
     import fsspec
 
     if not is_remote(path):
-        os.makedirs(os.path.dirname(_local(path)) or ".", exist_ok=True)
-        return open(_local(path), "wb")  # noqa: SIM115 (closed by the caller's with)
+        try:
+            return open(_local(path), "wb")  # noqa: SIM115 (closed by the caller's with)
+        except FileNotFoundError:  # its folder is made on first use (one makedirs per folder, not per file)
+            os.makedirs(os.path.dirname(_local(path)), exist_ok=True)
+            return open(_local(path), "wb")  # noqa: SIM115
     return fsspec.open(path, "wb").open()
 
 

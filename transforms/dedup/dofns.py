@@ -293,7 +293,7 @@ class FinalizeFn(beam.DoFn):
                 .filter(pa.array(~dropped)))
         if kept.num_rows:
             yield spill(kept, PAIR, posixpath.join(self.folder, "out", "pairs", f"{unit.name}.arrow"))
-        dead_table = rows_to_table(dead, DEAD_LETTER)
+        dead_table = rows_to_table(dead, DEAD_LETTER, validate=False)  # spill() validates
         if dead:
             yield beam.pvalue.TaggedOutput(DEAD, spill(dead_table, DEAD_LETTER, posixpath.join(
                 self.folder, "out", "dead_letters", f"{unit.name}.arrow")))

@@ -235,16 +235,17 @@ class CleanBatchFn(beam.DoFn):
                     pretrain_only.append(out.value)
                 else:
                     tally += fact(CLEANING, out.value[1])
-        dead_table = rows_to_table(dead, DEAD_LETTER)
+        dead_table = rows_to_table(dead, DEAD_LETTER, validate=False)  # spill() validates
         yield beam.pvalue.TaggedOutput(COUNTS, tally + counts(dead_table, DROPPED))
         if dead:
             yield beam.pvalue.TaggedOutput(DEAD, spill(dead_table, DEAD_LETTER, self._path("dead_letters", name)))
         if pretrain_only:
-            yield beam.pvalue.TaggedOutput(PRETRAIN, spill(rows_to_table(pretrain_only, PRETRAIN_TEXT), PRETRAIN_TEXT,
+            yield beam.pvalue.TaggedOutput(PRETRAIN, spill(rows_to_table(pretrain_only, PRETRAIN_TEXT, validate=False),
+                                                           PRETRAIN_TEXT,
                                                            self._path("pretrain", name)))
         if not pairs:
             return
-        table = rows_to_table(pairs, PAIR)
+        table = rows_to_table(pairs, PAIR, validate=False)  # validated when spilled for the writer
         if not self.dedup:
             yield from spill_pairs(table, self.folder, name)
             return
@@ -305,9 +306,11 @@ class DropDuplicatesFn(beam.DoFn):
             for row, reason, kept in zip(*scratch.read_table(decision).to_pydict().values(), strict=True):
                 drop[row] = (reason, kept)
         if drop:
-            dead = [pair_dead_letter(STAGE, reason, table.slice(row, 1).to_pylist()[0], f"duplicate of {kept}",
-                                     {"kept_id": kept}) for row, (reason, kept) in sorted(drop.items())]
-            dead_table = rows_to_table(dead, DEAD_LETTER)
+            rows = sorted(drop)
+            dead = [pair_dead_letter(STAGE, reason, pair, f"duplicate of {kept}", {"kept_id": kept})
+                    for (reason, kept), pair in zip((drop[row] for row in rows), table.take(pa.array(rows)).to_pylist(),
+                                                    strict=True)]
+            dead_table = rows_to_table(dead, DEAD_LETTER, validate=False)
             yield beam.pvalue.TaggedOutput(DEAD, spill(dead_table, DEAD_LETTER, posixpath.join(
                 self.folder, "dead_letters", f"dup-{name}.arrow")))
             yield beam.pvalue.TaggedOutput(COUNTS, counts(dead_table, DROPPED))

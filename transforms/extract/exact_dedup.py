@@ -23,13 +23,17 @@ KEY_SCHEMA = pa.schema([("group", pa.string()), ("title", pa.string()), ("pair_i
 DECISION_SCHEMA = pa.schema([("row", pa.int32()), ("reason", pa.string()), ("kept_id", pa.string())])
 
 
+def match_keys(title: str, passage: str) -> tuple[str, str, str]:
+    """(passage key, (title, passage) key, title key) of a pair: hashes of their compare forms."""
+    title, passage = normalize_for_match(title), normalize_for_match(passage)
+    return stable_id(passage, length=32), stable_id(title, passage, length=32), stable_id(title, length=32)
+
+
 def dedup_keys(pairs: pa.Table, batch: str, by_passage: bool) -> pa.Table:
     """The keys of a batch of pairs (``KEY_SCHEMA``)."""
-    titles = [normalize_for_match(t) for t in pairs.column("title").to_pylist()]
-    passages = [normalize_for_match(p) for p in pairs.column("passage").to_pylist()]
-    groups = [stable_id(p, length=32) for p in passages] if by_passage else \
-        [stable_id(t, p, length=32) for t, p in zip(titles, passages, strict=True)]
-    return pa.table({"group": groups, "title": [stable_id(t, length=32) for t in titles],
+    keys = [match_keys(t, p) for t, p in zip(pairs.column("title").to_pylist(), pairs.column("passage").to_pylist(),
+                                             strict=True)]
+    return pa.table({"group": [k[0] if by_passage else k[1] for k in keys], "title": [k[2] for k in keys],
                      "pair_id": pairs.column("pair_id"), "batch": [batch] * pairs.num_rows,
                      "row": pa.array(np.arange(pairs.num_rows, dtype=np.int32))}, schema=KEY_SCHEMA)
 

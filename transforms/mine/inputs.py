@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from itertools import islice
 
 import fsspec
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -20,19 +21,10 @@ from cmtp.transforms.common.dead_letters import dead_letter
 from cmtp.transforms.common.ids import stable_id
 from cmtp.transforms.common.paths import parquet_files, row_groups
 
+from .example_store import EXAMPLE_SCHEMA, Example, example_table
+
 STAGE = "mine"
-
-
-@dataclass
-class Example:
-    example_id: str
-    query: str
-    pos: list[str]
-    source: str
-    task: str
-    neg: list[str] = field(default_factory=list)  # labeled negatives
-    instruction: str | None = None
-    cluster_id: str | None = None
+CHUNK_ROWS = 16384  # labeled rows read at a time
 
 
 def _as_texts(value, name: str) -> list[str]:
@@ -45,18 +37,27 @@ def _as_texts(value, name: str) -> list[str]:
     raise ValueError(f"{name} must be a string or a list of strings, not {type(value).__name__}")
 
 
-def read_pairs(path: str) -> list[Example]:
-    """Examples from scored (``kept/``) or plain pair Parquet: query = title, positive = passage."""
+def read_pairs(path: str) -> Iterator[pa.Table]:
+    """Examples (``EXAMPLE_SCHEMA``, a row group at a time) from scored (``kept/``) or plain pair Parquet: query =
+    title, positive = passage."""
     files = parquet_files(path, ("kept", "pairs"))
-    row_groups(files, ("pair_id", "title", "passage", "source"), "pair")  # every footer and column checked first
-    examples = []
-    for f in files:
-        with fsspec.open(f, "rb") as fh:
-            table = pq.read_table(fh, columns=None)
-        for row in table.to_pylist():
-            examples.append(Example(row["pair_id"], row["title"], [row["passage"]], row["source"], "retrieval",
-                                    cluster_id=row.get("cluster_id")))
-    return examples
+    # every footer and column checked first
+    groups = row_groups(files, ("pair_id", "title", "passage", "source"), "pair")
+    for group in groups:
+        with fsspec.open(group.path, "rb") as fh:
+            parquet = pq.ParquetFile(fh)
+            columns = [c for c in ("pair_id", "title", "passage", "source", "cluster_id")
+                       if c in parquet.schema_arrow.names]
+            table = parquet.read_row_group(group.row_group, columns=columns)
+        n = table.num_rows
+        yield pa.table({
+            "example_id": table.column("pair_id"), "query": table.column("title"),
+            "pos": pa.ListArray.from_arrays(pa.array(range(n + 1), pa.int32()),
+                                            table.column("passage").combine_chunks().cast(pa.string())),
+            "source": table.column("source"), "task": pa.array(["retrieval"] * n, pa.string()),
+            "neg": pa.array([[]] * n, pa.list_(pa.string())), "instruction": pa.nulls(n, pa.string()),
+            "cluster_id": table.column("cluster_id") if "cluster_id" in columns else pa.nulls(n, pa.string())},
+            schema=EXAMPLE_SCHEMA)
 
 
 def _json_lines(path: str) -> Iterator[tuple[int, dict | Exception]]:
@@ -75,14 +76,30 @@ def _labeled_rows(path: str) -> Iterator[tuple[str, dict | Exception]]:
     if path.endswith(".parquet"):
         row_groups([path])  # not (complete) Parquet: one error naming the file
         with fsspec.open(path, "rb") as fh:
-            yield from ((str(i), row) for i, row in enumerate(pq.read_table(fh).to_pylist()))
+            number = 0
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=CHUNK_ROWS):  # a batch at a time, not the file
+                for row in batch.to_pylist():
+                    yield str(number), row
+                    number += 1
         return
     yield from ((f"L{number}", row) for number, row in _json_lines(path))
 
 
+def labeled_chunks(path: str, task: str, dead: list[dict]) -> Iterator[pa.Table]:
+    """Examples (``EXAMPLE_SCHEMA``, ``CHUNK_ROWS`` at a time) from a labeled JSON-lines or Parquet file (query,
+    pos, neg[, prompt]); rows that cannot be used are appended to ``dead``."""
+    rows = _labeled_examples(path, task, dead)
+    while chunk := list(islice(rows, CHUNK_ROWS)):
+        yield example_table(chunk)
+
+
 def read_labeled(path: str, task: str) -> tuple[list[Example], list[dict]]:
-    """Examples and dead letters from a labeled JSON-lines or Parquet file (query, pos, neg[, prompt])."""
-    examples, dead = [], []
+    """Examples and dead letters of a labeled file, as lists (a small file)."""
+    dead: list[dict] = []
+    return list(_labeled_examples(path, task, dead)), dead
+
+
+def _labeled_examples(path: str, task: str, dead: list[dict]) -> Iterator[Example]:
     source = path.rsplit("/", 1)[-1].split(".")[0]
     for key, row in _labeled_rows(path):
         if isinstance(row, Exception):
@@ -100,10 +117,8 @@ def read_labeled(path: str, task: str) -> tuple[list[Example], list[dict]]:
             dead.append(dead_letter(STAGE, "bad_labeled_row", source, path, key, row,
                                     "; ".join(f"{f}: {p}" for f, p in problems)))
             continue
-        examples.append(Example(stable_id(source, key, query), query, pos, row.get("source") or source,
-                                row.get("type") or row.get("task") or task, neg,
-                                row.get("prompt") or row.get("instruction")))
-    return examples, dead
+        yield Example(stable_id(source, key, query), query, pos, row.get("source") or source,
+                      row.get("type") or row.get("task") or task, neg, row.get("prompt") or row.get("instruction"))
 
 
 def read_pool(path: str) -> Iterator[tuple[str, str | None]]:

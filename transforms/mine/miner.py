@@ -16,8 +16,8 @@ import numpy as np
 from cmtp.transforms.embedding.blocks import TextEmbedder
 
 from .config import MineConfig
+from .example_store import Example, ExampleStore
 from .index import SearchIndex, build_index, tune_nprobe
-from .inputs import Example
 from .pool_store import PoolStore, text_key
 from .sampling import GUARDS, Chosen, choose_negatives, random_padding
 
@@ -31,11 +31,18 @@ def score_baseline(store: PoolStore, queries: np.ndarray, seed: int, sample: int
     return float(np.median(q.astype(np.float32) @ store.vectors(picks).T))
 
 
-def same_query_positives(examples: list[Example]) -> dict[int, list[str]]:
-    """Normalised query key -> every positive of the examples asking it (several answers to one question)."""
+def same_query_positives(examples: ExampleStore) -> dict[int, list[str]]:
+    """Normalised query key -> every positive of the examples asking it (several answers to one question), for the
+    queries that more than one example asks (the others need no entry: only their own positives)."""
+    keys = np.fromiter((text_key(q) for block in examples.column("query") for q in block), dtype=np.uint64)
+    unique, counts = np.unique(keys, return_counts=True)
+    shared = set(unique[counts > 1].tolist())
     groups: dict[int, list[str]] = {}
-    for e in examples:
-        groups.setdefault(text_key(e.query), []).extend(e.pos)
+    if shared:
+        for block in examples.blocks():
+            for e in block:
+                if (key := text_key(e.query)) in shared:
+                    groups.setdefault(key, []).extend(e.pos)
     return groups
 
 

@@ -85,7 +85,7 @@ class PoolStore(VectorShards):
         super().__init__(directory)
         self._texts = None
         self.keys = np.zeros(0, dtype=np.uint64)
-        self.clusters: list[str | None] = []
+        self._clusters = None
         self._key_order: np.ndarray | None = None  # argsort of keys, built on the first lookup
 
     @classmethod
@@ -93,7 +93,6 @@ class PoolStore(VectorShards):
         """A pool written by another process: keys, cluster ids and embedding shards from the folder."""
         store = cls(directory)
         store.keys = np.load(directory / "keys.npy")
-        store.clusters = store.table.column("cluster_id").to_pylist()
         store.attach_shards()
         return store
 
@@ -106,7 +105,6 @@ class PoolStore(VectorShards):
         """Store unique texts (by normalised key); returns how many. ``items``: (text, cluster id)."""
         seen: set[int] = set()
         keys: list[int] = []
-        clusters: list[str | None] = []
 
         def unique():
             for text, cluster in items:
@@ -114,11 +112,10 @@ class PoolStore(VectorShards):
                 if key not in seen:
                     seen.add(key)
                     keys.append(key)
-                    clusters.append(cluster)
                     yield text, cluster
 
         write_text_file(self.texts_path, unique(), ("text", "cluster_id"))
-        self.clusters = clusters
+        self._clusters = None
         self.keys = np.array(keys, dtype=np.uint64)
         np.save(self.dir / "keys.npy", self.keys)
         self._texts = None
@@ -137,6 +134,12 @@ class PoolStore(VectorShards):
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def clusters(self, indices: np.ndarray) -> list[str | None]:
+        """The cluster ids of pool rows (read from the memory-mapped file, never held as a list of the pool)."""
+        if self._clusters is None:
+            self._clusters = self.table.column("cluster_id")
+        return self._clusters.take(pa.array(np.asarray(indices, dtype=np.int64))).to_pylist()
 
     def text(self, index: int) -> str:
         return self.texts[int(index)].as_py()

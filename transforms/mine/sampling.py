@@ -83,8 +83,9 @@ def choose_negatives(
         ("positive_of_same_query", np.isin(keys, other_answers)),
         ("equals_query", keys == np.uint64(text_key(query))),
         ("labeled_negative", np.isin(keys, labeled_keys)),
-        ("same_cluster_as_positive", np.array([cluster_id is not None and store.clusters[i] == cluster_id
-                                               for i in ids], dtype=bool)),
+        ("same_cluster_as_positive", np.array([cluster_id is not None and c == cluster_id
+                                               for c in store.clusters(ids)] if cluster_id is not None
+                                              else np.zeros(len(ids)), dtype=bool)),
         ("too_close_to_positive", scores > ceiling),
     ]
     alive = np.ones(len(ids), dtype=bool)

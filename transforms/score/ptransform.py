@@ -51,9 +51,10 @@ class ScoreResult(NamedTuple):
 def spill_dead(rows: list[dict], scratch: str, name: str):
     """Dead-letter rows spilled for the dead-letter writer, as a tagged output (nothing when there are none)."""
     if rows:
-        yield beam.pvalue.TaggedOutput(DEAD, spill(rows_to_table(rows, DEAD_LETTER), DEAD_LETTER,
-                                                   posixpath.join(scratch, "dead_letters", f"{name}.arrow")))
-        yield beam.pvalue.TaggedOutput(COUNTS, counts(rows_to_table(rows, DEAD_LETTER), DROPPED))
+        table = rows_to_table(rows, DEAD_LETTER, validate=False)  # spill() validates
+        yield beam.pvalue.TaggedOutput(DEAD, spill(table, DEAD_LETTER, posixpath.join(scratch, "dead_letters",
+                                                                                      f"{name}.arrow")))
+        yield beam.pvalue.TaggedOutput(COUNTS, counts(table, DROPPED))
 
 
 class _ReadBatchesFn(beam.DoFn):
