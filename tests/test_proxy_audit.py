@@ -141,6 +141,35 @@ def test_a_killed_audit_resumes_at_the_run_it_was_in(proxy_setup, monkeypatch):
     assert sum(r.cached for r in report.runs) == 3
 
 
+def test_rewritten_text_under_the_same_ids_is_not_a_cached_run(proxy_setup, tmp_path, monkeypatch):
+    """Runs were keyed by pair ids, which hash a record's place: a corpus re-extracted with other cleaning (every
+    passage rewritten, the same ids) reused the old runs and their numbers."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    dataset, config, work = proxy_setup
+    run_proxy_audit(dataset, config, work, log=lambda _: None)
+    path = next((tmp_path / "score" / "kept").glob("*.parquet"))
+    table = pq.read_table(path)
+    rewritten = table.set_column(table.schema.get_field_index("passage"), "passage",
+                                 pc.binary_join_element_wise(table.column("passage"), "（修订）", ""))
+    pq.write_table(rewritten, path)
+    calls = _counting_train(monkeypatch)
+    report = run_proxy_audit(open_scored([str(tmp_path / "score")]), config, work, log=lambda _: None)
+    assert len(calls) == 3 * 2 and not any(r.cached for r in report.runs) and not report.floor.cached
+
+
+def test_a_second_audit_on_one_work_folder_is_refused(proxy_setup):
+    """Two audits on one --proxy-work: the second deleted the first's training folder (a 94-line traceback)."""
+    from cmtp.pipelines.locking import hold
+    from cmtp.schemas.errors import CmtpError
+
+    dataset, config, work = proxy_setup
+    work.mkdir()
+    with hold(work, own=True), pytest.raises(CmtpError, match="in use by another cmtp run"):
+        run_proxy_audit(dataset, config, work, log=lambda _: None)
+
+
 # --- options ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, fragment", [

@@ -228,6 +228,37 @@ def test_a_damaged_checkpoint_is_one_error_saying_what_to_do(tiny_model_path, ex
     assert train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=3, save_steps=1))["steps"] == 3
 
 
+class _RunsCode:
+    """A pickled object whose loading would run code (it writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (__import__("pathlib").Path(self.marker).write_text, ("ran",))
+
+
+def test_a_checkpoint_never_runs_code_from_its_file_and_old_ones_are_rotated(tiny_model_path, examples_dir,
+                                                                              tmp_path):
+    """Resume loaded trainer_state.pt with a full unpickler: a checkpoint folder copied from elsewhere ran code.
+    It loads with weights_only now (tensors and plain values); the RNG state is stored as plain values. Only the
+    newest --save-total-limit checkpoints are kept."""
+    from cmtp.schemas.errors import CmtpError
+
+    train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, save_steps=1))
+    steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert steps == ["step-3", "step-4"]  # the default keeps two
+    state = tmp_path / "run" / "checkpoints" / "step-4" / "trainer_state.pt"
+    saved = torch.load(state, weights_only=True)  # the state itself is plain
+    marker = tmp_path / "ran.txt"
+    torch.save({**saved, "rng": _RunsCode(marker)}, state)
+    with pytest.raises(CmtpError, match="step-4 cannot be read"):
+        train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=5, save_steps=1))
+    assert not marker.exists()
+    train(config(tiny_model_path, examples_dir, tmp_path / "all", max_steps=3, save_steps=1, save_total_limit=0))
+    assert len(list((tmp_path / "all" / "checkpoints").iterdir())) == 3
+
+
 def test_unusable_rows_are_reported_and_data_without_any_is_an_error(tiny_model_path, tmp_path):
     from cmtp.schemas.errors import CmtpError
     from tests.test_trainer_data import write_with_bad_rows

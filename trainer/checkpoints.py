@@ -30,7 +30,11 @@ SYMMETRIC_PROMPT_NAMES = ("STS", "PairClassification", "Classification", "Cluste
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain Python values, so that a checkpoint loads with
+    ``torch.load(weights_only=True)`` (numpy's state is a tuple holding an array: stored as a list)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -38,7 +42,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -48,6 +53,17 @@ def latest_checkpoint(output_dir: str) -> Path | None:
     ckpts = sorted(Path(output_dir, "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     complete = [c for c in ckpts if (c / STATE_FILE).exists()]
     return complete[-1] if complete else None
+
+
+def rotate_checkpoints(output_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints (0: keep all), oldest first; each is a full copy of
+    the model and optimiser (430 MB for the proxy, gigabytes for a base model)."""
+    if keep <= 0:
+        return
+    ckpts = sorted(Path(output_dir, "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [c for c in ckpts if (c / STATE_FILE).exists()]
+    for old in complete[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def unreadable(checkpoint: Path, exc: Exception) -> CmtpError:
@@ -102,12 +118,23 @@ class RunState:
     saturation_warnings: int = 0
 
 
+def load_state(path: Path) -> dict:
+    """A checkpoint's state, loaded the safe way: ``weights_only=True`` admits tensors and plain Python values and
+    never runs code from the file (a checkpoint folder copied from elsewhere could, with a full unpickler). NumPy's
+    array types are allowed too, for the RNG state of checkpoints written before it was stored as a list."""
+    from numpy._core.multiarray import _reconstruct
+
+    allowed = [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, readers: int,
              retromae=None) -> dict | None:
     """Restore the checkpoint's optimiser, schedule, stream positions and RNG into ``run``; returns its
     evaluations so far (so a resumed run still compares with its start)."""
     try:
-        state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
+        state = load_state(resume_from / STATE_FILE)
     except Exception as exc:  # a truncated or damaged file: torch raises RuntimeError, EOFError, UnpicklingError
         raise unreadable(resume_from, exc) from exc
     if retromae is not None:
@@ -156,6 +183,7 @@ class Saver:
                         "retromae": self.retromae.heads_state() if self.retromae is not None else None},
                        directory / (STATE_FILE + ".tmp"))
             os.replace(directory / (STATE_FILE + ".tmp"), directory / STATE_FILE)
+            rotate_checkpoints(Path(self.config.output_dir), self.config.save_total_limit)
         if self.world > 1:
             dist.barrier()
 

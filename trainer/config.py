@@ -26,7 +26,8 @@ STAGE_DEFAULTS = {
 
 # what a resumed run may change: how long it runs, how often it saves, logs and evaluates, where it runs (its data
 # readers are checked apart, checkpoints.check_readers); every other option must be the checkpoint's
-RESUME_MAY_CHANGE = frozenset({"output_dir", "max_steps", "epochs", "save_steps", "logging_steps", "workers", "resume",
+RESUME_MAY_CHANGE = frozenset({"output_dir", "max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps",
+                               "workers", "resume",
                                "allow_network", "device", "gradient_checkpointing", "eval", "eval_steps",
                                "eval_max_per_task", "eval_batch_size", "keep_best", "saturation_steps"})
 
@@ -64,6 +65,7 @@ class TrainConfig:
                                             "multilingual model)")
     max_grad_norm: float = option(1.0, "gradient clipping norm", gt=0)
     save_steps: int = option(500, "checkpoint every N steps (0: no checkpoints, only the model)", ge=0)
+    save_total_limit: int = option(2, "checkpoints kept: the newest N, older ones deleted (0: keep all)", ge=0)
     logging_steps: int = option(10, "TensorBoard scalars every N steps", ge=1)
     seed: int = option(42, "seed")
     workers: int = option(0, "dataloader worker processes per device", ge=0)

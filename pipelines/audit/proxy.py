@@ -42,7 +42,7 @@ PROXY_MODEL = "builtin:me5-small-l2"
 DEFAULT_KEEP_RATES = (0.9, 0.8, 0.7, 0.6)
 NO_FILTER = "no filter"
 HOLDOUT_TASK = "holdout"
-CACHE_VERSION = 1  # raised when a cached run's meaning changes
+CACHE_VERSION = 2  # raised when a cached run's meaning changes (2: keys over the pairs' text, not their ids)
 # Used only for the estimate printed before the first run (then each finished run refines it): training rate of
 # the proxy at the default recipe, measured on a 2-core CPU (README, "Choosing a threshold with a proxy model").
 PRIOR_SAMPLES_PER_SECOND = 40.0
@@ -99,6 +99,19 @@ class ProxyConfig:
 
 def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def content_key(table) -> str:
+    """The digest of a table's pairs by content (id, title, passage, in order): ids hash a record's place, not its
+    text, so a corpus re-extracted with other cleaning keeps its ids and must not reuse runs trained on the old
+    text."""
+    h = hashlib.sha256()
+    for name in ("pair_id", "title", "passage"):
+        for value in table.column(name).to_pylist():
+            h.update((value or "").encode("utf-8", "surrogatepass"))
+            h.update(b"\x1f")
+        h.update(b"\x1e")
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -226,7 +239,8 @@ class ProxyAudit:
         if held is not None and held.num_rows:
             self.tasks.append(_holdout_task(held))
         self.model_path = str(resolve_model(config.model).path)
-        self.eval_key = _digest(paths, config.max_per_task, sorted(self.held_ids), config.eval_max_len)
+        self.eval_key = _digest(paths, config.max_per_task, content_key(held) if held is not None else None,
+                                config.eval_max_len)
         self.base_key = _digest(CACHE_VERSION, _model_key(self.model_path), config.recipe(), self.eval_key)
         self.variants = plan_variants(dataset, config, self.held_ids)
         self.work.mkdir(parents=True, exist_ok=True)  # once the plan holds: a mistake leaves no folder behind
@@ -266,7 +280,7 @@ class ProxyAudit:
 
     def run(self, variant: Variant, seed: int, table) -> RunResult:
         """Train and evaluate one variant x seed, or return its cached result."""
-        data_key = _digest(table.column("pair_id").to_pylist())
+        data_key = content_key(table)
         key = _digest(self.base_key, data_key, seed)
         path = self.work / "runs" / f"{key}.json"
         if path.exists():
@@ -315,8 +329,15 @@ def _write_json(path: Path, data: dict) -> None:
 
 def run_proxy_audit(dataset, config: ProxyConfig, work: str | Path, log=print) -> ProxyReport:
     """Every variant x seed (cached ones reused), the untrained floor once; returns the report."""
+    from ..locking import hold
+
     started = time.perf_counter()
     audit = ProxyAudit(dataset, config, work, log)
+    with hold(audit.work, own=True, log=log):  # a second audit on this folder would delete this one's training
+        return _run_all(audit, config, log, started)
+
+
+def _run_all(audit: ProxyAudit, config: ProxyConfig, log, started: float) -> ProxyReport:
     total = len(audit.variants) * config.seeds
     log(f"proxy audit: {len(audit.variants)} variants x {config.seeds} seeds = {total} runs of {config.steps} steps x "
         f"{config.batch_size} pairs on {config.model}; evaluated on {len(audit.tasks)} tasks; work folder {audit.work}")
