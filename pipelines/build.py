@@ -38,6 +38,7 @@ from cmtp.schemas.yaml_files import load_yaml
 from .stages import STAGES
 
 BUILD_FILE = "_build.json"
+TOP_LEVEL_KEYS = ("work", "stages", "beam_args")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class BuildFile:
     work: Path
     stages: list[StagePlan]
     beam_args: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # the build file itself
 
 
 def _refs(value: Any) -> list[str]:
@@ -83,6 +85,13 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
         raise CmtpError(f"{path}: {exc.strerror or exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or not data["stages"]:
         raise CmtpError(f"{path}: needs a stages: mapping of NAME: {{options}} (see cmtp build --help)")
+    if unknown := sorted(set(map(str, data)) - set(TOP_LEVEL_KEYS)):  # "wrok:" wrote to ./work without a word
+        import difflib
+
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, TOP_LEVEL_KEYS, 1))
+                 else u for u in unknown]
+        raise CmtpError(f"{path}: unknown top-level key(s) {', '.join(hints)}; a build file has "
+                        f"{', '.join(TOP_LEVEL_KEYS)}")
     stages = []
     for name, options in data["stages"].items():
         if not re.fullmatch(r"[\w-]+", str(name)):  # ".." or "/abs" made the stage's folder one outside work
@@ -127,7 +136,7 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
     work = work or ("work" if data.get("work") is None else data["work"])
     if isinstance(work, bool) or not isinstance(work, str | int) or work == "":  # work: 5 is the folder 5
         raise CmtpError(f"{path}: work must be a folder path, not {work!r}")
-    return BuildFile(Path(str(work)), stages, [str(a) for a in beam_args])
+    return BuildFile(Path(str(work)), stages, [str(a) for a in beam_args], [str(path)])
 
 
 # -- fingerprints ----------------------------------------------------------------------------------------------
@@ -278,11 +287,17 @@ def validate(build: BuildFile, plans: list[StagePlan]) -> None:
     values out of range, a device this machine lacks), so a typo in the last stage is not found after hours of the
     first ones."""
     from .beam_runner import beam_options
+    from .outputs import refuse_inputs_inside
     from .stages import check_device, prepare
 
     beam_options(build.beam_args)  # a Beam flag whose value Beam's parser refuses
     for plan in plans:
         check_external_inputs(plan)
+        try:  # sources: b/** with work: b/work read the build's lock, markers and outputs, and grew every run
+            refuse_inputs_inside(external_inputs(plan), [str(build.work)], f"the build's work folder {build.work} or "
+                                 "its build file", tuple(build.files))
+        except CmtpError as exc:
+            raise CmtpError(f"stage {plan.name}: {exc}") from None
         options = _resolved_options(plan, build.work)
         options.pop("input", None)
         try:

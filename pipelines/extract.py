@@ -111,7 +111,10 @@ def run_extract(
     return manifest
 
 
-def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=None, plugins=(), workers=2, **shards):
+def source_specs(sources, adapter_options=None, plugins=()) -> list[SourceSpec]:
+    """The sources as a stage's options give them (``NAME:ADAPTER=GLOB`` strings, adapter options as KEY=VALUE strings
+    or a build file's mapping, plugin modules), parsed; at least one. Checked when the options are read, so a build
+    without sources fails at --dry-run, not when the stage runs."""
     sources, plugins = listed(sources, "sources"), listed(plugins, "plugins")
     load_plugins(plugins)
     if isinstance(adapter_options, dict):  # a build file's mapping; --adapter-option gives KEY=VALUE strings
@@ -120,6 +123,11 @@ def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=No
     specs = [parse_source(s, options, plugins) for s in sources]
     if not specs:
         raise CmtpError("give at least one source: ADAPTER=GLOB or NAME:ADAPTER=GLOB")
+    return specs
+
+
+def _run_stage(inputs, out, config, beam_args, *, sources=(), adapter_options=None, plugins=(), workers=2, **shards):
+    specs = source_specs(sources, adapter_options, plugins)
     return run_extract(specs, out, config, runner_config_of(ShardOptions, shards), beam_args, workers)
 
 
@@ -133,4 +141,6 @@ def _source_files(options: dict) -> list[str]:
 STAGE = Stage("extract", lambda: ExtractConfig, tuple(OUTPUTS), _run_stage, inputs="none",
               runner_options=("sources", "adapter_options", "plugins", "workers", *SHARD_OPTIONS),
               runner_config=lambda: ShardOptions, output_invariant=frozenset({"workers"}), beam=True,
-              external_inputs=_source_files)
+              external_inputs=_source_files,
+              check=lambda extras: source_specs(extras.get("sources"), extras.get("adapter_options"),
+                                                extras.get("plugins")))

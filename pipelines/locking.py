@@ -22,6 +22,7 @@ from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.paths import is_remote
 
 LOCK_NAME = ".cmtp.lock"
+_HELD: set[Path] = set()  # the lock files this process holds (a build's, while it runs its stages)
 
 
 def _alive(pid: int) -> bool:
@@ -72,6 +73,7 @@ def hold(folder: str | Path, own: bool = False, log=None):
         raise CmtpError(f"{folder} is in use by another cmtp run ({who}); wait for it to finish or stop it") from None
     except OSError as exc:
         raise CmtpError(f"cannot lock {folder}: {exc.strerror or exc}") from exc
+    _HELD.add(path.resolve())
     try:
         previous = _read(info)
         if previous and log and previous.get("host") == socket.gethostname() and not _alive(previous.get("pid", 0)):
@@ -86,8 +88,26 @@ def hold(folder: str | Path, own: bool = False, log=None):
         # removed while still held: a run that opens the path afterwards locks a new file, and one that opened
         # the old file meanwhile failed its single attempt (timeout 0) and reported this holder
         info.unlink(missing_ok=True)
+        _HELD.discard(path.resolve())
         path.unlink(missing_ok=True)
         lock.release()
+
+
+@contextmanager
+def hold_output(out: str | Path, log=None):
+    """A stage command's lock on its output, and on the work folder of any build above it: ``cmtp dedup --out
+    work/dedup --overwrite`` while a build runs in ``work`` is refused (it took only its own lock, beside the
+    folder, which the build's never meets). A build's own stages pass: this process holds its lock."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        if not is_remote(str(out)):
+            for ancestor in Path(str(out).removeprefix("file://")).resolve().parents:
+                build_lock = ancestor / LOCK_NAME
+                if build_lock.exists() and build_lock.resolve() not in _HELD:
+                    stack.enter_context(hold(ancestor, own=True, log=log))
+        stack.enter_context(hold(out, log=log))
+        yield
 
 
 def _read(info: Path) -> dict:

@@ -137,3 +137,33 @@ def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None 
     ancestor = _existing_ancestor(target)
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
         raise CmtpError(f"--out {out}: {ancestor} is not a writable folder (read-only file system or no permission)")
+
+
+def refuse_inputs_inside(patterns: list[str], folders: list[str], what: str, files: tuple[str, ...] = ()) -> None:
+    """Input globs that cover ``folders`` (a stage's output and the tmp folder it is written in; a build's work
+    folder) or ``files`` (a lock, the build file) are one error naming the glob: a source glob that covers the
+    output read the run's own lock files, markers and earlier outputs as input, so a re-run never gave the same rows.
+    A glob covers a folder when it matches a file that is or could be written in it (Beam's own glob rule)."""
+    import os
+    import re
+    from pathlib import Path
+
+    from apache_beam.io.filesystem import FileSystem
+
+    local = [os.path.abspath(f.removeprefix("file://")) for f in folders if not is_remote(f)]
+    candidates = [c for f in local for c in (f, f"{f}/part-00000.parquet", f"{f}/.hidden", f"{f}/a/b/c.parquet")]
+    candidates += [os.path.abspath(f.removeprefix("file://")) for f in files if not is_remote(f)]
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern or is_remote(pattern):
+            continue
+        regex = re.compile(FileSystem.translate_pattern(os.path.abspath(pattern)))
+        covered = [c for c in candidates if regex.match(c)]
+        if not covered:
+            try:  # a symlinked folder: the files it matches, resolved
+                matched = [Path(f).resolve() for f in match_files(pattern)]
+            except CmtpError:  # a pattern that matches nothing is its stage's own error
+                continue
+            covered = [str(m) for m in matched if any(m.is_relative_to(Path(f).resolve()) for f in local)]
+        if covered:
+            raise CmtpError(f"input {pattern} covers {what} ({covered[0]}): narrow the glob or write the output "
+                            "elsewhere")

@@ -48,6 +48,7 @@ class Stage:
     note: Callable[[Manifest], str] = lambda manifest: ""  # what it made of its rows, for the build's funnel
     # check_refs(options, {name: Stage}) refuses ``@STAGE`` data it cannot read when the build file is read
     check_refs: Callable[[dict, dict], None] = lambda options, read: None
+    check: Callable[[dict], Any] = lambda runner_options: None  # refuses runner options when they are read
 
 
 def lead_process() -> bool:
@@ -80,6 +81,7 @@ def prepare(stage: Stage, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]
         check_types(runner, given)  # normalises list options in ``given`` (one string: a list of it)
         extras.update(given)
         runner_config_of(runner, extras)
+    stage.check(extras)
     return cls(**values), extras
 
 
@@ -182,17 +184,32 @@ def run_stage(stage: Stage, inputs: list[str], out: str, options: dict[str, Any]
               overwrite: bool = False) -> Manifest | None:
     """Run one stage by the contract above; returns its (checked) manifest, None for a stage without one. The
     output is locked for the whole run (``pipelines/locking.py``; under torchrun by rank 0 alone)."""
-    from .locking import hold
+    from .locking import hold_output
 
     config, extras = prepare(stage, options)  # a mistake in the options is found before anything is touched
+    external = stage.external_inputs(options)
     if not lead_process():
-        return _run_stage(stage, inputs, out, config, extras, beam_args, overwrite)
-    with hold(out):
-        return _run_stage(stage, inputs, out, config, extras, beam_args, overwrite)
+        return _run_stage(stage, inputs, out, config, extras, beam_args, overwrite, external)
+    with hold_output(out):
+        return _run_stage(stage, inputs, out, config, extras, beam_args, overwrite, external)
+
+
+def _refuse_reading_own_output(patterns: list[str], out: str) -> None:
+    """A stage's outside inputs (extract's source globs, mine's labeled files) must not cover its output folder, the
+    tmp folder it is written in or its lock."""
+    if is_remote(out):
+        return
+    from .locking import lock_path
+    from .outputs import refuse_inputs_inside
+
+    final = Path(out.removeprefix("file://"))
+    lock = lock_path(final, own=False)
+    refuse_inputs_inside(patterns, [str(final), str(final.parent / f".{final.name}.tmp")],
+                         f"the output {out}", (str(lock), f"{lock}.json"))
 
 
 def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[str, Any], beam_args: list[str] | None,
-               overwrite: bool) -> Manifest | None:
+               overwrite: bool, external: list[str]) -> Manifest | None:
     if stage.inputs == "one" and len(inputs) != 1:
         raise CmtpError(f"give exactly one INPUT, got {len(inputs)}")
     if stage.inputs == "optional" and len(inputs) > 1:
@@ -206,6 +223,7 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     check_stage_output(out, inputs, beam_args)
     check_device(config, beam_args)
     refuse_existing(stage, out, overwrite)
+    _refuse_reading_own_output(external, out)
     if stage.in_place and overwrite and not is_remote(out) and (Path(out) / "manifest.json").exists() \
             and lead_process():
         shutil.rmtree(out)  # replace a finished run: start afresh, not from its checkpoints

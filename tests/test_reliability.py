@@ -83,6 +83,21 @@ def test_two_stage_commands_on_one_output_one_refuses(tmp_path):
         holder.wait()
 
 
+def test_a_stage_command_inside_a_running_builds_work_folder_is_refused(tmp_path):
+    """dedup --out work/dedup --overwrite while a build ran in work took only its own lock, beside the folder."""
+    (tmp_path / "work" / "extract").mkdir(parents=True)
+    holder = _holder(tmp_path / "work", own=True)
+    try:
+        line = cli_error("extract", f"lcsts={RAW / 'lcsts' / '*.tsv'}", "--out", tmp_path / "work" / "extract",
+                         "--overwrite")
+        assert "in use by another cmtp run" in line and f"pid {holder.pid}" in line
+    finally:
+        holder.kill()
+        holder.wait()
+    left = {p.name for p in (tmp_path / "work").iterdir()} - {".cmtp.lock", ".cmtp.lock.json"}  # the killed holder's
+    assert left == {"extract"} and not list((tmp_path / "work" / "extract").iterdir())
+
+
 @pytest.mark.parametrize("mine_options, fragment", [
     ("negatvies: 3", "negatvies (did you mean negatives?)"),
     ("negatives: many", "option negatives must be an integer, got 'many'"),
@@ -571,7 +586,24 @@ MISTAKES = {
         "audit", t / "in", "--proxy", "--proxy-input", f"other={t / 'none'}"], "no Parquet files under"),
     "audit --thresholds a:b:c (no emoji)": (lambda t: _scored(t / "in") or ["audit", t / "in", "--thresholds",
                                                                             "a:b:c"], "bad --thresholds 'a:b:c'"),
+    # a source glob that covers the output read the run's own lock files and earlier outputs
+    "extract source glob covering its output": (lambda t: _news(t / "in") or [
+        "extract", f"news={t / 'in'}/*", "--out", t / "in" / "out"], "covers the output"),
+    "build sources covering the work folder": (lambda t: _news(t / "b") or [
+        "build", _build(t, f"  extract: {{sources: ['news={t}/**']}}\n"), "--dry-run"],
+        "covers the build's work folder"),
+    "build file with an unknown top-level key": (lambda t: (t / "p.yaml").write_text(
+        f"wrok: {t / 'w'}\nstages:\n  extract: {{sources: ['{LCSTS}']}}\n") and ["build", t / "p.yaml"],
+        "unknown top-level key(s) wrok (did you mean work?)"),
+    "build --dry-run with an extract stage without sources": (lambda t: [
+        "build", _build(t, "  extract: {workers: 1}\n"), "--dry-run"], "give at least one source"),
 }
+
+
+def _news(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    record = {"title": "长江的源头", "content": "长江的正源是沱沱河，发源于唐古拉山脉主峰各拉丹冬雪山。"}
+    (folder / "a.jsonl").write_text(__import__("json").dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @pytest.mark.parametrize("name", list(MISTAKES))
