@@ -12,6 +12,7 @@ from cmtp.transforms.common.paths import beam_pattern
 from cmtp.transforms.extract.adapters import ADAPTERS
 from cmtp.transforms.extract.config import ExtractConfig
 from cmtp.transforms.extract.dofns import SourceSpec
+from cmtp.transforms.extract.filters import load_blocklist
 from cmtp.transforms.extract.ptransform import ExtractPairs
 
 from .beam_runner import join_ends, pipeline_run
@@ -90,6 +91,7 @@ def run_extract(
     matched = {spec.pattern: match_files(spec.pattern) for spec in sources}
     for blocklist in config.extra_blocklists:  # read by every worker: missing, it would fail each of them
         match_files(blocklist)
+    load_blocklist(config.extra_blocklists)  # and unreadable (not UTF-8): one error naming it, here
     prepare_output(out, list(OUTPUTS))
     started = time.perf_counter()
     _run(sources, out, config, shards, beam_args, workers, sum(map(len, matched.values())))

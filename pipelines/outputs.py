@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -25,6 +26,10 @@ def match_files(pattern: str) -> list[str]:
         raise CmtpError(f"no files match {pattern}")
     if folders := [path for path in paths if not is_remote(path) and os.path.isdir(path)]:  # the readers failed
         raise CmtpError(f"{pattern} matches the folder {folders[0]}: give the files in it (e.g. {folders[0]}/*)")
+    for path in paths:  # a FIFO is read until a writer closes it: extract hung on one
+        if not is_remote(path) and os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise CmtpError(f"{pattern} matches {path}, which is not a regular file (a pipe, socket or device): "
+                            "narrow the glob")
     return paths
 
 
@@ -125,6 +130,9 @@ def check_stage_output(out: str, inputs: list[str], beam_args: list[str] | None 
                             f"{INSTALL_EXTRAS})") from None
         return
     target = Path(out.removeprefix("file://"))
+    if target.is_symlink() and not target.exists():  # found only when the finished output was moved into place
+        raise CmtpError(f"--out {out} is a symbolic link to {os.readlink(target)}, which does not exist: create it "
+                        "or give another --out")
     if target.exists() and not target.is_dir():
         raise CmtpError(f"--out {out} is a file; a stage writes a folder")
     for given in inputs:
@@ -167,3 +175,30 @@ def refuse_inputs_inside(patterns: list[str], folders: list[str], what: str, fil
         if covered:
             raise CmtpError(f"input {pattern} covers {what} ({covered[0]}): narrow the glob or write the output "
                             "elsewhere")
+
+
+def write_file(path: str, data: bytes | str) -> None:
+    """A report, plot or result file the user named, whole or not at all: a local file is written beside its place
+    and moved there when complete (a full disk left a truncated 4 KB report, or a 0-byte eval result); a store
+    commits an object when it is closed. A failure is one error naming the path."""
+    import os
+
+    import fsspec
+
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if is_remote(path):
+        with fsspec.open(path, "wb") as fh:
+            fh.write(raw)
+        return
+    target = path.removeprefix("file://")
+    tmp = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+        os.replace(tmp, target)
+    except OSError as exc:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise CmtpError(f"{exc.strerror or exc}: {path}") from None

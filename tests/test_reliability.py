@@ -225,6 +225,40 @@ def test_the_root_cause_of_a_beam_failure_is_named():
                     "'/data/work/.extract.tmp/pairs')")
 
 
+class _FullDisk:
+    """A file whose writes fail as a full disk does, after the first 4 KB."""
+
+    def __init__(self, path, mode):
+        self.fh = open(path, mode)  # noqa: SIM115
+
+    def write(self, data):
+        self.fh.write(data[:4096])
+        raise OSError(28, "No space left on device")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+@pytest.mark.parametrize("option", ["--report", "--plot"])
+def test_a_report_on_a_full_disk_leaves_no_file_and_names_its_path(tmp_path, monkeypatch, capsys, option):
+    """audit --report / --plot and eval --output left a truncated 4 KB (or 0-byte) file on a full disk, and the
+    error named no path."""
+    from cmtp.pipelines import cli, outputs
+
+    _scored(tmp_path / "in")
+    target = tmp_path / f"a.{'html' if option == '--report' else 'png'}"
+    monkeypatch.setattr(outputs, "open", _FullDisk, raising=False)
+    monkeypatch.setattr(sys, "argv", ["cmtp", "audit", str(tmp_path / "in"), option, str(target)])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert stop.value.code == 1 and lines == [f"error: No space left on device: {target}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no truncated file, no temporary one
+
+
 @pytest.mark.parametrize("exc, expected", [
     (OSError(28, "No space left on device", "/data/out/model.tmp/model.safetensors"),
      "error: No space left on device: /data/out/model.tmp/model.safetensors"),
@@ -597,6 +631,12 @@ MISTAKES = {
         "unknown top-level key(s) wrok (did you mean work?)"),
     "build --dry-run with an extract stage without sources": (lambda t: [
         "build", _build(t, "  extract: {workers: 1}\n"), "--dry-run"], "give at least one source"),
+    "extract source glob matching a FIFO (it hung)": (lambda t: _news(t / "in") or os.mkfifo(t / "in" / "p.jsonl") or [
+        "extract", f"news={t / 'in'}/*.jsonl", "--out", t / "out"], "which is not a regular file"),
+    "extract --blocklist that is binary": (lambda t: (t / "b.txt").write_bytes(b"\xff\xfe\x00\x01bad") and [
+        "extract", LCSTS, "--out", t / "out", "--blocklist", t / "b.txt"], "b.txt is not UTF-8 text"),
+    "extract --out a dangling symlink": (lambda t: (t / "link").symlink_to(t / "nowhere") or [
+        "extract", LCSTS, "--out", t / "link"], "is a symbolic link to"),
 }
 
 

@@ -71,14 +71,16 @@ def proxy_figure(report: ProxyReport):
 
 
 def write_proxy_png(path: str, report: ProxyReport) -> None:
-    import fsspec
+    import io
 
+    from ..outputs import write_file
     from .report import _matplotlib
 
     fig = proxy_figure(report)
-    with fsspec.open(path, "wb") as fh:
-        fig.savefig(fh, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     _matplotlib().close(fig)
+    write_file(path, buf.getvalue())
 
 
 def proxy_html(report: ProxyReport) -> str:

@@ -90,12 +90,14 @@ def _svg(fig) -> str:
 
 
 def write_png(path: str, stats: dict[str, SourceStats], threshold: float) -> None:
-    import fsspec
+
+    from ..outputs import write_file
 
     fig = histogram_figure(stats, threshold)
-    with fsspec.open(path, "wb") as fh:
-        fig.savefig(fh, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     _matplotlib().close(fig)
+    write_file(path, buf.getvalue())
 
 
 def _samples_table(rows: list[dict], title: str) -> str:
@@ -113,7 +115,6 @@ def _samples_table(rows: list[dict], title: str) -> str:
 def write_html(path: str, stats: dict[str, SourceStats], threshold: float, samples: dict[str, list[dict]],
                window: float, inputs: list[str], extra: str = "") -> None:
     """The self-contained report; ``extra`` is further HTML placed after the summary (the proxy ablation)."""
-    import fsspec
 
     overall = stats[ALL]
     rows = "".join(
@@ -145,5 +146,6 @@ written {datetime.now(UTC).isoformat(timespec="seconds")}.</p>
 {_samples_table(samples.get("above", []), f"Just above (kept): score in [{threshold:g}, {threshold + window:g})")}
 {_samples_table(samples.get("below", []), f"Just below (dropped): score in [{threshold - window:g}, {threshold:g})")}
 </body></html>"""
-    with fsspec.open(path, "w", encoding="utf-8") as fh:
-        fh.write(page)
+    from ..outputs import write_file
+
+    write_file(path, page)

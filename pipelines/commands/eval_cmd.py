@@ -104,10 +104,9 @@ def eval_model(
     report, _, record = evaluate_with_baseline(model, loaded, options, run.compare)
     result = {"tasks_from": paths, "max_per_task": run.max_per_task, **record}
     if output:
-        import fsspec
+        from ..outputs import write_file
 
-        with fsspec.open(output, "w", encoding="utf-8") as fh:  # local, or a store as audit's reports
-            fh.write(json.dumps(result, indent=2, ensure_ascii=False))
+        write_file(output, json.dumps(result, indent=2, ensure_ascii=False))  # local, or a store
     if fmt is OutputFormat.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     elif fmt is OutputFormat.markdown:

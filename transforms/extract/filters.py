@@ -14,6 +14,7 @@ from importlib import resources
 
 import numpy as np
 
+from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.text import char_ngram_hashes, compare_form, without_punctuation
 
 from .config import ExtractConfig
@@ -87,7 +88,12 @@ def load_blocklist(extra_paths: list[str] | None = None) -> list[str]:
         from apache_beam.io.filesystems import FileSystems
 
         with FileSystems.open(path) as fh:
-            texts.append(fh.read().decode("utf-8"))
+            data = fh.read()
+        try:
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:  # a worker's decode error named neither the file nor the option
+            raise CmtpError(f"blocklist {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); give one term per "
+                            "line") from None
     terms = set()
     for text in texts:
         for line in text.splitlines():
