@@ -177,6 +177,36 @@ def test_bad_files_are_one_error_line_naming_file_and_line(tmp_path, model):
             tmp_path / "w.yaml", f"type: sts\npath: p.tsv\nprompts: {prompts}\n"))
 
 
+@pytest.mark.parametrize("queries, qrels, fragment", [
+    ([{"_id": "q1", "text": "y"}], "query-id\tcorpus-id\tscore\n", "no query has a relevant document"),
+    ([], "query-id\tcorpus-id\tscore\nq1\td1\t1\n", "query-id 'q1' is not in queries.jsonl"),
+    ([{"_id": "q1", "text": "y"}], "query-id\tcorpus-id\tscore\nq9\td1\t1\n", "query-id 'q9' is not in queries"),
+    ([], "query-id\tcorpus-id\tscore\n", "no query has a relevant document"),
+])
+def test_a_retrieval_task_without_a_usable_query_is_one_error(tmp_path, model, queries, qrels, fragment):
+    """A header-only qrels, an empty queries file or unknown query ids were a faiss ValueError (a KeyError for the
+    missing nDCG when all were empty); an unknown query id beside known ones counted as a query scoring zero."""
+    model_dir = tmp_path / "model"
+    model.save(str(model_dir))
+    beir = tmp_path / "beir"
+    write(beir / "corpus.jsonl", jsonl([{"_id": "d1", "text": "x"}]))
+    write(beir / "queries.jsonl", jsonl(queries))
+    write(beir / "qrels.tsv", qrels)
+    assert fragment in _cli_error(model_dir, "--tasks", beir)
+
+
+def test_a_task_whose_metric_is_undefined_is_one_error_not_nan(tmp_path, model):
+    """STS with every gold score equal, and reranking without any negative, printed nan and exited 0."""
+    model_dir = tmp_path / "model"
+    model.save(str(model_dir))
+    write(tmp_path / "sts" / "p.tsv", "a\tb\t3\nc\td\t3\n")
+    write(tmp_path / "sts" / "task.yaml", "name: s\ntype: sts\npath: p.tsv\n")
+    assert "every row has the gold score 3" in _cli_error(model_dir, "--tasks", tmp_path / "sts")
+    write(tmp_path / "rr" / "rows.jsonl", jsonl([{"query": "q", "pos": ["p"], "neg": []}]))
+    write(tmp_path / "rr" / "task.yaml", "name: r\ntype: reranking\npath: rows.jsonl\n")
+    assert "no row has both a positive and a negative" in _cli_error(model_dir, "--tasks", tmp_path / "rr")
+
+
 def test_cli_table_json_markdown_and_compare(suite, model, tmp_path):
     model_dir = tmp_path / "model"
     model.save(str(model_dir))

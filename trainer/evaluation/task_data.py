@@ -81,6 +81,10 @@ def read_pairs(spec: dict, path: Path, task_type: str) -> tuple[dict, int]:
         values.append(value)
     if not values:
         raise EvalDataError(f"{path}: no usable rows")
+    if len(set(values)) < 2:  # a correlation (sts) or an average precision (pair classification) is undefined: nan
+        what = "gold score" if task_type == "sts" else "label"
+        raise EvalDataError(f"{path}: every row has the {what} {values[0]:g}; the task needs at least two different "
+                            f"{what}s")
     key = "score" if task_type == "sts" else "label"
     return {"sentence1": s1, "sentence2": s2, key: np.array(values, dtype=np.float64)}, skipped
 
@@ -104,6 +108,8 @@ def read_beir(path: Path) -> dict:
             raise EvalDataError(f"{qrels_path}:{number}: expected query-id, corpus-id, score") from exc
         if did not in corpus:
             raise EvalDataError(f"{qrels_path}:{number}: corpus-id {did!r} is not in corpus.jsonl")
+        if qid not in queries:  # it counted as a query that found nothing (nDCG@10 81.48 -> 76.95)
+            raise EvalDataError(f"{qrels_path}:{number}: query-id {qid!r} is not in queries.jsonl")
         qrels.setdefault(qid, {})[did] = rel
     queries = {q: t for q, t in queries.items() if q in qrels}
     return {"corpus": corpus, "queries": queries, "qrels": qrels}
@@ -138,8 +144,22 @@ def read_query_rows(spec: dict, path: Path, task_type: str) -> dict:
             neg = []
         samples.append((str(query), pos, neg))
     if task_type == "reranking":
-        return {"samples": [s for s in samples if s[1] and s[2]]}
+        usable = [s for s in samples if s[1] and s[2]]
+        if not usable:  # MAP over no sample: nan
+            raise EvalDataError(f"{path}: no row has both a positive and a negative; reranking needs both")
+        return {"samples": usable}
     return retrieval_data(samples)
+
+
+def check_retrieval(data: dict, path: Path) -> dict:
+    """A retrieval task needs a query with a relevant document (an empty qrels or queries file was a ValueError in the
+    search, or a KeyError for the missing nDCG)."""
+    if not any(any(r > 0 for r in data["qrels"].get(q, {}).values()) for q in data["queries"]):
+        raise EvalDataError(f"{path}: no query has a relevant document ({len(data['queries'])} queries, "
+                            f"{sum(map(len, data['qrels'].values()))} relevance rows)")
+    if not data["corpus"]:
+        raise EvalDataError(f"{path}: the corpus is empty")
+    return data
 
 
 def retrieval_data(samples: list[tuple[str, list[str], list[str]]]) -> dict:

@@ -13,7 +13,15 @@ import numpy as np
 
 from . import metrics
 from .readers import EvalDataError, is_hf_disk
-from .task_data import is_beir, read_beir, read_labelled_texts, read_pairs, read_query_rows, read_squad
+from .task_data import (
+    check_retrieval,
+    is_beir,
+    read_beir,
+    read_labelled_texts,
+    read_pairs,
+    read_query_rows,
+    read_squad,
+)
 
 
 def _rows_kept(rng, size: int, n: int) -> np.ndarray:
@@ -79,10 +87,12 @@ class Retrieval(TaskType):
     def load(self, spec, path, splits, where):
         target = path or splits["test"]
         if spec.get("format") == "beir" or is_beir(target):
-            return read_beir(target), 0
-        if spec.get("format") == "squad":
-            return read_squad(target), 0
-        return read_query_rows(spec, target, self.name), 0
+            data = read_beir(target)
+        elif spec.get("format") == "squad":
+            data = read_squad(target)
+        else:
+            data = read_query_rows(spec, target, self.name)
+        return check_retrieval(data, target), 0
 
     def size(self, data):
         return len(data["queries"])
