@@ -83,6 +83,8 @@ def training_example_problems(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     text passages, and teacher scores / negative kinds either absent or one per passage. The one rule the schema
     validation, mine's labeled input and the trainer's stream all apply."""
     problems = []
+    if "example_id" in row and not (isinstance(row["example_id"], str) and row["example_id"]):
+        problems.append(("example_id", "needs an id"))  # a pair with a null pair_id was an AttributeError in training
     query = row.get("query")
     if not isinstance(query, str) or not query.strip():
         problems.append(("query", "needs a non-empty query"))

@@ -85,6 +85,22 @@ def test_pair_shards_become_examples(tmp_path):
     assert all(len(e["pos"]) == 1 and e["neg"] == [] for e in batch["examples"])
 
 
+def test_a_pair_with_a_null_id_is_skipped_and_counted(tmp_path):
+    """A null pair_id was an AttributeError in the step builder (a null passage was already skipped and counted)."""
+    from cmtp.schemas import PAIR
+
+    rows = [{"pair_id": None if i == 3 else f"p{i}", "source": "s", "source_file": "f", "record_key": str(i),
+             "title": f"标题{i}", "passage": f"正文{i}", "meta": "{}"} for i in range(10)]
+    import pyarrow as pa
+
+    loose = pa.schema([f.with_nullable(True) for f in PAIR])  # as a file written by another tool may be
+    pq.write_table(pa.Table.from_pylist(rows, schema=loose), tmp_path / "pairs.parquet")
+    config = StreamConfig([DataSource("p", [str(tmp_path / "pairs.parquet")])], batch_size=9, epochs=1)
+    (batch,) = list(ParquetStream(config))
+    assert len(batch["examples"]) == 9 and batch["malformed"] == 1 and "标题3" not in {e["query"] for e in
+                                                                                       batch["examples"]}
+
+
 def test_a_dataset_with_fewer_row_groups_than_ranks_is_read_in_slices(tmp_path):
     """Readers take whole row groups; with fewer than the ranks need (the last rank's first reader must own
     one), every group is cut into equal slices, and the ranks still see every row exactly once. Data too small
