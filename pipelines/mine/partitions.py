@@ -47,6 +47,8 @@ def mine_blocks(miner: Miner, examples: ExampleStore, queries: VectorShards, blo
     for b in blocks:
         vectors = np.asarray(queries.shard(b), dtype=np.float32)
         yield from miner.mine(examples.read(offsets[b], offsets[b] + len(vectors)), vectors)
+        miner.store.release()  # the pages of texts and vectors this block touched leave this process's memory
+        queries.release()
 
 
 def save_for_workers(miner: Miner, work: Path) -> None:

@@ -65,10 +65,10 @@ def _read_examples(input_path: str | None, config: MineConfig, work: Path) -> tu
 
 def _write_pool_texts(store: PoolStore, examples: ExampleStore, config: MineConfig) -> int:
     if config.pool:
-        pool_items = read_pool(config.pool)
+        pool_items = lambda: read_pool(config.pool)  # noqa: E731 (read twice: keys, then texts)
     else:
-        pool_items = ((text, cluster) for block in examples.blocks() for e in block
-                      for text, cluster in [(p, e.cluster_id) for p in e.pos] + [(n, None) for n in e.neg])
+        pool_items = lambda: ((text, cluster) for block in examples.blocks() for e in block  # noqa: E731
+                              for text, cluster in [(p, e.cluster_id) for p in e.pos] + [(n, None) for n in e.neg])
     pool_size = store.write_texts(pool_items)
     if pool_size < 2:
         raise CmtpError(f"the candidate pool has {pool_size} passage(s); mining needs more")

@@ -19,7 +19,10 @@ def text_key(text: str) -> int:
     return int(stable_id(normalize(text)), 16)
 
 
-def write_text_file(path: Path, rows, names: tuple[str, ...], batch_rows: int = 65536) -> None:
+TEXT_BATCH_ROWS = 65536
+
+
+def write_text_file(path: Path, rows, names: tuple[str, ...], batch_rows: int = TEXT_BATCH_ROWS) -> None:
     """String columns ``names`` of ``rows`` (tuples, streamed) into an Arrow IPC file, in record batches of
     ``batch_rows`` (the unit ``EmbedTextBlocks`` reads a block's rows from)."""
     schema = pa.schema([(name, pa.string()) for name in names])
@@ -43,6 +46,10 @@ class VectorShards:
         """Take the shards written into the folder (by ``EmbedTextBlocks`` or :meth:`write_embeddings`)."""
         self.shards, self._maps = sorted(self.dir.glob("emb-*.npy")), []
         return self.shards
+
+    def release(self) -> None:
+        """Unmap the shards (mapped again when next read): their touched pages leave this process's memory."""
+        self._maps = []
 
     def write_embeddings(self, encode, shard_rows: int, texts) -> None:
         """Embed in this process: ``texts`` in blocks of ``shard_rows`` with ``encode(list[str]) -> [n, d]``
@@ -102,25 +109,27 @@ class PoolStore(VectorShards):
 
     # -- texts -------------------------------------------------------------------------------------------
     def write_texts(self, items) -> int:
-        """Store unique texts (by normalised key); returns how many. ``items``: (text, cluster id)."""
-        seen: set[int] = set()
-        keys: list[int] = []
-
-        def unique():
-            for text, cluster in items:
-                key = text_key(text)
-                if key not in seen:
-                    seen.add(key)
-                    keys.append(key)
-                    yield text, cluster
-
-        write_text_file(self.texts_path, unique(), ("text", "cluster_id"))
-        self._clusters = None
-        self.keys = np.array(keys, dtype=np.uint64)
+        """Store unique texts (by normalised key, first occurrence kept, in input order); returns how many.
+        ``items``: (text, cluster id) pairs, or a function that yields them afresh (read twice: once for the keys,
+        once to write; a set of every key seen grew with the pool, 110 MB of Python ints at 1M passages)."""
+        if not callable(items):
+            items = (lambda seq: lambda: iter(seq))(items if isinstance(items, list | tuple) else list(items))
+        keys = np.fromiter((text_key(text) for text, _ in items()), dtype=np.uint64)
+        keep = np.zeros(len(keys), dtype=bool)
+        keep[np.unique(keys, return_index=True)[1]] = True
+        write_text_file(self.texts_path, (item for item, first in zip(items(), keep, strict=True) if first),
+                        ("text", "cluster_id"), TEXT_BATCH_ROWS)
+        self.keys = keys[keep]
         np.save(self.dir / "keys.npy", self.keys)
-        self._texts = None
+        self.release()
         self._key_order = None
-        return len(keys)
+        return len(self.keys)
+
+    def release(self) -> None:
+        """Unmap the pool's texts and vectors: mapped pages a search touched count in this process's memory until
+        unmapped (the whole texts file, after a pass over random candidates). Mining calls it per query block."""
+        super().release()
+        self._texts, self._clusters = None, None
 
     @property
     def table(self) -> pa.Table:
@@ -163,8 +172,8 @@ class PoolStore(VectorShards):
         call (mining looks up every example's positives and labeled negatives)."""
         if self._key_order is None or len(self._key_order) != len(self.keys):
             self._key_order = np.argsort(self.keys)
-        order = self._key_order
-        sorted_keys = self.keys[order]
+            self._sorted_keys = self.keys[self._key_order]  # once, not a copy of the pool's keys per query
+        order, sorted_keys = self._key_order, self._sorted_keys
         wanted = np.array([text_key(t) for t in texts], dtype=np.uint64)
         pos = np.clip(np.searchsorted(sorted_keys, wanted), 0, max(len(sorted_keys) - 1, 0))
         found = len(sorted_keys) > 0
