@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 
@@ -22,6 +23,9 @@ class _DropNotices(logging.Filter):
 
 
 def main() -> None:
+    # Ctrl-C reaches the whole process group: the cmtp process aborts the run and stops its workers; a worker that
+    # died of it first printed its own traceback and made the runner's threads report "exited with return code -2"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .logs import configure, verbose
 
     configure()

@@ -8,13 +8,17 @@ of typer's boxed usage panel. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 
 from .logs import configure
 
 
 def main() -> None:
     """The console script; Ctrl-C at any point (typer turns it into exit code 130) is one ``error: aborted``."""
+    _quiet_abort()
     try:
         code = _main()
     except KeyboardInterrupt:  # while the command modules load, before typer takes over
@@ -23,7 +27,34 @@ def main() -> None:
         from .console import err
 
         err.print("[red]error:[/red] aborted", highlight=False)
+        # the stages have removed what they wrote and released their locks on the way out; the interpreter's own
+        # teardown would join Beam's and torch's threads, which can end in a C++ terminate (exit 134, not 130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     sys.exit(code)
+
+
+_ABORTING = threading.Event()
+
+
+def _quiet_abort() -> None:
+    """Ctrl-C: the threads of Beam's runner (worker handlers, gRPC readers) fail as their peers go away, and their
+    tracebacks printed beside ``error: aborted``; once the user has aborted, they are dropped. (Beam's worker
+    processes ignore Ctrl-C: ``pipelines/beam_worker.py``.)"""
+    default_hook = threading.excepthook
+
+    def on_sigint(signum, frame):
+        _ABORTING.set()
+        raise KeyboardInterrupt
+
+    def hook(args):
+        if not _ABORTING.is_set():
+            default_hook(args)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
+    threading.excepthook = hook
 
 
 def _main() -> int:

@@ -60,3 +60,34 @@ def test_compressed_inputs_are_read_transparently(tmp_path):
         f = SourceFile.from_path(str(path))
         assert f.encoding == "utf-8", name
         assert len(list(f.json_records())) == 4, name
+
+
+def test_a_gb18030_file_with_one_bad_byte_pair_keeps_its_other_lines(tmp_path):
+    """One invalid pair in the first 64 KiB made the sniff fall back to UTF-8: 10 of 10 lines undecodable."""
+    lines = [json.dumps({"title": f"标题{i}", "content": TEXT}, ensure_ascii=False).encode("gb18030")
+             for i in range(10)]
+    lines[4] = lines[4].replace("标题4".encode("gb18030"), b"\x81\x20")  # not a GB18030 character
+    path = tmp_path / "gb.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    f = SourceFile.from_path(str(path))
+    records = list(f.json_records())
+    assert f.encoding == "gb18030"
+    assert [r.reason for _, r in records if isinstance(r, Rejected)] == ["undecodable"]
+    assert sum(isinstance(r, dict) for _, r in records) == 9
+
+
+def test_a_gz_cut_before_64_kib_keeps_the_records_before_the_damage(tmp_path):
+    """The sniff read 64 KiB in one call, met the end of the damaged stream and the file kept no record."""
+    raw = "\n".join(json.dumps({"title": f"标题{i}", "content": TEXT * 3}, ensure_ascii=False)
+                    for i in range(120)).encode("utf-8")
+    packed = gzip.compress(raw)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(packed[: len(packed) * 2 // 3])
+    assert len(raw) < 65536
+    f = SourceFile.from_path(str(path))
+    assert f.encoding == "utf-8"
+    records = []
+    with __import__("pytest").raises(EOFError):
+        for _, record in f.json_records():
+            records.append(record)
+    assert len(records) > 14  # the complete lines before the damage

@@ -716,3 +716,41 @@ def test_use_gpu_without_a_faiss_gpu_is_one_error_before_the_embeddings(tmp_path
     _scored(tmp_path / "in")
     line = cli_error("mine", tmp_path / "in", "--out", tmp_path / "out", "--use-gpu")
     assert "--use-gpu: faiss sees no GPU here" in line and not (tmp_path / "out").exists()
+
+
+def _long_extract_input(folder: Path) -> Path:
+    """Enough JSON lines that extract with two workers runs well past the signal."""
+    import json
+
+    folder.mkdir(parents=True)
+    lines = (RAW / "lcsts" / "clge_train_head30.tsv").read_text(encoding="utf-8").splitlines()
+    with (folder / "a.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(40000):
+            title, text = lines[i % len(lines)].split("\t")
+            fh.write(json.dumps({"title": f"{title}{i}", "content": f"{text}第{i}条"}, ensure_ascii=False) + "\n")
+    return folder / "a.jsonl"
+
+
+@pytest.mark.parametrize("stage", ["extract", "score"])
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, tiny_model_path, stage):
+    """Ctrl-C during extract printed the Beam workers' tracebacks ("Worker subprocess exited with return code -2")
+    beside error: aborted; during score the process ended with a C++ terminate, exit 134. The signal goes to the
+    whole process group, as a terminal sends it."""
+    source = _long_extract_input(tmp_path / "in")
+    if stage == "extract":
+        args = ["extract", f"news={source}", "--out", tmp_path / "out", "--workers", "2"]
+    else:
+        from cmtp.pipelines.extract import run_extract
+        from cmtp.transforms.extract.dofns import SourceSpec
+
+        run_extract([SourceSpec("news", "news", str(source))], str(tmp_path / "pairs"))
+        args = ["score", tmp_path / "pairs", "--out", tmp_path / "out", "--model", tiny_model_path, "--threshold",
+                "0.5"]
+    proc = subprocess.Popen([sys.executable, "-m", "cmtp.pipelines", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(6)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(f"{stage}:")]  # its bar
+    assert proc.returncode == 130 and lines == ["error: aborted"], (proc.returncode, err[-3000:])
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
