@@ -157,6 +157,17 @@ def test_exact_dedup_keeps_the_lowest_id_whatever_the_input_order():
     assert by_pair["b"].to_pydict() == {"row": [2], "reason": ["duplicate_pair"], "kept_id": ["a1"]}
 
 
+def test_a_json_escape_no_utf8_can_hold_costs_its_record_not_the_job(tmp_path):
+    """A JSON "\\ud800" (an unpaired surrogate) failed the whole job with a UnicodeEncodeError naming no file."""
+    lines = [json.dumps({"title": f"长江的源头{i}", "content": GOOD_BODY + str(i)}, ensure_ascii=False) for i in range(4)]
+    lines[2] = '{"title": "坏的\\ud800标题", "content": "%s"}' % GOOD_BODY
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    m = run_extract([SourceSpec("news", "news", str(tmp_path / "a.jsonl"))], str(tmp_path / "out"), workers=1)
+    assert (m.count_in, m.count_out, m.dropped) == (4, 3, {"undecodable": 1})
+    (dead,) = pq.read_table(tmp_path / "out" / "dead_letters").to_pylist()
+    assert dead["record_key"] == "L3" and "unpaired surrogate \\ud800" in dead["detail"]
+
+
 def test_placeholder_titles_and_markdown_are_counted_in_the_manifest(tmp_path):
     rows = [{"title": "reserved-43243x1F", "content": GOOD_BODY},
             {"title": "真正的标题",

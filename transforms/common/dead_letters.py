@@ -28,14 +28,24 @@ def dead_letter(
     return {
         "stage": stage,
         "reason": reason,
-        "source": source,
-        "source_file": source_file,
-        "record_key": record_key,
-        "item_id": item_id,
-        "detail": detail[:EXCERPT_CHARS],
-        "raw_excerpt": raw[:EXCERPT_CHARS],
-        "meta": json.dumps(meta or {}, ensure_ascii=False, sort_keys=True),
+        "source": _storable(source),
+        "source_file": _storable(source_file),
+        "record_key": _storable(record_key),
+        "item_id": _storable(item_id) if item_id is not None else None,
+        "detail": _storable(detail[:EXCERPT_CHARS]),
+        "raw_excerpt": _storable(raw[:EXCERPT_CHARS]),
+        "meta": _storable(json.dumps(meta or {}, ensure_ascii=False, sort_keys=True)),
     }
+
+
+def _storable(text: str) -> str:
+    """``text`` as UTF-8 can hold it: an unpaired surrogate (JSON's "\\ud800") written as its escape, so the dead
+    letter of a bad record is never itself unwritable."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def pair_dead_letter(stage: str, reason: str, pair: dict[str, Any], detail: str = "",

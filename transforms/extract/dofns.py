@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,8 +127,15 @@ class ReadRecordsFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
                         STAGE, record.reason, name, f.path, record.key, record.raw, record.detail))
                     continue
+                doc = raw_document(name, f, record)
+                if surrogate := _lone_surrogate(doc):  # JSON's "\ud800": no UTF-8 exists for it (the job failed)
+                    self.dead_counter.inc()
+                    yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                        STAGE, "undecodable", name, f.path, record.key, {k: doc[k] for k in ("title", "text")},
+                        f"unpaired surrogate {surrogate} (an escape no UTF-8 text can hold)", doc["doc_id"]))
+                    continue
                 self.read_counter.inc()
-                yield raw_document(name, f, record)
+                yield doc
         except ARCHIVE_ERRORS as exc:  # the records before the damage were read; the rest is lost
             self.dead_counter.inc()
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(STAGE, archive_problem(exc), name, f.path, "file",
@@ -137,6 +145,17 @@ class ReadRecordsFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
                 STAGE, "read_error", name, f.path, "file", traceback.format_exc(limit=3),
                 f"{type(exc).__name__}: {exc}"))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(doc: dict[str, Any]) -> str | None:
+    """The first unpaired surrogate (as ``\\udXXX``) in a document's strings, or None."""
+    for value in doc.values():
+        if isinstance(value, str) and (found := _SURROGATE.search(value)):
+            return found.group().encode("utf-8", "backslashreplace").decode("ascii")
+    return None
 
 
 def raw_document(source: str, f: SourceFile, record: Extracted) -> dict[str, Any]:
