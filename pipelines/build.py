@@ -248,6 +248,8 @@ def _damaged(folder: Path, recorded: dict | None) -> str:
             return f"output file {name} is missing"
         if now[name][0] != size or now[name][1] != digest:
             return f"output file {name} changed since it was written"
+    if added := sorted(set(now) - set(recorded)):  # the next stage would read it: rows no manifest lists
+        return f"output file {added[0]} was not written by the stage"
     return ""
 
 

@@ -202,3 +202,32 @@ def write_file(path: str, data: bytes | str) -> None:
         except OSError:
             pass
         raise CmtpError(f"{exc.strerror or exc}: {path}") from None
+
+
+def check_against_manifest(path: str) -> None:
+    """A stage output read as input must still be what its manifest says: every output folder with the files and
+    rows it lists (a deleted shard was read without a word: 26 of 27 files, exit 0). ``path`` may be the output
+    folder or one of its data subfolders (``score/kept``); a folder that is no stage output is not checked."""
+    from cmtp.schemas import Manifest
+
+    if not isinstance(path, str) or any(c in path for c in "*?["):
+        return
+    folder = path.rstrip("/")
+    for candidate in (folder, folder.rsplit("/", 1)[0] if "/" in folder else ""):
+        if candidate and FileSystems.exists(FileSystems.join(candidate, "manifest.json")):
+            folder = candidate
+            break
+    else:
+        return
+    try:
+        manifest = Manifest.read(folder.removeprefix("file://"))
+    except CmtpError:
+        return  # not a cmtp manifest: the reader's own checks apply
+    for name, listed in manifest.outputs.items():
+        if not isinstance(listed, dict) or "files" not in listed or "rows" not in listed:
+            continue
+        found = summarize_output(folder, name, listed.get("schema", ""))
+        if (found["files"], found["rows"]) != (listed["files"], listed["rows"]):
+            raise CmtpError(f"{folder}: {name}/ holds {found['files']} file(s) with {found['rows']:,} rows, its "
+                            f"manifest lists {listed['files']} with {listed['rows']:,} (a shard deleted, added or cut "
+                            f"short after {manifest.stage} wrote it): run {manifest.stage} again")

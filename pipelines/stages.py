@@ -217,10 +217,12 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     if stage.local_only and is_remote(out):
         raise CmtpError(f"{stage.kind} writes a local folder, not {out}: write to a local --out, then copy it to "
                         "the store")
-    from .outputs import check_stage_output
+    from .outputs import check_against_manifest, check_stage_output
 
     beam_args = list(beam_args or [])
     check_stage_output(out, inputs, beam_args)
+    for path in [*inputs, *external]:  # a stage output read as input: still what its manifest lists
+        check_against_manifest(path)
     check_device(config, beam_args)
     refuse_existing(stage, out, overwrite)
     _refuse_reading_own_output(external, out)

@@ -159,8 +159,9 @@ def test_exact_dedup_keeps_the_lowest_id_whatever_the_input_order():
 
 def test_a_json_escape_no_utf8_can_hold_costs_its_record_not_the_job(tmp_path):
     """A JSON "\\ud800" (an unpaired surrogate) failed the whole job with a UnicodeEncodeError naming no file."""
-    lines = [json.dumps({"title": f"长江的源头{i}", "content": GOOD_BODY + str(i)}, ensure_ascii=False) for i in range(4)]
-    lines[2] = '{"title": "坏的\\ud800标题", "content": "%s"}' % GOOD_BODY
+    lines = [json.dumps({"title": f"长江的源头{i}", "content": GOOD_BODY + str(i)}, ensure_ascii=False)
+             for i in range(4)]
+    lines[2] = '{"title": "坏的\\ud800标题", "content": "' + GOOD_BODY + '"}'
     (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     m = run_extract([SourceSpec("news", "news", str(tmp_path / "a.jsonl"))], str(tmp_path / "out"), workers=1)
     assert (m.count_in, m.count_out, m.dropped) == (4, 3, {"undecodable": 1})

@@ -185,6 +185,13 @@ stages:
     assert plans[1].reason == f"output file pairs/{shard.name} is missing"
     build(path)
     assert shard.exists() and [p.action for p in plan_build(load_build_file(str(path)))] == ["reuse", "reuse"]
+    # a foreign shard in a finished stage's folder: the next stage read rows no manifest listed (out 27, in 67)
+    import shutil
+
+    shutil.copy(shard, shard.with_name("part-00009-of-00010.parquet"))
+    plans = plan_build(load_build_file(str(path)))
+    assert [p.action for p in plans] == ["reuse", "run"]
+    assert plans[1].reason == "output file pairs/part-00009-of-00010.parquet was not written by the stage"
 
 
 @pytest.mark.parametrize("content, fragment", [(b"", "not a readable Parquet file"),
@@ -637,7 +644,31 @@ MISTAKES = {
         "extract", LCSTS, "--out", t / "out", "--blocklist", t / "b.txt"], "b.txt is not UTF-8 text"),
     "extract --out a dangling symlink": (lambda t: (t / "link").symlink_to(t / "nowhere") or [
         "extract", LCSTS, "--out", t / "link"], "is a symbolic link to"),
+    # an input whose files no longer match its manifest was read without a word (26 of 27 shards, exit 0)
+    "dedup an extract output with a deleted shard": (lambda t: _extracted(t / "in", delete=True) or [
+        "dedup", t / "in", "--out", t / "out"], "pairs/ holds 2 file(s) with"),
+    "train on an extract's pretrain/ with a foreign shard": (lambda t: _extracted(t / "in", add=True) or [
+        "train", "--stage", "retromae", "--data", t / "in" / "pretrain", "--out", t / "out"],
+        "pretrain/ holds 4 file(s)"),
 }
+
+
+def _extracted(folder: Path, delete: bool = False, add: bool = False) -> None:
+    """An extract output of three shards per folder, one shard deleted or one copied in beside the others."""
+    import shutil
+
+    from cmtp.pipelines.extract import run_extract
+    from cmtp.transforms.common.parquet_shards import ShardOptions
+    from cmtp.transforms.extract.dofns import SourceSpec
+
+    with __import__("contextlib").redirect_stderr(__import__("io").StringIO()):  # its progress line
+        run_extract([SourceSpec("lcsts", "lcsts", str(RAW / "lcsts" / "*.tsv"))], str(folder),
+                    shards=ShardOptions(num_shards=3), workers=1)
+    pairs, pretrain = sorted((folder / "pairs").glob("*.parquet")), sorted((folder / "pretrain").glob("*.parquet"))
+    if delete:
+        pairs[0].unlink()
+    if add:
+        shutil.copy(pretrain[0], folder / "pretrain" / "part-00007-of-00008.parquet")
 
 
 def _news(folder: Path) -> None:
