@@ -127,6 +127,9 @@ def assert_kill_and_resume_is_exact(make_config, tmp_path, steps: int, save_step
     assert (out / "checkpoints" / f"step-{last}" / "trainer_state.pt").exists()
     resumed = train(make_config(out, max_steps=steps, save_steps=save_steps, logging_steps=1))
     assert resumed["steps"] == steps
+    # the summary (and so the manifest and the funnel) describes the whole run, not the part after the resume
+    assert resumed["samples"] == whole["samples"] and resumed["malformed_rows"] == whole["malformed_rows"]
+    assert (resumed["first_loss"], resumed["final_loss"]) == (whole["first_loss"], whole["final_loss"])
     w1 = load_file(Path(whole["model"]) / "model.safetensors")
     w2 = load_file(Path(resumed["model"]) / "model.safetensors")
     for key in w1:
@@ -200,6 +203,25 @@ def test_resuming_with_options_that_change_the_run_is_refused(tiny_model_path, e
     with pytest.raises(CmtpError, match="written with --learning-rate 0.002, this run has 0.001"):
         train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, learning_rate=1e-3))
     assert train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=4, save_steps=1))["steps"] == 4
+
+
+def test_resuming_on_changed_data_is_refused(tiny_model_path, examples_dir, tmp_path):
+    """The checkpoint's stream positions point into the files it trained on: new text, or fewer rows, at the same
+    --data path resumed without a word."""
+    import shutil
+
+    from cmtp.schemas.errors import CmtpError
+
+    data = tmp_path / "data"
+    shutil.copytree(examples_dir, data)
+    train(config(tiny_model_path, data, tmp_path / "run", max_steps=2, save_steps=2))
+    path = next(data.glob("*.parquet"))
+    rows = pq.read_table(path).to_pylist()
+    pq.write_table(rows_to_table([{**r, "query": r["query"] + "（改）"} for r in rows], TRAINING_EXAMPLE), path,
+                   row_group_size=10)
+    with pytest.raises(CmtpError, match="the training data s changed since .*step-2 was written"):
+        train(config(tiny_model_path, data, tmp_path / "run", max_steps=4))
+    assert train(config(tiny_model_path, data, tmp_path / "run", max_steps=4, resume=False))["steps"] == 4
 
 
 def test_distillation_without_teacher_scores_says_so_once(tiny_model_path, examples_dir, tmp_path, capsys):

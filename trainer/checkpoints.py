@@ -116,6 +116,9 @@ class RunState:
     malformed: int = 0
     prompts: tuple[str, str] = ("", "")
     saturation_warnings: int = 0
+    samples: int = 0  # trained over the whole run, resumed parts included (the manifest counted the last part only)
+    losses: list[float] = field(default_factory=list)  # this rank's loss per step, from step 1
+    data: dict = field(default_factory=dict)  # stream.data_fingerprint of the training data
 
 
 def load_state(path: Path) -> dict:
@@ -139,12 +142,18 @@ def restore(resume_from: Path, optimizer, scheduler, run: RunState, rank: int, r
         raise unreadable(resume_from, exc) from exc
     if retromae is not None:
         retromae.load_heads(state["retromae"])
+    changed = sorted(name for name, digest in state.get("data", {}).items() if run.data.get(name, digest) != digest)
+    if changed:  # the stream positions point into files that are no longer there as they were
+        raise CmtpError(f"the training data {', '.join(changed)} changed since {resume_from} was written (its files' "
+                        "rows or text differ): resume on the same data, or --no-resume to start afresh")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     run.step, run.positions = state["step"], state["positions"]
     check_readers(run.positions, readers, resume_from)
     run.instructions = Counter(state.get("instructions", {}))
     run.malformed = state.get("malformed_rows", [0] * (rank + 1))[rank]
+    run.samples = state.get("samples", 0)
+    run.losses = list(state.get("losses", [[]] * (rank + 1))[rank])
     # the prompts of the original run (the checkpoint's model carries the saved ones, which may differ)
     run.prompts = tuple(state.get("train_prompts", run.prompts))
     set_rng_state(state["rng"][rank])
@@ -164,12 +173,14 @@ class Saver:
         save_model(self.st, path, self.config, run.prompts, run.instructions)
 
     def checkpoint(self, run: RunState) -> None:
-        all_positions, all_rng, all_malformed = [run.positions], [rng_state()], [run.malformed]
+        all_positions, all_rng, all_malformed, all_losses = [run.positions], [rng_state()], [run.malformed], \
+            [run.losses]
         if self.world > 1:
-            all_positions, all_rng, all_malformed = [None] * self.world, [None] * self.world, [None] * self.world
+            all_positions, all_rng, all_malformed, all_losses = ([None] * self.world for _ in range(4))
             dist.all_gather_object(all_positions, run.positions)
             dist.all_gather_object(all_rng, rng_state())
             dist.all_gather_object(all_malformed, run.malformed)
+            dist.all_gather_object(all_losses, run.losses)
         if self.rank == 0:
             directory = Path(self.config.output_dir) / "checkpoints" / f"step-{run.step}"
             directory.mkdir(parents=True, exist_ok=True)
@@ -178,7 +189,8 @@ class Saver:
             torch.save({"step": run.step, "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "positions": merged, "rng": all_rng,
                         "instructions": dict(run.instructions), "train_prompts": run.prompts,
-                        "malformed_rows": all_malformed,
+                        "malformed_rows": all_malformed, "samples": run.samples, "losses": all_losses,
+                        "data": run.data,
                         "eval": self.evaluator.state() if self.evaluator is not None else None,
                         "retromae": self.retromae.heads_state() if self.retromae is not None else None},
                        directory / (STATE_FILE + ".tmp"))

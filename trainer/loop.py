@@ -34,7 +34,7 @@ from cmtp.transforms.embedding.engines import resolve_device
 from .batches import build_step
 from .checkpoints import RunState, Saver, check_same_run, latest_checkpoint, restore, unreadable
 from .config import TrainConfig
-from .data.stream import StreamConfig, make_loader
+from .data.stream import StreamConfig, data_fingerprint, make_loader
 from .encoder import Encoder, load_encoder
 from .losses import info_nce
 from .steps import Optimisation, adamw, grad_scaler, retromae_step, train_step
@@ -133,7 +133,8 @@ def _start(config: TrainConfig) -> _Session:
         if resume_from is None or isinstance(exc, CmtpError):
             raise
         raise unreadable(resume_from, exc) from exc
-    run = RunState(prompts=resolve_prompts(st, config.query_prompt, config.passage_prompt))
+    run = RunState(prompts=resolve_prompts(st, config.query_prompt, config.passage_prompt),
+                   data=data_fingerprint(config.data))
     # training lengths go with each call: the model keeps (and saves) its own limit
     encoder = Encoder(st, config.query_max_len, config.passage_max_len).to(device)
     encoder.train()
@@ -265,7 +266,8 @@ def train(config: TrainConfig, on_step=None) -> dict:
                     desc=f"train {config.stage}")
     if run.step == 0:
         _evaluate(s, progress)
-    started, samples, losses, saturated, warned_teacher = time.perf_counter(), 0, [], 0, False
+    # samples and losses count the whole run (a resumed one restores them); the rate is this session's
+    started, session_samples, saturated, warned_teacher = time.perf_counter(), 0, 0, False
 
     def warn(line: str) -> None:  # on stderr, by rank 0 (tqdm.write prints on every rank, bar or not)
         if s.rank == 0:
@@ -281,9 +283,10 @@ def train(config: TrainConfig, on_step=None) -> dict:
         run.malformed += item["malformed"]
         run.instructions.update(ex.get("instruction") for ex in item["examples"])
         stats: dict = {}
-        losses.append(float(_step(s, item["examples"], stats)))
+        run.losses.append(float(_step(s, item["examples"], stats)))
         run.step += 1
-        samples += len(item["examples"]) * s.world
+        run.samples += len(item["examples"]) * s.world
+        session_samples += len(item["examples"]) * s.world
         if stats.get("no_teacher") and not warned_teacher:
             warn(NO_TEACHER_WARNING)
             warned_teacher = True
@@ -292,23 +295,25 @@ def train(config: TrainConfig, on_step=None) -> dict:
         if saturated == config.saturation_steps:
             run.saturation_warnings += 1
             warn(SATURATION_WARNING.format(n=saturated))
-        rate = samples / (time.perf_counter() - started)
+        rate = session_samples / (time.perf_counter() - started)
         progress.update(1)
-        progress.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{accuracy:.2f}", samples_per_s=f"{rate:.1f}")
-        _log(s, losses[-1], stats, rate)
+        progress.set_postfix(loss=f"{run.losses[-1]:.4f}", acc=f"{accuracy:.2f}", samples_per_s=f"{rate:.1f}")
+        _log(s, run.losses[-1], stats, rate)
         if on_step:
-            on_step(run.step, losses[-1])
+            on_step(run.step, run.losses[-1])
         if run.step == s.max_steps or (config.eval_steps and run.step % config.eval_steps == 0):
             _evaluate(s, progress)  # before the checkpoint, which keeps the evaluations for a resumed run
         if config.save_steps and (run.step % config.save_steps == 0 or run.step == s.max_steps):
             s.save.checkpoint(run)
     progress.close()
+    losses = run.losses
     if s.world > 1:  # a rank's loss is the mean over its own queries; the run's is the mean over ranks
         losses = [total / s.world for total in _sum_over_ranks(s, losses, torch.float64)]
     final, eval_summary = _finish(s)
     first, last, window = smoothed_losses(losses)
     return {"steps": run.step, "first_loss": first, "final_loss": last, "loss_window": window,
-            "samples": samples, "samples_per_second": samples / max(time.perf_counter() - started, 1e-9),
+            "samples": run.samples,
+            "samples_per_second": session_samples / max(time.perf_counter() - started, 1e-9),
             "model": str(final), "malformed_rows": run.malformed, "eval": eval_summary,
             "saturation_warnings": run.saturation_warnings}
 
