@@ -110,3 +110,24 @@ def test_without_verification_and_by_title(planted, tmp_path):
     assert m.extra["lsh"]["bands"] == 9 and 10 <= m.dropped.get("near_duplicate", 0) <= 16
     m = run_dedup(str(out.parent / "input"), str(tmp_path / "title"), DedupConfig(field="title"))
     assert m.dropped.get("near_duplicate", 0) >= 16  # planted copies share their title
+
+
+def test_a_null_field_or_a_repeated_id_costs_its_row_not_the_job(tmp_path):
+    """A null passage or id was a TypeError inside Beam; a repeated id lost a row (in=40 != out=39)."""
+    import pyarrow as pa
+
+    base = "长江是亚洲第一长河，发源于青藏高原，干流流经十一个省级行政区，最终注入东海，全长六千三百公里。"
+    rows = [{"pair_id": f"p{i:02d}", "source": "s", "source_file": "f", "record_key": str(i), "title": f"标题{i}",
+             "passage": f"第{i}号文档。" + base[i:] + base[:i], "meta": "{}"} for i in range(10)]
+    rows[3]["passage"] = None
+    rows[5]["pair_id"] = None
+    rows[7]["pair_id"] = "p06"  # the id of another row, with another text
+    loose = pa.schema([f.with_nullable(True) for f in PAIR])  # as a file written by another tool may be
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=loose), tmp_path / "in" / "pairs.parquet")
+    m = run_dedup(str(tmp_path / "in"), str(tmp_path / "out"), DedupConfig(threshold=0.95)).check()
+    assert m.count_in == 10 and m.dropped == {"missing_field": 2}
+    dead = pq.read_table(tmp_path / "out" / "dead_letters").to_pylist()
+    assert sorted(d["detail"] for d in dead) == ["pair_id is null", "passage is null"]
+    kept = pq.read_table(tmp_path / "out" / "pairs").column("pair_id").to_pylist()
+    assert kept.count("p06") == 2 and len(kept) == 8

@@ -91,3 +91,13 @@ def test_a_gz_cut_before_64_kib_keeps_the_records_before_the_damage(tmp_path):
         for _, record in f.json_records():
             records.append(record)
     assert len(records) > 14  # the complete lines before the damage
+
+
+def test_a_gb18030_json_array_is_streamed(tmp_path):
+    """A JSON array in GB18030 was decoded whole before parsing; it is transcoded as it streams."""
+    items = [{"title": f"标题{i}", "content": TEXT * 40} for i in range(300)]  # past ijson's and the wrapper's chunks
+    path = tmp_path / "a.json"
+    path.write_bytes(json.dumps(items, ensure_ascii=False).encode("gb18030"))
+    f = SourceFile.from_path(str(path))
+    records = [r for _, r in f.json_records()]
+    assert f.encoding == "gb18030" and records == items

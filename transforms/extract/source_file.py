@@ -115,6 +115,32 @@ def sniff_encoding(sample: bytes, complete: bool = False) -> str:
     return "gb18030" if failures["gb18030"] < failures["utf-8"] else "utf-8"
 
 
+class _Utf8Stream(io.RawIOBase):
+    """A byte stream in another encoding read as UTF-8 bytes, a chunk at a time (bytes that do not decode become
+    U+FFFD, as a whole-file decode replaced them)."""
+
+    def __init__(self, raw: IO[bytes], encoding: str):
+        super().__init__()
+        self.text = io.TextIOWrapper(raw, encoding=encoding, errors="replace")
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.pending) < size:
+            chunk = self.text.read(65536 if size < 0 else max(size, 4096))
+            if not chunk:
+                break
+            self.pending += chunk.encode("utf-8")
+        out, self.pending = (self.pending, b"") if size < 0 else (self.pending[:size], self.pending[size:])
+        return out
+
+    def close(self) -> None:
+        self.text.close()
+        super().close()
+
+
 def _sample(opener: Callable[[], IO[bytes]]) -> tuple[bytes, bool]:
     """The file's first ``SNIFF_BYTES + 1`` bytes, and whether an archive ended in damage before them. Read in small
     pieces: a truncated archive raises on the read that meets the damage, and the bytes before it still decide the
@@ -196,11 +222,8 @@ class SourceFile:
         return False
 
     def _json_items(self, prefix: str) -> Iterator[tuple[str, dict | Rejected]]:
-        if self.encoding.startswith("utf-8"):
-            stream_cm = self.open()
-        else:
-            text, _ = self.text()
-            stream_cm = io.BytesIO(text.encode("utf-8"))
+        # ijson parses UTF-8: another encoding is transcoded as it streams (the whole file was decoded first)
+        stream_cm = self.open() if self.encoding.startswith("utf-8") else _Utf8Stream(self.open(), self.encoding)
         index = -1
         with stream_cm as stream:
             try:

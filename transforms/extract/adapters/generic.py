@@ -3,7 +3,6 @@ passage columns named by ``title_field`` / ``passage_field`` (defaults ``title``
 columns named in ``meta_fields`` (comma-separated) go to ``meta``."""
 
 import csv
-import io
 
 import pyarrow.parquet as pq
 
@@ -36,13 +35,13 @@ class GenericAdapter(JsonRecordAdapter):
 
     @staticmethod
     def _parquet(f):
+        """Rows a record batch at a time (the whole file was read into memory first)."""
         with f.open() as fh:
-            table = pq.read_table(io.BytesIO(fh.read()))
-        offset = 0
-        for batch in table.to_batches():
-            for i, row in enumerate(batch.to_pylist()):
-                yield str(offset + i), row
-            offset += batch.num_rows
+            offset = 0
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=4096):
+                for i, row in enumerate(batch.to_pylist()):
+                    yield str(offset + i), row
+                offset += batch.num_rows
 
     @staticmethod
     def _delimited(f, delimiter):
