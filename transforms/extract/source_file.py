@@ -90,8 +90,10 @@ def _decodes(sample: bytes, encoding: str, complete: bool) -> bool:
         sample.decode(encoding)
         return True
     except UnicodeDecodeError as exc:
-        # a multi-byte character cut by the end of the sample is not an error
-        return not complete and exc.start >= len(sample) - 4 and exc.reason.startswith("unexpected end")
+        # a multi-byte character cut by the end of the sample is not an error (UTF-8 says "unexpected end",
+        # GB18030 "incomplete multibyte sequence": a GB18030 JSON array longer than the sample was taken for UTF-8)
+        return not complete and exc.start >= len(sample) - 4 and exc.reason.startswith(("unexpected end",
+                                                                                         "incomplete multibyte"))
 
 
 def sniff_encoding(sample: bytes, complete: bool = False) -> str:
@@ -115,17 +117,19 @@ def sniff_encoding(sample: bytes, complete: bool = False) -> str:
     return "gb18030" if failures["gb18030"] < failures["utf-8"] else "utf-8"
 
 
-class _Utf8Stream(io.RawIOBase):
+class _Utf8Stream:
     """A byte stream in another encoding read as UTF-8 bytes, a chunk at a time (bytes that do not decode become
-    U+FFFD, as a whole-file decode replaced them)."""
+    U+FFFD, as a whole-file decode replaced them). A file-like object with ``read`` alone, what ijson calls."""
 
     def __init__(self, raw: IO[bytes], encoding: str):
-        super().__init__()
         self.text = io.TextIOWrapper(raw, encoding=encoding, errors="replace")
         self.pending = b""
 
-    def readable(self) -> bool:
-        return True
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def read(self, size: int = -1) -> bytes:
         while size < 0 or len(self.pending) < size:
@@ -138,7 +142,6 @@ class _Utf8Stream(io.RawIOBase):
 
     def close(self) -> None:
         self.text.close()
-        super().close()
 
 
 def _sample(opener: Callable[[], IO[bytes]]) -> tuple[bytes, bool]:
