@@ -3,7 +3,7 @@ dedup -> score a seeded subset -> mine), trains stage 2, stage 3 from stage 2, a
 model with one recipe, and evaluates base and trained models on the shared dev sets (benchmarks/eval-dev.yaml)
 with ``cmtp eval``'s code. Prints the table (scores x 100, delta against base).
 
-    .venv/bin/python benchmarks/quality.py --work /tmp/quality            # the README's recipe
+    .venv/bin/python benchmarks/quality.py --work /tmp/quality            # the recipe of docs/recipes.md
     .venv/bin/python benchmarks/quality.py --work /tmp/quality --lr 2e-5 --temperature 0.02 --batch-size 32 \\
         --tag old-defaults                                               # the recipe the issue measured
 

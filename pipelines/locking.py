@@ -6,7 +6,7 @@ kernel releases it when the holder exits, however it exits, so a lock left by a 
 is taken over (with a note naming the dead holder). Beside it, ``.cmtp.lock.json`` says who holds it (pid, host,
 start time) for the error a second run prints. Remote outputs (``gs://``, ``s3://``) have no OS lock: object
 stores offer none that a crashed worker releases, so there one build per work prefix is the user's rule
-(README, "Running on a cluster").
+(docs/cluster.md).
 """
 
 from __future__ import annotations

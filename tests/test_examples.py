@@ -1,5 +1,6 @@
-"""Every ``cmtp`` example in the README and in the commands' ``--help`` texts is a command line the CLI accepts
-(options that exist, values of the right type), and the ones that use bundled data run (issue #21)."""
+"""Every ``cmtp`` example in the README, in docs/ and in the commands' ``--help`` texts is a command line the CLI
+accepts (options that exist, values of the right type), the ones that use bundled data run (issue #21), and every
+relative link in the README and docs/ leads to a file that exists (issue #35)."""
 
 import re
 import shlex
@@ -36,9 +37,12 @@ def _command_lines(text: str) -> list[str]:
     return lines
 
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
 def _readme_examples() -> list[str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    """The ``cmtp`` lines of every bash block of the README and the docs pages."""
+    blocks = [b for page in DOCS for b in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S)]
     return [line for block in blocks for line in _command_lines(block)]
 
 
@@ -125,3 +129,22 @@ def test_the_eval_example_on_the_bundled_suite_runs(builtin_model_path, monkeypa
     result = CliRunner().invoke(app, ["eval", "builtin:me5-small", "--suite", "dev", "--max-per-task", "5"],
                                 terminal_width=200)
     assert result.exit_code == 0 and "average" in result.output, result.output
+
+
+def test_every_relative_link_of_the_docs_resolves():
+    """Links and images in README.md and docs/ (``[text](path)``, ``![alt](path)``) point at files that exist,
+    relative to the page; web links and in-page anchors are left alone."""
+    broken = []
+    for page in DOCS:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)  # code blocks hold no links
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target) or target.startswith(("#", "mailto:")):
+                continue
+            if not (page.parent / target.split("#", 1)[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
+    assert len(DOCS) >= 10  # the docs pages are found
+
+
+def test_the_readme_is_a_page_a_newcomer_reads():
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 250

@@ -115,14 +115,14 @@ def test_an_old_option_name_in_a_config_file_still_works_with_one_warning(capsys
                                                "the next release")
 
 
-def test_the_readme_option_tables_are_the_generated_ones():
-    """The README's tables come from the same fields as the commands: a field edited without regenerating them
-    fails here (fix: python -m cmtp.pipelines.commands.options --write README.md)."""
+def test_the_option_tables_are_the_generated_ones():
+    """docs/options.md's tables come from the same fields as the commands: a field edited without regenerating them
+    fails here (fix: python -m cmtp.pipelines.commands.options --write docs/options.md)."""
     from pathlib import Path
 
-    from cmtp.pipelines.commands.options import README_BEGIN, readme_with_options
+    from cmtp.pipelines.commands.options import OPTIONS_PAGE, TABLES_BEGIN, with_options
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert README_BEGIN in text
-    assert readme_with_options(text) == text
+    text = (Path(__file__).resolve().parents[1] / OPTIONS_PAGE).read_text(encoding="utf-8")
+    assert TABLES_BEGIN in text
+    assert with_options(text) == text
     assert "| `--num-perm` | `128` | [2, inf) |" in text  # a field's flag, default and range reach the table

@@ -44,13 +44,13 @@ NO_FILTER = "no filter"
 HOLDOUT_TASK = "holdout"
 CACHE_VERSION = 2  # raised when a cached run's meaning changes (2: keys over the pairs' text, not their ids)
 # Used only for the estimate printed before the first run (then each finished run refines it): training rate of
-# the proxy at the default recipe, measured on a 2-core CPU (README, "Choosing a threshold with a proxy model").
+# the proxy at the default recipe, measured on a 2-core CPU (docs/stages/proxy-audit.md).
 PRIOR_SAMPLES_PER_SECOND = 40.0
 
 
 @dataclass
 class ProxyConfig:
-    """The proxy audit's options (``cmtp audit --proxy-*``); the recipe defaults were chosen by measurement (README)."""
+    """The proxy audit's options (``cmtp audit --proxy-*``); the recipe defaults were chosen by measurement (docs/stages/proxy-audit.md)."""
 
     # the cuts to compare, as scores (--proxy-thresholds) and as shares kept (--proxy-keep-rates; 0.9 to 0.6)
     thresholds: list[float] = field(default_factory=list, metadata=within(ge=-1, le=1, why="scores are cosines"))

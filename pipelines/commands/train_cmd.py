@@ -83,6 +83,6 @@ def print_eval_summary(e: dict) -> None:
         err.print(f"[bold red]WARNING: the trained model is WORSE than the model it started from[/bold red] "
                   f"(average {100 * e['start']['average']:.2f} -> {100 * e['final']['average']:.2f}; worse on "
                   f"{', '.join(e['tasks_worse'])}). Best evaluated step: {e['best_step']}. Do not ship it as is: "
-                  "see the README's training recipe (learning rate, batch size, hard negatives).")
+                  "see docs/recipes.md (learning rate, batch size, hard negatives).")
     elif e["tasks_worse"]:
         err.print(f"[yellow]note:[/yellow] better on average, worse on {', '.join(e['tasks_worse'])}")
