@@ -1,8 +1,8 @@
 """OpenVINO on CPU against torch fp32: NNCF static int8 and weight-only int8 of the same exported graph.
 
 Not a cmtp engine: this measures whether OpenVINO would earn a place beside ``--engine onnx-int8`` (it did not on
-the 2-core AVX2 machine without VNNI these numbers come from; see docs/stages/score.md, "Engines on CPU"). It needs two packages
-that cmtp does not install:
+the 2-core AVX2 machine without VNNI these numbers come from; see docs/stages/score.md, "Engines on CPU"). It needs
+two packages that cmtp does not install:
 
     pip install openvino==2026.4.1 nncf==3.4.0
     python benchmarks/openvino_engines.py [--mode static|weights|fp32] [--pairs 600] [--rounds 3]

@@ -11,6 +11,7 @@ from .commands import (
     build_cmd,
     dedup_cmd,
     eval_cmd,
+    export_cmd,
     extract_cmd,
     mine_cmd,
     models_cmd,
@@ -50,6 +51,8 @@ for name, module, command, short, settings in [
     ("eval", eval_cmd, eval_cmd.eval_model, "Evaluate a model on C-MTEB-style tasks.", None),
     ("build", build_cmd, build_cmd.build, "Run the chain a YAML file describes, re-running only what changed.",
      _STAGE),
+    ("export", export_cmd, export_cmd.export, "Export training data for FlagEmbedding or sentence-transformers.",
+     None),
 ]:
     app.command(name, help=_reflowed(module.HELP), short_help=short, context_settings=settings)(command)
 

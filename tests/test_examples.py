@@ -16,6 +16,7 @@ from cmtp.pipelines.commands import (
     build_cmd,
     dedup_cmd,
     eval_cmd,
+    export_cmd,
     extract_cmd,
     mine_cmd,
     score_cmd,
@@ -23,7 +24,7 @@ from cmtp.pipelines.commands import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-HELPS = [audit_cmd, build_cmd, dedup_cmd, eval_cmd, extract_cmd, mine_cmd, score_cmd, train_cmd]
+HELPS = [audit_cmd, build_cmd, dedup_cmd, eval_cmd, export_cmd, extract_cmd, mine_cmd, score_cmd, train_cmd]
 
 
 def _command_lines(text: str) -> list[str]:

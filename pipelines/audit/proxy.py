@@ -50,7 +50,8 @@ PRIOR_SAMPLES_PER_SECOND = 40.0
 
 @dataclass
 class ProxyConfig:
-    """The proxy audit's options (``cmtp audit --proxy-*``); the recipe defaults were chosen by measurement (docs/stages/proxy-audit.md)."""
+    """The proxy audit's options (``cmtp audit --proxy-*``); the recipe defaults were chosen by measurement
+    (docs/stages/proxy-audit.md)."""
 
     # the cuts to compare, as scores (--proxy-thresholds) and as shares kept (--proxy-keep-rates; 0.9 to 0.6)
     thresholds: list[float] = field(default_factory=list, metadata=within(ge=-1, le=1, why="scores are cosines"))

@@ -85,10 +85,10 @@ class Bar:
     def update(self, n: int = 1) -> None:
         self.update_to(self.done + n)
 
-    def close(self) -> None:
+    def close(self, summary: bool = True) -> None:
         if self._tqdm is not None:
             self._tqdm.close()
-        elif self.done:
+        elif self.done and summary:
             seconds = time.perf_counter() - self.started
             units = self.unit if self.done == 1 else plural(self.unit)
             print(f"{self.desc}: {self.done:,} {units} in {seconds:.1f} s "
@@ -100,5 +100,7 @@ def bar(desc: str, total: int | None, unit: str):
     progress = Bar(desc, total, unit)
     try:
         yield progress
-    finally:
-        progress.close()
+    except BaseException:  # a failed step prints its error, not a line that reads as if it had finished
+        progress.close(summary=False)
+        raise
+    progress.close()
