@@ -423,6 +423,9 @@ def test_training_evaluates_start_steps_and_end_and_keeps_the_best(tiny_model_pa
     best = max(history, key=lambda h: h["average"])
     assert e["best_step"] == best["step"]
     assert (out / "best_model").exists() == (best["step"] > 0)
+    _check_model_card(out / "model", tiny_model_path, evaluated=True)
+    if (out / "best_model").exists():
+        assert f"best evaluated step ({best['step']})" in (out / "best_model" / "README.md").read_text(encoding="utf-8")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out / "tensorboard"))
@@ -482,3 +485,25 @@ def test_a_retrieval_instruction_does_not_become_the_prompt_of_symmetric_tasks(e
     report = evaluate(SentenceTransformer(summary["model"], device="cpu"), load_tasks([str(sts_task)]),
                       EvalOptions(progress=False))
     assert report.tasks[0].prompts == {"text": "问："}
+
+
+def _check_model_card(folder: Path, base: Path, evaluated: bool) -> None:
+    """The saved model loads, and its README.md is a Hub model card: YAML metadata, then the sections a user needs."""
+    import yaml
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(str(folder), device="cpu")
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    _, header, body = text.split("---\n", 2)
+    meta = yaml.safe_load(header)
+    assert meta["base_model"] == str(base) and meta["library_name"] == "sentence-transformers"
+    assert meta["language"] == ["zh"] and "sentence-transformers" in meta["tags"]
+    assert ("model-index" in meta) == evaluated
+    for section in ("## Data", "## Recipe", "## Evaluation", "## Usage", "prompt_name=\"query\""):
+        assert section in body, section
+
+
+def test_a_model_saved_without_evaluation_says_how_to_evaluate_it(tiny_model_path, examples_dir, tmp_path):
+    train(config(tiny_model_path, examples_dir, tmp_path / "run", max_steps=2, save_steps=0))
+    _check_model_card(tmp_path / "run" / "model", tiny_model_path, evaluated=False)
+    assert "cmtp eval MODEL --compare" in (tmp_path / "run" / "model" / "README.md").read_text(encoding="utf-8")

@@ -37,6 +37,7 @@ from .config import TrainConfig
 from .data.stream import StreamConfig, data_fingerprint, make_loader
 from .encoder import Encoder, load_encoder
 from .losses import info_nce
+from .model_card import write_model_card
 from .steps import Optimisation, adamw, grad_scaler, retromae_step, train_step
 from .training_eval import TrainingEval
 
@@ -241,10 +242,25 @@ def _finish(s: _Session) -> tuple[Path, dict | None]:
             eval_summary = s.evaluator.summary()
     if s.world > 1:
         (s.run.malformed,) = _sum_over_ranks(s, [s.run.malformed], torch.int64)  # each rank skips its own rows
+    if s.rank == 0:
+        _write_cards(s, final, eval_summary)
+    if s.world > 1:
         dist.barrier()
     if s.own_group:
         dist.destroy_process_group()
     return final, eval_summary
+
+
+def _write_cards(s: _Session, final: Path, eval_summary: dict | None) -> None:
+    """The model cards of the final model and, with ``--keep-best``, of the best evaluated one."""
+    card = dict(config=s.config, prompts=dict(s.st.prompts or {}), samples=s.run.samples, skipped=s.run.malformed,
+                steps=s.run.step)
+    write_model_card(final, evaluation=eval_summary, **card)
+    best = Path(s.config.output_dir) / "best_model"
+    if s.config.keep_best and best.is_dir() and s.evaluator.best is not None:
+        write_model_card(best, evaluation=s.evaluator.summary(s.evaluator.best),
+                         note=f"This is the best evaluated step ({s.evaluator.best['step']}) of the run "
+                              "(`--keep-best`).", **card)
 
 
 NO_TEACHER_WARNING = ("warning: --distill-weight is set, but this batch lacks teacher scores for some passage (mine's "

@@ -72,10 +72,11 @@ class TrainingEval:
             return True
         return False
 
-    def summary(self) -> dict | None:
+    def summary(self, final: dict | None = None) -> dict | None:
+        """The start against ``final`` (default: the last evaluation; the best one for ``--keep-best``'s model)."""
         if not self.history or self.start is None:
             return None
-        final = self.history[-1]
+        final = final or self.history[-1]
         rows = compare_reports(Report.from_dict(self.start["report"]), Report.from_dict(final["report"]))
         worse = [r["task"] for r in rows if r["task"] != "average" and r["delta"] < 0]
         return {"start": {k: v for k, v in self.start.items() if k != "report"},
