@@ -164,7 +164,7 @@ def _commit(stage: Stage, tmp: Path, out: Path) -> None:
     previous outputs go first (an output this run did not write must not survive from the last one); other
     files in ``out`` are left alone."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in (*stage.outputs, "manifest.json"):
+    for name in (*stage.outputs, "manifest.json", "README.md"):  # README.md: the dataset card
         old = out / name
         if old.is_dir():
             shutil.rmtree(old)
@@ -217,6 +217,7 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
     if stage.local_only and is_remote(out):
         raise CmtpError(f"{stage.kind} writes a local folder, not {out}: write to a local --out, then copy it to "
                         "the store")
+    from .dataset_card import write_dataset_card
     from .outputs import check_against_manifest, check_stage_output
 
     beam_args = list(beam_args or [])
@@ -242,6 +243,7 @@ def _run_stage(stage: Stage, inputs: list[str], out: str, config, extras: dict[s
             result = stage.run(inputs, str(tmp), config, beam_args, **extras)
             if isinstance(result, Manifest):
                 result.check()  # an output whose counts do not reconcile is never committed
+                write_dataset_card(str(tmp), result, stage.outputs)
         except CmtpError as exc:  # the user named ``out``, not the folder it is written in
             shutil.rmtree(tmp, ignore_errors=True)
             raise CmtpError(str(exc).replace(str(tmp), str(final))) from exc
@@ -264,13 +266,17 @@ def _run_remote(stage: Stage, inputs: list[str], out: str, config, beam_args: li
     from cmtp.transforms.common.outcomes import OUTCOMES_FILE
     from cmtp.transforms.common.scratch import SCRATCH
 
+    from .dataset_card import CARD, write_dataset_card
+
     try:
         result = stage.run(inputs, out, config, beam_args, **extras)
         if isinstance(result, Manifest):
             result.check()
+            write_dataset_card(out, result, stage.outputs)
         return result
     except BaseException:
-        written = [FileSystems.join(out, name) for name in (*stage.outputs, OUTCOMES_FILE, SCRATCH, "manifest.json")]
+        written = [FileSystems.join(out, name) for name in (*stage.outputs, OUTCOMES_FILE, SCRATCH, "manifest.json",
+                                                            CARD)]
         FileSystems.delete([path for path in written if FileSystems.exists(path)])
         raise
 

@@ -1,7 +1,8 @@
 """The whole pipeline through the ``cmtp`` command line on the bundled real samples, as a user chains it:
 extract -> dedup -> score -> audit -> mine -> train stage 2 -> train stage 3, each stage reading the previous
 one's output. Every manifest must reconcile and every record must be accounted for from stage to stage; the
-final model must load in sentence-transformers with the instruction saved as its query prompt."""
+final model must load in sentence-transformers with the instruction saved as its query prompt and carry a model
+card; every stage folder is a Hugging Face dataset whose card's configs all load."""
 
 import json
 from pathlib import Path
@@ -65,3 +66,17 @@ def test_pipeline_from_raw_dumps_to_a_trained_model(tmp_path, tiny_model_path):
     assert model.prompts["query"] == INSTRUCTION
     assert model.encode(["长江是亚洲第一长河"], normalize_embeddings=True).shape[0] == 1
     assert not (work / "stage2" / "checkpoints").exists()  # --save-steps 0: the model only
+
+    assert (work / "stage3" / "model" / "README.md").read_text(encoding="utf-8").startswith("---\nbase_model:")
+
+    # every stage output is a dataset: each config its card lists loads with `datasets`, with the manifest's rows
+    import yaml
+    from datasets import load_dataset
+
+    for stage, manifest in manifests.items():
+        card = yaml.safe_load((work / stage / "README.md").read_text(encoding="utf-8").split("---\n")[1])
+        names = [c["config_name"] for c in card["configs"]]
+        assert names and names == [n for n, o in manifest.outputs.items() if o["rows"]], stage
+        for name in names:
+            loaded = load_dataset(str(work / stage), name, split="train", cache_dir=str(tmp_path / "hf-cache"))
+            assert len(loaded) == manifest.outputs[name]["rows"], (stage, name)

@@ -159,7 +159,11 @@ def test_every_stage_declares_its_config_and_outputs():
     assert set(STAGES) == {"extract", "dedup", "score", "mine", "train", "eval"}
     for stage in STAGES.values():
         assert stage.outputs and callable(stage.run)
-        prepare(stage, {} if stage.kind != "train" else {"data": ["some/path"]})  # defaults alone are valid
+        # defaults alone are valid, with what a stage cannot do without (its data, its sources)
+        prepare(stage, {"train": {"data": ["some/path"]}, "extract": {"sources": ["lcsts=some/*.tsv"]}}.get(
+            stage.kind, {}))
+    with pytest.raises(CmtpError, match="give at least one source"):  # found when the options are read
+        prepare(STAGES["extract"], {})
 
 
 def test_runner_options_are_range_checked_before_the_stage_runs():
