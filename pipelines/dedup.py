@@ -19,7 +19,7 @@ from cmtp.transforms.dedup.ptransform import NearDedup
 
 from .beam_runner import join_ends, pipeline_run
 from .outputs import pop_outcomes, prepare_output, summarize_output
-from .progress import watch
+from .progress import Phase, watch
 from .stages import Stage, runner_config_of
 
 OUTPUTS = {"pairs": "pair", "dead_letters": "dead_letter"}
@@ -43,8 +43,9 @@ def _build(p, units: list[Unit], out: str, config: DedupConfig, bands: int, rows
     result = (p | "RowGroups" >> beam.Create(units, reshuffle=False)
               | "NearDedup" >> NearDedup(config, bands, rows, units, parts, work, progress))
     pieces = f"{work}/pieces"
-    writes = (result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, f"{pieces}/pairs"),
-              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead"))
+    writes = (result.kept | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, f"{pieces}/pairs", progress),
+              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead",
+                                                         progress))
     violations = (result.violations
                   | "AllViolations" >> beam.CombineGlobally(sum)
                   | "ViolationFact" >> beam.Map(lambda v: fact("cc_violations", v)))
@@ -69,8 +70,12 @@ def run_dedup(
         passes += 1
         prepare_output(out, list(OUTPUTS))
         units = input_units(files, PAIR, PAIR_COLUMNS)
-        with watch("dedup", sum(u.rows for u in units), "pair", beam_args) as progress, \
-                pipeline_run(beam_args, workers) as p:
+        rows_in = sum(u.rows for u in units)
+        # the partition phases count partitions done, of those that hold data (not known ahead: no total)
+        phases = [Phase("sign", rows_in, "pair"), Phase("group", None, "partition step"),
+                  Phase("components", None, "partition step"), Phase("decide", None, "partition step"),
+                  Phase("finalize", rows_in, "pair"), Phase("write", rows_in, "row")]
+        with watch("dedup", None, "pair", beam_args, phases) as progress, pipeline_run(beam_args, workers) as p:
             _build(p, units, out, config, bands, rows, shards, progress)
         scratch.remove(scratch.scratch_dir(out))
         outcomes = pop_outcomes(out)

@@ -16,22 +16,25 @@ from cmtp.transforms.extract.filters import load_blocklist
 from cmtp.transforms.extract.ptransform import ExtractPairs
 
 from .beam_runner import join_ends, pipeline_run
-from .outputs import match_files, pop_outcomes, prepare_output, summarize_output
-from .progress import watch
+from .outputs import file_size, match_files, pop_outcomes, prepare_output, summarize_output
+from .progress import Phase, watch
 from .stages import Stage, listed, runner_config_of
 
 OUTPUTS = {"pairs": "pair", "pretrain": "pretrain_text", "dead_letters": "dead_letter"}
 
 
-def _run(sources, out, config, shards, beam_args, workers, files: int) -> None:
+def _run(sources, out, config, shards, beam_args, workers, size: int) -> None:
     work = scratch.scratch_dir(out)
     pieces = f"{work}/pieces"
-    with watch("extract", files, "file", beam_args) as progress, pipeline_run(beam_args, workers) as p:
+    phases = [Phase("read and clean", size, "B"), Phase("write", None, "row")]
+    with watch("extract", None, "file", beam_args, phases) as progress, pipeline_run(beam_args, workers) as p:
         result = p | "Extract" >> ExtractPairs(sources, config, work, progress)
         writes = (
-            result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, f"{pieces}/pairs"),
-            result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT, f"{pieces}/pretrain"),
-            result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead"),
+            result.pairs | "WritePairs" >> shards.writer(f"{out}/pairs", PAIR, f"{pieces}/pairs", progress),
+            result.pretrain | "WritePretrain" >> shards.writer(f"{out}/pretrain", PRETRAIN_TEXT, f"{pieces}/pretrain",
+                                                               progress),
+            result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead",
+                                                       progress),
         )
         counted = result.counts | "Count" >> CountOutcomes(out)
         join_ends(*writes, counted)
@@ -94,7 +97,7 @@ def run_extract(
     load_blocklist(config.extra_blocklists)  # and unreadable (not UTF-8): one error naming it, here
     prepare_output(out, list(OUTPUTS))
     started = time.perf_counter()
-    _run(sources, out, config, shards, beam_args, workers, sum(map(len, matched.values())))
+    _run(sources, out, config, shards, beam_args, workers, sum(file_size(f) for fs in matched.values() for f in fs))
     seconds = time.perf_counter() - started
     outcomes = pop_outcomes(out)
     facts = outcomes.pop("facts", {})

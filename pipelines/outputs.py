@@ -33,6 +33,14 @@ def match_files(pattern: str) -> list[str]:
     return paths
 
 
+def file_size(path: str) -> int:
+    """The size of a file, local or on a store (0 when the store does not say)."""
+    try:
+        return sum(m.size_in_bytes or 0 for r in FileSystems.match([path]) for m in r.metadata_list)
+    except Exception:  # a store that cannot be listed: the bar runs without a total's share
+        return 0
+
+
 def prepare_output(out: str, subdirs: list[str]) -> None:
     for sub in subdirs:
         directory = FileSystems.join(out, sub)

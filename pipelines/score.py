@@ -25,17 +25,19 @@ from cmtp.transforms.score.ptransform import ScorePairs, ScoreResult, ThresholdR
 
 from .beam_runner import join_ends, pipeline_run
 from .outputs import pop_outcomes, prepare_output, summarize_output
-from .progress import watch
+from .progress import Phase, watch
 from .stages import Stage, runner_config_of
 
 OUTPUTS = {"kept": "scored_pair", "rejected": "scored_pair", "dead_letters": "dead_letter"}
 
 
-def _write_outputs(result: ScoreResult, out: str, shards: ShardOptions) -> None:
+def _write_outputs(result: ScoreResult, out: str, shards: ShardOptions, progress: str | None = None) -> None:
     pieces = f"{scratch.scratch_dir(out)}/pieces"
-    writes = (result.kept | "WriteKept" >> shards.writer(f"{out}/kept", SCORED_PAIR, f"{pieces}/kept"),
-              result.rejected | "WriteRejected" >> shards.writer(f"{out}/rejected", SCORED_PAIR, f"{pieces}/rejected"),
-              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead"))
+    writes = (result.kept | "WriteKept" >> shards.writer(f"{out}/kept", SCORED_PAIR, f"{pieces}/kept", progress),
+              result.rejected | "WriteRejected" >> shards.writer(f"{out}/rejected", SCORED_PAIR, f"{pieces}/rejected",
+                                                                 progress),
+              result.dead | "WriteDead" >> shards.writer(f"{out}/dead_letters", DEAD_LETTER, f"{pieces}/dead",
+                                                         progress))
     counted = result.counts | "Count" >> CountOutcomes(out)
     join_ends(*writes, counted)
 
@@ -79,11 +81,12 @@ def run_score(
     prepare_output(out, list(OUTPUTS))
     work = scratch.scratch_dir(out)
     # the workers' counts drawn as one bar here (local runner); Beam's counter cmtp score/pairs_scored elsewhere
-    with watch("score", sum(u.rows for u in units), "pair", beam_args) as progress, \
-            pipeline_run(beam_args, workers) as p:
+    phases = [Phase("load model", 1, "model"), Phase("score", sum(u.rows for u in units), "pair"),
+              Phase("write", sum(u.rows for u in units), "row")]
+    with watch("score", None, "pair", beam_args, phases) as progress, pipeline_run(beam_args, workers) as p:
         scored = (p | "RowGroups" >> beam.Create(units, reshuffle=False)
                   | "Score" >> ScorePairs(config, scorer_hash, work, progress))
-        _write_outputs(scored, out, shards)
+        _write_outputs(scored, out, shards, progress)
     scratch.remove(work)
     return _manifest(
         out, {**config.to_dict(), "input": input_path, "shards": vars(shards), "workers": workers,

@@ -43,6 +43,7 @@ from cmtp.schemas.validate import rows_to_table, validate_table
 
 from . import scratch
 from .ids import shard_of
+from .progress import ProgressCounter
 
 DEFAULT_TARGET_SHARD_ROWS = 100_000
 DEFAULT_ROW_GROUP_SIZE = 8192
@@ -184,9 +185,15 @@ class _MergeShardFn(beam.DoFn):
     """(shard, piece paths) -> the shard's Parquet file, written a row group at a time."""
 
     def __init__(self, directory: str, schema: pa.Schema, row_group_size: int, num_shards: int | None,
-                 target_shard_rows: int):
+                 target_shard_rows: int, progress_dir: str | None = None):
         self.directory, self.schema, self.row_group_size = directory, schema, row_group_size
-        self.num_shards, self.target_shard_rows = num_shards, target_shard_rows
+        self.num_shards, self.target_shard_rows, self.progress_dir = num_shards, target_shard_rows, progress_dir
+
+    def setup(self):
+        self.progress = ProgressCounter(self.progress_dir, "write")
+
+    def finish_bundle(self):
+        self.progress.flush()
 
     def process(self, element, total: int):
         shard, pieces = element
@@ -211,6 +218,7 @@ class _MergeShardFn(beam.DoFn):
 
     def _write(self, writer: pq.ParquetWriter, table: pa.Table) -> None:
         writer.write_table(pa.Table.from_arrays(table.columns, schema=self.schema), row_group_size=self.row_group_size)
+        self.progress.add(table.num_rows)
 
 
 class _WriteEmptyFn(beam.DoFn):
@@ -230,10 +238,12 @@ class WriteParquetShards(beam.PTransform):
     (at least 1). Pieces go to ``scratch_dir`` (default: ``_pieces`` beside the shards' folder's spills)."""
 
     def __init__(self, directory: str, schema: pa.Schema, scratch_dir: str, num_shards: int | None = None,
-                 target_shard_rows: int = DEFAULT_TARGET_SHARD_ROWS, row_group_size: int = DEFAULT_ROW_GROUP_SIZE):
+                 target_shard_rows: int = DEFAULT_TARGET_SHARD_ROWS, row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+                 progress_dir: str | None = None):
         super().__init__()
         self.directory, self.schema, self.scratch_dir = directory, schema, scratch_dir
         self.num_shards, self.target_shard_rows, self.row_group_size = num_shards, target_shard_rows, row_group_size
+        self.progress_dir = progress_dir
 
     def expand(self, spills):
         total = beam.pvalue.AsSingleton(
@@ -244,7 +254,8 @@ class WriteParquetShards(beam.PTransform):
                                          total=total)
             | "GroupByShard" >> beam.GroupByKey()
             | "MergeShard" >> beam.ParDo(_MergeShardFn(self.directory, self.schema, self.row_group_size,
-                                                       self.num_shards, self.target_shard_rows), total=total)
+                                                       self.num_shards, self.target_shard_rows, self.progress_dir),
+                                         total=total)
         )
         empty = (spills.pipeline | "Once" >> beam.Create([None])
                  | "IfEmpty" >> beam.ParDo(_WriteEmptyFn(self.directory, self.schema, self.row_group_size),
@@ -314,9 +325,10 @@ class ShardOptions:
     def __post_init__(self):
         check_ranges(self)
 
-    def writer(self, directory: str, schema: pa.Schema, scratch_dir: str) -> WriteParquetShards:
+    def writer(self, directory: str, schema: pa.Schema, scratch_dir: str,
+               progress_dir: str | None = None) -> WriteParquetShards:
         return WriteParquetShards(directory, schema, scratch_dir, self.num_shards, self.target_shard_rows,
-                                  self.row_group_size)
+                                  self.row_group_size, progress_dir)
 
 
 SHARD_OPTIONS = tuple(f.name for f in fields(ShardOptions))  # the Beam stages' shard runner options

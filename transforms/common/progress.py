@@ -24,11 +24,11 @@ REFRESH_SECONDS = 0.5
 
 
 class ProgressCounter:
-    """Counts done in this process, mirrored into ``directory/<unique>.count``."""
+    """Counts done in this process for one ``phase`` of a stage, mirrored into ``directory/<phase>~<unique>.count``."""
 
-    def __init__(self, directory: str | None):
+    def __init__(self, directory: str | None, phase: str = ""):
         self.directory, self.done, self._flushed_at = directory, 0, 0.0
-        self.path = os.path.join(directory, f"{uuid.uuid4().hex}.count") if directory else None
+        self.path = os.path.join(directory, f"{phase}~{uuid.uuid4().hex}.count") if directory else None
 
     def add(self, n: int = 1) -> None:
         self.done += n
@@ -45,17 +45,23 @@ class ProgressCounter:
         self._flushed_at = time.monotonic()
 
 
-def total_done(directory: str) -> int:
-    """The sum of every worker's count in ``directory``."""
-    done = 0
+def phase_counts(directory: str) -> dict[str, int]:
+    """Per phase, the sum of every worker's count in ``directory``."""
+    done: dict[str, int] = {}
     for name in os.listdir(directory):
         if name.endswith(".count"):
+            phase = name.rpartition("~")[0]
             try:
                 with open(os.path.join(directory, name), encoding="ascii") as fh:
-                    done += int(fh.read() or 0)
+                    done[phase] = done.get(phase, 0) + int(fh.read() or 0)
             except (OSError, ValueError):  # replaced while read: counted at the next poll
                 continue
     return done
+
+
+def total_done(directory: str) -> int:
+    """The sum of every worker's count in ``directory``, every phase."""
+    return sum(phase_counts(directory).values())
 
 
 def plural(unit: str) -> str:
@@ -72,8 +78,9 @@ class Bar:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._tqdm = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=REFRESH_SECONDS,
-                              smoothing=0.1, dynamic_ncols=True)
+            shown = unit if unit == "B" else f" {unit}"  # "8 partition steps", not "8partition step"
+            self._tqdm = tqdm(total=total, desc=desc, unit=shown, file=sys.stderr, mininterval=REFRESH_SECONDS,
+                              smoothing=0.1, dynamic_ncols=True, unit_scale=unit == "B", unit_divisor=1024)
 
     def update_to(self, done: int) -> None:
         done = min(done, self.total) if self.total else done
@@ -90,6 +97,10 @@ class Bar:
             self._tqdm.close()
         elif self.done and summary:
             seconds = time.perf_counter() - self.started
+            if self.unit == "B":
+                print(f"{self.desc}: {self.done / 2**20:,.1f} MiB in {seconds:.1f} s "
+                      f"({self.done / 2**20 / max(seconds, 1e-9):.3g} MiB/s)", file=sys.stderr, flush=True)
+                return
             units = self.unit if self.done == 1 else plural(self.unit)
             print(f"{self.desc}: {self.done:,} {units} in {seconds:.1f} s "
                   f"({self.done / max(seconds, 1e-9):.3g} {plural(self.unit)}/s)", file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ import numpy as np
 from cmtp.transforms.common import scratch
 from cmtp.transforms.common.ids import partitions_of
 from cmtp.transforms.common.multi_output import MultiOutput
+from cmtp.transforms.common.progress import ProgressCounter
 
 EDGE_NAMES = ("u", "v")
 
@@ -94,22 +95,39 @@ def _load(paths) -> tuple[np.ndarray, np.ndarray]:
     return edges["u"].astype(np.int64), edges["v"].astype(np.int64)
 
 
-class _ContractFn(beam.DoFn):
+class _Counted(beam.DoFn):
+    """Counts the partitions it has done for the driver's "components" bar."""
+
+    def __init__(self, progress_dir: str | None):
+        self.progress_dir = progress_dir
+
+    def setup(self):
+        self.progress = ProgressCounter(self.progress_dir, "components")
+
+    def finish_bundle(self):
+        self.progress.flush()
+
+
+class _ContractFn(_Counted):
     """One round on one partition's edges: its stars, both ways, routed by partition for the next round."""
 
-    def __init__(self, parts: int, folder: str):
+    def __init__(self, parts: int, folder: str, progress_dir: str | None = None):
+        super().__init__(progress_dir)
         self.parts, self.folder = parts, folder
 
     def process(self, element):
+        self.progress.add()
         p, paths = element
         yield from write_routed(*both_ways(*contract(*_load(paths))), self.parts, self.folder, f"from{p:05d}")
 
 
-class _LabelsFn(beam.DoFn):
-    def __init__(self, folder: str):
+class _LabelsFn(_Counted):
+    def __init__(self, folder: str, progress_dir: str | None = None):
+        super().__init__(progress_dir)
         self.folder = folder
 
     def process(self, element):
+        self.progress.add()
         p, paths = element
         nodes, label, violations = labels(*_load(paths))
         yield beam.pvalue.TaggedOutput("violations", violations)
@@ -121,18 +139,19 @@ class ConnectedComponents(beam.PTransform):
     (labels: ``(partition, path)`` of ``node``/``label`` arrays for every node of the graph, its component's
     minimum node as label; violations: one count per partition, 0 when converged)."""
 
-    def __init__(self, rounds: int, parts: int, folder: str):
+    def __init__(self, rounds: int, parts: int, folder: str, progress_dir: str | None = None):
         super().__init__()
-        self.rounds, self.parts, self.folder = rounds, parts, folder
+        self.rounds, self.parts, self.folder, self.progress_dir = rounds, parts, folder, progress_dir
 
     def expand(self, edges):
         for i in range(self.rounds):
             edges = (edges
                      | f"Round{i}/Group" >> beam.GroupByKey()
                      | f"Round{i}/Contract" >> beam.ParDo(
-                         _ContractFn(self.parts, posixpath.join(self.folder, f"r{i:03d}"))))
+                         _ContractFn(self.parts, posixpath.join(self.folder, f"r{i:03d}"), self.progress_dir)))
         result = (edges
                   | "Final/Group" >> beam.GroupByKey()
-                  | "Labels" >> MultiOutput(_LabelsFn(posixpath.join(self.folder, "labels")), "violations",
+                  | "Labels" >> MultiOutput(_LabelsFn(posixpath.join(self.folder, "labels"), self.progress_dir),
+                                            "violations",
                                             main="labels"))
         return result.labels, result["violations"]

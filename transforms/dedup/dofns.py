@@ -65,7 +65,7 @@ class SignFn(beam.DoFn):
         self.progress_dir = progress_dir
 
     def setup(self):
-        self.progress = ProgressCounter(self.progress_dir)
+        self.progress = ProgressCounter(self.progress_dir, "sign")
 
     def finish_bundle(self):
         self.progress.flush()
@@ -120,13 +120,33 @@ def bucket_edges(keys: np.ndarray, nodes: np.ndarray, all_pairs_up_to: int) -> t
     return unique_edges(np.concatenate(a).astype(np.int64), np.concatenate(b).astype(np.int64))
 
 
-class BucketEdgesFn(beam.DoFn):
+class CountedStep(beam.DoFn):
+    """A step that counts its elements for the driver's bar of ``phase`` (the group, components, decide phases count
+    partitions done)."""
+
+    phase = ""
+
+    def __init__(self, progress_dir: str | None = None):
+        self.progress_dir = progress_dir
+
+    def setup(self):
+        self.progress = ProgressCounter(self.progress_dir, self.phase)
+
+    def finish_bundle(self):
+        self.progress.flush()
+
+
+class BucketEdgesFn(CountedStep):
     """``(partition, band files)`` -> candidate edges routed by the partition of their first node."""
 
-    def __init__(self, all_pairs_up_to: int, parts: int, folder: str):
+    phase = "group"
+
+    def __init__(self, all_pairs_up_to: int, parts: int, folder: str, progress_dir: str | None = None):
+        super().__init__(progress_dir)
         self.all_pairs_up_to, self.parts, self.folder = all_pairs_up_to, parts, folder
 
     def process(self, element):
+        self.progress.add()
         p, paths = element
         bands = scratch.concat_arrays(list(paths), ("key", "node"))
         a, b = bucket_edges(bands["key"].astype(np.uint64), bands["node"].astype(np.int64), self.all_pairs_up_to)
@@ -155,14 +175,19 @@ class _TextReader:
         return found
 
 
-class VerifyFn(beam.DoFn):
+class VerifyFn(CountedStep):
     """``(partition, candidate edge files)`` -> verified edges (both ways, routed by node partition, for the
     components), each verified node's rank ``(node, passage_len, pair_id)`` on ``nodes``, counts on ``counts``."""
 
-    def __init__(self, config: DedupConfig, offsets: list[int], parts: int, folder: str):
+    phase = "group"
+
+    def __init__(self, config: DedupConfig, offsets: list[int], parts: int, folder: str,
+                 progress_dir: str | None = None):
+        super().__init__(progress_dir)
         self.config, self.offsets, self.parts, self.folder = config, np.asarray(offsets, np.int64), parts, folder
 
     def process(self, element):
+        self.progress.add()
         p, paths = element
         edges = scratch.concat_arrays(list(paths), ("u", "v"))
         a, b = unique_edges(edges["u"].astype(np.int64), edges["v"].astype(np.int64))
@@ -196,13 +221,17 @@ class VerifyFn(beam.DoFn):
                 path, table.filter(pa.array(part == q)))))
 
 
-class JoinNodesFn(beam.DoFn):
+class JoinNodesFn(CountedStep):
     """``(partition, {labels, nodes})`` -> every labelled node with its rank, routed by its component's partition."""
 
-    def __init__(self, parts: int, folder: str):
+    phase = "decide"
+
+    def __init__(self, parts: int, folder: str, progress_dir: str | None = None):
+        super().__init__(progress_dir)
         self.parts, self.folder = parts, folder
 
     def process(self, element):
+        self.progress.add()
         p, joined = element
         labels = scratch.concat_arrays(list(joined["labels"]), ("node", "label"))
         if not len(labels["node"]):
@@ -224,15 +253,19 @@ def _rank_order(table: pa.Table, policy: str) -> pa.Array:
     return pc.sort_indices(table, keys + [("pair_id", "ascending"), ("node", "ascending")])
 
 
-class DecideFn(beam.DoFn):
+class DecideFn(CountedStep):
     """``(partition, member files)`` -> per component: the representative, the cluster id (its members' lowest
     pair id) and size; a decision for every member ``(node, cluster_id, cluster_size, kept_id)`` routed to the
     row group holding it as ``(unit index, path)``."""
 
-    def __init__(self, policy: str, offsets: list[int], folder: str):
+    phase = "decide"
+
+    def __init__(self, policy: str, offsets: list[int], folder: str, progress_dir: str | None = None):
+        super().__init__(progress_dir)
         self.policy, self.offsets, self.folder = policy, np.asarray(offsets, np.int64), folder
 
     def process(self, element):
+        self.progress.add()
         q, paths = element
         members = pa.concat_tables([scratch.read_table(path) for path in sorted(paths)])
         members = members.take(_rank_order(members, self.policy))
@@ -253,16 +286,20 @@ class DecideFn(beam.DoFn):
             yield int(unit), scratch.write_table(path, decisions.filter(pa.array(units == unit)))
 
 
-class FinalizeFn(beam.DoFn):
+class FinalizeFn(CountedStep):
     """``(unit index, {unit, decisions})`` -> the unit's kept rows (with cluster id and size) spilled for the pairs
     writer, its near duplicates and rows with a null field as dead letters; counts of all of them."""
 
-    def __init__(self, folder: str):
+    phase = "finalize"
+
+    def __init__(self, folder: str, progress_dir: str | None = None):
+        super().__init__(progress_dir)
         self.folder = folder
 
     def process(self, element):
         _index, joined = element
         (unit,) = joined["unit"]
+        self.progress.add(unit.rows)
         table = read_unit(unit, PAIR)
         yield beam.pvalue.TaggedOutput(COUNTS, counts(table, IN))
         node = np.arange(unit.offset, unit.offset + unit.rows, dtype=np.int64)

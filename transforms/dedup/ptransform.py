@@ -45,24 +45,25 @@ class NearDedup(beam.PTransform):
             units
             | "Sign" >> beam.ParDo(SignFn(c, self.bands, self.rows, parts, folder, self.progress_dir))
             | "Buckets" >> beam.GroupByKey()
-            | "BucketEdges" >> beam.ParDo(BucketEdgesFn(c.max_bucket_all_pairs, parts, folder))
+            | "BucketEdges" >> beam.ParDo(BucketEdgesFn(c.max_bucket_all_pairs, parts, folder, self.progress_dir))
         )
         verified = (candidates
                     | "ByFirstNode" >> beam.GroupByKey()
-                    | "Verify" >> MultiOutput(VerifyFn(c, self.offsets, parts, folder), NODES, COUNTS, main="edges"))
+                    | "Verify" >> MultiOutput(VerifyFn(c, self.offsets, parts, folder, self.progress_dir), NODES,
+                                              COUNTS, main="edges"))
         labels, violations = verified.edges | "Components" >> ConnectedComponents(
-            c.cc_rounds, parts, posixpath.join(folder, "components"))
+            c.cc_rounds, parts, posixpath.join(folder, "components"), self.progress_dir)
         decisions = (
             {"labels": labels, "nodes": verified[NODES]}
             | "JoinRanks" >> beam.CoGroupByKey()
-            | "ByComponent" >> beam.ParDo(JoinNodesFn(parts, folder))
+            | "ByComponent" >> beam.ParDo(JoinNodesFn(parts, folder, self.progress_dir))
             | "Members" >> beam.GroupByKey()
-            | "Decide" >> beam.ParDo(DecideFn(c.policy, self.offsets, folder))
+            | "Decide" >> beam.ParDo(DecideFn(c.policy, self.offsets, folder, self.progress_dir))
         )
         final = (
             {"unit": units | "ByIndex" >> beam.Map(lambda u: (u.index, u)), "decisions": decisions}
             | "JoinUnits" >> beam.CoGroupByKey()
-            | "Finalize" >> MultiOutput(FinalizeFn(folder), DEAD, COUNTS, main="kept")
+            | "Finalize" >> MultiOutput(FinalizeFn(folder, self.progress_dir), DEAD, COUNTS, main="kept")
         )
         tallies = (verified[COUNTS], final[COUNTS]) | "AllCounts" >> beam.Flatten()
         return DedupResult(final.kept, final[DEAD], tallies, violations)

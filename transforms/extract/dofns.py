@@ -81,7 +81,7 @@ class ReadRecordsFn(beam.DoFn):
         for module in self.spec.plugins:  # a worker process has only the built-in adapters registered
             importlib.import_module(module)
         self.adapter = get_adapter(self.spec.adapter, self.spec.options)
-        self.progress = ProgressCounter(self.progress_dir)
+        self.progress = ProgressCounter(self.progress_dir, "read and clean")
 
     def finish_bundle(self):
         self.progress.flush()
@@ -90,17 +90,23 @@ class ReadRecordsFn(beam.DoFn):
         path = readable_file.metadata.path
         prefix = f"{self.index:03d}-{stable_id(self.spec.name, path, length=12)}"
         docs, dead, number = [], [], 0
+        size, counted = readable_file.metadata.size_in_bytes or 0, 0
         for item in self._read(readable_file, path, self.spec.rel_name(path)):
             if isinstance(item, beam.pvalue.TaggedOutput):
                 dead.append(item.value)
             else:
                 docs.append(item)
             if len(docs) >= self.batch_documents:
-                yield f"{prefix}-{number:06d}", docs, dead
+                yield f"{prefix}-{number:06d}", docs, dead  # cleaned downstream before the loop goes on
+                # the file's bytes, estimated from the text read (3 bytes a Chinese character), never past the file:
+                # the bar of a few huge files moves as they are read, and reaches the total when they end
+                step = min(3 * sum(len(d["text"]) + len(d["title"] or "") for d in docs), max(0, size - counted))
+                self.progress.add(step)
+                counted += step
                 docs, dead, number = [], [], number + 1
         if docs or dead or number == 0:
             yield f"{prefix}-{number:06d}", docs, dead
-        self.progress.add()  # a file read
+        self.progress.add(max(0, size - counted))  # the file is read whole
 
     def _read(self, readable_file, path: str, rel: str):
         try:

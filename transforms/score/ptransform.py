@@ -31,7 +31,6 @@ from cmtp.transforms.common.multi_output import MultiOutput
 from cmtp.transforms.common.outcomes import DROPPED, IN, OUT, counts
 from cmtp.transforms.common.parquet_read import Unit, read_unit, split_nulls
 from cmtp.transforms.common.parquet_shards import spill
-from cmtp.transforms.common.progress import ProgressCounter
 from cmtp.transforms.embedding.handler import InferenceError
 
 from .config import ScoreConfig
@@ -101,17 +100,13 @@ def spill_scored(kept: pa.Table, rejected: pa.Table, scratch: str, name: str):
 class _ScoredRowsFn(beam.DoFn):
     """A scored batch -> kept and rejected spills; a batch whose inference raised -> its dead letters."""
 
-    def __init__(self, config: ScoreConfig, scorer_hash: str, scratch: str, progress_dir: str | None = None):
-        self.config, self.scorer_hash, self.scratch, self.progress_dir = config, scorer_hash, scratch, progress_dir
+    def __init__(self, config: ScoreConfig, scorer_hash: str, scratch: str):
+        self.config, self.scorer_hash, self.scratch = config, scorer_hash, scratch
         self.counter = Metrics.counter(STAGE, "pairs_scored")
-
-    def setup(self):
-        self.progress = ProgressCounter(self.progress_dir)
 
     def process(self, prediction):
         name, table = prediction.example
         self.counter.inc(table.num_rows)
-        self.progress.add(table.num_rows)
         if isinstance(prediction.inference, InferenceError):
             yield from spill_dead([pair_dead_letter(STAGE, "inference_error", row, str(prediction.inference))
                                    for row in table.to_pylist()], self.scratch, name)
@@ -121,9 +116,6 @@ class _ScoredRowsFn(beam.DoFn):
                   .append_column("scorer", pa.array([self.config.model] * n, pa.string()))
                   .append_column("scorer_hash", pa.array([self.scorer_hash] * n, pa.string())))
         yield from spill_scored(*threshold_rows(scored, self.config.threshold), self.scratch, name)
-
-    def finish_bundle(self):
-        self.progress.flush()
 
 
 class ScorePairs(beam.PTransform):
@@ -140,8 +132,8 @@ class ScorePairs(beam.PTransform):
         scored = (
             read.batches
             | "AsOneElementBatches" >> beam.Map(lambda item: [item])  # RunInference's batch is the element itself
-            | "RunInference" >> RunInference(SentencePairModelHandler(c))
-            | "ToRows" >> MultiOutput(_ScoredRowsFn(c, self.scorer_hash, self.scratch, self.progress_dir),
+            | "RunInference" >> RunInference(SentencePairModelHandler(c, self.progress_dir))
+            | "ToRows" >> MultiOutput(_ScoredRowsFn(c, self.scorer_hash, self.scratch),
                                       KEPT, REJECTED, DEAD, COUNTS, main="none")
         )
         dead = (read[DEAD], scored[DEAD]) | "AllDead" >> beam.Flatten()
