@@ -55,6 +55,8 @@ class PhaseBars:
             if i < current:
                 self.bars[phase.name].close()
                 self.closed.add(phase.name)
+            else:
+                self.bars[phase.name].refresh()
 
     def close(self, counts: dict[str, int]) -> None:
         self.update(counts)

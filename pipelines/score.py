@@ -81,7 +81,7 @@ def run_score(
     prepare_output(out, list(OUTPUTS))
     work = scratch.scratch_dir(out)
     # the workers' counts drawn as one bar here (local runner); Beam's counter cmtp score/pairs_scored elsewhere
-    phases = [Phase("load model", 1, "model"), Phase("score", sum(u.rows for u in units), "pair"),
+    phases = [Phase("load model", 1, "model"), Phase("score", 2 * sum(u.rows for u in units), "text"),
               Phase("write", sum(u.rows for u in units), "row")]
     with watch("score", None, "pair", beam_args, phases) as progress, pipeline_run(beam_args, workers) as p:
         scored = (p | "RowGroups" >> beam.Create(units, reshuffle=False)

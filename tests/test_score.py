@@ -151,14 +151,14 @@ def test_score_with_a_target_keep_rate(pairs_dir, tiny_model_path, tmp_path):
 def test_a_batch_whose_inference_fails_goes_to_dead_letters(pairs_dir, tiny_model_path, tmp_path, monkeypatch):
     from cmtp.transforms.score import scoring
 
-    real = scoring.PairScorer.score
+    real = scoring.PairScorer.embed
 
-    def flaky(self, titles, passages):
-        if any("长江" in t for t in titles):
+    def flaky(self, texts, kind):
+        if any("长江" in t for t in texts):
             raise RuntimeError("CUDA out of memory (simulated)")
-        return real(self, titles, passages)
+        return real(self, texts, kind)
 
-    monkeypatch.setattr(scoring.PairScorer, "score", flaky)
+    monkeypatch.setattr(scoring.PairScorer, "embed", flaky)
     config = ScoreConfig(model=str(tiny_model_path), threshold=0.5, inference_batch=4, share_model=False)
     m = run_score(str(pairs_dir), str(tmp_path), config).check()
     dead = [d for d in pq.read_table(tmp_path / "dead_letters").to_pylist() if d["reason"] == "inference_error"]
@@ -171,19 +171,19 @@ def test_a_batch_whose_inference_fails_goes_to_dead_letters(pairs_dir, tiny_mode
 def test_the_local_runner_shows_progress(pairs_dir, tiny_model_path, tmp_path, capfd):
     run_score(str(pairs_dir), str(tmp_path), ScoreConfig(model=str(tiny_model_path), threshold=0.5))
     err = capfd.readouterr().err
-    # not a terminal: no bar, one line with the count and the scoring rate
+    # not a terminal: no bar, one line per phase with its count and rate
     scorable = sum(1 for title, passage in PAIRS if title.strip() and passage.strip())  # the empty one is dead
-    assert f"score: {scorable} pairs in " in err and "pairs/s)" in err and "\r" not in err
+    assert "score: load model: 1 model in " in err and f"score: score: {2 * scorable} texts in " in err
+    assert "texts/s)" in err and f"score: write: {len(PAIRS)} rows in " in err and "\r" not in err
 
 
 def test_inference_batches_are_cut_from_row_groups_and_every_pass_but_their_last_is_full(tiny_model_path, tmp_path,
                                                                                       monkeypatch):
     """500 pairs in row groups of 200 at inference batch 64 and batch size 16: each row group is cut into batches
-    of 64 (the last 8), and only the last forward pass of a batch may be partial. No pair goes through a
-    GroupByKey: the batches are slices of what each step read."""
-    import math
-
-    import cmtp.transforms.score.scoring as scoring
+    of 64 (the last 8), each side of a batch is embedded one forward pass at a time (counted for the progress bar),
+    and only the last pass of a batch may be partial. No pair goes through a GroupByKey: the batches are slices of
+    what each step read. Embedding pass by pass in length order gives the scores of one call per batch."""
+    from cmtp.transforms.embedding.blocks import TextEmbedder
 
     usable = [(t, p) for t, p in PAIRS if t.strip() and p.strip()]
     rows = [{"pair_id": f"p{i:04d}", "source": "s", "source_file": "f", "record_key": str(i),
@@ -191,18 +191,26 @@ def test_inference_batches_are_cut_from_row_groups_and_every_pass_but_their_last
             for i in range(500)]
     (tmp_path / "in").mkdir()
     pq.write_table(rows_to_table(rows, PAIR), tmp_path / "in" / "pairs.parquet", row_group_size=200)
-    sizes, real = [], scoring.encode
+    sizes, real = [], TextEmbedder.embed
 
-    def counted(model, texts, prompt, batch_size, *args, **kwargs):
-        sizes.append(len(texts))
-        return real(model, texts, prompt, batch_size, *args, **kwargs)
+    def counted(self, texts, kind):
+        if kind == "query":
+            sizes.append(len(texts))
+        return real(self, texts, kind)
 
-    monkeypatch.setattr(scoring, "encode", counted)
-    run_score(str(tmp_path / "in"), str(tmp_path / "out"),
-              ScoreConfig(model=str(tiny_model_path), batch_size=16, inference_batch=64))
-    titles = sizes[::2]  # each call encodes the titles, then the passages
-    assert sorted(titles) == sorted([64, 64, 64, 8] * 2 + [64, 36])
-    assert sum(math.ceil(n / 16) for n in titles) == 7 * 4 + 2 * 1 + 3  # seven full batches, two of 8, one of 36
+    monkeypatch.setattr(TextEmbedder, "embed", counted)
+    config = ScoreConfig(model=str(tiny_model_path), batch_size=16, inference_batch=64, share_model=False)
+    run_score(str(tmp_path / "in"), str(tmp_path / "out"), config)
+    # seven batches of 64 (4 full passes each), two of 8, one of 36 (two full passes and one of 4)
+    assert sorted(sizes) == sorted([16] * 4 * 7 + [8, 8] + [16, 16, 4])
+    scored = [r for sub in ("kept", "rejected") for r in pq.read_table(tmp_path / "out" / sub).to_pylist()]
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_model_path), device="cpu")
+    model.max_seq_length = config.max_seq_length
+    scored.sort(key=lambda r: r["pair_id"])
+    direct = score_pairs(model, [r["title"] for r in scored], [r["passage"] for r in scored], config)
+    assert_float32_close([r["score"] for r in scored], direct, TINY_MODEL_TERMS, what="scores")
 
 
 @pytest.mark.parametrize("options, message", [

@@ -92,6 +92,11 @@ class Bar:
     def update(self, n: int = 1) -> None:
         self.update_to(self.done + n)
 
+    def refresh(self) -> None:
+        """Redraw with the time now: elapsed time and rate move between two counts of a slow step."""
+        if self._tqdm is not None:
+            self._tqdm.refresh()
+
     def close(self, summary: bool = True) -> None:
         if self._tqdm is not None:
             self._tqdm.close()

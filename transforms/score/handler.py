@@ -13,8 +13,6 @@ from cmtp.transforms.embedding.handler import BatchInferenceHandler
 from .config import ScoreConfig
 from .scoring import PairScorer
 
-PASSES_PER_REPORT = 4  # forward passes between two progress counts
-
 
 class SentencePairModelHandler(BatchInferenceHandler):
     """Elements are ``(name, table)`` batches of pairs (``ScorePairs`` cuts them from row groups), each scored as
@@ -36,24 +34,31 @@ class SentencePairModelHandler(BatchInferenceHandler):
         return model
 
     def infer(self, batch: Sequence[tuple[str, pa.Table]], model: PairScorer) -> list[np.ndarray]:
-        """Each batch scored in slices of ``PASSES_PER_REPORT`` forward passes, the pairs counted after each: a batch
-        of 1,024 pairs takes a minute on a CPU, and the bar would stand still for it. (A slice is sorted by length on
-        its own, so a score may differ in its last float32 bit from one the whole batch was sorted for.)"""
+        """Each side of a batch embedded one forward pass at a time in length order (the order sentence-transformers
+        sorts a whole call by, so the passes and the scores are those of one call), the texts counted after each
+        pass: a batch of 1,024 pairs takes a minute on a CPU, and the bar would stand still for it."""
         if self._progress is None:
             self._progress = ProgressCounter(self.progress_dir, "score")
             self._progress.flush()  # the phase starts with the first batch: the model has loaded
-        step = self.config.batch_size * PASSES_PER_REPORT
         results = []
         for _name, table in batch:
-            titles, passages = table.column("title").to_pylist(), table.column("passage").to_pylist()
-            scores = []
-            for start in range(0, len(titles), step):
-                scores.append(np.asarray(model.score(titles[start:start + step], passages[start:start + step]),
-                                         dtype=np.float32))
-                self._progress.add(len(scores[-1]))
-            results.append(np.concatenate(scores) if scores else np.zeros(0, np.float32))
+            sides = [self._embed(model, table.column(column).to_pylist(), kind)
+                     for column, kind in (("title", "query"), ("passage", "passage"))]
+            results.append(np.einsum("ij,ij->i", *sides).astype(np.float32))
         self._progress.flush()
         return results
+
+    def _embed(self, model: PairScorer, texts: list[str], kind: str) -> np.ndarray:
+        order = np.argsort([-len(t) for t in texts])  # the same call sentence-transformers makes: its order
+        step = self.config.batch_size
+        parts = []
+        for start in range(0, len(order), step):
+            parts.append(model.embed([texts[i] for i in order[start:start + step]], kind))
+            self._progress.add(len(parts[-1]))
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+        out = np.empty_like(vectors)
+        out[order] = vectors
+        return out
 
     def get_num_bytes(self, batch: Sequence[tuple[str, pa.Table]]) -> int:
         return sum(table.nbytes for _name, table in batch)
