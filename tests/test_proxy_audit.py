@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cmtp.pipelines.audit.proxy import NO_FILTER, ProxyAudit, ProxyConfig, run_proxy_audit
-from cmtp.pipelines.audit.proxy_stats import Summary, difference, pooled_sd, verdict
+from cmtp.pipelines.audit.proxy_stats import Arm, Summary, ablation_verdict, difference, pooled_sd, verdict
 from cmtp.pipelines.audit.proxy_variants import Variant, holdout_table, sample_variants
 from cmtp.pipelines.audit.stats import open_scored
 from tests.test_cli import cli_error
@@ -53,11 +53,36 @@ def test_difference_is_measurable_only_beyond_two_pooled_sds():
 
 def test_verdict_names_the_cut_and_the_control():
     good, base, control = Summary((12.0, 12.1, 11.9)), Summary((10.0, 10.1, 9.9)), Summary((10.0, 10.2, 9.8))
-    line = verdict("keep 0.80", good, base, control)
-    assert line.startswith("keep 0.80 beats no filter by +2.00") and "control by +2.00" in line
-    assert verdict("keep 0.80", base, base, control).startswith("no cut measurably better than no filter")
-    same_as_control = verdict("keep 0.80", good, base, Summary((12.0, 12.1, 11.9)))
-    assert "fewer pairs, not the selection" in same_as_control
+    no_filter = Arm("no filter", base, 5000)
+    line = verdict([(Arm("keep 0.80", good, 4000), Arm("random", control, 4000))], no_filter, budget=1920)
+    assert line.startswith("keep 0.80 beats no filter by +2.00") and "measurably better than its random control" in line
+    same = verdict([(Arm("keep 0.80", base, 4000), Arm("random", control, 4000))], no_filter, budget=1920)
+    assert same.startswith("no cut measurably better than no filter")
+    same_as_control = verdict([(Arm("keep 0.80", good, 4000), Arm("random", good, 4000))], no_filter, budget=1920)
+    assert "fewer pairs, not the selection, may explain" in same_as_control
+
+
+def test_the_verdict_reads_the_whole_table():
+    """On 2,000 pairs the audit printed only 'no cut measurably better than no filter (best: keep 0.60, -0.91 ±
+    0.23)': the cut was measurably worse (4 sd), measurably better than its control, and the budget repeated its
+    774 pairs five times where no filter's 1,286 were repeated three times."""
+    cut = Arm("keep 0.60", Summary((49.87, 50.07, 49.67)), 774)
+    control = Arm("random", Summary((49.37, 49.6, 49.14)), 774)
+    no_filter = Arm("no filter", Summary((50.78, 51.0, 50.56)), 1286)
+    line = verdict([(cut, control)], no_filter, budget=3840)
+    assert "measurably worse than no filter: keep 0.60 -0.91" in line
+    assert "keep 0.60 is measurably better than its random control of the same size (49.87" in line
+    assert "repeats no filter's 1,286 pairs 3.0 times, keep 0.60's 774 pairs 5.0 times" in line
+    assert "carries over" in line
+
+
+def test_an_ablation_verdict_names_gains_and_losses_against_the_base():
+    base = Arm("range 10-210 (the build's)", Summary((60.0, 60.2, 59.8)), 1000)
+    better = Arm("range 3-60", Summary((62.0, 62.2, 61.8)), 1000)
+    same = Arm("range 30-200", Summary((60.1, 60.3, 59.9)), 1000)
+    assert ablation_verdict([base, better, same], base) == ("measurably better than range 10-210 (the build's): "
+                                                           "range 3-60 +2.00 ± 0.20")
+    assert ablation_verdict([base, same], base).startswith("no variant measurably different")
 
 
 # --- variants -----------------------------------------------------------------------------------------------------
@@ -100,11 +125,11 @@ def _counting_train(monkeypatch, fail_at=None):
     calls = []
     original = ProxyAudit._train
 
-    def train(self, data, out, seed):
+    def train(self, data, out, seed, group=1):
         calls.append(seed)
         if fail_at is not None and len(calls) == fail_at:
             raise KeyboardInterrupt  # the user's Ctrl-C in the middle of a run
-        return original(self, data, out, seed)
+        return original(self, data, out, seed, group)
 
     monkeypatch.setattr(ProxyAudit, "_train", train)
     return calls
@@ -139,6 +164,51 @@ def test_a_killed_audit_resumes_at_the_run_it_was_in(proxy_setup, monkeypatch):
     report = run_proxy_audit(dataset, config, work, log=lambda _: None)
     assert len(calls) == 3  # 3 of 6 runs had finished
     assert sum(r.cached for r in report.runs) == 3
+
+
+def _mined_dir(tmp_path, n=120):
+    """Training examples of the scored pairs (mine's output: example_id = pair_id), each with 3 negatives drawn from
+    other passages."""
+    import pyarrow.parquet as pq
+
+    from cmtp.schemas import TRAINING_EXAMPLE, rows_to_table
+
+    scored = pq.read_table(next((tmp_path / "score" / "kept").glob("*.parquet"))).to_pylist()
+    rows = [{"example_id": r["pair_id"], "query": r["title"], "pos": [r["passage"]],
+             "neg": [scored[(i + k) % len(scored)]["passage"] for k in (7, 13, 29)], "instruction": "为这个句子：",
+             "source": "lcsts", "task": "retrieval", "pos_scores": [], "neg_scores": [], "neg_kinds": []}
+            for i, r in enumerate(scored[:n])]
+    (tmp_path / "mine" / "examples").mkdir(parents=True)
+    pq.write_table(rows_to_table(rows, TRAINING_EXAMPLE),
+                   tmp_path / "mine" / "examples" / "part-00000-of-00001.parquet")
+    return tmp_path / "mine"
+
+
+def test_the_proxy_trains_on_mined_examples_beside_their_pairs(proxy_setup, tmp_path, monkeypatch):
+    """An examples input (mine's output) is two variants from the same queries: with the mined negatives (stage 3's
+    loss, --proxy-train-group-size passages a query) and with in-batch negatives alone."""
+    dataset, config, work = proxy_setup
+    config.inputs = [f"mined={_mined_dir(tmp_path, n=80)}"]  # fewer queries than no filter: another sample
+    config.keep_rates, config.seeds = [0.6], 1
+    groups = []
+    original = ProxyAudit._train
+
+    def train(self, data, out, seed, group=1):
+        groups.append(group)
+        if group > 1:
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(data).to_pylist()
+            assert rows[0]["neg"] and rows[0]["instruction"] is None  # its negatives; no instruction of its own
+        return original(self, data, out, seed, group)
+
+    monkeypatch.setattr(ProxyAudit, "_train", train)
+    report = run_proxy_audit(dataset, config, work, log=lambda _: None)
+    names = [v.name for v in report.variants]
+    assert names[-2:] == ["mined", "mined (in-batch negatives only)"]
+    assert sorted(groups) == [1, 1, 1, 1, config.train_group_size]  # no filter, cut, control, pairs, mined
+    mined, pairs = (next(r for r in report.runs if r.variant == n) for n in names[-2:])
+    assert mined.pairs == pairs.pairs  # the same sampled queries
 
 
 def test_rewritten_text_under_the_same_ids_is_not_a_cached_run(proxy_setup, tmp_path, monkeypatch):

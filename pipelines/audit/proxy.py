@@ -27,12 +27,12 @@ import numpy as np
 from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.ranges import check_ranges, option, within
 
-from .proxy_stats import Summary, difference, verdict
+from .proxy_stats import Arm, Summary, ablation_verdict, difference, verdict
 from .proxy_variants import (
     Variant,
     count_available,
     holdout_table,
-    input_variant,
+    input_variants,
     sample_input,
     sample_variants,
     write_pairs,
@@ -42,7 +42,7 @@ PROXY_MODEL = "builtin:me5-small-l2"
 DEFAULT_KEEP_RATES = (0.9, 0.8, 0.7, 0.6)
 NO_FILTER = "no filter"
 HOLDOUT_TASK = "holdout"
-CACHE_VERSION = 2  # raised when a cached run's meaning changes (2: keys over the pairs' text, not their ids)
+CACHE_VERSION = 3  # raised when a cached run's meaning changes (2: keys over the text; 3: negatives and group size)
 # Used only for the estimate printed before the first run (then each finished run refines it): training rate of
 # the proxy at the default recipe, measured on a 2-core CPU (docs/stages/proxy-audit.md).
 PRIOR_SAMPLES_PER_SECOND = 40.0
@@ -78,11 +78,16 @@ class ProxyConfig:
     eval_max_len: int = field(default=128, metadata=within(ge=8))
     eval_batch_size: int = field(default=64, metadata=within(ge=1))
     device: str | None = option(None, "device of the proxy runs (default: CUDA when present)")
+    train_group_size: int = option(4, "passages per query of a training-examples input: its positive and "
+                                      "hard negatives (stage 3's loss)", flag="--proxy-train-group-size", ge=2)
+    cuts: bool = True  # compare the scored pairs' cuts (False: the inputs alone, as a build's --ablate does)
 
     def __post_init__(self):
         check_ranges(self)
-        if not self.thresholds and not self.keep_rates:
+        if not self.thresholds and not self.keep_rates and self.cuts:
             self.keep_rates = list(DEFAULT_KEEP_RATES)
+        if not self.cuts and not self.inputs:
+            raise CmtpError("a proxy audit without cuts compares its inputs: give at least one NAME=PATH")
         if self.holdout and self.holdout < 10:
             raise CmtpError("--proxy-holdout must be 0 (none) or >= 10 pairs")
         for spec in self.inputs:
@@ -97,20 +102,29 @@ class ProxyConfig:
         keys = ["model", "steps", "batch_size", "learning_rate", "temperature", "query_max_len", "passage_max_len"]
         return {k: getattr(self, k) for k in keys}
 
+    @property
+    def budget(self) -> int:
+        """Training samples every run sees: steps x batch (a variant with fewer pairs repeats them)."""
+        return self.steps * self.batch_size
+
 
 def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def content_key(table) -> str:
-    """The digest of a table's pairs by content (id, title, passage, in order): ids hash a record's place, not its
-    text, so a corpus re-extracted with other cleaning keeps its ids and must not reuse runs trained on the old
-    text."""
+    """The digest of a table's rows by content (id, title, passage and any negatives, in order): ids hash a
+    record's place, not its text, so a corpus re-extracted with other cleaning keeps its ids and must not reuse runs
+    trained on the old text."""
     h = hashlib.sha256()
-    for name in ("pair_id", "title", "passage"):
+    for name in ("pair_id", "title", "passage", "neg"):
+        if name not in table.column_names:
+            continue
         for value in table.column(name).to_pylist():
-            h.update((value or "").encode("utf-8", "surrogatepass"))
-            h.update(b"\x1f")
+            for text in value if isinstance(value, list) else [value]:
+                h.update((text or "").encode("utf-8", "surrogatepass"))
+                h.update(b"\x1f")
+            h.update(b"\x1d")
         h.update(b"\x1e")
     return h.hexdigest()[:16]
 
@@ -137,23 +151,30 @@ class ProxyReport:
     runs: list[RunResult]
     seconds: float = 0.0
 
+    @property
+    def baseline(self) -> str:
+        """What the other variants are compared with: no filter, or (without cuts) the first input: a build's own
+        choice when it ablates an option."""
+        names = [v.name for v in self.variants]
+        return NO_FILTER if NO_FILTER in names else names[0]
+
     def summary(self, variant: str, key: str = "dev_average") -> Summary:
         runs = [r for r in self.runs if r.variant == variant]
         return Summary(tuple(r.dev_average if key == "dev_average" else r.scores[key] for r in runs))
 
     def rows(self) -> list[dict]:
         """One row per variant: mean ± sd of the dev average and of the held-out retrieval, deltas judged by the
-        significance rule against the floor and against no filter."""
-        base = self.summary(NO_FILTER)
+        significance rule against the floor and against the baseline."""
+        base = self.summary(self.baseline)
         floor = Summary((self.floor.dev_average,))
         rows = []
         for v in self.variants:
             s = self.summary(v.name)
             runs = [r for r in self.runs if r.variant == v.name]
-            vs_floor, vs_all = difference(s, floor), difference(s, base)
+            vs_floor, vs_base = difference(s, floor), difference(s, base)
             row = {**v.to_dict(), "pairs": min((r.pairs for r in runs), default=0), "seeds": s.n,
                    "dev_mean": s.mean, "dev_sd": s.sd, "vs_floor": asdict(vs_floor),
-                   "vs_no_filter": asdict(vs_all) if v.name != NO_FILTER else None,
+                   "vs_baseline": asdict(vs_base) if v.name != self.baseline else None,
                    "tasks": {t: float(np.mean([r.scores[t] for r in runs])) for t in (runs[0].scores if runs else {})}}
             if runs and HOLDOUT_TASK in runs[0].scores:
                 h = self.summary(v.name, HOLDOUT_TASK)
@@ -161,14 +182,17 @@ class ProxyReport:
             rows.append(row)
         return rows
 
+    def _arm(self, name: str) -> Arm:
+        return Arm(name, self.summary(name), min((r.pairs for r in self.runs if r.variant == name), default=0))
+
     def verdict(self) -> str:
-        filtered = [v for v in self.variants if v.kind == "threshold"]
-        if not filtered:
-            return "no threshold variant to judge"
-        best = max(filtered, key=lambda v: self.summary(v.name).mean)
-        control = next((v for v in self.variants if v.kind == "random" and v.threshold == best.threshold), None)
-        return verdict(best.name, self.summary(best.name), self.summary(NO_FILTER),
-                       self.summary(control.name) if control else None)
+        budget = self.config.get("steps", 0) * self.config.get("batch_size", 0)
+        cuts = [v for v in self.variants if v.kind == "threshold"]
+        if not cuts:
+            return ablation_verdict([self._arm(v.name) for v in self.variants], self._arm(self.baseline))
+        controls = {v.threshold: v.name for v in self.variants if v.kind == "random"}
+        return verdict([(self._arm(v.name), self._arm(controls[v.threshold]) if v.threshold in controls else None)
+                        for v in cuts], self._arm(self.baseline), budget)
 
     def to_dict(self) -> dict:
         return {"config": self.config, "floor": asdict(self.floor), "rows": self.rows(), "verdict": self.verdict(),
@@ -183,10 +207,14 @@ def _cut_names(threshold: float, share: float, by_rate: float | None) -> tuple[s
 
 
 def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]:
-    """No filter, each cut with its random same-size control, and the named inputs."""
+    """No filter, each cut with its random same-size control, and the named inputs (training examples twice: with
+    their mined negatives and with in-batch negatives alone); without cuts, the inputs alone."""
     from .stats import collect
 
-    inputs = [input_variant(name, path, held) for name, _, path in (s.partition("=") for s in config.inputs)]
+    inputs = [v for name, _, path in (spec.partition("=") for spec in config.inputs)
+              for v in input_variants(name, path, held)]
+    if not config.cuts:
+        return _checked(inputs)
     cuts: list[tuple[float, float | None]] = [(float(t), None) for t in config.thresholds]
     if config.keep_rates:
         stats = collect(dataset, np.array([0.0], np.float32))["(all)"]
@@ -207,7 +235,10 @@ def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]
         variants.append(Variant(name, "threshold", k, threshold=t, keep_rate=k / total))
         if config.controls:
             variants.append(Variant(control, "random", k, threshold=t, keep_rate=k / total))
-    variants += inputs  # read first: a NAME=PATH that matches nothing is named before the cuts' own checks
+    return _checked(variants + inputs)  # read first: a NAME=PATH that matches nothing is named before the cuts'
+
+
+def _checked(variants: list[Variant]) -> list[Variant]:
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise CmtpError(f"two variants share a name: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
@@ -267,12 +298,14 @@ class ProxyAudit:
         _write_json(path, asdict(result))
         return result
 
-    def _train(self, data: Path, out: Path, seed: int) -> dict:
+    def _train(self, data: Path, out: Path, seed: int, group: int = 1) -> dict:
+        """``group`` > 1: training examples with mined negatives, stage 3's loss with that many passages a query."""
         from cmtp.trainer.config import TrainConfig
         from cmtp.trainer.loop import train
 
         c = self.config
-        config = TrainConfig(stage="contrastive", model=self.model_path, data=[{"name": "proxy", "paths": [str(data)]}],
+        stage = {"stage": "finetune", "train_group_size": group} if group > 1 else {"stage": "contrastive"}
+        config = TrainConfig(**stage, model=self.model_path, data=[{"name": "proxy", "paths": [str(data)]}],
                              output_dir=str(out), max_steps=c.steps, batch_size=c.batch_size,
                              learning_rate=c.learning_rate, temperature=c.temperature, query_max_len=c.query_max_len,
                              passage_max_len=c.passage_max_len, freeze_embeddings=True, save_steps=0, seed=seed,
@@ -282,7 +315,8 @@ class ProxyAudit:
     def run(self, variant: Variant, seed: int, table) -> RunResult:
         """Train and evaluate one variant x seed, or return its cached result."""
         data_key = content_key(table)
-        key = _digest(self.base_key, data_key, seed)
+        group = self.config.train_group_size if variant.negatives else 1
+        key = _digest(self.base_key, data_key, seed, group)
         path = self.work / "runs" / f"{key}.json"
         if path.exists():
             return RunResult(**{**json.loads(path.read_text(encoding="utf-8")), "variant": variant.name,
@@ -294,7 +328,7 @@ class ProxyAudit:
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
         try:
-            summary = self._train(data, out, seed)
+            summary = self._train(data, out, seed, group)
             trained = time.perf_counter() - started
             scores, dev, eval_seconds = self._evaluate(str(Path(summary["model"])))
         finally:

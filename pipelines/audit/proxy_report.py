@@ -7,7 +7,7 @@ import html
 
 from rich.table import Table
 
-from .proxy import NO_FILTER, ProxyReport
+from .proxy import ProxyReport
 
 
 def _cell(diff: dict | None) -> str:
@@ -24,13 +24,13 @@ def proxy_table(report: ProxyReport) -> Table:
     table = Table(title=f"proxy audit: {report.config['model']}, {report.config['steps']} steps x "
                         f"{report.config['batch_size']} pairs, {report.config['seeds']} seeds "
                         "(scores x 100; n.s. = below 2 pooled SDs: no measurable difference)")
-    for column in ["variant", "pairs", "dev avg (mean ± sd)", "vs floor", "vs no filter", *tasks]:
+    for column in ["variant", "pairs", "dev avg (mean ± sd)", "vs floor", f"vs {report.baseline}", *tasks]:
         table.add_column(column, justify="left" if column == "variant" else "right")
     table.add_row("untrained proxy (floor)", "", f"{report.floor.dev_average:.2f}", "", "",
                   *[f"{report.floor.scores.get(t, float('nan')):.2f}" for t in tasks])
     for r in rows:
         table.add_row(r["name"], f"{r['pairs']:,}",
-                      f"{r['dev_mean']:.2f} ± {r['dev_sd']:.2f}", _cell(r["vs_floor"]), _cell(r["vs_no_filter"]),
+                      f"{r['dev_mean']:.2f} ± {r['dev_sd']:.2f}", _cell(r["vs_floor"]), _cell(r["vs_baseline"]),
                       *[f"{r['tasks'][t]:.2f}" for t in tasks])
     return table
 
@@ -42,10 +42,12 @@ def proxy_figure(report: ProxyReport):
 
     plt = _matplotlib()
     rows = report.rows()
+    if not any(r["kind"] == "threshold" for r in rows):
+        return _variants_figure(plt, report, rows)
     fig, ax = plt.subplots(figsize=(9, 4.6), dpi=110)
-    base = next(r for r in rows if r["name"] == NO_FILTER)
+    base = next(r for r in rows if r["name"] == report.baseline)
     ax.axhspan(base["dev_mean"] - base["dev_sd"], base["dev_mean"] + base["dev_sd"], color="grey", alpha=0.2)
-    ax.axhline(base["dev_mean"], color="grey", linewidth=1.5, label=f"no filter {base['dev_mean']:.2f}")
+    ax.axhline(base["dev_mean"], color="grey", linewidth=1.5, label=f"{report.baseline} {base['dev_mean']:.2f}")
     ax.axhline(report.floor.dev_average, color="black", linestyle=":", linewidth=1.2,
                label=f"untrained proxy {report.floor.dev_average:.2f}")
     for kind, style in [("threshold", dict(color="crimson", marker="o", label="kept by the cut")),
@@ -70,6 +72,29 @@ def proxy_figure(report: ProxyReport):
     return fig
 
 
+def _variants_figure(plt, report: ProxyReport, rows: list[dict]):
+    """Variants without a threshold (a build's ablation): one bar each, mean ± sd over seeds, the baseline's band and
+    the untrained proxy as lines."""
+    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.45 * len(rows)), dpi=110)
+    names = [r["name"] for r in rows][::-1]
+    means = [r["dev_mean"] for r in rows][::-1]
+    sds = [r["dev_sd"] for r in rows][::-1]
+    colors = ["grey" if n == report.baseline else "crimson" for n in names]
+    ax.barh(names, means, xerr=sds, color=colors, alpha=0.7, capsize=4)
+    base = next(r for r in rows if r["name"] == report.baseline)
+    ax.axvspan(base["dev_mean"] - base["dev_sd"], base["dev_mean"] + base["dev_sd"], color="grey", alpha=0.15)
+    ax.axvline(report.floor.dev_average, color="black", linestyle=":", linewidth=1.2,
+               label=f"untrained proxy {report.floor.dev_average:.2f}")
+    low = min(min(m - s for m, s in zip(means, sds, strict=True)), report.floor.dev_average)
+    high = max(m + s for m, s in zip(means, sds, strict=True))
+    ax.set_xlim(low - 0.1 * (high - low + 1), high + 0.1 * (high - low + 1))
+    ax.set_xlabel("proxy dev average (x 100), mean ± sd over seeds")
+    ax.set_title(f"Which variant trains a better model? (against {report.baseline}, grey)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def write_proxy_png(path: str, report: ProxyReport) -> None:
     import io
 
@@ -90,11 +115,11 @@ def proxy_html(report: ProxyReport) -> str:
     rows = report.rows()
     tasks = list(rows[0]["tasks"]) if rows else []
     head = "".join(f"<th>{html.escape(c)}</th>" for c in
-                   ["variant", "pairs", "dev avg", "sd", "vs floor", "vs no filter", *tasks])
+                   ["variant", "pairs", "dev avg", "sd", "vs floor", f"vs {report.baseline}", *tasks])
     body = "".join(
         f"<tr><td>{html.escape(r['name'])}</td><td class=num>{r['pairs']:,}</td><td class=num>{r['dev_mean']:.2f}</td>"
         f"<td class=num>{r['dev_sd']:.2f}</td><td class=num>{html.escape(_cell(r['vs_floor']))}</td>"
-        f"<td class=num>{html.escape(_cell(r['vs_no_filter']))}</td>"
+        f"<td class=num>{html.escape(_cell(r['vs_baseline']))}</td>"
         + "".join(f"<td class=num>{r['tasks'][t]:.2f}</td>" for t in tasks) + "</tr>"
         for r in rows)
     c = report.config

@@ -66,15 +66,74 @@ def difference(a: Summary, b: Summary) -> Difference:
     return Difference(delta, spread, measurable)
 
 
-def verdict(best_name: str, best: Summary, no_filter: Summary, control: Summary | None) -> str:
-    """The one-line answer: does the best filtered variant beat no filter (and its random same-size control)?"""
-    vs_all = difference(best, no_filter)
-    if not (vs_all.measurable and vs_all.delta > 0):
-        return f"no cut measurably better than no filter at this budget (best: {best_name}, {vs_all.describe()})"
-    line = f"{best_name} beats no filter by {vs_all.delta:+.2f} ± {vs_all.spread:.2f}"
-    if control is not None:
-        vs_control = difference(best, control)
-        line += f"; its random same-size control by {vs_control.describe()}"
-        if not (vs_control.measurable and vs_control.delta > 0):
-            line += " (so fewer pairs, not the selection, may explain it)"
-    return line
+@dataclass(frozen=True)
+class Arm:
+    """One variant as the verdict reads it: its name, its scores over seeds, the distinct pairs it trained on."""
+
+    name: str
+    summary: Summary
+    pairs: int
+
+
+def _vs(a: Arm, b: Arm) -> str:
+    return f"{a.summary.mean:.2f} ± {a.summary.sd:.2f} against {b.summary.mean:.2f} ± {b.summary.sd:.2f}"
+
+
+def verdict(cuts: list[tuple[Arm, Arm | None]], baseline: Arm, budget: int) -> str:
+    """The answer a table of cuts gives, read whole: whether the best cut beats no filter (``baseline``) or any cut
+    is measurably worse (a loss is said as a loss); whether the best cut beats its random control of the same size
+    (the selection itself, apart from having fewer pairs); and, when a cut has fewer distinct pairs than the
+    ``budget`` of samples every run sees, that the runs repeat their pairs unequally, so size and not selection may
+    decide the first comparison, and the control comparison is the one that carries over to a larger corpus."""
+    if not cuts:
+        return "no cut to judge"
+    best, control = max(cuts, key=lambda c: c[0].summary.mean)
+    vs_all = difference(best.summary, baseline.summary)
+    if vs_all.measurable and vs_all.delta > 0:
+        parts = [f"{best.name} beats {baseline.name} by {vs_all.delta:+.2f} ± {vs_all.spread:.2f}"]
+    else:
+        parts = [f"no cut measurably better than {baseline.name} at this budget (best: {best.name}, "
+                 f"{vs_all.describe()})"]
+    worse = [(arm, d) for arm, _ in cuts if (d := difference(arm.summary, baseline.summary)).measurable and d.delta < 0]
+    if worse:
+        names = ", ".join(f"{arm.name} {d.delta:+.2f} ± {d.spread:.2f}" for arm, d in worse)
+        parts.append(f"measurably worse than {baseline.name}: {names}")
+    for arm, ctl in cuts:
+        if ctl is None:
+            continue
+        d = difference(arm.summary, ctl.summary)
+        if d.measurable:
+            parts.append(f"{arm.name} is measurably {'better' if d.delta > 0 else 'worse'} than its random control "
+                         f"of the same size ({_vs(arm, ctl)}): the selection {'helps' if d.delta > 0 else 'hurts'}")
+        elif arm is best:
+            parts.append(f"{arm.name} against its random control of the same size: {d.describe()} (so fewer pairs, "
+                         "not the selection, may explain a difference from " + baseline.name + ")")
+    repeated = [arm for arm in [baseline, *(c for c, _ in cuts)] if 0 < arm.pairs < budget]
+    if repeated and any(arm.pairs != repeated[0].pairs for arm in repeated + [baseline]):
+        times = ", ".join(f"{arm.name}'s {arm.pairs:,} pairs {budget / arm.pairs:.1f} times" for arm in repeated)
+        parts.append(f"the budget of {budget:,} samples repeats {times}: size, not selection, may decide against "
+                     f"{baseline.name}; on a corpus larger than the budget the comparison with the same-size random "
+                     "control is the one that carries over")
+    return "; ".join(parts)
+
+
+def ablation_verdict(arms: list[Arm], baseline: Arm) -> str:
+    """Each variant against the build's own choice (``baseline``): the measurable gains and losses, or that none is
+    measurable at this budget."""
+    gains, losses = [], []
+    for arm in arms:
+        if arm is baseline:
+            continue
+        d = difference(arm.summary, baseline.summary)
+        if d.measurable:
+            (gains if d.delta > 0 else losses).append(f"{arm.name} {d.delta:+.2f} ± {d.spread:.2f}")
+    if not gains and not losses:
+        best = max(arms, key=lambda a: a.summary.mean)
+        return (f"no variant measurably different from {baseline.name} at this budget (best: {best.name}, "
+                f"{difference(best.summary, baseline.summary).describe()})")
+    parts = []
+    if gains:
+        parts.append(f"measurably better than {baseline.name}: {', '.join(gains)}")
+    if losses:
+        parts.append(f"measurably worse than {baseline.name}: {', '.join(losses)}")
+    return "; ".join(parts)

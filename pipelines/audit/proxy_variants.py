@@ -1,5 +1,6 @@
 """The training sets a proxy audit compares: each threshold's kept pairs, no filter, a random subset of the same size
-per threshold, and other inputs given by name; all sampled the same seeded way, with a held-out slice kept out.
+per threshold, and other inputs given by name (pairs, or mine's training examples with their hard negatives); all
+sampled the same seeded way, with a held-out slice kept out.
 
 Sampling is by hash, not by a random generator over rows: every pair gets a key ``blake2b(seed, pair_id)``, and a
 variant's sample is the ``n`` eligible pairs with the smallest keys. So it is one streaming pass with bounded
@@ -28,7 +29,9 @@ from cmtp.transforms.common.paths import parquet_files
 from .stats import stream
 
 TEXT_COLUMNS = ["pair_id", "title", "passage", "source"]
-INPUT_SUBDIRS = ("pairs", "kept")  # a stage folder given as NAME=PATH: extract/dedup's pairs/, score's kept/
+EXAMPLE_COLUMNS = [*TEXT_COLUMNS, "neg"]  # an example as the proxy trains on it: its first positive, its negatives
+# a stage folder given as NAME=PATH: extract/dedup's pairs/, score's kept/, mine's examples/
+INPUT_SUBDIRS = ("pairs", "kept", "examples")
 HOLDOUT_SALT = "cmtp-proxy-holdout"
 
 
@@ -42,10 +45,13 @@ class Variant:
     threshold: float | None = None
     keep_rate: float | None = None  # the share of all pairs it keeps
     path: str | None = None  # kind input: its Parquet
+    examples: bool = False  # kind input: training examples (query, pos, neg), not pairs
+    negatives: bool = False  # trained with the examples' mined negatives (stage 3's loss), not in-batch ones alone
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "available": self.available, "threshold": self.threshold,
-                "keep_rate": self.keep_rate, "path": self.path}
+                "keep_rate": self.keep_rate, "path": self.path, "examples": self.examples,
+                "negatives": self.negatives}
 
 
 def hash_keys(ids: list[str], salt: str) -> np.ndarray:
@@ -73,12 +79,31 @@ class SmallestKeys:
 
     def table(self) -> pa.Table:
         if self.rows is None:
-            return pa.table({c: pa.array([], pa.string()) for c in TEXT_COLUMNS})
+            return pa.table({c: pa.array([], pa.string()) for c in TEXT_COLUMNS})  # an empty sample
         order = np.lexsort((np.array(self.rows.column("pair_id").to_pylist(), dtype=object), self.keys))
         return self.rows.take(pa.array(order))
 
 
+def is_examples(dataset: ds.Dataset) -> bool:
+    return {"query", "pos"} <= set(dataset.schema.names)
+
+
+def _example_batches(dataset: ds.Dataset):
+    """Training examples as the proxy's rows: id, query as title, the first positive as passage, source, negatives."""
+    names = dataset.schema.names
+    columns = [c for c in ("example_id", "query", "pos", "neg", "source") if c in names]
+    for batch in stream(dataset, columns, 1 << 14):
+        rows = batch.to_pylist()
+        yield pa.table({"pair_id": [r["example_id"] for r in rows], "title": [r["query"] for r in rows],
+                        "passage": [(r["pos"] or [""])[0] for r in rows],
+                        "source": [r.get("source") or "" for r in rows],
+                        "neg": pa.array([list(r.get("neg") or []) for r in rows], pa.list_(pa.string()))})
+
+
 def _text_batches(dataset: ds.Dataset, with_score: bool):
+    if is_examples(dataset) and not with_score:
+        yield from _example_batches(dataset)
+        return
     names = dataset.schema.names
     missing = [c for c in ["pair_id", "title", "passage"] if c not in names]
     if missing:
@@ -147,29 +172,47 @@ def open_input(path: str) -> ds.Dataset:
         raise CmtpError(f"cannot read {path}: {exc}") from exc
 
 
-def input_variant(name: str, path: str, held: set[str]) -> Variant:
-    available = sum(int(_outside(t, held).sum()) for t in _text_batches(open_input(path), with_score=False))
-    return Variant(name, "input", available, path=path)
+def input_variants(name: str, path: str, held: set[str]) -> list[Variant]:
+    """A NAME=PATH input; training examples make two variants from the same queries: with their mined negatives
+    (stage 3's loss) and with in-batch negatives alone, so a table says what the mining added."""
+    dataset = open_input(path)
+    available = sum(int(_outside(t, held).sum()) for t in _text_batches(dataset, with_score=False))
+    if not is_examples(dataset):
+        return [Variant(name, "input", available, path=path)]
+    return [Variant(name, "input", available, path=path, examples=True, negatives=True),
+            Variant(f"{name} (in-batch negatives only)", "input", available, path=path, examples=True)]
 
 
 def sample_input(variant: Variant, n: int, seed: int, held: set[str], held_texts: set[str]) -> pa.Table:
     """A NAME=PATH input's sample, under the same salt as the scored variants; the held-out slice is left out by
-    pair id and by passage text (another stage's ids may differ for the same pair)."""
+    pair id and by passage text (another stage's ids may differ for the same pair). Examples keep their negatives
+    when the variant trains with them."""
+    columns = EXAMPLE_COLUMNS if variant.negatives else TEXT_COLUMNS
     chosen = SmallestKeys(min(n, variant.available))
     for table in _text_batches(open_input(variant.path), with_score=False):
         passages = table.column("passage").to_pylist()
         keep = _outside(table, held) & np.array([p not in held_texts for p in passages], dtype=bool)
-        table = table.filter(pa.array(keep)).select(TEXT_COLUMNS)
+        table = table.filter(pa.array(keep)).select(columns)
         chosen.add(hash_keys(table.column("pair_id").to_pylist(), f"cmtp-proxy-sample-{seed}"), table)
     return chosen.table()
 
 
 def write_pairs(table: pa.Table, path) -> None:
-    """One Parquet file of training pairs (the ``pair`` columns the trainer streams), written atomically."""
+    """One Parquet file of what the trainer streams, written atomically: training pairs, or (a table with ``neg``)
+    training examples whose group is the positive and the mined negatives."""
     from pathlib import Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    if "neg" in table.column_names:
+        n = table.num_rows
+        table = pa.table({
+            "example_id": table.column("pair_id"), "query": table.column("title"),
+            "pos": pa.array([[p] for p in table.column("passage").to_pylist()], pa.list_(pa.string())),
+            "neg": table.column("neg"), "instruction": pa.nulls(n, pa.string()), "source": table.column("source"),
+            "task": pa.array(["retrieval"] * n), "pos_scores": pa.array([[]] * n, pa.list_(pa.float32())),
+            "neg_scores": pa.array([[]] * n, pa.list_(pa.float32())),
+            "neg_kinds": pa.array([[]] * n, pa.list_(pa.string()))})
     pq.write_table(table, tmp, row_group_size=4096)
     tmp.replace(path)
