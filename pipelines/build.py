@@ -365,8 +365,9 @@ def funnel(build: BuildFile, plans: list[StagePlan]) -> list[dict]:
     return rows
 
 
-def write_funnel_html(rows: list[dict], path: Path) -> None:
-    """One self-contained page: a bar per stage (rows out, with the rows in as the outline) and the drops."""
+def write_funnel_html(rows: list[dict], path: Path, extra: str = "") -> None:
+    """One self-contained page: a bar per stage (rows out, with the rows in as the outline) and the drops; ``extra``
+    (an ablation's table and plot) after them."""
     import html
 
     width, bar_h, gap, left = 720, 26, 14, 120
@@ -391,5 +392,5 @@ def write_funnel_html(rows: list[dict], path: Path) -> None:
         f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>{''.join(bars)}</svg>"
         "<p>Dark: rows out; outline: rows in.</p><table><tr><th>stage</th><th>in</th><th>out</th>"
         f"<th>dropped by reason</th><th>result</th></tr>{table}</table>"
-        "<p>Training stages count samples read and trained on; eval stages count the items evaluated.</p>",
+        "<p>Training stages count samples read and trained on; eval stages count the items evaluated.</p>" + extra,
         encoding="utf-8")

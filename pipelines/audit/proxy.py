@@ -81,6 +81,7 @@ class ProxyConfig:
     train_group_size: int = option(4, "passages per query of a training-examples input: its positive and "
                                       "hard negatives (stage 3's loss)", flag="--proxy-train-group-size", ge=2)
     cuts: bool = True  # compare the scored pairs' cuts (False: the inputs alone, as a build's --ablate does)
+    twins: list[str] | None = None  # the examples inputs also trained without their negatives (None: every one)
 
     def __post_init__(self):
         check_ranges(self)
@@ -212,7 +213,7 @@ def plan_variants(dataset, config: ProxyConfig, held: set[str]) -> list[Variant]
     from .stats import collect
 
     inputs = [v for name, _, path in (spec.partition("=") for spec in config.inputs)
-              for v in input_variants(name, path, held)]
+              for v in input_variants(name, path, held, twin=config.twins is None or name in config.twins)]
     if not config.cuts:
         return _checked(inputs)
     cuts: list[tuple[float, float | None]] = [(float(t), None) for t in config.thresholds]

@@ -172,15 +172,17 @@ def open_input(path: str) -> ds.Dataset:
         raise CmtpError(f"cannot read {path}: {exc}") from exc
 
 
-def input_variants(name: str, path: str, held: set[str]) -> list[Variant]:
-    """A NAME=PATH input; training examples make two variants from the same queries: with their mined negatives
-    (stage 3's loss) and with in-batch negatives alone, so a table says what the mining added."""
+def input_variants(name: str, path: str, held: set[str], twin: bool = True) -> list[Variant]:
+    """A NAME=PATH input; training examples train with their mined negatives (stage 3's loss) and, with ``twin``,
+    also as a second variant from the same queries with in-batch negatives alone, so a table says what the mining
+    added."""
     dataset = open_input(path)
     available = sum(int(_outside(t, held).sum()) for t in _text_batches(dataset, with_score=False))
     if not is_examples(dataset):
         return [Variant(name, "input", available, path=path)]
-    return [Variant(name, "input", available, path=path, examples=True, negatives=True),
-            Variant(f"{name} (in-batch negatives only)", "input", available, path=path, examples=True)]
+    mined = Variant(name, "input", available, path=path, examples=True, negatives=True)
+    return [mined, Variant(f"{name} (in-batch negatives only)", "input", available, path=path, examples=True)] \
+        if twin else [mined]
 
 
 def sample_input(variant: Variant, n: int, seed: int, held: set[str], held_texts: set[str]) -> pa.Table:

@@ -48,7 +48,11 @@ def _open_write(path: str):
 
 
 def write_table(path: str, table: pa.Table, batch_rows: int = 1024) -> str:
-    """``table`` as an Arrow IPC file at ``path`` (folders made as needed), in record batches of ``batch_rows``."""
+    """``table`` as an Arrow IPC file at ``path`` (folders made as needed), in record batches of ``batch_rows``. A
+    table of many small chunks (slices gathered by a merge) is combined first: every record batch costs its
+    metadata when the file is read, and a million one-row batches took gigabytes to open."""
+    if table.num_columns and table.column(0).num_chunks > 2 * (table.num_rows // max(batch_rows, 1) + 1):
+        table = table.combine_chunks()
     with _open_write(path) as fh, pa.ipc.new_file(fh, table.schema) as writer:
         for batch in table.to_batches(max_chunksize=batch_rows):
             writer.write_batch(batch)

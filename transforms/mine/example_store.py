@@ -62,8 +62,15 @@ class ExampleStore:
                 paths.append(scratch.write_table(str(pieces / f"{number:07d}.arrow"),
                                                  chunk.append_column("_key", chunk.column("example_id")), 256))
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, EXAMPLE_SCHEMA) as writer:
-            for part in merge_sorted(paths):
-                writer.write_batch(part.select(EXAMPLE_SCHEMA.names))
+            pending, held = [], 0
+            for part in merge_sorted(paths):  # slices of a few rows each: gathered into record batches of a block
+                pending.append(part.select(EXAMPLE_SCHEMA.names))
+                held += part.num_rows
+                if held >= BLOCK_ROWS:
+                    writer.write_table(pa.Table.from_batches(pending).combine_chunks())
+                    pending, held = [], 0
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending).combine_chunks())
         scratch.remove(str(pieces))
         return cls(path)
 

@@ -1,0 +1,194 @@
+"""``cmtp build FILE --ablate STAGE.OPTION=V1,V2``: which build makes the better model?
+
+Each value makes a variant of the build: the changed stage and the stages after it that lead to the training data
+run again under their own names (``mine-range-3-60``), in the same work folder, while every stage before the change
+is shared with the build itself through its fingerprint (an ablation of mine's range re-runs neither extract, dedup
+nor score). The data each variant makes for training (the data of the build's last training stage, or
+``--ablate-data STAGE[/SUB]``) then goes through a proxy audit (``audit/proxy.py``): the same small student, the
+same budget, the same evaluation and held-out slice, several seeds, every variant against the build's own choice,
+with the same significance rule. Training examples are trained with their mined negatives; the build's own examples
+also with in-batch negatives alone, so the table says what mining adds. The table and its verdict are printed and
+added to the build's ``funnel.html``. A killed ablation resumes where it was: its builds by their fingerprints,
+its proxy runs from their cache.
+
+``STAGE.input=OTHER`` ablates a stage's input (``score.input=extract``: the build without dedup).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from cmtp.schemas import CmtpError
+
+from .build import BuildFile, StagePlan
+
+PROXY_FOLDER = "_ablate-proxy"
+
+
+@dataclass(frozen=True)
+class Ablation:
+    stage: str
+    option: str
+    values: tuple[Any, ...]
+
+
+def parse_ablation(text: str) -> Ablation:
+    """``STAGE.OPTION=V1,V2,...``; values read as YAML scalars (``true``, ``0.9``, ``3-60``)."""
+    import yaml
+
+    target, sep, values = text.partition("=")
+    stage, dot, option = target.partition(".")
+    if not sep or not dot or not stage.strip() or not option.strip() or not values.strip():
+        raise CmtpError(f"--ablate {text!r}: use STAGE.OPTION=V1,V2,... (e.g. mine.range=3-60,10-100)")
+    parsed = tuple(yaml.safe_load(v) if v.strip() else "" for v in values.split(","))
+    return Ablation(stage.strip(), option.strip().replace("-", "_"), parsed)
+
+
+def _slug(option: str, value: Any) -> str:
+    return re.sub(r"[^\w-]+", "-", f"{option}-{value}").strip("-")
+
+
+def _rename_refs(value: Any, names: dict[str, str]) -> Any:
+    """``@STAGE[/sub]`` references (in any nesting) to renamed stages, renamed."""
+    if isinstance(value, str) and value.startswith("@"):
+        stage, slash, rest = value[1:].partition("/")
+        return f"@{names.get(stage, stage)}{slash}{rest}" if stage in names else value
+    if isinstance(value, list):
+        return [_rename_refs(v, names) for v in value]
+    if isinstance(value, dict):
+        return {k: _rename_refs(v, names) for k, v in value.items()}
+    return value
+
+
+def training_data(build: BuildFile, given: str | None) -> tuple[str, str]:
+    """(stage, subfolder) of the data the proxy trains on: ``--ablate-data``, else the data of the build's last
+    training stage (a ``@STAGE[/sub]`` reference)."""
+    if given:
+        stage, _, sub = given.partition("/")
+        if stage not in {s.name for s in build.stages}:
+            raise CmtpError(f"--ablate-data {given}: no stage {stage!r} in the build file")
+        return stage, sub
+    for plan in reversed(build.stages):
+        if plan.kind != "train":
+            continue
+        refs = [r for r in _data_refs(plan.options.get("data"))]
+        if refs:
+            stage, _, sub = refs[0][1:].partition("/")
+            return stage, sub
+    raise CmtpError("the build has no training stage reading another stage's data: name the data the proxy trains on "
+                    "with --ablate-data STAGE[/SUB] (e.g. mine/examples)")
+
+
+def _data_refs(value: Any) -> list[str]:
+    if isinstance(value, str):
+        text = value.split("=", 1)[-1] if not value.startswith("@") else value
+        return [text.rsplit("@", 1)[0] if text.count("@") > 1 else text] if text.startswith("@") else []
+    if isinstance(value, list):
+        return [r for v in value for r in _data_refs(v)]
+    if isinstance(value, dict):
+        return _data_refs(value.get("paths"))
+    return []
+
+
+def variant(build: BuildFile, ablation: Ablation, value: Any, until: str) -> tuple[list[StagePlan], str]:
+    """The stages of the build with ``ablation.option`` set to ``value``, up to ``until``: the changed stage and
+    every stage that reads it (directly or not) renamed, the others as they are (shared). Returns (stages, the name
+    ``until`` has in the variant)."""
+    names = [s.name for s in build.stages]
+    if ablation.stage not in names:
+        raise CmtpError(f"--ablate {ablation.stage}.{ablation.option}: no stage {ablation.stage!r}; stages: "
+                        f"{', '.join(names)}")
+    if names.index(ablation.stage) > names.index(until):
+        raise CmtpError(f"--ablate {ablation.stage}.{ablation.option}: {ablation.stage} runs after {until}, whose data "
+                        "the proxy trains on: it cannot change that data")
+    slug = _slug(ablation.option, value)
+    renamed: dict[str, str] = {}
+    stages = []
+    for plan in build.stages[: names.index(until) + 1]:
+        plan = copy.deepcopy(plan)
+        if plan.name == ablation.stage and ablation.option == "input":  # a stage's input: STAGE.input=OTHER
+            if value not in names[: names.index(plan.name)]:
+                raise CmtpError(f"--ablate {ablation.stage}.input={value}: not a stage before {plan.name}")
+            old = plan.options.get("input")
+            plan.depends = [value] + [d for d in plan.depends if d != old]
+        if plan.name == ablation.stage or set(plan.depends) & set(renamed):
+            renamed[plan.name] = f"{plan.name}-{slug}"
+        if plan.name == ablation.stage:
+            plan.options[ablation.option] = value
+        plan.options = _rename_refs(plan.options, renamed)
+        if isinstance(plan.options.get("input"), str) and plan.options["input"] in renamed:
+            plan.options["input"] = renamed[plan.options["input"]]
+        plan.depends = [renamed.get(d, d) for d in plan.depends]
+        plan.name = renamed.get(plan.name, plan.name)
+        stages.append(plan)
+    return stages, renamed.get(until, until)
+
+
+def label(ablation: Ablation, value: Any, base: bool = False) -> str:
+    text = f"{ablation.stage}.{ablation.option}={value}"
+    return f"{text} (the build's)" if base else text
+
+
+def run_ablations(build: BuildFile, ablations: list[Ablation], data: str | None, seeds: int, overwrite: bool,
+                  log, show_plan=lambda name, plans: None) -> Any:
+    """Every variant built (reusing what it shares; ``show_plan(name, plans)`` before each), then one proxy audit
+    over their training data; returns the proxy report. The caller holds the work folder's lock."""
+    from .audit.proxy import PRIOR_SAMPLES_PER_SECOND, ProxyConfig, run_proxy_audit
+    from .audit.stats import open_scored
+    from .build import execute, plan_build, validate
+
+    until, sub = training_data(build, data)
+    base_plans = plan_build(build, until=until)
+    validate(build, base_plans)
+    variants: list[tuple[str, BuildFile, str]] = []  # (label, build, the data stage's name in it)
+    base_label = "the build as written"
+    for ablation in ablations:
+        base_value = next((s.options.get(ablation.option) for s in build.stages if s.name == ablation.stage), None)
+        if len(ablations) == 1:
+            base_label = label(ablation, base_value, base=True)
+        for value in ablation.values:
+            if value == base_value:
+                continue
+            stages, name = variant(build, ablation, value, until)
+            variants.append((label(ablation, value), BuildFile(build.work, stages, build.beam_args, build.files), name))
+    if not variants:
+        raise CmtpError("every --ablate value is the build's own: give other values")
+    scored = next((s.name for s in build.stages if s.kind == "score"), None)
+    if scored is None:
+        raise CmtpError("an ablation holds out scored pairs for its evaluation: the build needs a score stage")
+    kept = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((build.work / scored / "kept").glob("*.parquet"))) \
+        if (build.work / scored / "kept").is_dir() else None
+    # the held-out slice: 500 scored pairs, or a fifth of a small corpus (the demo's 449)
+    holdout = 500 if kept is None or kept >= 2500 else max(10, kept // 5)
+    config = ProxyConfig(cuts=False, seeds=seeds, holdout=holdout, twins=[base_label],
+                         inputs=[f"{base_label}={_data_path(build.work, until, sub)}"]
+                         + [f"{name}={_data_path(build.work, stage, sub)}" for name, _, stage in variants])
+    runs = (len(variants) + 2) * seeds
+    estimate = runs * (config.budget / PRIOR_SAMPLES_PER_SECOND + 25)
+    log(f"ablation: {len(variants)} variant(s) and the build's own choice, each built up to {until} (shared stages "
+        f"reused), then about {runs} proxy runs of {config.steps} steps x {config.batch_size} ({seeds} seeds): roughly "
+        f"{estimate / 60:.0f} min of proxy training and evaluation plus the stages the variants run")
+    for name, variant_build in [(base_label, build)] + [(n, b) for n, b, _ in variants]:
+        plans = base_plans if variant_build is build else plan_build(variant_build)
+        validate(variant_build, plans)
+        show_plan(name, plans)
+        execute(variant_build, plans, overwrite, log=log)
+    dataset = open_scored([str(build.work / scored / "kept")])
+    return run_proxy_audit(dataset, config, build.work / PROXY_FOLDER, log=log)
+
+
+def _data_path(work: Path, stage: str, sub: str) -> str:
+    return str(work / stage / sub) if sub else str(work / stage)
+
+
+def write_report(build: BuildFile, report) -> Path:
+    path = build.work / "ablation.json"
+    path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    return path
