@@ -132,14 +132,15 @@ def variant(build: BuildFile, ablation: Ablation, value: Any, until: str) -> tup
 
 
 def label(ablation: Ablation, value: Any, base: bool = False) -> str:
-    text = f"{ablation.stage}.{ablation.option}={value}"
+    text = f"{ablation.stage}.{ablation.option} {value}"  # no "=": the proxy's inputs are NAME=PATH
     return f"{text} (the build's)" if base else text
 
 
 def run_ablations(build: BuildFile, ablations: list[Ablation], data: str | None, seeds: int, overwrite: bool,
-                  log, show_plan=lambda name, plans: None) -> Any:
+                  log, show_plan=lambda name, plans: None, proxy_options: dict | None = None) -> Any:
     """Every variant built (reusing what it shares; ``show_plan(name, plans)`` before each), then one proxy audit
-    over their training data; returns the proxy report. The caller holds the work folder's lock."""
+    over their training data; returns the proxy report. ``proxy_options``: other ``ProxyConfig`` values (the proxy
+    model, steps). The caller holds the work folder's lock."""
     from .audit.proxy import PRIOR_SAMPLES_PER_SECOND, ProxyConfig, run_proxy_audit
     from .audit.stats import open_scored
     from .build import execute, plan_build, validate
@@ -167,7 +168,7 @@ def run_ablations(build: BuildFile, ablations: list[Ablation], data: str | None,
         if (build.work / scored / "kept").is_dir() else None
     # the held-out slice: 500 scored pairs, or a fifth of a small corpus (the demo's 449)
     holdout = 500 if kept is None or kept >= 2500 else max(10, kept // 5)
-    config = ProxyConfig(cuts=False, seeds=seeds, holdout=holdout, twins=[base_label],
+    config = ProxyConfig(**{"holdout": holdout, **(proxy_options or {})}, cuts=False, seeds=seeds, twins=[base_label],
                          inputs=[f"{base_label}={_data_path(build.work, until, sub)}"]
                          + [f"{name}={_data_path(build.work, stage, sub)}" for name, _, stage in variants])
     runs = (len(variants) + 2) * seeds
