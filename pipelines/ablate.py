@@ -33,26 +33,36 @@ PROXY_FOLDER = "_ablate-proxy"
 
 
 @dataclass(frozen=True)
-class Ablation:
-    stage: str
-    option: str
-    values: tuple[Any, ...]
+class Variant:
+    """One variant of the build: options changed in one or more stages (``changes[stage][option] = value``)."""
+    label: str  # its row in the table (no "=": the proxy's inputs are NAME=PATH)
+    slug: str  # the suffix of its renamed stages' folders
+    changes: dict[str, dict[str, Any]]
+    option: tuple[str, str] | None = None  # (stage, option) of a STAGE.OPTION=V1,V2 value
 
 
-def parse_ablation(text: str) -> Ablation:
-    """``STAGE.OPTION=V1,V2,...``; values read as YAML scalars (``true``, ``0.9``, ``3-60``)."""
+def parse_ablation(text: str, named: dict[str, dict] | None = None) -> list[Variant]:
+    """``STAGE.OPTION=V1,V2,...`` (values read as YAML scalars: ``true``, ``0.9``, ``3-60``), one variant a value;
+    or the NAME of a variant written in the build file's ``ablations:``."""
     import yaml
 
+    named = named or {}
+    if "=" not in text and text.strip() in named:
+        name = text.strip()
+        return [Variant(name, _slug(name), named[name])]
     target, sep, values = text.partition("=")
     stage, dot, option = target.partition(".")
     if not sep or not dot or not stage.strip() or not option.strip() or not values.strip():
-        raise CmtpError(f"--ablate {text!r}: use STAGE.OPTION=V1,V2,... (e.g. mine.range=3-60,10-100)")
-    parsed = tuple(yaml.safe_load(v) if v.strip() else "" for v in values.split(","))
-    return Ablation(stage.strip(), option.strip().replace("-", "_"), parsed)
+        names = f"; the build file's ablations: {', '.join(named)}" if named else ""
+        raise CmtpError(f"--ablate {text!r}: use STAGE.OPTION=V1,V2,... (e.g. mine.range=3-60,10-100) or the name of "
+                        f"a variant under the build file's ablations:{names}")
+    stage, option = stage.strip(), option.strip().replace("-", "_")
+    return [Variant(f"{stage}.{option} {value}", _slug(f"{option}-{value}"), {stage: {option: value}}, (stage, option))
+            for value in (yaml.safe_load(v) if v.strip() else "" for v in values.split(","))]
 
 
-def _slug(option: str, value: Any) -> str:
-    return re.sub(r"[^\w-]+", "-", f"{option}-{value}").strip("-")
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w-]+", "-", text).strip("-")
 
 
 def _rename_refs(value: Any, names: dict[str, str]) -> Any:
@@ -97,31 +107,31 @@ def _data_refs(value: Any) -> list[str]:
     return []
 
 
-def variant(build: BuildFile, ablation: Ablation, value: Any, until: str) -> tuple[list[StagePlan], str]:
-    """The stages of the build with ``ablation.option`` set to ``value``, up to ``until``: the changed stage and
-    every stage that reads it (directly or not) renamed, the others as they are (shared). Returns (stages, the name
-    ``until`` has in the variant)."""
+def variant(build: BuildFile, chosen: Variant, until: str) -> tuple[list[StagePlan], str]:
+    """The stages of the build with ``chosen``'s changes, up to ``until``: each changed stage and every stage that
+    reads one (directly or not) renamed, the others as they are (shared). Returns (stages, the name ``until`` has
+    in the variant)."""
     names = [s.name for s in build.stages]
-    if ablation.stage not in names:
-        raise CmtpError(f"--ablate {ablation.stage}.{ablation.option}: no stage {ablation.stage!r}; stages: "
-                        f"{', '.join(names)}")
-    if names.index(ablation.stage) > names.index(until):
-        raise CmtpError(f"--ablate {ablation.stage}.{ablation.option}: {ablation.stage} runs after {until}, whose data "
-                        "the proxy trains on: it cannot change that data")
-    slug = _slug(ablation.option, value)
+    for stage in chosen.changes:
+        if stage not in names:
+            raise CmtpError(f"--ablate {chosen.label}: no stage {stage!r}; stages: {', '.join(names)}")
+        if names.index(stage) > names.index(until):
+            raise CmtpError(f"--ablate {chosen.label}: {stage} runs after {until}, whose data the proxy trains on: it "
+                            "cannot change that data")
     renamed: dict[str, str] = {}
     stages = []
     for plan in build.stages[: names.index(until) + 1]:
         plan = copy.deepcopy(plan)
-        if plan.name == ablation.stage and ablation.option == "input":  # a stage's input: STAGE.input=OTHER
-            if value not in names[: names.index(plan.name)]:
-                raise CmtpError(f"--ablate {ablation.stage}.input={value}: not a stage before {plan.name}")
+        changes = chosen.changes.get(plan.name, {})
+        if "input" in changes:  # a stage's input: STAGE.input=OTHER
+            if changes["input"] not in names[: names.index(plan.name)]:
+                raise CmtpError(f"--ablate {chosen.label}: {plan.name}'s input {changes['input']} is not a stage "
+                                f"before {plan.name}")
             old = plan.options.get("input")
-            plan.depends = [value] + [d for d in plan.depends if d != old]
-        if plan.name == ablation.stage or set(plan.depends) & set(renamed):
-            renamed[plan.name] = f"{plan.name}-{slug}"
-        if plan.name == ablation.stage:
-            plan.options[ablation.option] = value
+            plan.depends = [changes["input"]] + [d for d in plan.depends if d != old]
+        if changes or set(plan.depends) & set(renamed):
+            renamed[plan.name] = f"{plan.name}-{chosen.slug}"
+        plan.options.update(changes)
         plan.options = _rename_refs(plan.options, renamed)
         if isinstance(plan.options.get("input"), str) and plan.options["input"] in renamed:
             plan.options["input"] = renamed[plan.options["input"]]
@@ -131,12 +141,7 @@ def variant(build: BuildFile, ablation: Ablation, value: Any, until: str) -> tup
     return stages, renamed.get(until, until)
 
 
-def label(ablation: Ablation, value: Any, base: bool = False) -> str:
-    text = f"{ablation.stage}.{ablation.option} {value}"  # no "=": the proxy's inputs are NAME=PATH
-    return f"{text} (the build's)" if base else text
-
-
-def run_ablations(build: BuildFile, ablations: list[Ablation], data: str | None, seeds: int, overwrite: bool,
+def run_ablations(build: BuildFile, ablations: list[list[Variant]], data: str | None, seeds: int, overwrite: bool,
                   log, show_plan=lambda name, plans: None, proxy_options: dict | None = None) -> Any:
     """Every variant built (reusing what it shares; ``show_plan(name, plans)`` before each), then one proxy audit
     over their training data; returns the proxy report. ``proxy_options``: other ``ProxyConfig`` values (the proxy
@@ -150,15 +155,15 @@ def run_ablations(build: BuildFile, ablations: list[Ablation], data: str | None,
     validate(build, base_plans)
     variants: list[tuple[str, BuildFile, str]] = []  # (label, build, the data stage's name in it)
     base_label = "the build as written"
-    for ablation in ablations:
-        base_value = next((s.options.get(ablation.option) for s in build.stages if s.name == ablation.stage), None)
-        if len(ablations) == 1:
-            base_label = label(ablation, base_value, base=True)
-        for value in ablation.values:
-            if value == base_value:
-                continue
-            stages, name = variant(build, ablation, value, until)
-            variants.append((label(ablation, value), BuildFile(build.work, stages, build.beam_args, build.files), name))
+    if len(ablations) == 1 and ablations[0][0].option:  # one STAGE.OPTION=...: the build's own value names it
+        stage, option = ablations[0][0].option
+        base_value = next((s.options.get(option) for s in build.stages if s.name == stage), None)
+        base_label = f"{stage}.{option} {base_value} (the build's)"
+    for chosen in (v for variants_of_one in ablations for v in variants_of_one):
+        stages, name = variant(build, chosen, until)
+        if all(s.options.get(o) == v for s in build.stages for o, v in chosen.changes.get(s.name, {}).items()):
+            continue  # the build's own
+        variants.append((chosen.label, BuildFile(build.work, stages, build.beam_args, build.files), name))
     if not variants:
         raise CmtpError("every --ablate value is the build's own: give other values")
     scored = next((s.name for s in build.stages if s.kind == "score"), None)

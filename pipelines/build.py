@@ -38,7 +38,7 @@ from cmtp.schemas.yaml_files import load_yaml
 from .stages import STAGES
 
 BUILD_FILE = "_build.json"
-TOP_LEVEL_KEYS = ("work", "stages", "beam_args")
+TOP_LEVEL_KEYS = ("work", "stages", "beam_args", "ablations")
 
 
 @dataclass
@@ -58,6 +58,7 @@ class BuildFile:
     stages: list[StagePlan]
     beam_args: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # the build file itself
+    ablations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # NAME -> stage -> option -> value
 
 
 def _refs(value: Any) -> list[str]:
@@ -136,7 +137,28 @@ def load_build_file(path: str, work: str | None = None) -> BuildFile:
     work = work or ("work" if data.get("work") is None else data["work"])
     if isinstance(work, bool) or not isinstance(work, str | int) or work == "":  # work: 5 is the folder 5
         raise CmtpError(f"{path}: work must be a folder path, not {work!r}")
-    return BuildFile(Path(str(work)), stages, [str(a) for a in beam_args], [str(path)])
+    return BuildFile(Path(str(work)), stages, [str(a) for a in beam_args], [str(path)],
+                     _ablations(path, data.get("ablations"), [s.name for s in stages]))
+
+
+def _ablations(path: str, value: Any, stages: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The build file's named variants for ``--ablate NAME``: ``ablations: {NAME: {STAGE: {OPTION: VALUE}}}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CmtpError(f"{path}: ablations must map a variant's name to its changes, e.g. "
+                        "ablations: {no-dedup: {score: {input: extract}}}")
+    for name, changes in value.items():
+        if not re.fullmatch(r"[\w-]+", str(name)):
+            raise CmtpError(f"{path}: ablation name {name!r}: use letters, digits, _ and - (it names folders in work)")
+        if not isinstance(changes, dict) or not changes or not all(isinstance(c, dict) and c for c in changes.values()):
+            raise CmtpError(f"{path}: ablation {name!r} must map stages to the options it changes, e.g. "
+                            "{dedup: {threshold: 0.7}}")
+        if unknown := [s for s in changes if s not in stages]:
+            raise CmtpError(f"{path}: ablation {name!r} changes {', '.join(map(str, unknown))}, not a stage of the "
+                            f"build; stages: {', '.join(stages)}")
+    return {str(n): {str(s): {str(o).replace("-", "_"): v for o, v in c.items()} for s, c in ch.items()}
+            for n, ch in value.items()}
 
 
 # -- fingerprints ----------------------------------------------------------------------------------------------

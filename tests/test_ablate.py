@@ -2,6 +2,7 @@
 stage and what reads it under their own names, and one proxy audit compares their training data with the build's
 own; a stage's input can be ablated (the build without dedup); mistakes are one error line."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,10 @@ def _with_training(path: Path) -> Path:
 def test_a_variant_renames_the_changed_stage_and_what_reads_it(tmp_path, tiny_model_path):
     spec = load_build_file(str(_with_training(pipeline_file(tmp_path, tiny_model_path))))
     assert training_data(spec, None) == ("mine", "examples")
-    stages, data = variant(spec, parse_ablation("mine.range=3-10"), "3-10", "mine")
+    stages, data = variant(spec, parse_ablation("mine.range=3-10")[0], "mine")
     assert [s.name for s in stages] == ["extract", "dedup", "score", "mine-range-3-10"] and data == "mine-range-3-10"
     assert stages[-1].options["range"] == "3-10" and stages[-1].options["input"] == "score"
-    stages, data = variant(spec, parse_ablation("score.input=extract"), "extract", "mine")
+    stages, data = variant(spec, parse_ablation("score.input=extract")[0], "mine")
     assert [s.name for s in stages] == ["extract", "dedup", "score-input-extract", "mine-input-extract"]
     assert stages[2].options["input"] == "extract" and stages[2].depends == ["extract"]
     assert stages[3].options["input"] == "score-input-extract" and stages[3].depends == ["score-input-extract"]
@@ -38,13 +39,40 @@ def test_a_variant_renames_the_changed_stage_and_what_reads_it(tmp_path, tiny_mo
 @pytest.mark.parametrize("text, fragment", [
     ("mine.range", "use STAGE.OPTION=V1,V2"),
     ("nosuch.x=1", "no stage 'nosuch'"),
-    ("score.input=mine", "not a stage before score"),
+    ("score.input=mine", "score's input mine is not a stage before score"),
+    ("stage3.max_steps=1,2", "stage3 runs after mine"),
+    ("no-such-name", "or the name of a variant under the build file's ablations"),
 ])
 def test_a_bad_ablation_is_one_error(tmp_path, tiny_model_path, text, fragment):
     spec = load_build_file(str(_with_training(pipeline_file(tmp_path, tiny_model_path))))
     with pytest.raises(CmtpError, match=fragment):
-        ablation = parse_ablation(text)
-        variant(spec, ablation, ablation.values[0], "mine")
+        variant(spec, parse_ablation(text)[0], "mine")
+
+
+def test_a_named_variant_changes_several_stages(tmp_path, tiny_model_path):
+    path = _with_training(pipeline_file(tmp_path, tiny_model_path))
+    path.write_text(path.read_text(encoding="utf-8") + """ablations:
+  strict: {dedup: {threshold: 0.6}, mine: {range: 2-9}}
+""", encoding="utf-8")
+    spec = load_build_file(str(path))
+    (chosen,) = parse_ablation("strict", spec.ablations)
+    stages, data = variant(spec, chosen, "mine")
+    assert [s.name for s in stages] == ["extract", "dedup-strict", "score-strict", "mine-strict"]
+    assert data == "mine-strict" and stages[1].options["threshold"] == 0.6 and stages[3].options["range"] == "2-9"
+    assert stages[2].options["input"] == "dedup-strict" and stages[3].options["input"] == "score-strict"
+
+
+@pytest.mark.parametrize("ablations, fragment", [
+    ("[a, b]", "ablations must map a variant's name to its changes"),
+    ("{x: {nosuch: {a: 1}}}", "ablation 'x' changes nosuch, not a stage of the build"),
+    ("{x: {dedup: 0.7}}", "ablation 'x' must map stages to the options it changes"),
+    ("{'a b': {dedup: {threshold: 0.7}}}", "ablation name 'a b': use letters"),
+])
+def test_a_bad_ablations_mapping_is_one_error(tmp_path, tiny_model_path, ablations, fragment):
+    path = _with_training(pipeline_file(tmp_path, tiny_model_path))
+    path.write_text(path.read_text(encoding="utf-8") + f"ablations: {ablations}\n", encoding="utf-8")
+    with pytest.raises(CmtpError, match=re.escape(fragment)):
+        load_build_file(str(path))
 
 
 def test_an_ablation_reuses_the_shared_stages_and_compares_the_variants(tmp_path, tiny_model_path):

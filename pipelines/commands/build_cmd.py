@@ -33,10 +33,11 @@ Examples:
   cmtp build pipeline.yaml --ablate score.input=extract --ablate score.target_keep_rate=0.6,0.9 --ablate-seeds 3
 
 --ablate STAGE.OPTION=V1,V2 (repeatable) builds a variant of the pipeline for each value (the changed stage and
-what reads it, under their own names; the stages before it are shared) up to the data the last training stage
-reads (or --ablate-data STAGE/SUB), trains the same small proxy student on each variant's data and on the
-build's own, and prints which variant trains a better model, within the seed-to-seed noise (also in
-WORK/ablation.json and WORK/funnel.html).
+what reads it, under their own names; the stages before it are shared), --ablate NAME the variant the build file
+names under ablations: (NAME: {STAGE: {OPTION: VALUE}}, several options at once), each up to the data the last
+training stage reads (or --ablate-data STAGE/SUB); then it trains the same small proxy student on each variant's
+data and on the build's own, and prints which variant trains a better model, within the seed-to-seed noise (also
+in WORK/ablation.json and WORK/funnel.html).
 """
 
 
@@ -48,8 +49,9 @@ def build(
     until: str = typer.Option(None, help="stop after this stage"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (what runs, what is reused, why) only"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace stage folders not written by cmtp build"),
-    ablate: list[str] = typer.Option(None, help="STAGE.OPTION=V1,V2,...: compare the build with each value "
-                                                "(repeatable; see above)"),
+    ablate: list[str] = typer.Option(None, help="STAGE.OPTION=V1,V2,... or the NAME of a variant under the "
+                                                "build file's ablations: compare the build with each (repeatable; "
+                                                "see above)"),
     ablate_data: str = typer.Option(None, help="STAGE/SUB the ablation's proxy trains on (default: the data of the "
                                                "last training stage)"),
     ablate_seeds: int = typer.Option(3, min=1, help="proxy seeds per ablation variant"),
@@ -106,7 +108,7 @@ def _ablate(spec, texts: list[str], data: str | None, seeds: int, overwrite: boo
     from ..build import validate
     from ..locking import hold
 
-    ablations = [parse_ablation(text) for text in texts]
+    ablations = [parse_ablation(text, spec.ablations) for text in texts]
     until, _ = training_data(spec, data)
     if dry_run:
         _plan(spec, None, until)

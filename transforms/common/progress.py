@@ -102,14 +102,14 @@ class Bar:
             self._tqdm.close()
         elif self.done and summary:
             seconds = time.perf_counter() - self.started
+            # a rate over a phase shorter than a tenth of a second is noise ("1.55e+09 rows/s"): left out
             if self.unit == "B":
-                print(f"{self.desc}: {self.done / 2**20:,.1f} MiB in {seconds:.1f} s "
-                      f"({self.done / 2**20 / max(seconds, 1e-9):.3g} MiB/s)", file=sys.stderr, flush=True)
-                return
-            units = self.unit if self.done == 1 else plural(self.unit)
-            print(f"{self.desc}: {self.done:,} {units} in {seconds:.1f} s "
-                  f"({self.done / max(seconds, 1e-9):.3g} {plural(self.unit)}/s)", file=sys.stderr, flush=True)
-
+                amount, rate_unit, rate = f"{self.done / 2**20:,.1f} MiB", "MiB", self.done / 2**20 / max(seconds, 1e-9)
+            else:
+                amount = f"{self.done:,} {self.unit if self.done == 1 else plural(self.unit)}"
+                rate_unit, rate = plural(self.unit), self.done / max(seconds, 1e-9)
+            speed = f" ({rate:.3g} {rate_unit}/s)" if seconds >= 0.1 else ""
+            print(f"{self.desc}: {amount} in {seconds:.1f} s{speed}", file=sys.stderr, flush=True)
 
 @contextmanager
 def bar(desc: str, total: int | None, unit: str):
