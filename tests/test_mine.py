@@ -266,18 +266,29 @@ def test_labeled_files_may_be_a_glob_and_a_missing_one_is_named(tmp_path, tiny_m
 
 
 def test_an_ivf_attempt_that_falls_back_to_exact_search_is_recorded(tmp_path):
-    from cmtp.transforms.mine.miner import Miner
+    from cmtp.transforms.mine.miner import Miner, SameQueryPositives
 
     rng = np.random.default_rng(6)
     pool = _unit(rng, 6000, 32)  # no cluster structure: IVF needs most of its lists
     store = _store(tmp_path, pool, shard_rows=4096)
-    miner = Miner(MineConfig(flat_max=1000, use_gpu=False), None, store, {})
+    none_shared = SameQueryPositives(*np.zeros((2, 0), np.uint64))
+    miner = Miner(MineConfig(flat_max=1000, use_gpu=False), None, store, none_shared)
     miner.prepare_search(_unit(rng, 200, 32), 50)
     described = miner.search.describe()
     assert described["kind"] == "flat" and described["fallback_from"]["kind"].startswith("ivf")
     tried = described["fallback_from"]
     assert tried["nprobe"] > tried["nlist"] // 4 and 0 < tried["measured_recall_at_k"] <= 1
     assert abs(miner.baseline) < 0.1  # random unit vectors: unrelated pairs score about 0
+
+
+def test_same_query_positives_are_keys_of_the_queries_asked_twice():
+    from cmtp.transforms.mine.miner import SameQueryPositives
+    from cmtp.transforms.mine.pool_store import text_key
+
+    keys = np.array([text_key(q) for q in ["问题一", "问题二", "问题一"]], dtype=np.uint64)
+    groups = SameQueryPositives(keys, np.array([text_key(p) for p in ["甲", "乙", "丙"]], dtype=np.uint64))
+    assert sorted(groups.of("问题一").tolist()) == sorted([text_key("甲"), text_key("丙")])
+    assert groups.of("问题二").tolist() == [text_key("乙")] and groups.of("没有").tolist() == []
 
 
 def test_pool_lookup_sorts_the_keys_once(tmp_path):

@@ -31,19 +31,37 @@ def score_baseline(store: PoolStore, queries: np.ndarray, seed: int, sample: int
     return float(np.median(q.astype(np.float32) @ store.vectors(picks).T))
 
 
-def same_query_positives(examples: ExampleStore) -> dict[int, list[str]]:
-    """Normalised query key -> every positive of the examples asking it (several answers to one question), for the
-    queries that more than one example asks (the others need no entry: only their own positives)."""
+class SameQueryPositives:
+    """For queries that several examples ask (several answers to one question): the keys of every positive of
+    those examples, as two sorted uint64 arrays (16 bytes a positive; a dict of positive texts grew with the
+    corpus, 0.8 KB an example where titles repeat)."""
+
+    def __init__(self, query_keys: np.ndarray, positive_keys: np.ndarray):
+        order = np.argsort(query_keys, kind="stable")
+        self.query_keys, self.positive_keys = query_keys[order], positive_keys[order]
+
+    def of(self, query: str) -> np.ndarray:
+        """Keys of every positive of the examples whose normalised query is ``query``'s (empty if only one asks)."""
+        key = np.uint64(text_key(query))
+        lo, hi = np.searchsorted(self.query_keys, key, "left"), np.searchsorted(self.query_keys, key, "right")
+        return self.positive_keys[lo:hi]
+
+
+def same_query_positives(examples: ExampleStore) -> SameQueryPositives:
+    """The positives of the queries that more than one example asks (the others need no entry: only their own
+    positives)."""
     keys = np.fromiter((text_key(q) for block in examples.column("query") for q in block), dtype=np.uint64)
     unique, counts = np.unique(keys, return_counts=True)
-    shared = set(unique[counts > 1].tolist())
-    groups: dict[int, list[str]] = {}
-    if shared:
+    shared = unique[counts > 1]
+    query_keys, positive_keys = [], []
+    if len(shared):
         for block in examples.blocks():
-            for e in block:
-                if (key := text_key(e.query)) in shared:
-                    groups.setdefault(key, []).extend(e.pos)
-    return groups
+            block_keys = np.array([text_key(e.query) for e in block], dtype=np.uint64)
+            for e, key in zip(block, block_keys, strict=True):
+                if key == shared[min(np.searchsorted(shared, key), len(shared) - 1)]:
+                    query_keys += [key] * len(e.pos)
+                    positive_keys += [text_key(p) for p in e.pos]
+    return SameQueryPositives(np.array(query_keys, dtype=np.uint64), np.array(positive_keys, dtype=np.uint64))
 
 
 @dataclass
@@ -74,7 +92,7 @@ class MinerTally:
 
 class Miner:
     def __init__(self, config: MineConfig, embedder: Callable[[], TextEmbedder] | None, store: PoolStore,
-                 groups: dict[int, list[str]]):
+                 groups: SameQueryPositives):
         """``embedder``: makes the model when first needed (a positive that is not in a separate pool)."""
         self.config, self.store, self.groups = config, store, groups
         self._make_embedder, self._embedder = embedder, None
@@ -126,12 +144,12 @@ class Miner:
         pos_scores = [float(s) for s in self.passage_vectors(example.pos) @ q]
         labeled = example.neg if config.keep_labeled_negatives else []
         wanted = max(0, config.negatives - len(labeled))
-        others = [p for p in self.groups.get(text_key(example.query), []) if p not in example.pos]
+        others = self.groups.of(example.query)  # keys; the example's own positives among them are is_positive first
         chosen = choose_negatives(example.example_id, example.query, example.pos, pos_scores, example.cluster_id,
                                   ranked_ids, ranked_scores, store, config, wanted, tally.guards, self.baseline,
                                   example.neg, others)
         if len(chosen) < wanted and config.pad_random:
-            blocked = {text_key(t) for t in example.neg + others}
+            blocked = {text_key(t) for t in example.neg} | set(others.tolist())
             fill = random_padding(example.example_id, example.query, example.pos,
                                   {c.index for c in chosen}, store, config, wanted - len(chosen), blocked)
             for idx, v in zip(fill, store.vectors(fill) if fill else [], strict=True):

@@ -64,7 +64,7 @@ def choose_negatives(
     guards: Counter,
     baseline: float = 0.0,
     labeled_negatives: list[str] = (),
-    same_query_positives: list[str] = (),
+    same_query_positives: np.ndarray | None = None,
 ) -> list[Chosen]:
     """The cheap guards run on every candidate of the window at once; the survivors are visited in a seeded
     random order and the near-duplicate check (which needs the text) runs only until ``wanted`` are accepted,
@@ -75,7 +75,7 @@ def choose_negatives(
     ids, scores = ids[valid], scores[valid]
     keys = store.keys[ids]
     pos_keys = np.array([text_key(p) for p in positives], dtype=np.uint64)
-    other_answers = np.array([text_key(p) for p in same_query_positives], dtype=np.uint64)
+    other_answers = np.zeros(0, np.uint64) if same_query_positives is None else same_query_positives  # keys
     labeled_keys = np.array([text_key(n) for n in labeled_negatives], dtype=np.uint64)
     ceiling = false_negative_ceiling(min(pos_scores), baseline, config.max_neg_ratio) if pos_scores else np.inf
     checks = [
