@@ -141,19 +141,11 @@ def variant(build: BuildFile, chosen: Variant, until: str) -> tuple[list[StagePl
     return stages, renamed.get(until, until)
 
 
-def run_ablations(build: BuildFile, ablations: list[list[Variant]], data: str | None, seeds: int, overwrite: bool,
-                  log, show_plan=lambda name, plans: None, proxy_options: dict | None = None) -> Any:
-    """Every variant built (reusing what it shares; ``show_plan(name, plans)`` before each), then one proxy audit
-    over their training data; returns the proxy report. ``proxy_options``: other ``ProxyConfig`` values (the proxy
-    model, steps). The caller holds the work folder's lock."""
-    from .audit.proxy import PRIOR_SAMPLES_PER_SECOND, ProxyConfig, run_proxy_audit
-    from .audit.stats import open_scored
-    from .build import execute, plan_build, validate
-
-    until, sub = training_data(build, data)
-    base_plans = plan_build(build, until=until)
-    validate(build, base_plans)
-    variants: list[tuple[str, BuildFile, str]] = []  # (label, build, the data stage's name in it)
+def plan_variants(build: BuildFile, ablations: list[list[Variant]], until: str
+                  ) -> tuple[str, list[tuple[str, BuildFile, str]]]:
+    """(the label of the build's own row, [(label, the variant's build, the name its data stage has in it)]),
+    checked; a value that is the build's own is left out."""
+    variants: list[tuple[str, BuildFile, str]] = []
     base_label = "the build as written"
     if len(ablations) == 1 and ablations[0][0].option:  # one STAGE.OPTION=...: the build's own value names it
         stage, option = ablations[0][0].option
@@ -166,6 +158,22 @@ def run_ablations(build: BuildFile, ablations: list[list[Variant]], data: str | 
         variants.append((chosen.label, BuildFile(build.work, stages, build.beam_args, build.files), name))
     if not variants:
         raise CmtpError("every --ablate value is the build's own: give other values")
+    return base_label, variants
+
+
+def run_ablations(build: BuildFile, ablations: list[list[Variant]], data: str | None, seeds: int, overwrite: bool,
+                  log, show_plan=lambda name, plans: None, proxy_options: dict | None = None) -> Any:
+    """Every variant built (reusing what it shares; ``show_plan(name, plans)`` before each), then one proxy audit
+    over their training data; returns the proxy report. ``proxy_options``: other ``ProxyConfig`` values (the proxy
+    model, steps). The caller holds the work folder's lock."""
+    from .audit.proxy import PRIOR_SAMPLES_PER_SECOND, ProxyConfig, run_proxy_audit
+    from .audit.stats import open_scored
+    from .build import execute, plan_build, validate
+
+    until, sub = training_data(build, data)
+    base_plans = plan_build(build, until=until)
+    validate(build, base_plans)
+    base_label, variants = plan_variants(build, ablations, until)
     scored = next((s.name for s in build.stages if s.kind == "score"), None)
     if scored is None:
         raise CmtpError("an ablation holds out scored pairs for its evaluation: the build needs a score stage")

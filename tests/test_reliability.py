@@ -523,6 +523,8 @@ def _build(tmp: Path, stages: str) -> Path:
 
 
 LCSTS = f"lcsts={RAW / 'lcsts' / '*.tsv'}"
+ABLATABLE = (f"  extract: {{sources: ['{LCSTS}']}}\n  dedup: {{input: extract}}\n  score: {{input: dedup}}\n"
+             "  mine: {input: score}\n  stage3: {kind: train, data: ['@mine/examples']}\n")
 MISTAKES = {
     # (set-up of tmp returning the arguments, a fragment of the error line)
     "zero-byte parquet to score": (lambda t: _parquet(t / "in", b"") or
@@ -638,6 +640,13 @@ MISTAKES = {
         "unknown top-level key(s) wrok (did you mean work?)"),
     "build --dry-run with an extract stage without sources": (lambda t: [
         "build", _build(t, "  extract: {workers: 1}\n"), "--dry-run"], "give at least one source"),
+    # an ablation's variants are checked before any work, at --dry-run too (it printed the plan and exit 0)
+    "build --ablate of a missing stage --dry-run": (lambda t: ["build", _build(t, ABLATABLE), "--ablate",
+                                                               "nosuch.x=1", "--dry-run"], "no stage 'nosuch'"),
+    "build --ablate of a stage after the data --dry-run": (lambda t: [
+        "build", _build(t, ABLATABLE), "--ablate", "stage3.max_steps=1,2", "--dry-run"], "stage3 runs after mine"),
+    "build --ablate of an input from a later stage --dry-run": (lambda t: [
+        "build", _build(t, ABLATABLE), "--ablate", "score.input=mine", "--dry-run"], "is not a stage before score"),
     "extract source glob matching a FIFO (it hung)": (lambda t: _news(t / "in") or os.mkfifo(t / "in" / "p.jsonl") or [
         "extract", f"news={t / 'in'}/*.jsonl", "--out", t / "out"], "which is not a regular file"),
     "extract --blocklist that is binary": (lambda t: (t / "b.txt").write_bytes(b"\xff\xfe\x00\x01bad") and [

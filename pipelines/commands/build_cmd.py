@@ -103,15 +103,20 @@ def _plan_table(plans, title: str) -> None:
 
 
 def _ablate(spec, texts: list[str], data: str | None, seeds: int, overwrite: bool, dry_run: bool) -> None:
-    from ..ablate import parse_ablation, run_ablations, training_data, write_report
+    from ..ablate import parse_ablation, plan_variants, run_ablations, training_data, write_report
     from ..audit.proxy_report import proxy_html, proxy_table
-    from ..build import validate
+    from ..build import plan_build, validate
     from ..locking import hold
 
     ablations = [parse_ablation(text, spec.ablations) for text in texts]
     until, _ = training_data(spec, data)
+    _, variants = plan_variants(spec, ablations, until)  # every variant checked before any work, --dry-run too
     if dry_run:
         _plan(spec, None, until)
+        for name, variant_build, _ in variants:
+            plans = plan_build(variant_build)
+            validate(variant_build, plans)
+            _plan_table(plans, f"plan of {name}")
         return
     validate(spec, spec.stages)
     with hold(spec.work, own=True, log=lambda line: err.print(line)):
@@ -121,8 +126,6 @@ def _ablate(spec, texts: list[str], data: str | None, seeds: int, overwrite: boo
         path = write_report(spec, report)
     out.print(proxy_table(report))
     out.print(f"verdict: {report.verdict()}", highlight=False)
-    from ..build import plan_build
-
     _report(spec, plan_build(spec, until=until), proxy_html(report))
     out.print(f"ablation: {path}")
 
