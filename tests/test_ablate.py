@@ -12,6 +12,7 @@ from cmtp.pipelines.build import load_build_file, plan_build
 from cmtp.schemas import CmtpError
 from tests.test_build import build, pipeline_file
 from tests.test_cli import cli_error
+from tests.test_proxy_audit import _counting_train
 
 
 def _with_training(path: Path) -> Path:
@@ -75,19 +76,31 @@ def test_a_bad_ablations_mapping_is_one_error(tmp_path, tiny_model_path, ablatio
         load_build_file(str(path))
 
 
-def test_an_ablation_reuses_the_shared_stages_and_compares_the_variants(tmp_path, tiny_model_path):
+def test_an_ablation_reuses_the_shared_stages_and_a_killed_one_resumes(tmp_path, tiny_model_path, monkeypatch):
     path = _with_training(pipeline_file(tmp_path, tiny_model_path))
     build(path, "--until", "mine")
     spec = load_build_file(str(path))
-    shown = {}
-    report = run_ablations(spec, [parse_ablation("mine.range=1-20,5-30")], None, 2, False, log=lambda _: None,
-                           show_plan=lambda name, plans: shown.setdefault(name, {p.name: p.action for p in plans}),
-                           proxy_options={"model": str(tiny_model_path), "steps": 2, "batch_size": 8, "suite": None,
-                                          "query_max_len": 16, "passage_max_len": 32, "eval_max_len": 32})
-    assert shown["mine.range 1-20 (the build's)"] == {n: "reuse" for n in ["extract", "dedup", "score", "mine"]}
-    assert shown["mine.range 5-30"] == {"extract": "reuse", "dedup": "reuse", "score": "reuse",
+    proxy = {"model": str(tiny_model_path), "steps": 2, "batch_size": 8, "suite": None, "query_max_len": 16,
+             "passage_max_len": 32, "eval_max_len": 32}
+
+    def ablate(shown):
+        return run_ablations(spec, [parse_ablation("mine.range=1-20,5-30")], None, 2, False, log=lambda _: None,
+                             show_plan=lambda name, plans: shown.setdefault(name, {p.name: p.action for p in plans}),
+                             proxy_options=proxy)
+
+    first: dict = {}
+    _counting_train(monkeypatch, fail_at=4)  # Ctrl-C in the fourth of six proxy runs
+    with pytest.raises(KeyboardInterrupt):
+        ablate(first)
+    assert first["mine.range 1-20 (the build's)"] == {n: "reuse" for n in ["extract", "dedup", "score", "mine"]}
+    assert first["mine.range 5-30"] == {"extract": "reuse", "dedup": "reuse", "score": "reuse",
                                         "mine-range-5-30": "run"}
     assert (tmp_path / "work" / "mine-range-5-30" / "examples").is_dir()
+    monkeypatch.undo()
+    calls, shown = _counting_train(monkeypatch), {}
+    report = ablate(shown)
+    assert shown["mine.range 5-30"]["mine-range-5-30"] == "reuse"  # the variant is not built again
+    assert len(calls) == 3 and sum(r.cached for r in report.runs) == 3  # resumed at the run it was in
     names = [v.name for v in report.variants]
     assert names == ["mine.range 1-20 (the build's)", "mine.range 1-20 (the build's) (in-batch negatives only)",
                      "mine.range 5-30"]
