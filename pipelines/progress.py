@@ -14,7 +14,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from cmtp.transforms.common.progress import Bar, phase_counts
+from cmtp.transforms.common.progress import Bar, phase_progress
 
 from .beam_runner import is_local
 
@@ -40,7 +40,9 @@ class PhaseBars:
         self.desc, self.phases, self.bars = desc, phases, {}
         self.closed: set[str] = set()
 
-    def update(self, counts: dict[str, int]) -> None:
+    def update(self, progress: dict[str, tuple[int, float]]) -> None:
+        """``progress``: per phase, (count, when its first worker began it), as ``phase_progress`` reads them."""
+        counts = {phase: count for phase, (count, _) in progress.items()}
         started = [i for i, phase in enumerate(self.phases) if phase.name in counts]  # a counter file exists
         if not started:
             return
@@ -50,7 +52,7 @@ class PhaseBars:
                 continue
             if phase.name not in self.bars:
                 name = f"{self.desc}: {phase.name}" if phase.name else self.desc
-                self.bars[phase.name] = Bar(name, phase.total, phase.unit)
+                self.bars[phase.name] = Bar(name, phase.total, phase.unit, began=progress[phase.name][1])
             self.bars[phase.name].update_to(counts[phase.name])
             if i < current:
                 self.bars[phase.name].close()
@@ -58,8 +60,8 @@ class PhaseBars:
             else:
                 self.bars[phase.name].refresh()
 
-    def close(self, counts: dict[str, int]) -> None:
-        self.update(counts)
+    def close(self, progress: dict[str, tuple[int, float]]) -> None:
+        self.update(progress)
         for name, progress in self.bars.items():
             if name not in self.closed:
                 progress.close()
@@ -81,7 +83,7 @@ def watch(desc: str, total: int | None, unit: str, beam_args: list[str] | None =
 
     def poll():
         while not stop.wait(POLL_SECONDS):
-            bars.update(phase_counts(folder))
+            bars.update(phase_progress(folder))
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
@@ -96,5 +98,5 @@ def watch(desc: str, total: int | None, unit: str, beam_args: list[str] | None =
         raise
     stop.set()
     thread.join()
-    bars.close(phase_counts(folder))
+    bars.close(phase_progress(folder))
     shutil.rmtree(folder, ignore_errors=True)

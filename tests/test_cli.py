@@ -162,6 +162,7 @@ def test_ctrl_c_is_one_aborted_line_with_exit_130(monkeypatch, capsys):
 
     with pytest.raises(KeyboardInterrupt):
         beam_runner.run_to_completion(Interrupted(), "the pipeline")
+    monkeypatch.setattr(cli, "_hard_exit", sys.exit)  # main() ends the process with os._exit: not pytest's
     for interrupt in (lambda: (_ for _ in ()).throw(KeyboardInterrupt), lambda: 130):
         monkeypatch.setattr(cli, "_main", interrupt)
         with pytest.raises(SystemExit) as stop:

@@ -16,11 +16,11 @@ def _run(*args, env=None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})
 
 
-def test_a_two_row_extract_prints_at_most_ten_lines_unless_verbose(tmp_path):
+def test_a_two_row_extract_prints_at_most_twelve_lines_unless_verbose(tmp_path):
     (tmp_path / "qa.csv").write_text(QA, encoding="utf-8")
     quiet = _run("extract", f"myset:generic={tmp_path / 'qa.csv'}", "--out", tmp_path / "a", "--workers", "2")
     lines = (quiet.stdout + quiet.stderr).splitlines()
-    assert quiet.returncode == 0 and len(lines) <= 10, lines
+    assert quiet.returncode == 0 and len(lines) <= 12, lines  # the summary, its table, one line per phase
     assert not [line for line in lines if "INFO" in line or "WARNING" in line], lines
     loud = _run("-v", "extract", f"myset:generic={tmp_path / 'qa.csv'}", "--out", tmp_path / "b", "--workers", "2")
     assert loud.returncode == 0 and "harness starting" in loud.stderr  # the workers' logs, when asked
@@ -43,7 +43,7 @@ def in_terminal(args, timeout: float = 300) -> tuple[int, str, float | None]:
     proc = subprocess.Popen([CMTP, *map(str, args)], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     data, first_rate = b"", None
-    rate = re.compile(rb"\d+/\d+ \[[^\]]*(?:\d+\.\d+|\?)\w*/s\]|\d+/\d+ \[[^\]]*s/\w+\]")
+    rate = re.compile(rb"\d+/\d+ \[[^\]]*(?:\d+\.\d+|\?) ?\w*/s\]|\d+/\d+ \[[^\]]*s/ ?\w+\]")
     while time.perf_counter() - started < timeout:
         ready, _, _ = select.select([master], [], [], 1.0)
         if ready:
@@ -84,15 +84,16 @@ def test_score_shows_a_progress_line_with_a_rate_in_a_terminal(tmp_path, tiny_mo
     code, text, first_rate = in_terminal(["score", tmp_path / "in", "--out", tmp_path / "out", "--model",
                                           tiny_model_path, "--workers", "2", "--batch-size", "16"])
     assert code == 0, text[-2000:]
-    assert first_rate is not None and "score:" in text and "pair/s" in text, text[-2000:]
-    assert "3000/3000" in text  # the bar reaches the total: every worker's count reached the driver
+    assert first_rate is not None and "score: score:" in text and "text/s" in text, text[-2000:]
+    # each phase's bar reaches its total: every worker's count reached the driver
+    assert "6000/6000" in text and "score: write:" in text and "3000/3000" in text
 
 
 def test_score_prints_one_line_with_its_rate_when_not_a_terminal(tmp_path, tiny_model_path):
     _pairs(tmp_path / "in", 50)
     proc = _run("score", tmp_path / "in", "--out", tmp_path / "out", "--model", tiny_model_path)
     assert proc.returncode == 0, proc.stderr
-    assert [line for line in proc.stderr.splitlines() if line.startswith("score: 50 pairs in ")], proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("score: score: 100 texts in ")], proc.stderr
     assert "\r" not in proc.stderr  # no bar
 
 

@@ -28,6 +28,7 @@ class ProgressCounter:
 
     def __init__(self, directory: str | None, phase: str = ""):
         self.directory, self.done, self._flushed_at = directory, 0, 0.0
+        self.began = time.time()  # made where the phase's work starts here (a DoFn's setup): the bar's clock
         self.path = os.path.join(directory, f"{phase}~{uuid.uuid4().hex}.count") if directory else None
 
     def add(self, n: int = 1) -> None:
@@ -40,23 +41,31 @@ class ProgressCounter:
             return
         tmp = f"{self.path}.tmp"
         with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(str(self.done))
+            fh.write(f"{self.done} {self.began}")
         os.replace(tmp, self.path)
         self._flushed_at = time.monotonic()
 
 
-def phase_counts(directory: str) -> dict[str, int]:
-    """Per phase, the sum of every worker's count in ``directory``."""
-    done: dict[str, int] = {}
+def phase_progress(directory: str) -> dict[str, tuple[int, float]]:
+    """Per phase, the sum of every worker's count in ``directory`` and the earliest time one of them began it."""
+    done: dict[str, tuple[int, float]] = {}
     for name in os.listdir(directory):
         if name.endswith(".count"):
             phase = name.rpartition("~")[0]
             try:
                 with open(os.path.join(directory, name), encoding="ascii") as fh:
-                    done[phase] = done.get(phase, 0) + int(fh.read() or 0)
+                    count, _, began = fh.read().partition(" ")
+                count, began = int(count or 0), float(began or time.time())
             except (OSError, ValueError):  # replaced while read: counted at the next poll
                 continue
+            total, first = done.get(phase, (0, began))
+            done[phase] = (total + count, min(first, began))
     return done
+
+
+def phase_counts(directory: str) -> dict[str, int]:
+    """Per phase, the sum of every worker's count in ``directory``."""
+    return {phase: count for phase, (count, _) in phase_progress(directory).items()}
 
 
 def total_done(directory: str) -> int:
@@ -71,9 +80,12 @@ def plural(unit: str) -> str:
 class Bar:
     """A count towards ``total``: drawn on a terminal, summarised in one line when closed otherwise."""
 
-    def __init__(self, desc: str, total: int | None, unit: str):
+    def __init__(self, desc: str, total: int | None, unit: str, began: float | None = None):
+        """``began``: when the work began (``time.time()``), if before the bar appears (a worker's phase shows at
+        its first count, after its first batch): the rate and ETA are over the whole work, not one batch over no
+        time."""
         self.desc, self.total, self.unit, self.done = desc, total, unit, 0
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() - (max(0.0, time.time() - began) if began else 0.0)
         self._tqdm = None
         if sys.stderr.isatty():
             from tqdm import tqdm
@@ -81,6 +93,8 @@ class Bar:
             shown = unit if unit == "B" else f" {unit}"  # "8 partition steps", not "8partition step"
             self._tqdm = tqdm(total=total, desc=desc, unit=shown, file=sys.stderr, mininterval=REFRESH_SECONDS,
                               smoothing=0.1, dynamic_ncols=True, unit_scale=unit == "B", unit_divisor=1024)
+            if began:
+                self._tqdm.start_t = self._tqdm.last_print_t = min(began, self._tqdm.start_t)
 
     def update_to(self, done: int) -> None:
         done = min(done, self.total) if self.total else done
@@ -103,8 +117,9 @@ class Bar:
         elif self.done and summary:
             seconds = time.perf_counter() - self.started
             # a rate over a phase shorter than a tenth of a second is noise ("1.55e+09 rows/s"): left out
-            if self.unit == "B":
-                amount, rate_unit, rate = f"{self.done / 2**20:,.1f} MiB", "MiB", self.done / 2**20 / max(seconds, 1e-9)
+            if self.unit == "B":  # KiB below a MiB ("0.0 MiB" for a small file)
+                scale, rate_unit = (2**20, "MiB") if self.done >= 2**20 else (2**10, "KiB")
+                amount, rate = f"{self.done / scale:,.1f} {rate_unit}", self.done / scale / max(seconds, 1e-9)
             else:
                 amount = f"{self.done:,} {self.unit if self.done == 1 else plural(self.unit)}"
                 rate_unit, rate = plural(self.unit), self.done / max(seconds, 1e-9)
