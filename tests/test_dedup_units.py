@@ -179,7 +179,9 @@ def test_representative_policy(tmp_path):
     path = scratch.write_table(str(tmp_path / "members.arrow"), members)
 
     def decide(policy):
-        ((unit, decisions),) = DecideFn(policy, [0], str(tmp_path / policy)).process((0, [path]))
+        step = DecideFn(policy, [0], str(tmp_path / policy))
+        step.setup()  # as a runner does before the first element
+        ((unit, decisions),) = step.process((0, [path]))
         assert unit == 0
         return {row["node"]: (row["cluster_id"], row["cluster_size"], row["kept_id"])
                 for row in scratch.read_table(decisions).to_pylist()}
