@@ -582,6 +582,13 @@ MISTAKES = {
                                                                "--device", "cuda:99"], "this machine has"),
     "eval --device cuda:99": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev", "--device", "cuda:99"],
                               "this machine has"),
+    "train --heads without dense": (lambda t: _scored(t / "in") or ["train", "--data", t / "in", "--out", t / "out",
+                                                                    "--heads", "sparse,multivector"],
+                                    "heads: dense is always trained"),
+    "train --heads with a head that does not exist": (lambda t: _scored(t / "in") or [
+        "train", "--data", t / "in", "--out", t / "out", "--heads", "dense,splade"], "heads: splade unknown"),
+    "eval --heads on a model without them": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev", "--heads",
+                                                        "dense,sparse"], "has no BGE-M3 heads"),
     "score --out inside its input": (lambda t: _scored(t / "in") or ["score", t / "in", "--out", t / "in" / "s",
                                                                      "--model", "builtin:me5-small"],
                                      "is inside the stage's input"),

@@ -164,13 +164,13 @@ class Saver:
     """Writes the final model and checkpoints of one run (rank 0 writes; every rank takes part in gathers)."""
 
     def __init__(self, config: TrainConfig, st, optimizer, scheduler, rank: int, world: int, retromae=None,
-                 evaluator: TrainingEval | None = None):
-        self.config, self.st, self.retromae = config, st, retromae
+                 evaluator: TrainingEval | None = None, heads=None):
+        self.config, self.st, self.retromae, self.heads = config, st, retromae, heads
         self.evaluator = evaluator  # its evaluations so far go into each checkpoint
         self.optimizer, self.scheduler, self.rank, self.world = optimizer, scheduler, rank, world
 
     def model(self, path: Path, run: RunState) -> None:
-        save_model(self.st, path, self.config, run.prompts, run.instructions)
+        save_model(self.st, path, self.config, run.prompts, run.instructions, self.heads)
 
     def checkpoint(self, run: RunState) -> None:
         all_positions, all_rng, all_malformed, all_losses = [run.positions], [rng_state()], [run.malformed], \
@@ -200,10 +200,12 @@ class Saver:
             dist.barrier()
 
 
-def save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter) -> None:
+def save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, str], instructions: Counter,
+               heads=None) -> None:
     """A sentence-transformers directory with the training prompts, and the base model's length limit: the
     training lengths (--passage-max-len) are training settings, recorded in ``cmtp_training.json``, and a model
-    saved with them would silently cut every text at that length when used."""
+    saved with them would silently cut every text at that length when used. BGE-M3 ``heads`` go beside the
+    weights, where FlagEmbedding's ``BGEM3FlagModel`` reads them."""
     prompts = dict(st.prompts or {})
     query = saved_query_prompt(config, train_prompts[0], instructions)
     if query != prompts.get("query", ""):
@@ -219,6 +221,8 @@ def save_model(st, path: Path, config: TrainConfig, train_prompts: tuple[str, st
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         st.save(str(tmp), create_model_card=False, safe_serialization=True)
+        if heads is not None:
+            heads.save(tmp)
         (tmp / "cmtp_training.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False,
                                                            default=str))
     except BaseException:  # a full disk or a kill while saving leaves no half-written model.tmp

@@ -57,6 +57,14 @@ class TrainConfig:
     pooling: str | None = option(None, "pooling (default: the model's)", choices=("cls", "mean"))
     query_prompt: str | None = option(None, "query prefix when examples carry no instruction (default: the model's)")
     passage_prompt: str | None = option(None, "passage prefix (default: the model's)")
+    heads: str = option("dense", "BGE-M3 heads to train: dense, or dense,sparse,multivector (lexical weights and "
+                                 "token vectors, saved beside the model as sparse_linear.pt / colbert_linear.pt)")
+    head_weights: str = option("1,0.3,1", "BGE-M3: weights of the dense, sparse and multi-vector scores in the "
+                                          "ensemble score and the loss")
+    head_learning_rate: float | None = option(None, "BGE-M3: peak learning rate of the sparse and multi-vector heads "
+                                                    "(default: --learning-rate)", gt=0)
+    self_distill: bool = option(True, "BGE-M3: the ensemble score is each head's soft target (self-knowledge "
+                                      "distillation)", flag="--self-distill/--no-self-distill")
     distill_weight: float = option(0.0, "weight of the KL loss to the teacher's pos/neg scores (0: off)", ge=0)
     distill_temperature: float = option(0.02, "temperature of the teacher's scores", gt=0)
     precision: str = option("auto", "half precisions apply on GPU", choices=("auto", "fp32", "bf16", "fp16"))
@@ -98,6 +106,12 @@ class TrainConfig:
         check_ranges(self)
         if self.stage == "retromae" and self.gradcache_chunk:
             raise CmtpError("gradient caching applies to the contrastive stages, not to retromae")
+        from .m3 import parse_heads, parse_weights
+
+        self.heads = ",".join(parse_heads(self.heads))
+        parse_weights(self.head_weights)
+        if self.stage == "retromae" and self.heads != "dense":
+            raise CmtpError("--heads applies to the contrastive stages; retromae pretrains the encoder only")
         for key, value in STAGE_DEFAULTS[self.stage].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
@@ -109,6 +123,12 @@ class TrainConfig:
             raise CmtpError(f"two datasets are named {', '.join(repeated)}: give them distinct names (NAME=PATH)")
         if self.keep_best and not (self.eval or self.eval_holdout):
             raise CmtpError("keep_best needs an evaluation: give --eval TASKS or --eval-holdout SHARE")
+
+    @property
+    def m3_heads(self) -> tuple[str, ...]:
+        """The heads trained, when more than dense (a BGE-M3 run); () for a dense model."""
+        heads = tuple(self.heads.split(","))
+        return heads if heads != ("dense",) else ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

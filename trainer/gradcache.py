@@ -38,6 +38,15 @@ class RandContext:
 KINDS = {"q": "query", "p": "passage"}
 
 
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Chunks' outputs in one tensor: embeddings [n, d] as they are; token-level outputs [n, L, c] (BGE-M3's packed
+    tensor, ``m3/model.py``) zero-padded to the longest chunk's L, padding being mask 0."""
+    if parts[0].dim() == 2:
+        return torch.cat(parts)
+    length = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, length - p.shape[1])) for p in parts])
+
+
 def _chunks(texts: list[str], size: int) -> list[list[str]]:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
@@ -61,8 +70,8 @@ def cached_backward(
             for chunk in _chunks(texts, chunk_size):
                 states[name].append(RandContext(device))
                 parts[name].append(encoder(chunk, KINDS[name]))
-    q = torch.cat(parts["q"]).detach().requires_grad_()
-    p = torch.cat(parts["p"]).detach().requires_grad_()
+    q = _join(parts["q"]).detach().requires_grad_()
+    p = _join(parts["p"]).detach().requires_grad_()
     loss = loss_fn(q, p)
     (scaler.scale(loss) if scaler is not None else loss).backward()
     grads = {"q": q.grad.split([len(c) for c in _chunks(queries, chunk_size)]),
@@ -74,5 +83,7 @@ def cached_backward(
         sync = i == len(work) - 1 or no_sync is None
         with (contextlib.nullcontext() if sync else no_sync()), state:
             reps = encoder(chunk, KINDS[name])
+            if reps.dim() == 3:  # the chunk's own token length (the joined tensor was padded to the longest)
+                grad = grad[:, : reps.shape[1]]
             torch.dot(reps.flatten(), grad.flatten()).backward()
     return loss.detach()

@@ -93,6 +93,21 @@ def _retromae(config: TrainConfig, st, model_source: str, device: torch.device, 
     return model, WordAligner(st.tokenizer, max_length, config.whole_word_masking)
 
 
+def _m3_heads(config: TrainConfig, st, model_source: str):
+    """BGE-M3's heads: those saved with the starting model (a BGE-M3 folder, or a checkpoint), else new ones from
+    the run's seed. They are made visible to evaluation, which scores retrieval with them."""
+    from cmtp.transforms.embedding import resolve_model
+
+    from .m3 import M3Heads
+    from .m3.retrieval import attach_heads
+
+    folder = resolve_model(model_source, allow_network=config.allow_network).path
+    heads, _loaded = M3Heads.for_model(folder, st[0].auto_model.config.hidden_size)
+    heads.to(next(st.parameters()).device)
+    attach_heads(st, heads)
+    return heads
+
+
 @dataclass
 class _Session:
     """Everything one training run holds, made by :func:`_start` (model, optimiser, data, evaluation, saving)."""
@@ -143,12 +158,18 @@ def _start(config: TrainConfig) -> _Session:
         st[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
     retromae, aligner = _retromae(config, st, model_source, device, encoder.max_length())
     net = retromae if retromae is not None else encoder
+    heads = None
+    if config.m3_heads:  # BGE-M3: the dense encoder plus the sparse and multi-vector heads, trained as one module
+        from .m3.model import M3Encoder
+
+        heads = _m3_heads(config, st, model_source)
+        net = M3Encoder(encoder, heads).to(device)
     module = net
     if world > 1:
         module = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     parameters = [p for p in net.parameters() if p.requires_grad]
-    optimizer = adamw(parameters, config)
+    optimizer = adamw(parameters, config, list(heads.parameters()) if heads is not None else None)
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * max_steps), max_steps)
@@ -174,7 +195,7 @@ def _start(config: TrainConfig) -> _Session:
     return _Session(config, rank, world, own_group, device, max_steps, st, run, module,
                     Optimisation(parameters, optimizer, scheduler, grad_scaler(config, device)),
                     make_loader(stream, rank, world, config.workers),
-                    Saver(config, st, optimizer, scheduler, rank, world, retromae, evaluator),
+                    Saver(config, st, optimizer, scheduler, rank, world, retromae, evaluator, heads),
                     evaluator, writer, retromae, aligner)
 
 
@@ -202,6 +223,18 @@ def _step(s: _Session, examples: list[dict], stats: dict) -> float:
     if config.distill_weight and teacher is None:
         stats["no_teacher"] = 1.0  # a step trained without distillation (TensorBoard: train/no_teacher)
     filler = torch.tensor(batch.filler, device=s.device) if batch.filler is not None else None
+    if config.m3_heads:
+        from .m3.heads import parse_weights
+        from .m3.loss import m3_loss
+
+        def m3_loss_fn(q, p):
+            return m3_loss(q, p, heads=config.m3_heads, weights=parse_weights(config.head_weights),
+                           temperature=config.temperature, group_size=config.train_group_size,
+                           cross_device=config.cross_device, self_distill=config.self_distill,
+                           teacher_scores=teacher, distill_weight=config.distill_weight,
+                           distill_temperature=config.distill_temperature, stats=stats, filler=filler)
+
+        return train_step(s.module, batch, m3_loss_fn, config=config, device=s.device, optimisation=s.optimisation)
 
     def loss_fn(q, p):
         return info_nce(q, p, config.temperature, config.train_group_size, config.cross_device, teacher,

@@ -39,7 +39,7 @@ def _yaml_list(values) -> str:
 
 
 def model_card(config: TrainConfig, prompts: dict, samples: int, skipped: int, evaluation: dict | None,
-               steps: int, note: str = "") -> str:
+               steps: int, note: str = "", pooling: str = "cls") -> str:
     """The card's text. ``evaluation``: the trainer's start-vs-final summary (``TrainingEval.summary``)."""
     rows = evaluation["rows"] if evaluation else []
     metrics = "".join(f"\n  - name: {r['task']} {r['metric']}\n    type: {r['metric'] or 'average'}\n"
@@ -61,7 +61,8 @@ def model_card(config: TrainConfig, prompts: dict, samples: int, skipped: int, e
                       + ", ".join(f"{name} {n:,}" for name, n in sorted(found["sources"].items())) + ")"
                       if found else "Parquet files")
             data_lines.append(f"| {source.name} | `{path}` | {source.weight:g} | {origin} |")
-    recipe = "\n".join(f"| `{name}` | `{getattr(config, name)}` |" for name in RECIPE)
+    m3_names = ("heads", "head_weights", "head_learning_rate", "self_distill") if config.m3_heads else ()
+    recipe = "\n".join(f"| `{name}` | `{getattr(config, name)}` |" for name in (*RECIPE, *m3_names))
     if rows:
         table = "| task | metric | start | final | delta |\n|---|---|---|---|---|\n" + "\n".join(
             f"| {r['task']} | {r['metric']} | {100 * r['base']:.2f} | {100 * r['other']:.2f} | "
@@ -113,10 +114,40 @@ print(model.similarity(queries, passages))
 
 The prompts are saved with the model (`config_sentence_transformers.json`); symmetric tasks (STS, pair
 classification, clustering) use the prompts saved under their mteb task-type names.
+{_m3_usage(config, query, pooling) if config.m3_heads else ""}"""
+
+
+def saved_pooling(folder: Path) -> str:
+    """The pooling of a saved sentence-transformers folder, as FlagEmbedding names it ("cls" or "mean")."""
+    try:
+        modules = json.loads((Path(folder) / "modules.json").read_text(encoding="utf-8"))
+        pooling = next(m for m in modules if m["type"].endswith("Pooling"))
+        settings = json.loads((Path(folder) / pooling["path"] / "config.json").read_text(encoding="utf-8"))
+    except (OSError, StopIteration, ValueError, KeyError):
+        return "cls"
+    return "cls" if settings.get("pooling_mode_cls_token") else "mean"
+
+
+def _m3_usage(config: TrainConfig, query_prompt: str, pooling: str) -> str:
+    return f"""
+### BGE-M3 heads
+
+Trained with `--heads {config.heads}`: `sparse_linear.pt` (lexical weights) and `colbert_linear.pt` (multi-vector)
+lie beside the weights, where FlagEmbedding reads them. Dense vectors use this model's pooling:
+
+```python
+from FlagEmbedding import BGEM3FlagModel
+
+model = BGEM3FlagModel("PATH_TO_THIS_FOLDER", pooling_method="{pooling}", use_fp16=False,
+                       query_instruction_for_retrieval={json.dumps(query_prompt, ensure_ascii=False)})
+out = model.encode(["长江全长6300公里。"], return_dense=True, return_sparse=True, return_colbert_vecs=True)
+```
+
+`cmtp eval PATH_TO_THIS_FOLDER --heads {config.heads} --suite dev` scores retrieval by each head and their hybrid.
 """
 
 
 def write_model_card(folder: Path, config: TrainConfig, prompts: dict, samples: int, skipped: int,
                      evaluation: dict | None, steps: int, note: str = "") -> None:
-    (Path(folder) / "README.md").write_text(model_card(config, prompts, samples, skipped, evaluation, steps, note),
-                                            encoding="utf-8")
+    card = model_card(config, prompts, samples, skipped, evaluation, steps, note, saved_pooling(folder))
+    (Path(folder) / "README.md").write_text(card, encoding="utf-8")

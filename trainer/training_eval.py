@@ -46,7 +46,9 @@ class TrainingEval:
             held = holdout_task(config, prompts)
             if held is not None:
                 tasks.append(held)
-        options = EvalOptions(batch_size=config.eval_batch_size, seed=config.seed, progress=False)
+        # a BGE-M3 run scores retrieval by each head too (its start: the heads as initialised)
+        options = EvalOptions(batch_size=config.eval_batch_size, seed=config.seed, progress=False, heads=config.heads,
+                              head_weights=config.head_weights)
         return cls(tasks, options)
 
     @property

@@ -44,16 +44,38 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+HEAD_COLUMNS = ("sparse", "multivector", "hybrid")  # BGE-M3 heads scored besides dense (--heads)
+
+
+def _head_scores(task: dict) -> dict[str, float]:
+    """A retrieval task's main metric by each BGE-M3 head besides dense (``sparse_ndcg_at_10`` ...)."""
+    return {h: task["metrics"][f"{h}_{task['main_metric']}"] for h in HEAD_COLUMNS
+            if f"{h}_{task['main_metric']}" in task.get("metrics", {})}
+
+
 def record_table(record: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of an evaluation record (``evaluate_with_baseline``): the scores, or with a baseline
-    both models' scores and delta = model - baseline. ``cmtp eval`` and ``cmtp build`` print it the same way."""
+    both models' scores and delta = model - baseline. ``cmtp eval`` and ``cmtp build`` print it the same way.
+    Tasks scored by BGE-M3 heads (``--heads``) get a column per head, or with a baseline a row per head."""
     results = record["results"]
     if "compare" in record:
         header = ["task", "metric", record["compare"]["baseline"], results["model"], "delta"]
-        return header, [[r["task"], r["metric"], _pct(r["base"]), _pct(r["other"]), f"{100 * r['delta']:+.2f}"]
-                        for r in record["compare"]["rows"]]
-    rows = [[t["name"], t["type"], t["main_metric"], _pct(t["main_score"]), str(t["size"])] for t in results["tasks"]]
-    return ["task", "type", "metric", results["model"], "n"], rows + [["average", "", "", _pct(results["average"]), ""]]
+        rows = [[r["task"], r["metric"], _pct(r["base"]), _pct(r["other"]), f"{100 * r['delta']:+.2f}"]
+                for r in record["compare"]["rows"]]
+        base = {t["name"]: t for t in record["compare"]["results"]["tasks"]}
+        extra = [[t["name"], f"{head} {t['main_metric']}", _pct(theirs[head]), _pct(score),
+                  f"{100 * (score - theirs[head]):+.2f}"]
+                 for t in results["tasks"] if t["name"] in base
+                 for theirs in [_head_scores(base[t["name"]])]
+                 for head, score in _head_scores(t).items() if head in theirs]
+        return header, (rows[:-1] + extra + rows[-1:]) if rows else extra
+    heads = [h for h in HEAD_COLUMNS if any(h in _head_scores(t) for t in results["tasks"])]
+    rows = [[t["name"], t["type"], t["main_metric"], _pct(t["main_score"])]
+            + [_pct(_head_scores(t)[h]) if h in _head_scores(t) else "" for h in heads] + [str(t["size"])]
+            for t in results["tasks"]]
+    average = ["average", "", "", _pct(results["average"])] + [""] * len(heads) + [""]
+    return ["task", "type", "metric", results["model"] + (" (dense)" if heads else "")] + heads + ["n"], \
+        rows + [average]
 
 
 def print_record_table(record: dict, title: str) -> None:

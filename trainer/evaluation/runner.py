@@ -27,7 +27,13 @@ class EvalOptions:
     instruction: bool | str = False  # retrieval/reranking queries: True = the task's or BGE's (the CLI's --instruction)
     corpus_chunk: int = option(50_000, "passages encoded and searched at a time (bounded memory at any corpus "
                                        "size)", ge=1)
-    top_k: int = option(100, "retrieval: documents ranked per query", ge=1)
+    top_k: int = option(100, "retrieval: documents ranked per query (BGE-M3: the candidates each head's re-ranking "
+                             "takes from dense and sparse)", ge=1)
+    heads: str = option("dense", "retrieval: also score with these BGE-M3 heads, each a column, with their hybrid "
+                                 "(dense,sparse,multivector; the model folder holds sparse_linear.pt / "
+                                 "colbert_linear.pt)")
+    head_weights: str = option("1,0.3,1", "BGE-M3: the hybrid's weights of the dense, sparse and multi-vector "
+                                          "scores")
     seed: int = option(0, "seed of subsamples, classifiers and k-means")
     device: str | None = option(None, "cpu, cuda, ... (default: cuda when present)")
     engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
@@ -36,6 +42,10 @@ class EvalOptions:
 
     def __post_init__(self):
         check_ranges(self)
+        from ..m3 import parse_heads, parse_weights
+
+        self.heads = ",".join(parse_heads(self.heads))
+        parse_weights(self.head_weights)
 
 
 @dataclass
@@ -127,7 +137,23 @@ def run_task(model, task: EvalTask, options: EvalOptions, bar=None) -> TaskResul
 def load_eval_model(name: str, options: EvalOptions):
     """The model for evaluation: the registry's inference loading (cuda + fp16 when present), at its own length
     unless ``options.max_seq_length`` (passed with each encode call)."""
-    return load_embedding_model(name, options.device, allow_network=options.allow_network, engine=options.engine)
+    model = load_embedding_model(name, options.device, allow_network=options.allow_network, engine=options.engine)
+    if options.heads != "dense":  # BGE-M3: the sparse and multi-vector heads saved beside the weights
+        from cmtp.schemas.errors import CmtpError
+        from cmtp.transforms.embedding import resolve_model
+
+        from ..m3 import M3Heads, has_heads
+        from ..m3.retrieval import attach_heads
+
+        folder = resolve_model(name, allow_network=options.allow_network).path
+        if options.engine != "torch" or not has_heads(folder):
+            raise CmtpError(f"--heads {options.heads}: {name} " + (
+                f"runs on the {options.engine} engine; the heads need --engine torch" if options.engine != "torch"
+                else "has no BGE-M3 heads (sparse_linear.pt and colbert_linear.pt beside its weights); evaluate it "
+                     "with --heads dense, or train it with --heads dense,sparse,multivector"))
+        heads, _ = M3Heads.for_model(folder, model[0].auto_model.config.hidden_size)
+        attach_heads(model, heads.to(next(model.parameters()).device).to(next(model.parameters()).dtype))
+    return model
 
 
 def evaluate(model, tasks: list[EvalTask], options: EvalOptions | None = None, name: str | None = None) -> Report:

@@ -111,6 +111,11 @@ class Retrieval(TaskType):
                 "corpus": {doc: data["corpus"][doc] for doc in sorted(needed | set(extra))}}
 
     def evaluate(self, data, encode, prompts, options):
+        if getattr(options, "heads", "dense") != "dense":  # BGE-M3: each head, and their hybrid
+            from ..m3.retrieval import m3_retrieval
+
+            encode.count += len(data["queries"]) + len(data["corpus"])
+            return m3_retrieval(encode.model, data, prompts, options, encode.bar)
         qids = list(data["queries"])
         q = encode([data["queries"][i] for i in qids], prompts["query"])
         scores, index, doc_ids = search(encode, q, data["corpus"], prompts["passage"], options.top_k,

@@ -106,6 +106,14 @@ class Bar:
     def update(self, n: int = 1) -> None:
         self.update_to(self.done + n)
 
+    def extend(self, more: int) -> None:
+        """Work found on the way (a second pass over candidates): the total grows, the bar does not stand at 100%."""
+        if self.total is not None:
+            self.total += more
+            if self._tqdm is not None:
+                self._tqdm.total = self.total
+                self._tqdm.refresh()
+
     def refresh(self) -> None:
         """Redraw with the time now: elapsed time and rate move between two counts of a slow step."""
         if self._tqdm is not None:
