@@ -66,6 +66,11 @@ class TrainingEval:
             writer.add_scalar("eval/average", report.average, step)
             for name, score in entry["scores"].items():
                 writer.add_scalar(f"eval/{name}", score, step)
+            for task in report.tasks:  # a BGE-M3 run's retrieval by each head (sparse_ndcg_at_10 ...)
+                for head in ("sparse", "multivector", "hybrid"):
+                    if f"{head}_{task.main_metric}" in task.metrics:
+                        writer.add_scalar(f"eval/{task.name}/{head}", task.metrics[f"{head}_{task.main_metric}"],
+                                          step)
         return entry
 
     def is_best(self, entry: dict) -> bool:

@@ -16,7 +16,7 @@ import torch
 from cmtp.schemas.errors import CmtpError
 from cmtp.transforms.common.topk import merge_topk
 
-from ..evaluation import metrics
+from ..evaluation.metrics import ranked, retrieval_scores
 from .heads import HEAD_NAMES, M3Heads, parse_heads, parse_weights
 from .model import pack, unused_token_ids
 from .scores import lexical_vectors, pair_multivector_scores, unpack
@@ -86,7 +86,7 @@ def lexical_rows(packed: torch.Tensor, vocabulary: int):
 
 
 def _ranked(qids, doc_ids, scores, index) -> dict:
-    return {qid: metrics.ranked([doc_ids[j] for j in row[row >= 0]], s[row >= 0])
+    return {qid: ranked([doc_ids[j] for j in row[row >= 0]], s[row >= 0])
             for qid, s, row in zip(qids, scores, index, strict=True)}
 
 
@@ -120,11 +120,11 @@ def m3_retrieval(st, data: dict, prompts: dict, options, bar=None) -> dict[str, 
             top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
             best[name] = merge_topk([best[name][0], np.take_along_axis(scores, top, 1).astype(np.float32)],
                                     [best[name][1], offsets[top]], k)
-    out = metrics.retrieval_scores(_ranked(qids, doc_ids, *best["dense"]), data["qrels"])
+    out = retrieval_scores(_ranked(qids, doc_ids, *best["dense"]), data["qrels"])
     if chosen == ("dense",):
         return out
     if "sparse" in chosen:
-        out.update({f"sparse_{m}": v for m, v in metrics.retrieval_scores(_ranked(qids, doc_ids, *best["sparse"]),
+        out.update({f"sparse_{m}": v for m, v in retrieval_scores(_ranked(qids, doc_ids, *best["sparse"]),
                                                                            data["qrels"]).items()})
     candidates = np.concatenate([found[1] for found in best.values()], axis=1)
     pairs = sorted({(qi, int(d)) for qi in range(len(qids)) for d in candidates[qi] if d >= 0},
@@ -140,9 +140,9 @@ def m3_retrieval(st, data: dict, prompts: dict, options, bar=None) -> dict[str, 
         runs["multivector"] = {qi: [(int(d), pair_scores[(qi, int(d))][2]) for d in best["dense"][1][qi] if d >= 0]
                                for qi in range(len(qids))}
     for name, run in runs.items():
-        ranked = {qids[qi]: metrics.ranked([doc_ids[d] for d, _ in items], np.array([s for _, s in items]))
+        ranked = {qids[qi]: ranked([doc_ids[d] for d, _ in items], np.array([s for _, s in items]))
                   for qi, items in run.items()}
-        out.update({f"{name}_{m}": v for m, v in metrics.retrieval_scores(ranked, data["qrels"]).items()})
+        out.update({f"{name}_{m}": v for m, v in retrieval_scores(ranked, data["qrels"]).items()})
     return out
 
 
