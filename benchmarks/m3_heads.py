@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from common import ROOT
 
 HEADS = ("dense", "sparse", "multivector", "hybrid")
