@@ -210,3 +210,25 @@ def test_retrieval_is_scored_by_each_head_and_the_hybrid(trained):
     dense_weighted = m3_retrieval(st, data, prompts, EvalOptions(heads=HEADS, head_weights="1,0,0", batch_size=2,
                                                                  top_k=6))
     assert dense_weighted["hybrid_ndcg_at_10"] == pytest.approx(dense_weighted["ndcg_at_10"], rel=1e-6)
+
+
+def test_torchrun_two_gloo_processes_train_the_heads(no_dropout_model, examples_dir, tmp_path):  # noqa: F811
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.dist_worker import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "cmtp.pipelines", "train",
+           "--stage", "finetune", "--model", str(no_dropout_model), "--data", str(examples_dir), "--out", str(out),
+           "--max-steps", "3", "--batch-size", "4", "--train-group-size", "2", "--gradcache-chunk", "4",
+           "--save-steps", "2", "--heads", HEADS]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start = M3Heads.for_model(out / "checkpoints" / "step-2" / "model", 32)[0]
+    end = M3Heads.for_model(out / "model", 32)[0]
+    assert not torch.equal(start.colbert.weight, end.colbert.weight)  # the heads kept training after step 2
+    assert proc.stdout.count("trained 3 steps") == 1

@@ -140,9 +140,9 @@ def m3_retrieval(st, data: dict, prompts: dict, options, bar=None) -> dict[str, 
         runs["multivector"] = {qi: [(int(d), pair_scores[(qi, int(d))][2]) for d in best["dense"][1][qi] if d >= 0]
                                for qi in range(len(qids))}
     for name, run in runs.items():
-        ranked = {qids[qi]: ranked([doc_ids[d] for d, _ in items], np.array([s for _, s in items]))
-                  for qi, items in run.items()}
-        out.update({f"{name}_{m}": v for m, v in retrieval_scores(ranked, data["qrels"]).items()})
+        ordered = {qids[qi]: ranked([doc_ids[d] for d, _ in items], np.array([s for _, s in items]))
+                   for qi, items in run.items()}
+        out.update({f"{name}_{m}": v for m, v in retrieval_scores(ordered, data["qrels"]).items()})
     return out
 
 
