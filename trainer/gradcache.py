@@ -43,8 +43,9 @@ def _join(parts: list[torch.Tensor]) -> torch.Tensor:
     tensor, ``m3/model.py``) zero-padded to the longest chunk's L, padding being mask 0."""
     if parts[0].dim() == 2:
         return torch.cat(parts)
-    length = max(p.shape[1] for p in parts)
-    return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, length - p.shape[1])) for p in parts])
+    from .m3.model import pad_cat
+
+    return pad_cat(parts)
 
 
 def _chunks(texts: list[str], size: int) -> list[list[str]]:

@@ -39,6 +39,12 @@ def pack(output: dict, heads: M3Heads, unused: torch.Tensor) -> torch.Tensor:
     return torch.cat([vectors, weights[..., None], ids[..., None].float(), mask[..., None].float()], dim=-1)
 
 
+def pad_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Packed batches of different token lengths -> one tensor, zero-padded (mask 0) to the longest."""
+    length = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, length - p.shape[1])) for p in parts])
+
+
 class M3Encoder(nn.Module):
     """``Encoder`` + ``M3Heads``: ``forward(texts, kind)`` -> the packed tensor (DDP wraps this module, so the heads'
     gradients are averaged over ranks with the encoder's)."""

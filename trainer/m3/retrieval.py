@@ -18,7 +18,7 @@ from cmtp.transforms.common.topk import merge_topk
 
 from ..evaluation.metrics import ranked, retrieval_scores
 from .heads import HEAD_NAMES, M3Heads, parse_heads, parse_weights
-from .model import pack, unused_token_ids
+from .model import pack, pad_cat, unused_token_ids
 from .scores import lexical_vectors, pair_multivector_scores, unpack
 
 _HEADS_KEY = "_cmtp_m3_heads"  # kept in the model's __dict__: as an attribute, nn.Module would make it a submodule
@@ -31,12 +31,6 @@ def attach_heads(st, heads: M3Heads | None) -> None:
 
 def heads_of(st) -> M3Heads | None:
     return st.__dict__.get(_HEADS_KEY)
-
-
-def pad_cat(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Packed batches of different token lengths -> one tensor, zero-padded (mask 0) to the longest."""
-    length = max(p.shape[1] for p in parts)
-    return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, length - p.shape[1])) for p in parts])
 
 
 @torch.no_grad()
