@@ -40,7 +40,22 @@ def main() -> None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the worker's whole life)
     from apache_beam.runners.worker import sdk_worker_main
 
-    sdk_worker_main.main(sys.argv)
+    code = 0
+    try:
+        sdk_worker_main.main(sys.argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # the harness has logged it (CRITICAL); the runner reports the failure in cmtp
+        code = 1
+    # Leave without the interpreter's teardown: when the runner goes away (Ctrl-C, or the pipeline's end) the
+    # harness returns while gRPC's threads still hold the GIL state, and finalizing beside them can abort the
+    # worker with "Fatal Python error: PyGILState_Release" written straight to the shared terminal
+    for stream in (sys.stdout, sys.__stderr__):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
