@@ -57,6 +57,41 @@ def test_resume_continues_at_the_exact_row(tmp_path):
     assert first + rest == full
 
 
+def write_varied_lengths(directory, n):
+    """Examples whose passages run from 1 to 60 characters, in no order of length."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [{"example_id": f"v{i:04d}", "query": f"问题{i}", "pos": ["长" * (1 + (i * 37) % 60)], "neg": ["短"],
+             "instruction": None, "source": "v", "task": "retrieval", "pos_scores": [], "neg_scores": [],
+             "neg_kinds": ["mined"]} for i in range(n)]
+    for f in range(2):
+        pq.write_table(rows_to_table(rows[f::2], TRAINING_EXAMPLE), directory / f"part-{f}.parquet", row_group_size=25)
+
+
+def padding(batches) -> int:
+    """Characters of padding the passage tensors of these batches hold."""
+    lengths = [[max(map(len, e["pos"] + e["neg"])) for e in b["examples"]] for b in batches]
+    return sum(max(ls) * len(ls) - sum(ls) for ls in lengths)
+
+
+def test_length_grouped_batches_pad_less_cover_every_row_once_and_resume_exactly(tmp_path):
+    write_varied_lengths(tmp_path / "v", 400)
+    source = [DataSource("v", [str(tmp_path / "v")])]
+    plain = StreamConfig(source, batch_size=8, epochs=2, seed=3)
+    grouped = StreamConfig(source, batch_size=8, epochs=2, seed=3, group_by_length=True)
+    for ranks, workers in [(1, 0), (2, 2)]:  # every row once per epoch, whatever the layout
+        seen = read_all(grouped, ranks, workers)
+        assert sorted(seen) == sorted(read_all(plain, ranks, workers))
+    one = [b for b in ParquetStream(grouped)]
+    assert [b["examples"] for b in one] == [b["examples"] for b in ParquetStream(grouped)]  # deterministic
+    assert padding(one) < padding(list(ParquetStream(plain))) / 4
+    full = [e["example_id"] for b in one for e in b["examples"]]
+    for stop in (1, 7, 16, 17, 40, len(one) - 1):  # inside a group, at its end, in the second epoch
+        state = {one[stop - 1]["reader"]: one[stop - 1]["position"]}
+        resumed = StreamConfig(source, batch_size=8, epochs=2, seed=3, group_by_length=True, state=state)
+        rest = [e["example_id"] for b in ParquetStream(resumed) for e in b["examples"]]
+        assert full[: stop * 8] + rest == full, stop
+
+
 def test_mixing_by_weight_with_one_source_per_global_batch(tmp_path):
     write_examples(tmp_path / "a", "a", 300)
     write_examples(tmp_path / "b", "b", 300)
@@ -191,9 +226,11 @@ def write_with_bad_rows(directory):
     return {r["example_id"] for r in good}
 
 
-def test_unusable_rows_are_skipped_and_counted_once(tmp_path):
+@pytest.mark.parametrize("grouped", [False, True])
+def test_unusable_rows_are_skipped_and_counted_once(tmp_path, grouped):
     good = write_with_bad_rows(tmp_path / "a")
-    config = StreamConfig([DataSource("a", [str(tmp_path / "a")])], batch_size=4, epochs=1, seed=2)
+    config = StreamConfig([DataSource("a", [str(tmp_path / "a")])], batch_size=4, epochs=1, seed=2,
+                          group_by_length=grouped)
     seen, malformed = [], 0
     for rank in range(2):
         for batch in make_loader(config, rank, 2, 2):
@@ -208,7 +245,7 @@ def test_unusable_rows_are_skipped_and_counted_once(tmp_path):
         first += [e["example_id"] for e in b["examples"]]
         state[b["reader"]] = b["position"]
         counted += b["malformed"]
-    resumed = StreamConfig(config.sources, batch_size=4, epochs=1, seed=2, state=state)
+    resumed = StreamConfig(config.sources, batch_size=4, epochs=1, seed=2, state=state, group_by_length=grouped)
     rest = list(ParquetStream(resumed))
     assert sorted(first + [e["example_id"] for b in rest for e in b["examples"]]) == sorted(good)
     assert counted + sum(b["malformed"] for b in rest) == 17

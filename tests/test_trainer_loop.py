@@ -153,6 +153,14 @@ def test_kill_and_resume_gives_the_same_weights(tiny_model_path, examples_dir, t
                                     steps=8, save_steps=3, kill_at=5)
 
 
+def test_kill_and_resume_with_length_grouped_batches_gives_the_same_weights(tiny_model_path, examples_dir,
+                                                                           tmp_path):
+    """Killed inside a length group (16 batches), the resumed run rebuilds the group and skips what it served."""
+    assert_kill_and_resume_is_exact(
+        lambda out, **kw: config(tiny_model_path, examples_dir, out, group_by_length=True, batch_size=2, **kw),
+        tmp_path, steps=8, save_steps=3, kill_at=5)
+
+
 def test_torchrun_two_gloo_processes(tiny_model_path, examples_dir, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "ddp"

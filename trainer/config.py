@@ -79,6 +79,9 @@ class TrainConfig:
     workers: int = option(0, "dataloader worker processes per device", ge=0)
     shuffle_units: int = option(4, "row groups a reader concatenates and shuffles together (a block shuffle)",
                                 ge=1)
+    group_by_length: bool = option(False, "batches of examples of about the same length: the rows of 16 batches are "
+                                          "ordered by their longest passage, cut into batches and served in a "
+                                          "seeded order (less padding)")
     same_source_batches: bool = option(True, "each global batch from one --data source",
                                        flag="--same-source-batches/--mixed-source-batches")
     resume: bool = option(True, "continue from the newest checkpoint in --out")

@@ -179,7 +179,7 @@ def _start(config: TrainConfig) -> _Session:
         eval_state = restore(resume_from, optimizer, scheduler, run, rank, world * max(config.workers, 1), retromae)
     stream = StreamConfig(list(config.data), config.batch_size, seed=config.seed, shuffle_units=config.shuffle_units,
                           same_source_batches=config.same_source_batches, state=run.positions,
-                          holdout=config.eval_holdout)
+                          holdout=config.eval_holdout, group_by_length=config.group_by_length)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter

@@ -12,6 +12,9 @@ would have to replay (and re-read) everything it had already trained on; this mo
 * The position of a reader is (epoch, block, offset). Every batch carries its reader's position after it;
   a checkpoint stores the latest one of each reader, and a resumed stream reads only the current block again
   and skips ``offset`` rows in it.
+* ``group_by_length``: a reader takes ``GROUP_BATCHES`` batches' rows at a time, orders them by length, cuts them
+  into batches and serves those in a seeded order, so a batch pads to texts of about its own length. Its position
+  is the reader's before that group and the batches served from it: a resumed stream rebuilds the same group.
 * Several datasets mix by weights, drawn per batch with a generator seeded by (seed, epoch, step), so that
   with ``same_source_batches`` all ranks draw the same source for a step and each global batch holds one source.
 
@@ -262,6 +265,65 @@ class SourceReader:
         return out
 
 
+GROUP_BATCHES = 16  # batches ordered by length together: more pads less but spreads a length over fewer steps
+
+
+def example_length(row: dict[str, Any]) -> tuple[int, int]:
+    """What a row pads a batch to, in characters (about a token each in Chinese): its longest passage (the
+    passage tensor holds every positive and negative, the largest), then its query."""
+    return max(map(len, row["pos"] + row["neg"]), default=0), len(row["query"])
+
+
+class LengthGroups:
+    """Length-grouped batches of one reader (``group_by_length``). HF's ``LengthGroupedSampler`` does this for a
+    map-style dataset's indices; here the rows arrive as a stream with a resumable position, so it is written for
+    it."""
+
+    def __init__(self, reader: SourceReader, batch_size: int, seed: int, stop_at_epoch_end: bool, served: int = 0):
+        self.reader, self.batch_size, self.seed, self.stop_at_epoch_end = reader, batch_size, seed, stop_at_epoch_end
+        self.pending: list[list[dict]] = []
+        self.start, self.served = ReaderPosition(**vars(reader.position)), 0
+        if served:  # resumed inside a group: rebuild it, its malformed rows were reported with its first batch
+            self._fill()
+            del self.pending[:served]
+            self.served = served
+            reader.malformed = 0
+
+    def _fill(self) -> None:
+        self.start, self.served = ReaderPosition(**vars(self.reader.position)), 0
+        rows = self.reader.take(self.batch_size * GROUP_BATCHES, self.stop_at_epoch_end)
+        order = sorted(range(len(rows)), key=lambda i: (example_length(rows[i]), i), reverse=True)
+        batches = [[rows[i] for i in order[k : k + self.batch_size]] for k in range(0, len(order), self.batch_size)]
+        shuffle = _rng(self.seed, "groups", self.reader.reader, self.start.epoch, self.start.block, self.start.offset)
+        self.pending = [batches[i] for i in shuffle.permutation(len(batches))]
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next batch."""
+        return self.start.epoch if self.pending else self.reader.position.epoch
+
+    @property
+    def malformed(self) -> int:
+        return self.reader.malformed
+
+    @malformed.setter
+    def malformed(self, value: int) -> None:
+        self.reader.malformed = value
+
+    def take(self, n: int, stop_at_epoch_end: bool = False) -> list[dict]:
+        if not self.pending:
+            self._fill()
+        if not self.pending:
+            return []
+        self.served += 1
+        return self.pending.pop(0)
+
+    def saved(self) -> dict:
+        if not self.pending:  # the group is spent: the next one starts where the reader stands
+            return {**vars(self.reader.position), "served": 0}
+        return {**vars(self.start), "served": self.served}
+
+
 @dataclass
 class StreamConfig:
     sources: list[DataSource]
@@ -271,6 +333,7 @@ class StreamConfig:
     same_source_batches: bool = False
     epochs: int | None = None  # None: endless (the trainer stops at max_steps)
     holdout: float = 0.0  # share of rows kept out of training for evaluation (by a stable hash of the id)
+    group_by_length: bool = False  # batches of rows of about the same length (LengthGroups)
     state: dict = field(default_factory=dict)  # a checkpoint's positions
 
 
@@ -299,14 +362,12 @@ class ParquetStream(IterableDataset):
         key = reader_key(reader, readers)
         state = self.config.state.get(key, {})
         step = state.get("step", worker)  # this reader produces steps worker, worker + workers, ...
-        sources = {
-            s.name: SourceReader(self.units[s.name], reader, readers, self.config.seed + i, self.config.shuffle_units,
-                                 ReaderPosition(**state.get("sources", {}).get(s.name, {})), self.config.holdout)
-            for i, s in enumerate(self.config.sources)
-        }
+        last_epoch = (self.config.epochs - 1) if self.config.epochs else None
+        sources = {s.name: self._reader(s, i, reader, readers, state.get("sources", {}).get(s.name, {}),
+                                        last_epoch is not None)
+                   for i, s in enumerate(self.config.sources)}
         names = [s.name for s in self.config.sources]
         exhausted: set[str] = set()
-        last_epoch = (self.config.epochs - 1) if self.config.epochs else None
         while len(exhausted) < len(names):
             live = [i for i, n in enumerate(names) if n not in exhausted]
             weights = self.weights[live] / self.weights[live].sum()
@@ -315,7 +376,8 @@ class ParquetStream(IterableDataset):
                 _rng(self.config.seed, "mix", step, self.rank)
             choice = names[live[int(draw.choice(len(live), p=weights))]]
             reader_state = sources[choice]
-            epoch_before = reader_state.position.epoch
+            epoch_before = reader_state.epoch if isinstance(reader_state, LengthGroups) else \
+                reader_state.position.epoch
             if last_epoch is not None and epoch_before > last_epoch:
                 exhausted.add(choice)
                 continue
@@ -324,12 +386,24 @@ class ParquetStream(IterableDataset):
                 exhausted.add(choice)
                 continue
             step += workers
-            position = {"step": step, "sources": {n: vars(r.position).copy() for n, r in sources.items()}}
+            position = {"step": step, "sources": {n: r.saved() if isinstance(r, LengthGroups) else
+                                                  vars(r.position).copy() for n, r in sources.items()}}
             malformed = sum(r.malformed for r in sources.values())
             for r in sources.values():
                 r.malformed = 0
             yield {"examples": examples, "source": choice, "reader": key, "position": position,
                    "malformed": malformed}
+
+
+    def _reader(self, source: DataSource, index: int, reader: int, readers: int, saved: dict,
+                stop_at_epoch_end: bool) -> SourceReader | LengthGroups:
+        saved = dict(saved)
+        served = saved.pop("served", 0)
+        plain = SourceReader(self.units[source.name], reader, readers, self.config.seed + index,
+                             self.config.shuffle_units, ReaderPosition(**saved), self.config.holdout)
+        if not self.config.group_by_length:
+            return plain
+        return LengthGroups(plain, self.config.batch_size, self.config.seed + index, stop_at_epoch_end, served)
 
 
 def collate_batches(items: list[dict]) -> dict:
