@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from cmtp.schemas.errors import CmtpError
 from cmtp.schemas.ranges import check_ranges, option
 from cmtp.transforms.embedding import encode, load_embedding_model, resolve_prompts
 from cmtp.transforms.embedding.engines import ENGINE_HELP, ENGINES
+from cmtp.transforms.embedding.mcls import encode_mcls
 from cmtp.transforms.embedding.prompts import BGE_ZH_INSTRUCTION
 
 from .tasks import EvalTask
@@ -34,6 +36,8 @@ class EvalOptions:
                                  "colbert_linear.pt)")
     head_weights: str = option("1,0.3,1", "BGE-M3: the hybrid's weights of the dense, sparse and multi-vector "
                                           "scores")
+    mcls: int = option(0, "texts longer than N tokens: a [CLS] before every N tokens, the mean of their states as "
+                          "the dense vector (BGE-M3's MCLS for long texts; 0: off)", ge=0)
     seed: int = option(0, "seed of subsamples, classifiers and k-means")
     device: str | None = option(None, "cpu, cuda, ... (default: cuda when present)")
     engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
@@ -46,6 +50,8 @@ class EvalOptions:
 
         self.heads = ",".join(parse_heads(self.heads))
         parse_weights(self.head_weights)
+        if self.mcls and self.heads != "dense":
+            raise CmtpError("--mcls gives dense vectors; evaluate the BGE-M3 heads without it")
 
 
 @dataclass
@@ -97,8 +103,12 @@ class TextEncoder:
 
     def __call__(self, texts: list[str], prompt: str) -> np.ndarray:
         unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-        vectors = encode(self.model, list(unique), prompt, self.options.batch_size,
-                         max_length=self.options.max_seq_length)
+        if self.options.mcls:
+            vectors = encode_mcls(self.model, list(unique), prompt, self.options.batch_size, self.options.mcls,
+                                  max_length=self.options.max_seq_length)
+        else:
+            vectors = encode(self.model, list(unique), prompt, self.options.batch_size,
+                             max_length=self.options.max_seq_length)
         self.count += len(unique)
         if self.bar is not None:
             self.bar.update(len(texts))
