@@ -587,6 +587,9 @@ MISTAKES = {
                                     "heads: dense is always trained"),
     "train --heads with a head that does not exist": (lambda t: _scored(t / "in") or [
         "train", "--data", t / "in", "--out", t / "out", "--heads", "dense,splade"], "heads: splade unknown"),
+    "eval --mcls with BGE-M3 heads": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev", "--heads",
+                                                 "dense,sparse", "--mcls", "128"], "--mcls gives dense vectors"),
+    "eval --mcls below zero": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev", "--mcls", "-5"], "mcls"),
     "eval --heads on a model without them": (lambda t: ["eval", "builtin:me5-small", "--suite", "dev", "--heads",
                                                         "dense,sparse"], "has no BGE-M3 heads"),
     "score --out inside its input": (lambda t: _scored(t / "in") or ["score", t / "in", "--out", t / "in" / "s",
