@@ -84,33 +84,39 @@ def tiny_model(folder: Path) -> Path:
     return build_tiny_model(folder, sentences()[:20000], dropout=0.0)
 
 
-def tree_rss(pid: int) -> int:
-    """Summed RSS (bytes) of a process and all its descendants (Linux /proc)."""
-    page, total, todo = os.sysconf("SC_PAGE_SIZE"), 0, [pid]
+def tree_rss(pid: int) -> tuple[int, int]:
+    """Summed RSS and summed anonymous RSS (bytes) of a process and all its descendants (Linux /proc). RSS also
+    counts the pages of memory-mapped files that were read (Arrow IPC, vector shards): the kernel drops those under
+    pressure; anonymous memory (RssAnon) it cannot."""
+    page, total, anon, todo = os.sysconf("SC_PAGE_SIZE"), 0, 0, [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/statm") as fh:
                 total += int(fh.read().split()[1]) * page
+            with open(f"/proc/{p}/status") as fh:
+                anon += next((int(line.split()[1]) for line in fh if line.startswith("RssAnon:")), 0) * 1024
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     todo += [int(c) for c in fh.read().split()]
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
-    return total
+    return total, anon
 
 
-def run(command: list[str], log: Path) -> tuple[float, int]:
-    """Run ``command`` (its output to ``log``); (seconds, peak summed RSS of its process tree)."""
+def run(command: list[str], log: Path) -> tuple[float, int, int]:
+    """Run ``command`` (its output to ``log``); (seconds, peak summed RSS of its process tree, peak summed
+    anonymous RSS)."""
     started = time.perf_counter()
     with log.open("w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        peak, done = 0, threading.Event()
+        peak, peak_anon, done = 0, 0, threading.Event()
 
         def sample():
-            nonlocal peak
+            nonlocal peak, peak_anon
             while not done.wait(SAMPLE_SECONDS):
-                peak = max(peak, tree_rss(proc.pid))
+                rss, anon = tree_rss(proc.pid)
+                peak, peak_anon = max(peak, rss), max(peak_anon, anon)
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
@@ -119,7 +125,7 @@ def run(command: list[str], log: Path) -> tuple[float, int]:
         thread.join()
     if code:
         raise SystemExit(f"{' '.join(command)} failed ({code}); see {log}:\n{log.read_text()[-3000:]}")
-    return time.perf_counter() - started, peak
+    return time.perf_counter() - started, peak, peak_anon
 
 
 def stage_commands(cmtp: str, data: Path, work: Path, model: Path) -> dict[str, list[str]]:
@@ -156,7 +162,7 @@ def main() -> None:
     cmtp = str(Path(sys.executable).with_name("cmtp"))
     root = Path(args.work or tempfile.mkdtemp(prefix="cmtp-scale-"))
     model = tiny_model(root / "model")
-    results: dict[int, dict[str, tuple[float, int, int]]] = {}
+    results: dict[int, dict[str, tuple[float, int, int, int]]] = {}
     try:
         for size in sizes:
             data, work = root / f"data-{size}", root / f"work-{size}"
@@ -168,24 +174,26 @@ def main() -> None:
             results[size] = {}
             commands = stage_commands(cmtp, data, work, model)
             for stage in stages:
-                seconds, peak = run(commands[stage], work / f"{stage}.log")
+                seconds, peak, anon = run(commands[stage], work / f"{stage}.log")
                 manifest = json.loads((work / stage / "manifest.json").read_text())
-                results[size][stage] = (seconds, peak, manifest["count_in"])
-                print(f"  {stage:8s} {manifest['count_in']:>10,} in  {peak / 2**20:8,.0f} MiB peak  "
+                results[size][stage] = (seconds, peak, manifest["count_in"], anon)
+                print(f"  {stage:8s} {manifest['count_in']:>10,} in  {peak / 2**20:8,.0f} MiB peak "
+                      f"({anon / 2**20:,.0f} anonymous)  "
                       f"{manifest['count_in'] / seconds:8,.0f} items/s  {seconds:7.1f} s", flush=True)
             if args.build:
-                seconds, peak = run([cmtp, "build", str(build_file(data, work, model))], work / "build.log")
+                seconds, peak, anon = run([cmtp, "build", str(build_file(data, work, model))],
+                                          work / "build.log")
                 print(f"  cmtp build (extract -> dedup -> score -> mine): {seconds:.0f} s, "
-                      f"{peak / 2**20:,.0f} MiB peak", flush=True)
+                      f"{peak / 2**20:,.0f} MiB peak ({anon / 2**20:,.0f} anonymous)", flush=True)
             if not args.keep:
                 shutil.rmtree(data, ignore_errors=True)
         if len(sizes) > 1:
             small, large = sizes[0], sizes[-1]
             print(f"\npeak RSS at {large:,} against {small:,} documents ({large / small:.0f}x the documents):")
             for stage in stages:
-                ratio = results[large][stage][1] / results[small][stage][1]
-                print(f"  {stage:8s} {ratio:5.2f}x  ({results[small][stage][1] / 2**20:,.0f} -> "
-                      f"{results[large][stage][1] / 2**20:,.0f} MiB)")
+                (_, a, _, a_anon), (_, b, _, b_anon) = results[small][stage], results[large][stage]
+                print(f"  {stage:8s} {b / a:5.2f}x  ({a / 2**20:,.0f} -> {b / 2**20:,.0f} MiB); anonymous "
+                      f"{b_anon / a_anon:5.2f}x ({a_anon / 2**20:,.0f} -> {b_anon / 2**20:,.0f} MiB)")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
