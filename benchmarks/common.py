@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -108,3 +109,14 @@ def print_against_loop(docs: int, loop_seconds: float, runs: list[tuple[int, int
     for workers, count, seconds, note in runs:
         print(f"beam, {workers} worker(s)      : {seconds:7.1f} s  {count / seconds:9.0f} docs/s  "
               f"{count / seconds / rate:.2f}x the loop{note}")
+
+
+def run_job(script: str, job: dict) -> tuple[dict | None, str]:
+    """Runs ``script --job JSON`` in a fresh interpreter (so peaks and caches do not leak between measurements);
+    returns the dict it printed on its last ``RESULT `` line (None when it failed) and its output's tail."""
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, script, "--job", json.dumps(job)], capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        return None, (proc.stderr or proc.stdout)[-2000:]
+    return json.loads(lines[-1][len("RESULT "):]), ""

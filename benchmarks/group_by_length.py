@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-from common import ROOT
+from common import run_job
 
 
 def padding(args, grouped: bool) -> dict:
@@ -47,7 +44,7 @@ def padding(args, grouped: bool) -> dict:
     return slots
 
 
-def run_job(job: dict) -> dict:
+def train_job(job: dict) -> dict:
     from cmtp.trainer.config import TrainConfig
     from cmtp.trainer.loop import train
 
@@ -62,13 +59,10 @@ def run_job(job: dict) -> dict:
 
 
 def measure(job: dict) -> dict:
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True,
-                          env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"a training run failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    result, failure = run_job(__file__, job)
+    if result is None:
+        raise SystemExit(f"a training run failed:\n{failure}")
+    return result
 
 
 def main() -> None:
@@ -85,7 +79,7 @@ def main() -> None:
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
-        print("RESULT " + json.dumps(run_job(json.loads(args.job))))
+        print("RESULT " + json.dumps(train_job(json.loads(args.job))))
         return
     if not args.data:
         parser.error("give mine's output folder (make demo writes demo-out/mine)")

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, PeakMemory, lcsts_pairs
+from common import PeakMemory, lcsts_pairs, run_job
 
 QUERY_PROMPT, PASSAGE_PROMPT = "query: ", "passage: "
 
@@ -106,13 +103,10 @@ def _cuda() -> bool:
 
 def measure(job: dict) -> dict:
     """Runs one job in a fresh interpreter (this file with --job) and returns its result."""
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True,
-                          env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        return {"kind": job["runner"], "batch": job["batch"], "error": (proc.stderr or proc.stdout)[-600:]}
-    return json.loads(lines[-1][len("RESULT "):])
+    result, failure = run_job(__file__, job)
+    if result is None:
+        return {"kind": job["runner"], "batch": job["batch"], "error": failure[-600:]}
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- data
