@@ -248,6 +248,15 @@ class SourceReader:
             self.position = ReaderPosition(self.position.epoch + 1, 0, 0)
         self._rows = []  # this reader owns no unit (more readers than row groups), or no usable row
 
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next row."""
+        return self.position.epoch
+
+    def saved(self) -> dict:
+        """The position a checkpoint stores."""
+        return vars(self.position).copy()
+
     def take(self, n: int, stop_at_epoch_end: bool = False) -> list[dict]:
         out: list[dict] = []
         epoch = self.position.epoch
@@ -376,8 +385,7 @@ class ParquetStream(IterableDataset):
                 _rng(self.config.seed, "mix", step, self.rank)
             choice = names[live[int(draw.choice(len(live), p=weights))]]
             reader_state = sources[choice]
-            epoch_before = reader_state.epoch if isinstance(reader_state, LengthGroups) else \
-                reader_state.position.epoch
+            epoch_before = reader_state.epoch
             if last_epoch is not None and epoch_before > last_epoch:
                 exhausted.add(choice)
                 continue
@@ -386,8 +394,7 @@ class ParquetStream(IterableDataset):
                 exhausted.add(choice)
                 continue
             step += workers
-            position = {"step": step, "sources": {n: r.saved() if isinstance(r, LengthGroups) else
-                                                  vars(r.position).copy() for n, r in sources.items()}}
+            position = {"step": step, "sources": {n: r.saved() for n, r in sources.items()}}
             malformed = sum(r.malformed for r in sources.values())
             for r in sources.values():
                 r.malformed = 0
