@@ -103,15 +103,16 @@ class TextEncoder:
 
     def __call__(self, texts: list[str], prompt: str) -> np.ndarray:
         unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-        if self.options.mcls:
+        update = self.bar.update if self.bar is not None else None
+        if self.options.mcls:  # slower than plain encoding: the bar moves per batch
             vectors = encode_mcls(self.model, list(unique), prompt, self.options.batch_size, self.options.mcls,
-                                  max_length=self.options.max_seq_length)
+                                  max_length=self.options.max_seq_length, on_done=update)
         else:
             vectors = encode(self.model, list(unique), prompt, self.options.batch_size,
                              max_length=self.options.max_seq_length)
         self.count += len(unique)
-        if self.bar is not None:
-            self.bar.update(len(texts))
+        if update:  # the rest of the texts: all of them, or (MCLS) the repeats the batches did not count
+            update(len(texts) - (len(unique) if self.options.mcls else 0))
         return vectors[inverse.reshape(-1)]
 
 

@@ -46,9 +46,10 @@ def check_mcls_model(model) -> None:
 
 
 def encode_mcls(model, texts: list[str], prompt: str, batch_size: int, every: int,
-                max_length: int | None = None) -> np.ndarray:
+                max_length: int | None = None, on_done=None) -> np.ndarray:
     """Normalised float32 vectors: texts longer than ``every`` tokens (with the prompt) by MCLS, the others by
-    ``encode``. ``max_length`` as in ``encode`` (None: the model's ``max_seq_length``)."""
+    ``encode``. ``max_length`` as in ``encode`` (None: the model's ``max_seq_length``). ``on_done(n)`` is told
+    of every n texts encoded (a progress bar)."""
     import torch
 
     check_mcls_model(model)
@@ -60,6 +61,8 @@ def encode_mcls(model, texts: list[str], prompt: str, batch_size: int, every: in
     out = np.zeros((len(texts), model.get_embedding_dimension()), dtype=np.float32)
     if short:
         out[short] = encode(model, [texts[i] for i in short], prompt, batch_size, max_length=max_length)
+        if on_done:
+            on_done(len(short))
     built = {i: with_cls_tokens(ids[i], every, limit, tokenizer.cls_token_id, tokenizer.sep_token_id) for i in long}
     order = sorted(long, key=lambda i: len(built[i][0]))  # batches of similar length pad less
     transformer = model[0]
@@ -78,4 +81,6 @@ def encode_mcls(model, texts: list[str], prompt: str, batch_size: int, every: in
         for row, i in enumerate(batch):
             vector = hidden[row, built[i][1]].mean(dim=0)
             out[i] = torch.nn.functional.normalize(vector, dim=0).cpu().numpy()
+        if on_done:
+            on_done(len(batch))
     return out
