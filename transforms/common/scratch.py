@@ -75,8 +75,10 @@ def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
 
 
 def iter_batches(path: str) -> Iterator[pa.RecordBatch]:
-    """The record batches of an IPC file, one at a time."""
-    with _open_read(path) as fh:
+    """The record batches of an IPC file, one at a time, each read into memory (a local file is not mapped: a
+    merge walks many files to their ends at once, and every mapped page it touched counted in the process's
+    memory until the file was closed: 860 MiB at the start of mine at 1M documents)."""
+    with (pa.OSFile(_local(path), "rb") if not is_remote(path) else _open_read(path)) as fh:
         reader = pa.ipc.open_file(fh)
         for i in range(reader.num_record_batches):
             yield reader.get_batch(i)
