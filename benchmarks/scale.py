@@ -5,7 +5,8 @@ sentences of ../shared/data/raw): 4-12 sentences each, a title cut from another 
 few characters changed), written as generic JSON lines in files of 50,000 documents. Each stage then runs as the
 command a user types (``cmtp extract``, ``dedup``, ``score`` with a tiny model this script builds, ``mine``), and
 the summed RSS of its process tree (the command and its Beam worker processes) is sampled every 0.5 s. Printed per
-size and stage: peak RSS, items/s, seconds; then each stage's peak at the largest size against the smallest.
+size and stage: peak RSS, items/s, seconds; then each stage's peak at the largest size against the smallest. Each
+stage's samples are kept beside its log (``<work>/work-<size>/<stage>.memory.tsv``) to find where its peak falls.
 
     python benchmarks/scale.py                            # 250,000 and 1,000,000 documents
     python benchmarks/scale.py --sizes 20000,80000        # a quick look
@@ -106,17 +107,20 @@ def tree_rss(pid: int) -> tuple[int, int]:
 
 def run(command: list[str], log: Path) -> tuple[float, int, int]:
     """Run ``command`` (its output to ``log``); (seconds, peak summed RSS of its process tree, peak summed
-    anonymous RSS)."""
+    anonymous RSS). Every sample also goes to ``log`` with ``.memory.tsv`` for its suffix (seconds, RSS MiB,
+    anonymous MiB): where in a stage its peak falls."""
     started = time.perf_counter()
-    with log.open("w") as out:
+    with log.open("w") as out, log.with_suffix(".memory.tsv").open("w") as timeline:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         peak, peak_anon, done = 0, 0, threading.Event()
+        timeline.write("seconds\trss_mib\tanon_mib\n")
 
         def sample():
             nonlocal peak, peak_anon
             while not done.wait(SAMPLE_SECONDS):
                 rss, anon = tree_rss(proc.pid)
                 peak, peak_anon = max(peak, rss), max(peak_anon, anon)
+                timeline.write(f"{time.perf_counter() - started:.1f}\t{rss / 2**20:.0f}\t{anon / 2**20:.0f}\n")
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()

@@ -14,6 +14,7 @@ from cmtp.transforms.mine.index import (
     SearchIndex,
     build_index,
     exact_sharded_search,
+    flat_index,
     merge_topk,
     rerank_exact,
     tune_nprobe,
@@ -55,6 +56,21 @@ def test_exact_search_is_brute_force(tmp_path):
         gaps = np.abs(np.diff(np.take_along_axis(sims, truth, axis=1), axis=1))
         clear = np.concatenate([gaps[:, :1], np.minimum(gaps[:, 1:], gaps[:, :-1]), gaps[:, -1:]], axis=1) > 1e-5
         assert (found[clear] == truth[clear]).all() and clear.mean() > 0.95
+
+
+def test_flat_index_filled_in_place_is_the_index_add_builds(tmp_path):
+    """The exact index sized once and filled shard by shard holds the same bytes as one grown by add() per shard
+    (so its searches and saved file are the same)."""
+    import faiss
+
+    rng = np.random.default_rng(3)
+    store = _store(tmp_path, _unit(rng, 1300, 8), shard_rows=300)  # the last shard is shorter
+    grown = faiss.IndexFlatIP(8)
+    for shard in range(len(store.shards)):
+        grown.add(np.ascontiguousarray(store.shard(shard), dtype=np.float32))
+    filled = flat_index(store, 8)
+    assert filled.ntotal == grown.ntotal == 1300
+    assert faiss.serialize_index(filled).tobytes() == faiss.serialize_index(grown).tobytes()
 
 
 def test_exact_rerank_orders_candidates_by_stored_vectors(tmp_path):
