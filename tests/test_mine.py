@@ -96,6 +96,30 @@ def test_exact_rerank_orders_candidates_by_stored_vectors(tmp_path):
     assert sharded.describe()["ntotal"] == 900
 
 
+def test_sharded_search_merging_as_it_goes_equals_one_merge_of_every_shard(tmp_path):
+    """Each shard's top-k merged into the best so far gives what one merge of every shard's top-k gave, ties
+    (repeated vectors, so equal scores) broken by the lower id alike, with k above a shard's size."""
+    import faiss
+
+    rng = np.random.default_rng(11)
+    pool = _unit(rng, 700, 8)
+    pool[350:420] = pool[:70]  # the same vectors in other shards: tied scores across shards
+    store = _store(tmp_path, pool, shard_rows=40)
+    queries = np.concatenate([_unit(rng, 30, 8), pool[:5].astype(np.float16).astype(np.float32)])
+    k = 50
+    scores, ids = [], []
+    for shard, offset in zip(range(len(store.shards)), store.shard_offsets(), strict=True):
+        index = faiss.IndexFlatIP(8)
+        index.add(np.ascontiguousarray(store.shard(shard), dtype=np.float32))
+        d, i = index.search(queries, min(k, index.ntotal))
+        scores.append(d)
+        ids.append(np.where(i >= 0, i + offset, -1))
+    want_scores, want_ids = merge_topk(scores, ids, k)
+    got_scores, got_ids = exact_sharded_search(store, queries, k)
+    assert got_ids.tolist() == want_ids.tolist() and (got_scores == want_scores).all()
+    assert got_ids.shape == (35, k)
+
+
 def test_merge_topk_across_shards():
     s, i = merge_topk([np.array([[0.9, 0.1]]), np.array([[0.95, 0.2]])],
                       [np.array([[3, 4]]), np.array([[7, -1]])], 3)

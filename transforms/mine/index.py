@@ -31,16 +31,18 @@ TRAIN_MAX_VECTORS = 200_000
 
 
 def exact_sharded_search(store: PoolStore, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k, one on-disk shard in memory at a time."""
-    scores, ids = [], []
+    """Exact inner-product top-k, one on-disk shard in memory at a time, each shard's top-k merged into the best
+    so far (the same result as merging every shard's at the end, which held queries x shards x k candidates: at 1M
+    documents 177 shards, 220 MiB for the 512 queries that tune ``nprobe``, 1.7 GiB for a 4,096-query block)."""
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_ids = np.full((len(queries), 0), -1, dtype=np.int64)
     for shard, offset in zip(range(len(store.shards)), store.shard_offsets(), strict=True):
         vectors = np.ascontiguousarray(store.shard(shard), dtype=np.float32)
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors)
         d, i = index.search(queries, min(k, len(vectors)))
-        scores.append(d)
-        ids.append(np.where(i >= 0, i + offset, -1))
-    return merge_topk(scores, ids, k)
+        best_scores, best_ids = merge_topk([best_scores, d], [best_ids, np.where(i >= 0, i + offset, -1)], k)
+    return best_scores, best_ids
 
 
 def gpus_available() -> int:
