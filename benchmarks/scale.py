@@ -121,6 +121,7 @@ def run(command: list[str], log: Path) -> tuple[float, int, int]:
                 rss, anon = tree_rss(proc.pid)
                 peak, peak_anon = max(peak, rss), max(peak_anon, anon)
                 timeline.write(f"{time.perf_counter() - started:.1f}\t{rss / 2**20:.0f}\t{anon / 2**20:.0f}\n")
+                timeline.flush()  # readable while the stage runs
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
