@@ -33,7 +33,7 @@ TRAIN_MAX_VECTORS = 200_000
 def exact_sharded_search(store: PoolStore, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k, one on-disk shard in memory at a time, each shard's top-k merged into the best
     so far (the same result as merging every shard's at the end, which held queries x shards x k candidates: at 1M
-    documents 177 shards, 220 MiB for the 512 queries that tune ``nprobe``, 1.7 GiB for a 4,096-query block)."""
+    documents 177 shards, 220 MiB for the 512 queries that tune ``nprobe``, about 1.7 GiB for a 4,096-query block)."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.full((len(queries), 0), -1, dtype=np.int64)
     for shard, offset in zip(range(len(store.shards)), store.shard_offsets(), strict=True):
@@ -128,8 +128,8 @@ def _sample_vectors(store: PoolStore, count: int, seed: int) -> np.ndarray:
 def flat_index(store: PoolStore, dim: int) -> faiss.IndexFlatIP:
     """An exact index over every pool vector, its storage sized once and filled shard by shard. faiss has no
     ``reserve``: ``add`` per shard grew the buffer by doubling, each step copying it into one twice as large while
-    the old one was alive (up to 3x the index at that moment: at 1M documents the flat index's build was mine's
-    peak); one ``add`` of the whole pool would need a float32 copy of it beside the index."""
+    the old one was alive (at 1M documents the build of the 88 MiB index peaked 166 MiB above its start, 137 when
+    filled in place); one ``add`` of the whole pool would need a float32 copy of it beside the index."""
     index = faiss.IndexFlatIP(dim)
     total = sum(len(store.shard(i)) for i in range(len(store.shards)))
     index.codes.resize(total * index.code_size)
