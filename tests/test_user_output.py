@@ -101,3 +101,21 @@ def test_eval_shows_per_task_progress_in_a_terminal(tmp_path, tiny_model_path):
     code, text, first_rate = in_terminal(["eval", tiny_model_path, "--suite", "dev", "--max-per-task", "20"])
     assert code == 0, text[-2000:]
     assert first_rate is not None and "eval " in text and "text/s" in text, text[-2000:]
+
+
+def test_a_step_with_nothing_to_count_keeps_redrawing_and_ends_in_one_line(monkeypatch, capsys):
+    """``step``: its bar is redrawn while the work runs (the elapsed time moves on a terminal), and off a terminal
+    it ends in one line with its time."""
+    import time
+
+    from cmtp.transforms.common import progress
+
+    redrawn = []
+    monkeypatch.setattr(progress.Bar, "refresh", lambda self: redrawn.append(self.desc))
+    with progress.step("mine: build and tune the search index"):
+        time.sleep(3 * progress.REFRESH_SECONDS)
+    count = len(redrawn)
+    time.sleep(2 * progress.REFRESH_SECONDS)
+    assert count >= 1 and len(redrawn) == count  # redrawn while working, not after
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mine: build and tune the search index: 1 step in "), lines

@@ -18,7 +18,7 @@ from cmtp.schemas import DEAD_LETTER, TRAINING_EXAMPLE, CmtpError, Manifest, row
 from cmtp.transforms.common.outcomes import DROPPED, IN, OUT, summarize
 from cmtp.transforms.common.parquet_shards import StreamingShardWriter
 from cmtp.transforms.common.paths import files_matching
-from cmtp.transforms.common.progress import bar
+from cmtp.transforms.common.progress import bar, step
 from cmtp.transforms.embedding import DEFAULT_MODEL
 from cmtp.transforms.embedding.blocks import EmbedderSpec, TextEmbedder
 from cmtp.transforms.embedding.prompts import spec_prompts
@@ -118,7 +118,8 @@ def _embed_and_search(examples: ExampleStore, config: MineConfig, run: MineRunOp
     k = min(config.range_end, pool_size)
     # the model is loaded here only for positives or labeled negatives that a separate --pool does not hold
     miner = Miner(config, lambda: TextEmbedder(replace(spec, threads=None)), store, same_query_positives(examples))
-    miner.prepare_search(np.asarray(queries.shard(0), dtype=np.float32), k)
+    with step("mine: build and tune the search index"):  # seconds to minutes at a million passages, no count
+        miner.prepare_search(np.asarray(queries.shard(0), dtype=np.float32), k)
     writer = StreamingShardWriter(str(out_dir / "examples"), TRAINING_EXAMPLE, lambda row: row["example_id"],
                                   run.num_shards, run.row_group_size)
     written: Counter[str] = Counter()  # rows per source, for the manifest

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -143,3 +144,24 @@ def bar(desc: str, total: int | None, unit: str):
         progress.close(summary=False)
         raise
     progress.close()
+
+
+@contextmanager
+def step(desc: str):
+    """One step that has nothing to count (building and tuning a search index): on a terminal its bar is redrawn
+    twice a second so that the elapsed time moves while it works; otherwise one line with its time when it ends."""
+    with bar(desc, 1, "step") as progress:
+        stop = threading.Event()
+
+        def redraw():
+            while not stop.wait(REFRESH_SECONDS):
+                progress.refresh()
+
+        thread = threading.Thread(target=redraw, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        progress.update()
